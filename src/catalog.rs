@@ -1,0 +1,267 @@
+//! The inventory this instance serves, and how it follows the store.
+//!
+//! Requests read the current [`Snapshot`] through an `ArcSwap`: no lock, no store round trip.
+//! A background task polls the store's version (the guarantee: a change is served within one
+//! poll interval plus a load) and is woken early by a notification (Redis pub/sub, or the
+//! admin API of this very instance). It never replaces a good snapshot by an older or empty
+//! one: when the store comes back empty it writes the snapshot back.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwapOption;
+use parking_lot::Mutex;
+use serde::Serialize;
+use tokio::sync::{watch, Notify};
+
+use crate::inventory::parse_inventory;
+use crate::metrics::Metrics;
+use crate::snapshot::Snapshot;
+use crate::store::{Store, StoreError};
+
+/// What this instance knows of its store, for `/readyz`.
+#[derive(Debug, Clone, Serialize)]
+pub struct StoreStatus {
+    /// `memory` or `redis`.
+    pub kind: &'static str,
+    /// Whether the last call to the store succeeded.
+    pub reachable: bool,
+    /// A sentence on the state of the store's inventory.
+    pub detail: String,
+}
+
+/// The served snapshot and the state of its source.
+pub struct Catalog {
+    current: ArcSwapOption<Snapshot>,
+    loaded_at: Mutex<Option<Instant>>,
+    status: Mutex<StoreStatus>,
+    store: Store,
+    metrics: Metrics,
+    /// Wakes the refresh task before its next poll.
+    pub wake: Notify,
+    /// Set when the process begins to shut down.
+    pub draining: AtomicBool,
+}
+
+impl std::fmt::Debug for Catalog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Catalog")
+            .field("version", &self.current.load().as_ref().map(|s| s.version))
+            .finish_non_exhaustive()
+    }
+}
+
+/// The inventory could not be loaded at start-up.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The inventory file is unreadable.
+    #[error("cannot read the inventory file {path}: {source}")]
+    File {
+        /// The file.
+        path: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The inventory file is invalid.
+    #[error("the inventory file {path} is invalid: {details}")]
+    Invalid {
+        /// The file.
+        path: String,
+        /// Every problem, one per line.
+        details: String,
+    },
+}
+
+impl Catalog {
+    /// A catalog with nothing loaded yet.
+    pub fn new(store: Store, metrics: Metrics) -> Self {
+        let status = StoreStatus {
+            kind: store.kind(),
+            reachable: false,
+            detail: "not contacted yet".into(),
+        };
+        Self {
+            current: ArcSwapOption::empty(),
+            loaded_at: Mutex::new(None),
+            status: Mutex::new(status),
+            store,
+            metrics,
+            wake: Notify::new(),
+            draining: AtomicBool::new(false),
+        }
+    }
+
+    /// The snapshot being served, if one is loaded.
+    pub fn snapshot(&self) -> Option<Arc<Snapshot>> {
+        self.current.load_full()
+    }
+
+    /// The store's state, for `/readyz`.
+    pub fn status(&self) -> StoreStatus {
+        self.status.lock().clone()
+    }
+
+    /// Seconds since the served snapshot was loaded.
+    pub fn age(&self) -> Option<Duration> {
+        self.loaded_at.lock().map(|t| t.elapsed())
+    }
+
+    /// Whether the process is shutting down.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    fn set_status(&self, reachable: bool, detail: impl Into<String>) {
+        let mut status = self.status.lock();
+        status.reachable = reachable;
+        status.detail = detail.into();
+    }
+
+    fn install(&self, snapshot: Snapshot) {
+        tracing::info!(version = snapshot.version, "serving inventory version");
+        self.metrics.inventory_version.set(snapshot.version as i64);
+        self.current.store(Some(Arc::new(snapshot)));
+        *self.loaded_at.lock() = Some(Instant::now());
+    }
+
+    /// Seeds the store from the inventory file when it holds no inventory (always so for the
+    /// embedded store), then loads what the store holds. A store that cannot be reached is
+    /// not an error: the refresh task keeps trying and `/readyz` says so.
+    pub async fn start(&self, file: &std::path::Path) -> Result<(), LoadError> {
+        let path = file.display().to_string();
+        let bytes = std::fs::read(file).map_err(|source| LoadError::File {
+            path: path.clone(),
+            source,
+        })?;
+        let parsed = parse_inventory(&bytes).map_err(|e| LoadError::Invalid {
+            path: path.clone(),
+            details: e
+                .details
+                .iter()
+                .map(|d| format!("{}: {}", d.path, d.message))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        })?;
+        let json = serde_json::to_string(&parsed.inventory).expect("an inventory serialises");
+        match self.store.inventory_version().await {
+            Ok(None) => match self.store.restore_inventory(&json, 1).await {
+                Ok(_) => tracing::info!(file = %path, "store was empty: seeded it from the inventory file"),
+                Err(e) => tracing::warn!(error = %e, "cannot seed the store"),
+            },
+            Ok(Some(_)) => {}
+            Err(e) => tracing::warn!(error = %e, "store unreachable at start; will keep trying"),
+        }
+        self.refresh().await;
+        Ok(())
+    }
+
+    /// Compares the store's version with the served one and acts: load a newer inventory,
+    /// restore an empty or older store, or note that the store is unreachable.
+    pub async fn refresh(&self) {
+        let current = self.snapshot();
+        let version = match self.store.inventory_version().await {
+            Ok(v) => v,
+            Err(e) => {
+                self.note_unreachable(&e, current.is_some());
+                return;
+            }
+        };
+        match (version, current) {
+            (Some(stored), Some(snapshot)) if stored == snapshot.version => {
+                self.set_status(true, format!("in sync at version {stored}"));
+            }
+            (Some(stored), Some(snapshot)) if stored < snapshot.version => {
+                self.restore(&snapshot, &format!("the store went back to version {stored}")).await;
+            }
+            (None, Some(snapshot)) => self.restore(&snapshot, "the store was empty").await,
+            (None, None) => self.set_status(true, "the store holds no inventory"),
+            (Some(_), _) => self.load().await,
+        }
+    }
+
+    async fn load(&self) {
+        let stored = match self.store.load_inventory().await {
+            Ok(Some(stored)) => stored,
+            Ok(None) => return,
+            Err(e) => return self.note_unreachable(&e, self.snapshot().is_some()),
+        };
+        if self.snapshot().is_some_and(|s| s.version >= stored.version) {
+            return;
+        }
+        match parse_inventory(stored.json.as_bytes()) {
+            Ok(parsed) => {
+                self.install(Snapshot::compile(stored.version, parsed.inventory));
+                self.set_status(true, format!("in sync at version {}", stored.version));
+            }
+            Err(e) => {
+                // Written by something other than regie's admin API; keep the last good one.
+                tracing::error!(version = stored.version, error = %e, "the store holds an invalid inventory; keeping the last good one");
+                self.set_status(true, format!("the store's inventory version {} is invalid; serving the last good one", stored.version));
+            }
+        }
+    }
+
+    async fn restore(&self, snapshot: &Snapshot, why: &str) {
+        let json = serde_json::to_string(snapshot.document.as_ref()).expect("an inventory serialises");
+        match self.store.restore_inventory(&json, snapshot.version).await {
+            Ok(_) => {
+                tracing::warn!(version = snapshot.version, "{why}: wrote the served inventory back");
+                self.set_status(true, format!("{why}; restored version {} from this instance", snapshot.version));
+            }
+            Err(e) => self.note_unreachable(&e, true),
+        }
+    }
+
+    fn note_unreachable(&self, e: &StoreError, serving: bool) {
+        tracing::warn!(error = %e, "store unreachable");
+        let detail = if serving {
+            "the store is unreachable; serving the last good inventory"
+        } else {
+            "the store is unreachable and no inventory is loaded"
+        };
+        self.set_status(false, detail);
+    }
+
+    /// Refreshes every `poll` or when woken, until `shutdown` turns true.
+    pub async fn run(self: Arc<Self>, poll: Duration, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(poll) => {}
+                _ = self.wake.notified() => {}
+                _ = shutdown.changed() => return,
+            }
+            self.refresh().await;
+        }
+    }
+}
+
+/// Listens to the store's change notifications and wakes the catalog. Notifications are only
+/// a shortcut: while this is disconnected the poll still finds every change.
+pub async fn watch_redis(catalog: Arc<Catalog>, client: redis::Client, channel: String, mut shutdown: watch::Receiver<bool>) {
+    use futures_util::StreamExt;
+    loop {
+        let listen = async {
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe(&channel).await?;
+            let mut messages = pubsub.on_message();
+            while messages.next().await.is_some() {
+                catalog.wake.notify_one();
+            }
+            Ok::<(), redis::RedisError>(())
+        };
+        tokio::select! {
+            result = listen => {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "inventory notifications disconnected");
+                }
+            }
+            _ = shutdown.changed() => return,
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! Counting served decisions, impressions, viewable impressions and clicks.
+//!
+//! The request path only appends to memory ([`Recorder`]); a [`Flusher`] task writes batches to
+//! the store at least every flush interval, one round trip per batch. A batch that fails stays
+//! queued with its id and is retried as is, so a retry after a timeout is not counted twice.
+//! While the store is down, events wait in bounded memory; past the bound they are dropped and
+//! counted as dropped. On shutdown the flusher writes what is left before the process exits.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use chrono_tz::Tz;
+use parking_lot::Mutex;
+use tokio::sync::watch;
+use ulid::Ulid;
+
+use crate::clock::SharedClock;
+use crate::inventory::{Id, SlotName};
+use crate::metrics::Metrics;
+use crate::store::{Batch, Event, ServedCount, Store};
+use crate::tracking::EventKind;
+
+/// Events per batch: one script call each, small enough not to stall Redis for long.
+const MAX_EVENTS_PER_BATCH: usize = 5_000;
+
+/// The reporting day of an instant.
+pub fn reporting_day(now: DateTime<Utc>, tz: Tz) -> NaiveDate {
+    now.with_timezone(&tz).date_naive()
+}
+
+#[derive(Default)]
+struct Pending {
+    served: HashMap<(Id, SlotName, NaiveDate), u64>,
+    events: Vec<Event>,
+}
+
+/// The in-memory side of counting, shared by every request.
+pub struct Recorder {
+    pending: Mutex<Pending>,
+    /// Events and served entries held by batches that failed and wait for a retry.
+    queued: AtomicUsize,
+    max_pending: usize,
+    metrics: Metrics,
+}
+
+impl std::fmt::Debug for Recorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recorder").field("max_pending", &self.max_pending).finish_non_exhaustive()
+    }
+}
+
+impl Recorder {
+    /// A recorder holding at most `max_pending` events and served entries in memory.
+    pub fn new(max_pending: usize, metrics: Metrics) -> Self {
+        Self {
+            pending: Mutex::new(Pending::default()),
+            queued: AtomicUsize::new(0),
+            max_pending,
+            metrics,
+        }
+    }
+
+    fn has_room(&self, pending: &Pending) -> bool {
+        pending.served.len() + pending.events.len() + self.queued.load(Ordering::Relaxed) < self.max_pending
+    }
+
+    /// Counts one served decision.
+    pub fn served(&self, campaign: &Id, slot: &SlotName, day: NaiveDate) {
+        let mut pending = self.pending.lock();
+        let key = (campaign.clone(), slot.clone(), day);
+        if let Some(n) = pending.served.get_mut(&key) {
+            *n += 1;
+        } else if self.has_room(&pending) {
+            pending.served.insert(key, 1);
+            self.metrics.pending_events.inc();
+        } else {
+            self.metrics.dropped_events.inc();
+        }
+    }
+
+    /// Records one tracking event (de-duplicated later by the store).
+    pub fn event(&self, event: Event) {
+        let mut pending = self.pending.lock();
+        if self.has_room(&pending) {
+            pending.events.push(event);
+            self.metrics.pending_events.inc();
+        } else {
+            self.metrics.dropped_events.inc();
+        }
+    }
+
+    /// Takes everything pending, as batches ready to write.
+    fn take_batches(&self, dedup_ttl_secs: u64, now_secs: i64) -> Vec<Batch> {
+        let Pending { served, events } = std::mem::take(&mut *self.pending.lock());
+        let served: Vec<ServedCount> = served
+            .into_iter()
+            .map(|((campaign, slot, day), count)| ServedCount {
+                campaign,
+                slot,
+                day,
+                count,
+            })
+            .collect();
+        if served.is_empty() && events.is_empty() {
+            return Vec::new();
+        }
+        let mut batches = vec![Batch {
+            id: Ulid::new(),
+            served,
+            events: Vec::new(),
+            dedup_ttl_secs,
+            now_secs,
+        }];
+        for chunk in events.chunks(MAX_EVENTS_PER_BATCH) {
+            let last = batches.last_mut().expect("one batch at least");
+            if last.events.is_empty() {
+                last.events = chunk.to_vec();
+            } else {
+                batches.push(Batch {
+                    id: Ulid::new(),
+                    served: Vec::new(),
+                    events: chunk.to_vec(),
+                    dedup_ttl_secs,
+                    now_secs,
+                });
+            }
+        }
+        batches
+    }
+}
+
+fn batch_size(batch: &Batch) -> usize {
+    batch.served.len() + batch.events.len()
+}
+
+/// Writes the recorder's batches to the store.
+pub struct Flusher {
+    recorder: Arc<Recorder>,
+    store: Store,
+    clock: SharedClock,
+    metrics: Metrics,
+    dedup_ttl_secs: u64,
+    retry: VecDeque<Batch>,
+}
+
+impl Flusher {
+    /// A flusher for `recorder`. De-duplication marks are kept `dedup_ttl_secs`, which must be
+    /// at least the longest token life so a replayed token is never counted twice.
+    pub fn new(recorder: Arc<Recorder>, store: Store, clock: SharedClock, metrics: Metrics, dedup_ttl_secs: u64) -> Self {
+        Self {
+            recorder,
+            store,
+            clock,
+            metrics,
+            dedup_ttl_secs,
+            retry: VecDeque::new(),
+        }
+    }
+
+    /// Writes queued and pending batches, oldest first; stops at the first failure and keeps
+    /// what was not written. True when nothing is left.
+    pub async fn flush(&mut self) -> bool {
+        let now_secs = self.clock.now().timestamp();
+        for batch in self.recorder.take_batches(self.dedup_ttl_secs, now_secs) {
+            self.recorder.queued.fetch_add(batch_size(&batch), Ordering::Relaxed);
+            self.retry.push_back(batch);
+        }
+        while let Some(batch) = self.retry.front() {
+            match self.store.flush(batch).await {
+                Ok(report) => {
+                    for (event, counted) in batch.events.iter().zip(&report.counted) {
+                        if *counted {
+                            self.count_metric(event);
+                        }
+                    }
+                    let size = batch_size(batch);
+                    self.recorder.queued.fetch_sub(size, Ordering::Relaxed);
+                    self.metrics.pending_events.sub(size as i64);
+                    self.retry.pop_front();
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, queued = self.retry.len(), "counter flush failed; will retry");
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    fn count_metric(&self, event: &Event) {
+        let counter = match event.kind {
+            EventKind::Impression => &self.metrics.impressions,
+            EventKind::Viewable => &self.metrics.viewable,
+            EventKind::Click => &self.metrics.clicks,
+        };
+        counter
+            .with_label_values(&[event.slot.as_str(), event.campaign.as_str()])
+            .inc();
+    }
+
+    /// Flushes every `interval` until `shutdown` turns true, then flushes what is left, trying
+    /// until `final_deadline` passes.
+    pub async fn run(mut self, interval: Duration, mut shutdown: watch::Receiver<bool>, final_deadline: Duration) {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => { self.flush().await; }
+                _ = shutdown.changed() => break,
+            }
+        }
+        let drained = tokio::time::timeout(final_deadline, async {
+            while !self.flush().await {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+        .await;
+        match drained {
+            Ok(()) => tracing::info!("counters flushed"),
+            Err(_) => {
+                let lost: usize = self.retry.iter().map(batch_size).sum();
+                tracing::error!(lost, "shutdown deadline passed before counters could be flushed");
+            }
+        }
+    }
+}

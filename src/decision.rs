@@ -1,0 +1,225 @@
+//! Choosing a campaign and a creative for one slot: eligibility, then tiers, then the fallback.
+//!
+//! Pure and synchronous like [`crate::selection`]: everything that depends on the outside world
+//! (time, the page's exclusions, delivery budgets) comes in through [`Context`].
+
+use chrono::{DateTime, Utc};
+use rand::Rng;
+use serde::Serialize;
+
+use crate::inventory::{Priority, Status};
+use crate::snapshot::{CompiledCampaign, CompiledSlot, SlotMember, Snapshot};
+
+/// Why a campaign was not eligible for a decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Ineligible {
+    /// Its status is `paused`.
+    Paused,
+    /// Its flight has not started.
+    NotStarted,
+    /// Its flight has ended.
+    Ended,
+    /// The page already shows it, or asked not to see it.
+    Excluded,
+    /// The request's keywords do not match its targeting.
+    Keywords,
+    /// A lifetime or daily cap is reached.
+    Capped,
+    /// It is ahead of its even-delivery line.
+    Paced,
+    /// The viewer has seen it as often as its frequency cap allows.
+    FrequencyCapped,
+}
+
+/// Delivery rules that need state outside the snapshot (caps, pacing, frequency).
+pub trait DeliveryCheck {
+    /// Whether the campaign at `index` may be served now.
+    fn check(&self, index: usize, campaign: &CompiledCampaign) -> Result<(), Ineligible>;
+}
+
+/// What a decision depends on besides the inventory.
+pub struct Context<'a> {
+    /// The time of the decision.
+    pub now: DateTime<Utc>,
+    /// The request's keywords, normalised with [`crate::snapshot::normalize_keyword`].
+    pub keywords: &'a [String],
+    /// Campaign indexes that must not be chosen (already on the page).
+    pub excluded: &'a [usize],
+    /// Caps, pacing and frequency, when they apply.
+    pub delivery: Option<&'a dyn DeliveryCheck>,
+}
+
+/// The outcome of a decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Choice {
+    /// Index of the chosen campaign in the snapshot.
+    pub campaign: usize,
+    /// Index of the chosen creative in the campaign.
+    pub creative: usize,
+    /// The tier it was drawn from; `None` when it is the slot's fallback.
+    pub tier: Option<Priority>,
+}
+
+/// Whether the campaign at `index` may be served in this context.
+pub fn eligibility(snapshot: &Snapshot, index: usize, ctx: &Context<'_>) -> Result<(), Ineligible> {
+    let compiled = &snapshot.campaigns[index];
+    let campaign = &compiled.campaign;
+    if campaign.status == Status::Paused {
+        return Err(Ineligible::Paused);
+    }
+    if campaign.start.is_some_and(|start| ctx.now < start) {
+        return Err(Ineligible::NotStarted);
+    }
+    if campaign.end.is_some_and(|end| ctx.now >= end) {
+        return Err(Ineligible::Ended);
+    }
+    if ctx.excluded.contains(&index) {
+        return Err(Ineligible::Excluded);
+    }
+    if !keywords_match(compiled, ctx.keywords) {
+        return Err(Ineligible::Keywords);
+    }
+    match ctx.delivery {
+        Some(delivery) => delivery.check(index, compiled),
+        None => Ok(()),
+    }
+}
+
+fn keywords_match(campaign: &CompiledCampaign, keywords: &[String]) -> bool {
+    let any_ok = campaign.keywords_any.is_empty() || campaign.keywords_any.iter().any(|k| keywords.contains(k));
+    let none_ok = !campaign.keywords_none.iter().any(|k| keywords.contains(k));
+    any_ok && none_ok
+}
+
+/// Chooses a campaign for the slot: the highest tier with an eligible campaign, drawn by the
+/// slot's rotation, else the fallback when it is eligible itself, else nothing (no fill).
+pub fn choose<R: Rng + ?Sized>(
+    snapshot: &Snapshot,
+    slot: &CompiledSlot,
+    ctx: &Context<'_>,
+    rng: &mut R,
+) -> Option<Choice> {
+    for tier in &slot.tiers {
+        let picked = tier.rotation.pick(rng, |m| {
+            eligibility(snapshot, tier.members[m].campaign, ctx).is_ok()
+        });
+        if let Some(m) = picked {
+            return Some(choice(&tier.members[m], Some(tier.priority), rng));
+        }
+    }
+    let fallback = slot.fallback.as_ref()?;
+    eligibility(snapshot, fallback.campaign, ctx).ok()?;
+    Some(choice(fallback, None, rng))
+}
+
+fn choice<R: Rng + ?Sized>(member: &SlotMember, tier: Option<Priority>, rng: &mut R) -> Choice {
+    Choice {
+        campaign: member.campaign,
+        creative: member.creatives[member.creative_table.sample(rng)],
+        tier,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inventory::{parse_inventory, SlotName};
+    use chrono::TimeZone;
+    use rand::{rngs::StdRng, SeedableRng};
+    use serde_json::json;
+
+    fn campaign(id: &str, priority: &str, weight: u32) -> serde_json::Value {
+        json!({ "id": id, "advertiser_id": "a", "slots": ["Publicité 2"], "priority": priority,
+                "weight": weight, "creatives": [{ "id": "c", "format": "text", "title": id,
+                "landing_url": "https://a.example/" }] })
+    }
+
+    fn snapshot(campaigns: Vec<serde_json::Value>, fallback: Option<&str>) -> Snapshot {
+        let mut house = campaign("house-ad", "house", 1);
+        house["slots"] = json!(["banner"]);
+        let mut all = campaigns;
+        all.push(house);
+        let doc = json!({
+            "slots": [{ "name": "Publicité 2", "fallback": fallback }, { "name": "banner" }],
+            "advertisers": [{ "id": "a", "name": "A" }],
+            "campaigns": all,
+        });
+        let parsed = parse_inventory(doc.to_string().as_bytes()).unwrap();
+        Snapshot::compile(1, parsed.inventory)
+    }
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 30, 12, 0, 0).unwrap()
+    }
+
+    fn decide(snapshot: &Snapshot, excluded: &[usize], keywords: &[String], rng: &mut StdRng) -> Option<String> {
+        let slot = snapshot.slot(&SlotName::parse("Publicité 2").unwrap()).unwrap();
+        let ctx = Context { now: now(), keywords, excluded, delivery: None };
+        choose(snapshot, slot, &ctx, rng).map(|c| snapshot.campaigns[c.campaign].campaign.id.to_string())
+    }
+
+    #[test]
+    fn a_higher_tier_is_always_chosen_while_it_has_an_eligible_campaign() {
+        let snap = snapshot(
+            vec![campaign("sponsor", "sponsorship", 1), campaign("standard", "standard", 1_000_000)],
+            None,
+        );
+        let mut rng = StdRng::seed_from_u64(1);
+        for _ in 0..1_000 {
+            assert_eq!(decide(&snap, &[], &[], &mut rng).as_deref(), Some("sponsor"));
+        }
+        // With the sponsorship excluded, the standard tier is considered.
+        let sponsor = snap.campaign_index[&crate::inventory::Id::parse("sponsor").unwrap()];
+        assert_eq!(decide(&snap, &[sponsor], &[], &mut rng).as_deref(), Some("standard"));
+    }
+
+    #[test]
+    fn the_fallback_is_served_only_when_nothing_else_is_eligible() {
+        let mut paused = campaign("paused", "standard", 1);
+        paused["status"] = json!("paused");
+        let snap = snapshot(vec![paused], Some("house-ad"));
+        let mut rng = StdRng::seed_from_u64(2);
+        assert_eq!(decide(&snap, &[], &[], &mut rng).as_deref(), Some("house-ad"));
+
+        let snap = snapshot(vec![campaign("live", "standard", 1)], Some("house-ad"));
+        for _ in 0..100 {
+            assert_eq!(decide(&snap, &[], &[], &mut rng).as_deref(), Some("live"));
+        }
+    }
+
+    #[test]
+    fn no_eligible_campaign_and_no_fallback_is_no_fill() {
+        let mut paused = campaign("paused", "standard", 1);
+        paused["status"] = json!("paused");
+        let snap = snapshot(vec![paused], None);
+        assert_eq!(decide(&snap, &[], &[], &mut StdRng::seed_from_u64(3)), None);
+    }
+
+    #[test]
+    fn paused_and_out_of_flight_campaigns_are_never_served() {
+        let mut paused = campaign("paused", "standard", 1_000);
+        paused["status"] = json!("paused");
+        let mut future = campaign("future", "standard", 1_000);
+        future["start"] = json!("2026-12-01T00:00:00Z");
+        let mut ended = campaign("ended", "standard", 1_000);
+        ended["end"] = json!("2026-11-30T12:00:00Z"); // the end is exclusive
+        let snap = snapshot(vec![paused, future, ended, campaign("live", "standard", 1)], None);
+        let mut rng = StdRng::seed_from_u64(4);
+        for _ in 0..2_000 {
+            assert_eq!(decide(&snap, &[], &[], &mut rng).as_deref(), Some("live"));
+        }
+    }
+
+    #[test]
+    fn keyword_targeting_requires_any_and_forbids_none() {
+        let mut targeted = campaign("ukraine", "sponsorship", 1);
+        targeted["targeting"] = json!({ "keywords_any": ["Ukraine"], "keywords_none": ["sport"] });
+        let snap = snapshot(vec![targeted, campaign("other", "standard", 1)], None);
+        let mut rng = StdRng::seed_from_u64(5);
+        let kw = |words: &[&str]| words.iter().map(|w| crate::snapshot::normalize_keyword(w)).collect::<Vec<_>>();
+        assert_eq!(decide(&snap, &[], &kw(&["UKRAINE"]), &mut rng).as_deref(), Some("ukraine"));
+        assert_eq!(decide(&snap, &[], &kw(&["ukraine", "Sport"]), &mut rng).as_deref(), Some("other"));
+        assert_eq!(decide(&snap, &[], &kw(&["politique"]), &mut rng).as_deref(), Some("other"));
+    }
+}

@@ -1,0 +1,195 @@
+//! Validated names: slot names and the identifiers of campaigns, advertisers and creatives.
+//!
+//! Each is parsed once, at the edge (inventory load or request), and trusted afterwards.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use unicode_normalization::UnicodeNormalization;
+
+/// A slot name as the publisher's editors write it ("Publicité 2", "banner").
+///
+/// Stored in Unicode NFC so that "Publicité 2" typed with a combining accent and with a
+/// precomposed "é" are the same slot.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct SlotName(String);
+
+/// The longest slot name accepted, in bytes of its NFC form.
+pub const MAX_SLOT_NAME_BYTES: usize = 128;
+
+impl SlotName {
+    /// Normalises `raw` to NFC and checks the contract's rules: 1 to 128 bytes, no control
+    /// characters.
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let normalized: String = raw.nfc().collect();
+        if normalized.is_empty() {
+            return Err("must not be empty".into());
+        }
+        if normalized.len() > MAX_SLOT_NAME_BYTES {
+            return Err(format!("must be at most {MAX_SLOT_NAME_BYTES} bytes"));
+        }
+        if normalized.chars().any(char::is_control) {
+            return Err("must not contain control characters".into());
+        }
+        Ok(Self(normalized))
+    }
+
+    /// The NFC text of the name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for SlotName {
+    type Error = String;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::parse(&value)
+    }
+}
+
+impl From<SlotName> for String {
+    fn from(value: SlotName) -> Self {
+        value.0
+    }
+}
+
+impl fmt::Display for SlotName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The longest identifier accepted, in bytes.
+pub const MAX_ID_BYTES: usize = 64;
+
+/// An identifier of a campaign, advertiser or creative: 1 to 64 ASCII letters, digits, `-`, `_`
+/// or `.`.
+///
+/// The charset is closed because identifiers become Redis key parts, metric label values and
+/// URL path segments; nothing needs escaping anywhere.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Id(String);
+
+impl Id {
+    /// Checks the identifier rules.
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        if raw.is_empty() || raw.len() > MAX_ID_BYTES {
+            return Err(format!("must be 1 to {MAX_ID_BYTES} characters"));
+        }
+        if !raw
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        {
+            return Err("may contain only ASCII letters, digits, '-', '_' and '.'".into());
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    /// The identifier's text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for Id {
+    type Error = String;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::parse(&value)
+    }
+}
+
+impl From<Id> for String {
+    fn from(value: Id) -> Self {
+        value.0
+    }
+}
+
+impl fmt::Display for Id {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A rotation weight: an integer from 1 to 1,000,000.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "u64", into = "u64")]
+pub struct Weight(u32);
+
+/// The largest weight the contract allows.
+pub const MAX_WEIGHT: u32 = 1_000_000;
+
+impl Weight {
+    /// Checks the range 1 to 1,000,000.
+    pub fn parse(raw: u64) -> Result<Self, String> {
+        if (1..=u64::from(MAX_WEIGHT)).contains(&raw) {
+            Ok(Self(raw as u32))
+        } else {
+            Err(format!("must be between 1 and {MAX_WEIGHT}"))
+        }
+    }
+
+    /// The weight as a number.
+    pub fn get(self) -> u32 {
+        self.0
+    }
+}
+
+impl Default for Weight {
+    fn default() -> Self {
+        Self(1)
+    }
+}
+
+impl TryFrom<u64> for Weight {
+    type Error = String;
+    fn try_from(value: u64) -> Result<Self, Self::Error> {
+        Self::parse(value)
+    }
+}
+
+impl From<Weight> for u64 {
+    fn from(value: Weight) -> Self {
+        u64::from(value.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slot_name_typed_with_a_combining_accent_is_the_same_slot() {
+        let precomposed = SlotName::parse("Publicit\u{e9} 2").unwrap();
+        let combining = SlotName::parse("Publicite\u{301} 2").unwrap();
+        assert_eq!(precomposed, combining);
+        assert_eq!(combining.as_str(), "Publicité 2");
+    }
+
+    #[test]
+    fn slot_names_are_limited_to_128_bytes_without_control_characters() {
+        assert!(SlotName::parse("").is_err());
+        assert!(SlotName::parse(&"é".repeat(64)).is_ok());
+        assert!(SlotName::parse(&"é".repeat(65)).is_err());
+        assert!(SlotName::parse("ban\nner").is_err());
+        assert!(SlotName::parse("ban\u{7f}ner").is_err());
+    }
+
+    #[test]
+    fn identifiers_use_a_closed_charset() {
+        assert!(Id::parse("3vision-visitez").is_ok());
+        assert!(Id::parse("a b").is_err());
+        assert!(Id::parse("").is_err());
+        assert!(Id::parse(&"a".repeat(65)).is_err());
+        assert!(Id::parse("x:y").is_err());
+    }
+
+    #[test]
+    fn weights_range_from_one_to_a_million() {
+        assert!(Weight::parse(0).is_err());
+        assert_eq!(Weight::parse(1).unwrap().get(), 1);
+        assert_eq!(Weight::parse(1_000_000).unwrap().get(), 1_000_000);
+        assert!(Weight::parse(1_000_001).is_err());
+    }
+}

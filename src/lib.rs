@@ -1,0 +1,40 @@
+//! regie: an ad-slot serving microservice.
+//!
+//! A publisher's page asks for an ad per slot ("Publicité 2", "banner"); regie picks a campaign
+//! from its inventory by weighted rotation, answers with the creative and signed tracking URLs,
+//! and counts served decisions, impressions, viewable impressions and clicks.
+//!
+//! # Layout
+//!
+//! - [`inventory`]: the inventory document (contract section 1), its validated names and its
+//!   validation, which names every bad field by its path.
+//! - [`selection`]: weighted rotation within one tier: alias tables (`weighted_random`) and
+//!   smooth weighted round robin (`smooth`). Pure, seeded in tests.
+//! - [`snapshot`]: one inventory version compiled for serving: per-slot, per-tier tables.
+//! - [`decision`]: eligibility (status, flight, exclusions, keywords, delivery checks), tiers
+//!   and fallback: the choice of a campaign and creative for a slot.
+//! - [`catalog`]: the served snapshot behind an `ArcSwap`, and the task that follows the store.
+//! - [`store`]: the shared store, Redis or embedded in memory, with the same behaviour.
+//! - [`tracking`]: signed tracking tokens.
+//! - [`counting`]: counters buffered in memory and flushed to the store in idempotent batches.
+//! - [`metrics`]: Prometheus metrics, owned by one struct.
+//! - [`routes`]: the HTTP endpoints, one module per group; [`error`] maps errors to HTTP.
+//! - [`settings`], [`telemetry`], [`clock`], [`state`], [`startup`]: configuration, logs,
+//!   injected time, shared handles, and [`startup::Application`], used by `main` and tests.
+
+pub mod catalog;
+pub mod clock;
+pub mod counting;
+pub mod decision;
+pub mod error;
+pub mod inventory;
+pub mod metrics;
+pub mod routes;
+pub mod selection;
+pub mod settings;
+pub mod snapshot;
+pub mod startup;
+pub mod state;
+pub mod store;
+pub mod telemetry;
+pub mod tracking;

@@ -1,0 +1,128 @@
+//! The `regie` binary: serve (default), validate an inventory file, or check a running
+//! instance's health (for container health checks).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use regie::inventory::parse_inventory;
+use regie::settings::Settings;
+use regie::startup::Application;
+use regie::telemetry;
+
+#[derive(Parser)]
+#[command(name = "regie", version, about = "Ad-slot serving microservice")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve ads (the default).
+    Serve,
+    /// Validate an inventory file: prints each error with its path, exits 1 if there is any.
+    Check {
+        /// The inventory JSON file.
+        file: PathBuf,
+    },
+    /// GET /healthz of a running instance; exits 0 when it answers 200.
+    Healthcheck {
+        /// The instance's address.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        address: String,
+    },
+}
+
+fn main() -> ExitCode {
+    match Cli::parse().command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(),
+        Command::Check { file } => check(&file),
+        Command::Healthcheck { address } => healthcheck(&address),
+    }
+}
+
+fn serve() -> ExitCode {
+    let settings = match Settings::load() {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("regie: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    telemetry::init(settings.log_format, &settings.log_level);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("build the tokio runtime");
+    runtime.block_on(async {
+        let app = match Application::build(settings).await {
+            Ok(app) => app,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start");
+                return ExitCode::FAILURE;
+            }
+        };
+        match app.run_until_stopped().await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!(error = %e, "server failed");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+fn check(file: &PathBuf) -> ExitCode {
+    let bytes = match std::fs::read(file) {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            eprintln!("{}: {e}", file.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    match parse_inventory(&bytes) {
+        Ok(parsed) => {
+            let i = &parsed.inventory;
+            println!(
+                "{}: valid ({} slots, {} advertisers, {} campaigns)",
+                file.display(),
+                i.slots.len(),
+                i.advertisers.len(),
+                i.campaigns.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            for detail in &e.details {
+                let path = if detail.path.is_empty() { "(document)" } else { &detail.path };
+                println!("{path}: {}", detail.message);
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A dependency-free HTTP/1.0 GET, so the slim container image needs no curl.
+fn healthcheck(address: &str) -> ExitCode {
+    use std::io::{Read, Write};
+    let attempt = || -> std::io::Result<bool> {
+        let addr = address
+            .parse()
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        let mut stream = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(2))?;
+        stream.set_read_timeout(Some(std::time::Duration::from_secs(2)))?;
+        stream.write_all(b"GET /healthz HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+        let mut head = [0u8; 12];
+        stream.read_exact(&mut head)?;
+        Ok(head.starts_with(b"HTTP/1.1 200") || head.starts_with(b"HTTP/1.0 200"))
+    };
+    match attempt() {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("regie healthcheck: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

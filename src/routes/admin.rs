@@ -1,0 +1,336 @@
+//! The administration API (admin token): the whole inventory, one campaign, one slot, and
+//! advertisers with their API keys.
+//!
+//! Every write is a versioned compare-and-set of the whole document, so two editors cannot
+//! overwrite each other; single-item edits retry on a concurrent change since they only touch
+//! their item. Every write is validated as a whole document before it reaches the store.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::auth::{hash_key, new_api_key, require_admin};
+use super::errors::method_not_allowed;
+use super::MAX_INVENTORY_BYTES;
+use crate::error::ApiError;
+use crate::inventory::{parse_inventory, FieldError, Id, InvalidInventory, SlotName};
+use crate::state::AppState;
+use crate::store::PutOutcome;
+
+/// Attempts of a single-item edit racing other writers.
+const EDIT_ATTEMPTS: usize = 5;
+
+pub(super) fn configure(cfg: &mut web::ServiceConfig) {
+    let big_body = web::PayloadConfig::new(MAX_INVENTORY_BYTES);
+    cfg.service(
+        web::resource("/v1/admin/inventory")
+            .app_data(big_body)
+            .route(web::get().to(get_inventory))
+            .route(web::put().to(put_inventory))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/v1/admin/campaigns/{id}")
+            .route(web::get().to(get_campaign))
+            .route(web::put().to(put_campaign))
+            .route(web::delete().to(delete_campaign))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/v1/admin/slots/{slot}")
+            .route(web::get().to(get_slot))
+            .route(web::put().to(put_slot))
+            .route(web::delete().to(delete_slot))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/v1/admin/advertisers/{id}")
+            .route(web::put().to(put_advertiser))
+            .default_service(web::to(method_not_allowed)),
+    );
+}
+
+/// The latest inventory document and its version: the store's, or this instance's snapshot
+/// when the store lost it.
+async fn latest(state: &AppState) -> Result<(u64, Value), ApiError> {
+    if let Some(stored) = state.store.load_inventory().await? {
+        if let Ok(parsed) = parse_inventory(stored.json.as_bytes()) {
+            let value = serde_json::to_value(&parsed.inventory).expect("an inventory serialises");
+            return Ok((stored.version, value));
+        }
+    }
+    let snapshot = state.catalog.snapshot().ok_or(ApiError::NotReady)?;
+    let value = serde_json::to_value(snapshot.document.as_ref()).expect("an inventory serialises");
+    Ok((snapshot.version, value))
+}
+
+/// Validates and writes `doc` if the store is still at `expected`; then makes this instance
+/// serve it before answering.
+async fn write(state: &AppState, doc: &Value, expected: Option<u64>) -> Result<PutOutcome, ApiError> {
+    let bytes = serde_json::to_vec(doc).expect("a Value serialises");
+    let parsed = parse_inventory(&bytes)?;
+    let json = serde_json::to_string(&parsed.inventory).expect("an inventory serialises");
+    let floor = state.catalog.snapshot().map_or(0, |s| s.version);
+    let outcome = state.store.put_inventory(&json, expected, floor).await?;
+    if let PutOutcome::Written(version) = outcome {
+        tracing::info!(version, "inventory written through the admin API");
+        state.catalog.refresh().await;
+    }
+    Ok(outcome)
+}
+
+/// Applies `edit` to the latest document and writes it, retrying when another write came
+/// first. Errors inside `array[index]` are reported relative to the edited item.
+async fn edit<T>(
+    state: &AppState,
+    mut edit: impl FnMut(&mut Value) -> Result<(T, Option<(&'static str, usize)>), ApiError>,
+) -> Result<(u64, T), ApiError> {
+    for _ in 0..EDIT_ATTEMPTS {
+        let (version, mut doc) = latest(state).await?;
+        let (out, item) = edit(&mut doc)?;
+        match write(state, &doc, Some(version)).await {
+            Ok(PutOutcome::Written(new_version)) => return Ok((new_version, out)),
+            Ok(PutOutcome::Conflict { .. }) => continue,
+            Err(ApiError::InvalidInventory(e)) => return Err(relative_to(e, item).into()),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(ApiError::VersionConflict {
+        current: latest(state).await?.0,
+    })
+}
+
+fn relative_to(e: InvalidInventory, item: Option<(&str, usize)>) -> InvalidInventory {
+    let Some((array, index)) = item else { return e };
+    let prefix = format!("{array}[{index}]");
+    InvalidInventory {
+        details: e
+            .details
+            .into_iter()
+            .map(|d| FieldError {
+                path: match d.path.strip_prefix(&prefix) {
+                    Some(rest) => rest.trim_start_matches('.').to_owned(),
+                    None => d.path,
+                },
+                message: d.message,
+            })
+            .collect(),
+    }
+}
+
+fn array<'a>(doc: &'a mut Value, name: &str) -> &'a mut Vec<Value> {
+    let field = &mut doc[name];
+    if !field.is_array() {
+        *field = json!([]);
+    }
+    field.as_array_mut().expect("just made an array")
+}
+
+fn position(items: &[Value], key: &str, value: &str) -> Option<usize> {
+    items.iter().position(|item| item[key].as_str() == Some(value))
+}
+
+fn parse_body(body: &[u8]) -> Result<Value, ApiError> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request("invalid_body", format!("the JSON body is invalid: {e}")))?;
+    if !value.is_object() {
+        return Err(ApiError::bad_request("invalid_body", "the body must be a JSON object"));
+    }
+    Ok(value)
+}
+
+/// Puts the path's key into the body, or checks that the body's agrees.
+fn with_key(mut body: Value, key: &str, value: &str) -> Result<Value, ApiError> {
+    match body.get(key) {
+        None | Some(Value::Null) => body[key] = json!(value),
+        Some(given) if given.as_str() == Some(value) => {}
+        Some(_) => {
+            return Err(InvalidInventory {
+                details: vec![FieldError {
+                    path: key.to_owned(),
+                    message: "must match the path".into(),
+                }],
+            }
+            .into())
+        }
+    }
+    Ok(body)
+}
+
+async fn get_inventory(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    require_admin(&req, &state)?;
+    let (version, mut doc) = latest(&state).await?;
+    doc["version"] = json!(version);
+    Ok(HttpResponse::Ok().insert_header(("Cache-Control", "no-store")).json(doc))
+}
+
+async fn put_inventory(req: HttpRequest, state: web::Data<AppState>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+    require_admin(&req, &state)?;
+    let parsed = parse_inventory(&body)?;
+    let doc = serde_json::to_value(&parsed.inventory).expect("an inventory serialises");
+    match write(&state, &doc, parsed.version).await? {
+        PutOutcome::Written(version) => Ok(HttpResponse::Ok().json(json!({ "version": version }))),
+        PutOutcome::Conflict { current } => Err(ApiError::VersionConflict { current }),
+    }
+}
+
+fn campaign_id(raw: &str) -> Result<Id, ApiError> {
+    Id::parse(raw).map_err(|e| ApiError::bad_request("invalid_id", format!("campaign id {e}")))
+}
+
+async fn get_campaign(req: HttpRequest, state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    require_admin(&req, &state)?;
+    let id = campaign_id(&id)?;
+    let (_, mut doc) = latest(&state).await?;
+    let campaigns = array(&mut doc, "campaigns");
+    let index = position(campaigns, "id", id.as_str()).ok_or_else(|| no_campaign(&id))?;
+    Ok(HttpResponse::Ok().json(campaigns[index].take()))
+}
+
+fn no_campaign(id: &Id) -> ApiError {
+    ApiError::not_found("unknown_campaign", format!("there is no campaign {id:?}", id = id.as_str()))
+}
+
+async fn put_campaign(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    require_admin(&req, &state)?;
+    let id = campaign_id(&id)?;
+    let campaign = with_key(parse_body(&body)?, "id", id.as_str())?;
+    let (version, _) = edit(&state, |doc| {
+        let campaigns = array(doc, "campaigns");
+        let index = match position(campaigns, "id", id.as_str()) {
+            Some(i) => {
+                campaigns[i] = campaign.clone();
+                i
+            }
+            None => {
+                campaigns.push(campaign.clone());
+                campaigns.len() - 1
+            }
+        };
+        Ok(((), Some(("campaigns", index))))
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(json!({ "version": version })))
+}
+
+async fn delete_campaign(req: HttpRequest, state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    require_admin(&req, &state)?;
+    let id = campaign_id(&id)?;
+    let (version, _) = edit(&state, |doc| {
+        let campaigns = array(doc, "campaigns");
+        let index = position(campaigns, "id", id.as_str()).ok_or_else(|| no_campaign(&id))?;
+        campaigns.remove(index);
+        Ok(((), None))
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(json!({ "version": version })))
+}
+
+fn slot_name(raw: &str) -> Result<SlotName, ApiError> {
+    SlotName::parse(raw).map_err(|e| ApiError::bad_request("invalid_slot", format!("slot name {e}")))
+}
+
+fn no_slot(name: &SlotName) -> ApiError {
+    ApiError::not_found("unknown_slot", format!("there is no slot named {:?}", name.as_str()))
+}
+
+async fn get_slot(req: HttpRequest, state: web::Data<AppState>, name: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    require_admin(&req, &state)?;
+    let name = slot_name(&name)?;
+    let (_, mut doc) = latest(&state).await?;
+    let slots = array(&mut doc, "slots");
+    let index = position(slots, "name", name.as_str()).ok_or_else(|| no_slot(&name))?;
+    Ok(HttpResponse::Ok().json(slots[index].take()))
+}
+
+async fn put_slot(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    name: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    require_admin(&req, &state)?;
+    let name = slot_name(&name)?;
+    let mut slot = parse_body(&body)?;
+    // The body may spell the name in another normalisation form; compare NFC forms.
+    if let Some(given) = slot.get("name").and_then(Value::as_str) {
+        if SlotName::parse(given).ok().as_ref() == Some(&name) {
+            slot["name"] = json!(name.as_str());
+        }
+    }
+    let slot = with_key(slot, "name", name.as_str())?;
+    let (version, _) = edit(&state, |doc| {
+        let slots = array(doc, "slots");
+        let index = match position(slots, "name", name.as_str()) {
+            Some(i) => {
+                slots[i] = slot.clone();
+                i
+            }
+            None => {
+                slots.push(slot.clone());
+                slots.len() - 1
+            }
+        };
+        Ok(((), Some(("slots", index))))
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(json!({ "version": version })))
+}
+
+async fn delete_slot(req: HttpRequest, state: web::Data<AppState>, name: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    require_admin(&req, &state)?;
+    let name = slot_name(&name)?;
+    let (version, _) = edit(&state, |doc| {
+        let slots = array(doc, "slots");
+        let index = position(slots, "name", name.as_str()).ok_or_else(|| no_slot(&name))?;
+        slots.remove(index);
+        Ok(((), None))
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(json!({ "version": version })))
+}
+
+/// Body of `PUT /v1/admin/advertisers/{id}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AdvertiserBody {
+    name: String,
+}
+
+async fn put_advertiser(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    require_admin(&req, &state)?;
+    let id = Id::parse(&id).map_err(|e| ApiError::bad_request("invalid_id", format!("advertiser id {e}")))?;
+    let body: AdvertiserBody = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request("invalid_body", format!("the body must be {{\"name\": \"…\"}}: {e}")))?;
+    let advertiser = json!({ "id": id.as_str(), "name": body.name });
+    edit(&state, |doc| {
+        let advertisers = array(doc, "advertisers");
+        let index = match position(advertisers, "id", id.as_str()) {
+            Some(i) => {
+                advertisers[i] = advertiser.clone();
+                i
+            }
+            None => {
+                advertisers.push(advertiser.clone());
+                advertisers.len() - 1
+            }
+        };
+        Ok(((), Some(("advertisers", index))))
+    })
+    .await?;
+    let key = new_api_key();
+    state.store.set_api_key(&id, &hash_key(&key)).await?;
+    Ok(HttpResponse::Ok()
+        .insert_header(("Cache-Control", "no-store"))
+        .json(json!({ "id": id.as_str(), "api_key": key })))
+}

@@ -1,0 +1,77 @@
+//! Bearer credentials: the admin token and advertisers' API keys.
+
+use actix_web::http::header;
+use actix_web::HttpRequest;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use sha2::{Digest, Sha256};
+
+use crate::error::ApiError;
+use crate::inventory::Id;
+use crate::state::AppState;
+
+/// Who is calling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// The operator, holding the admin token: sees everything.
+    Admin,
+    /// An advertiser, by its API key: sees its own campaigns.
+    Advertiser(Id),
+}
+
+impl Caller {
+    /// Whether the caller may see the campaigns of `advertiser`.
+    pub fn may_see(&self, advertiser: &Id) -> bool {
+        match self {
+            Caller::Admin => true,
+            Caller::Advertiser(own) => own == advertiser,
+        }
+    }
+}
+
+fn bearer(req: &HttpRequest) -> Option<&str> {
+    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+}
+
+/// Requires the admin token.
+pub fn require_admin(req: &HttpRequest, state: &AppState) -> Result<(), ApiError> {
+    match bearer(req) {
+        Some(token) if state.is_admin_token(token) => Ok(()),
+        _ => Err(ApiError::Unauthorized),
+    }
+}
+
+/// Whether the request carries the admin token.
+pub fn is_admin(req: &HttpRequest, state: &AppState) -> bool {
+    require_admin(req, state).is_ok()
+}
+
+/// The caller behind the admin token or an advertiser's key.
+pub async fn caller(req: &HttpRequest, state: &AppState) -> Result<Caller, ApiError> {
+    let token = bearer(req).ok_or(ApiError::Unauthorized)?;
+    if state.is_admin_token(token) {
+        return Ok(Caller::Admin);
+    }
+    // Keys are 256-bit random values, so a fast hash is enough; the lookup by hash does not
+    // depend on how much of a key matches.
+    if token.len() > 128 {
+        return Err(ApiError::Unauthorized);
+    }
+    match state.store.advertiser_for_key(&hash_key(token)).await? {
+        Some(id) => Ok(Caller::Advertiser(id)),
+        None => Err(ApiError::Unauthorized),
+    }
+}
+
+/// A new API key: a recognisable prefix and 256 random bits.
+pub fn new_api_key() -> String {
+    let bytes: [u8; 32] = rand::random();
+    format!("rk_{}", URL_SAFE_NO_PAD.encode(bytes))
+}
+
+/// The stored form of an API key.
+pub fn hash_key(key: &str) -> String {
+    Sha256::digest(key.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}

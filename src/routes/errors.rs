@@ -1,0 +1,50 @@
+//! Extractor errors and unmatched routes, answered in the contract's error shape.
+
+use actix_web::{error, web, HttpRequest, HttpResponse, ResponseError};
+
+use crate::error::ApiError;
+
+/// JSON bodies: a malformed or oversized body is a 400 in the contract's shape.
+pub fn json_config() -> web::JsonConfig {
+    web::JsonConfig::default()
+        .limit(64 * 1024)
+        .error_handler(|err, _req| {
+            let api = match &err {
+                error::JsonPayloadError::OverflowKnownLength { .. } | error::JsonPayloadError::Overflow { .. } => {
+                    ApiError::bad_request("payload_too_large", "the request body is too large")
+                }
+                error::JsonPayloadError::ContentType => {
+                    ApiError::bad_request("unsupported_media_type", "the body must be application/json")
+                }
+                _ => ApiError::bad_request("invalid_body", format!("the JSON body is invalid: {err}")),
+            };
+            error::InternalError::from_response(err, api.error_response()).into()
+        })
+}
+
+/// Query strings: a malformed one is a 400 in the contract's shape.
+pub fn query_config() -> web::QueryConfig {
+    web::QueryConfig::default().error_handler(|err, _req| {
+        let api = ApiError::bad_request("invalid_query", format!("the query string is invalid: {err}"));
+        error::InternalError::from_response(err, api.error_response()).into()
+    })
+}
+
+/// Path parameters: a malformed one is a 400 in the contract's shape.
+pub fn path_config() -> web::PathConfig {
+    web::PathConfig::default().error_handler(|err, _req| {
+        let api = ApiError::bad_request("invalid_path", format!("the path is invalid: {err}"));
+        error::InternalError::from_response(err, api.error_response()).into()
+    })
+}
+
+/// The answer to a path no route matches.
+pub async fn not_found(req: HttpRequest) -> HttpResponse {
+    let _ = req;
+    ApiError::not_found("not_found", "no such endpoint").error_response()
+}
+
+/// The answer to a method a route does not support.
+pub async fn method_not_allowed() -> HttpResponse {
+    ApiError::MethodNotAllowed.error_response()
+}

@@ -1,0 +1,36 @@
+//! HTTP routes: one module per group, registered in [`configure`].
+
+mod admin;
+mod auth;
+mod creatives;
+mod errors;
+mod health;
+mod serve;
+mod stats;
+mod tracking;
+
+use actix_web::web;
+
+pub use errors::{json_config, not_found, path_config, query_config};
+
+/// Largest inventory document the admin API takes.
+pub const MAX_INVENTORY_BYTES: usize = 16 * 1024 * 1024;
+
+/// Registers every route.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    serve::configure(cfg);
+    tracking::configure(cfg);
+    stats::configure(cfg);
+    admin::configure(cfg);
+    health::configure(cfg);
+    creatives::configure(cfg);
+}
+
+/// CORS for the public endpoints that publisher pages call from their own origin.
+pub(crate) fn cors() -> actix_cors::Cors {
+    actix_cors::Cors::default()
+        .allow_any_origin()
+        .allowed_methods(["GET", "POST"])
+        .allowed_header(actix_web::http::header::CONTENT_TYPE)
+        .max_age(86_400)
+}

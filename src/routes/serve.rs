@@ -1,0 +1,308 @@
+//! The decision endpoints: `GET /v1/slots/{slot}/ad` and `POST /v1/decisions`.
+
+use std::sync::Arc;
+
+use actix_web::{web, HttpResponse};
+use serde::{Deserialize, Serialize};
+use ulid::Ulid;
+
+use super::errors::method_not_allowed;
+use crate::decision::{choose, Choice, Context};
+use crate::error::ApiError;
+use crate::inventory::{Format, Id, SlotName};
+use crate::snapshot::{normalize_keyword, Snapshot};
+use crate::state::AppState;
+use crate::tracking::TokenPayload;
+
+/// Most slots in one batch request (the contract's limit).
+pub const MAX_BATCH_SLOTS: usize = 20;
+const MAX_KEYWORDS: usize = 32;
+const MAX_KEYWORD_BYTES: usize = 64;
+const MAX_EXCLUDED: usize = 50;
+const MAX_UID_BYTES: usize = 128;
+
+pub(super) fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/v1/slots/{slot}/ad")
+            .wrap(super::cors())
+            .route(web::get().to(get_ad))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/v1/decisions")
+            .wrap(super::cors())
+            .route(web::post().to(post_decisions))
+            .default_service(web::to(method_not_allowed)),
+    );
+}
+
+/// Query parameters of `GET /v1/slots/{slot}/ad`.
+#[derive(Debug, Deserialize)]
+struct AdQuery {
+    uid: Option<String>,
+    kw: Option<String>,
+    exclude: Option<String>,
+}
+
+/// Body of `POST /v1/decisions`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchRequest {
+    slots: Vec<String>,
+    #[serde(default)]
+    uid: Option<String>,
+    #[serde(default)]
+    keywords: Vec<String>,
+    #[serde(default)]
+    exclude: Vec<String>,
+}
+
+/// The creative as the page renders it (no landing URL: clicks go through the click URL).
+#[derive(Debug, Serialize)]
+struct CreativeOut<'a> {
+    id: &'a str,
+    format: Format,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    title: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    body: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    image_url: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    alt: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    width: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    height: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    html: Option<&'a str>,
+}
+
+/// One decision, as the contract describes it.
+#[derive(Debug, Serialize)]
+pub struct DecisionOut<'a> {
+    slot: &'a str,
+    decision_id: String,
+    campaign_id: &'a str,
+    advertiser_id: &'a str,
+    creative: CreativeOut<'a>,
+    impression_url: String,
+    viewable_url: String,
+    click_url: String,
+}
+
+/// The request's targeting inputs, validated.
+pub(crate) struct Inputs {
+    pub keywords: Vec<String>,
+    pub excluded: Vec<usize>,
+    #[allow(dead_code)] // used by frequency caps
+    pub uid: Option<String>,
+}
+
+pub(crate) fn parse_inputs(
+    snapshot: &Snapshot,
+    uid: Option<String>,
+    keywords: impl Iterator<Item = String>,
+    exclude: impl Iterator<Item = String>,
+) -> Result<Inputs, ApiError> {
+    if let Some(uid) = &uid {
+        if uid.is_empty() || uid.len() > MAX_UID_BYTES || uid.chars().any(char::is_control) {
+            return Err(ApiError::bad_request(
+                "invalid_uid",
+                format!("uid must be 1 to {MAX_UID_BYTES} bytes without control characters"),
+            ));
+        }
+    }
+    let mut normalized = Vec::new();
+    for keyword in keywords {
+        let keyword = normalize_keyword(&keyword);
+        if keyword.is_empty() {
+            continue;
+        }
+        if keyword.len() > MAX_KEYWORD_BYTES || keyword.chars().any(char::is_control) {
+            return Err(ApiError::bad_request(
+                "invalid_keywords",
+                format!("each keyword must be at most {MAX_KEYWORD_BYTES} bytes without control characters"),
+            ));
+        }
+        normalized.push(keyword);
+        if normalized.len() > MAX_KEYWORDS {
+            return Err(ApiError::bad_request("invalid_keywords", format!("at most {MAX_KEYWORDS} keywords")));
+        }
+    }
+    let mut excluded = Vec::new();
+    for (n, raw) in exclude.enumerate() {
+        let raw = raw.trim().to_owned();
+        if raw.is_empty() {
+            continue;
+        }
+        if n >= MAX_EXCLUDED {
+            return Err(ApiError::bad_request("invalid_exclude", format!("at most {MAX_EXCLUDED} excluded campaigns")));
+        }
+        let id = Id::parse(&raw).map_err(|e| ApiError::bad_request("invalid_exclude", format!("exclude: {raw:?} {e}")))?;
+        // A campaign the inventory no longer has cannot be chosen anyway.
+        if let Some(&index) = snapshot.campaign_index.get(&id) {
+            excluded.push(index);
+        }
+    }
+    Ok(Inputs {
+        keywords: normalized,
+        excluded,
+        uid,
+    })
+}
+
+/// Parses a slot name from a request: malformed is 400, unknown is 404.
+pub(crate) fn parse_slot(raw: &str, snapshot: &Snapshot) -> Result<SlotName, ApiError> {
+    let name = SlotName::parse(raw).map_err(|e| ApiError::bad_request("invalid_slot", format!("slot name {e}")))?;
+    if snapshot.slot(&name).is_none() {
+        return Err(ApiError::not_found("unknown_slot", format!("there is no slot named {:?}", name.as_str())));
+    }
+    Ok(name)
+}
+
+pub(crate) fn current_snapshot(state: &AppState) -> Result<Arc<Snapshot>, ApiError> {
+    state.catalog.snapshot().ok_or(ApiError::NotReady)
+}
+
+/// Decides one slot, counts the served decision and builds the answer.
+pub(crate) fn decide<'s>(
+    state: &AppState,
+    snapshot: &'s Snapshot,
+    slot: &SlotName,
+    inputs: &Inputs,
+    excluded: &[usize],
+) -> Option<(Choice, DecisionOut<'s>)> {
+    let timer = state.metrics.decision_duration.start_timer();
+    let compiled = snapshot.slot(slot).expect("the caller checked the slot exists");
+    let now = state.clock.now();
+    let ctx = Context {
+        now,
+        keywords: &inputs.keywords,
+        excluded,
+        delivery: None,
+    };
+    let choice = choose(snapshot, compiled, &ctx, &mut rand::rng());
+    let slot_name = compiled.slot.name.as_str();
+    let Some(choice) = choice else {
+        state.metrics.decisions.with_label_values(&[slot_name, "no_fill"]).inc();
+        timer.observe_duration();
+        return None;
+    };
+    let outcome = if choice.tier.is_some() { "filled" } else { "fallback" };
+    state.metrics.decisions.with_label_values(&[slot_name, outcome]).inc();
+    let campaign = &snapshot.campaigns[choice.campaign].campaign;
+    state.recorder.served(&campaign.id, &compiled.slot.name, state.today());
+    let creative = &campaign.creatives[choice.creative];
+    let decision_id = Ulid::new();
+    let token = state.signer.sign(&TokenPayload {
+        decision_id,
+        issued_at: now.timestamp(),
+        campaign: campaign.id.to_string(),
+        creative: creative.id.to_string(),
+        slot: slot_name.to_owned(),
+    });
+    let base = &state.public_url;
+    let out = DecisionOut {
+        slot: slot_name,
+        decision_id: decision_id.to_string(),
+        campaign_id: campaign.id.as_str(),
+        advertiser_id: campaign.advertiser_id.as_str(),
+        creative: CreativeOut {
+            id: creative.id.as_str(),
+            format: creative.format,
+            title: creative.title.as_deref(),
+            body: creative.body.as_deref(),
+            image_url: creative.image_url.as_deref(),
+            alt: creative.alt.as_deref(),
+            width: creative.width,
+            height: creative.height,
+            html: creative.html.as_deref(),
+        },
+        impression_url: format!("{base}/v1/i/{token}"),
+        viewable_url: format!("{base}/v1/v/{token}"),
+        click_url: format!("{base}/v1/c/{token}"),
+    };
+    timer.observe_duration();
+    Some((choice, out))
+}
+
+fn split_list(raw: Option<String>) -> impl Iterator<Item = String> {
+    raw.unwrap_or_default()
+        .split(',')
+        .map(str::to_owned)
+        .collect::<Vec<_>>()
+        .into_iter()
+}
+
+async fn get_ad(
+    state: web::Data<AppState>,
+    slot: web::Path<String>,
+    query: web::Query<AdQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let snapshot = current_snapshot(&state)?;
+    let slot = parse_slot(&slot, &snapshot)?;
+    let query = query.into_inner();
+    let inputs = parse_inputs(&snapshot, query.uid, split_list(query.kw), split_list(query.exclude))?;
+    Ok(match decide(&state, &snapshot, &slot, &inputs, &inputs.excluded) {
+        Some((_, decision)) => HttpResponse::Ok().insert_header(("Cache-Control", "no-store")).json(decision),
+        None => HttpResponse::NoContent().insert_header(("Cache-Control", "no-store")).finish(),
+    })
+}
+
+/// One entry of a batch answer: a decision, or `{"slot": …, "decision": null}`.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum BatchEntry<'a> {
+    Filled(DecisionOut<'a>),
+    Empty {
+        slot: String,
+        decision: Option<()>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<&'static str>,
+    },
+}
+
+async fn post_decisions(state: web::Data<AppState>, body: web::Json<BatchRequest>) -> Result<HttpResponse, ApiError> {
+    let snapshot = current_snapshot(&state)?;
+    let body = body.into_inner();
+    if body.slots.is_empty() || body.slots.len() > MAX_BATCH_SLOTS {
+        return Err(ApiError::bad_request(
+            "invalid_slots",
+            format!("slots must hold 1 to {MAX_BATCH_SLOTS} slot names"),
+        ));
+    }
+    let names = body
+        .slots
+        .iter()
+        .map(|raw| SlotName::parse(raw).map_err(|e| ApiError::bad_request("invalid_slot", format!("slot name {raw:?} {e}"))))
+        .collect::<Result<Vec<_>, _>>()?;
+    let inputs = parse_inputs(&snapshot, body.uid, body.keywords.into_iter(), body.exclude.into_iter())?;
+    // Campaigns chosen for earlier slots of this page are excluded from the later ones.
+    let mut excluded = inputs.excluded.clone();
+    let mut entries = Vec::with_capacity(names.len());
+    for name in &names {
+        if snapshot.slot(name).is_none() {
+            entries.push(BatchEntry::Empty {
+                slot: name.to_string(),
+                decision: None,
+                error: Some("unknown_slot"),
+            });
+            continue;
+        }
+        match decide(&state, &snapshot, name, &inputs, &excluded) {
+            Some((choice, decision)) => {
+                excluded.push(choice.campaign);
+                entries.push(BatchEntry::Filled(decision));
+            }
+            None => entries.push(BatchEntry::Empty {
+                slot: name.to_string(),
+                decision: None,
+                error: None,
+            }),
+        }
+    }
+    Ok(HttpResponse::Ok()
+        .insert_header(("Cache-Control", "no-store"))
+        .json(serde_json::json!({ "decisions": entries })))
+}

@@ -1,0 +1,197 @@
+//! Advertisers' counters: one campaign's stats by day and slot, and the caller's campaigns.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::{Duration, NaiveDate};
+use serde::{Deserialize, Serialize};
+
+use super::auth::{caller, Caller};
+use super::errors::method_not_allowed;
+use crate::error::ApiError;
+use crate::inventory::Id;
+use crate::state::AppState;
+use crate::store::Counts;
+
+/// The longest range one stats request covers.
+const MAX_DAYS: i64 = 366;
+/// The default range: the last 30 days, today included.
+const DEFAULT_DAYS: i64 = 30;
+
+pub(super) fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/v1/campaigns/{id}/stats")
+            .route(web::get().to(campaign_stats))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/v1/advertisers/me/campaigns")
+            .route(web::get().to(my_campaigns))
+            .default_service(web::to(method_not_allowed)),
+    );
+}
+
+#[derive(Debug, Deserialize)]
+struct Range {
+    from: Option<String>,
+    to: Option<String>,
+}
+
+/// Counters with the click-through rate.
+#[derive(Debug, Serialize)]
+struct Totals {
+    served: u64,
+    impressions: u64,
+    viewable: u64,
+    clicks: u64,
+    ctr: f64,
+}
+
+impl From<Counts> for Totals {
+    fn from(c: Counts) -> Self {
+        Self {
+            served: c.served,
+            impressions: c.impressions,
+            viewable: c.viewable,
+            clicks: c.clicks,
+            ctr: ctr(c.clicks, c.impressions),
+        }
+    }
+}
+
+/// clicks / impressions, rounded to four decimals; 0 without impressions.
+fn ctr(clicks: u64, impressions: u64) -> f64 {
+    if impressions == 0 {
+        return 0.0;
+    }
+    (clicks as f64 / impressions as f64 * 10_000.0).round() / 10_000.0
+}
+
+#[derive(Debug, Serialize)]
+struct Day {
+    date: NaiveDate,
+    #[serde(flatten)]
+    totals: Totals,
+}
+
+#[derive(Debug, Serialize)]
+struct SlotTotals {
+    slot: String,
+    served: u64,
+    impressions: u64,
+    viewable: u64,
+    clicks: u64,
+}
+
+fn parse_day(raw: &str, name: &str) -> Result<NaiveDate, ApiError> {
+    NaiveDate::parse_from_str(raw, "%Y-%m-%d")
+        .map_err(|_| ApiError::bad_request("invalid_date", format!("{name} must be a date written YYYY-MM-DD")))
+}
+
+fn days(state: &AppState, range: &Range) -> Result<(NaiveDate, NaiveDate), ApiError> {
+    let today = state.today();
+    let to = match &range.to {
+        Some(raw) => parse_day(raw, "to")?,
+        None => today,
+    };
+    let from = match &range.from {
+        Some(raw) => parse_day(raw, "from")?,
+        None => to - Duration::days(DEFAULT_DAYS - 1),
+    };
+    if from > to {
+        return Err(ApiError::bad_request("invalid_range", "from must not be after to"));
+    }
+    if (to - from).num_days() >= MAX_DAYS {
+        return Err(ApiError::bad_request("invalid_range", format!("a range covers at most {MAX_DAYS} days")));
+    }
+    Ok((from, to))
+}
+
+async fn campaign_stats(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    range: web::Query<Range>,
+) -> Result<HttpResponse, ApiError> {
+    let caller = caller(&req, &state).await?;
+    let not_found = || ApiError::not_found("unknown_campaign", "there is no such campaign for this key");
+    let snapshot = state.catalog.snapshot().ok_or(ApiError::NotReady)?;
+    let campaign = snapshot.campaign(&id).ok_or_else(not_found)?;
+    // Another advertiser's campaign answers exactly as a missing one: ids are not disclosed.
+    if !caller.may_see(&campaign.campaign.advertiser_id) {
+        return Err(not_found());
+    }
+    let (from, to) = days(&state, &range)?;
+    let dates: Vec<NaiveDate> = from.iter_days().take_while(|d| *d <= to).collect();
+    let per_day = state.store.daily_stats(&campaign.campaign.id, &dates).await?;
+    let mut total = Counts::default();
+    let mut by_slot: Vec<(String, Counts)> = Vec::new();
+    let mut days_out = Vec::new();
+    for (date, slots) in dates.iter().zip(per_day) {
+        let mut day = Counts::default();
+        for (slot, counts) in slots {
+            day.add(&counts);
+            match by_slot.iter_mut().find(|(s, _)| *s == slot) {
+                Some((_, c)) => c.add(&counts),
+                None => by_slot.push((slot, counts)),
+            }
+        }
+        total.add(&day);
+        days_out.push(Day {
+            date: *date,
+            totals: day.into(),
+        });
+    }
+    by_slot.sort_by(|a, b| a.0.cmp(&b.0));
+    let slots: Vec<SlotTotals> = by_slot
+        .into_iter()
+        .map(|(slot, c)| SlotTotals {
+            slot,
+            served: c.served,
+            impressions: c.impressions,
+            viewable: c.viewable,
+            clicks: c.clicks,
+        })
+        .collect();
+    Ok(HttpResponse::Ok().insert_header(("Cache-Control", "no-store")).json(serde_json::json!({
+        "campaign_id": campaign.campaign.id.as_str(),
+        "from": from,
+        "to": to,
+        "totals": Totals::from(total),
+        "days": days_out,
+        "slots": slots,
+    })))
+}
+
+async fn my_campaigns(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let caller = caller(&req, &state).await?;
+    let snapshot = state.catalog.snapshot().ok_or(ApiError::NotReady)?;
+    let campaigns: Vec<_> = snapshot
+        .campaigns
+        .iter()
+        .filter(|c| caller.may_see(&c.campaign.advertiser_id))
+        .collect();
+    let ids: Vec<Id> = campaigns.iter().map(|c| c.campaign.id.clone()).collect();
+    let totals = state.store.totals(&ids).await?;
+    let list: Vec<_> = campaigns
+        .iter()
+        .zip(totals)
+        .map(|(c, t)| {
+            serde_json::json!({
+                "campaign_id": c.campaign.id.as_str(),
+                "advertiser_id": c.campaign.advertiser_id.as_str(),
+                "status": c.campaign.status,
+                "priority": c.campaign.priority,
+                "start": c.campaign.start,
+                "end": c.campaign.end,
+                "totals": Totals::from(t),
+            })
+        })
+        .collect();
+    let advertiser_id = match &caller {
+        Caller::Admin => None,
+        Caller::Advertiser(id) => Some(id.as_str()),
+    };
+    Ok(HttpResponse::Ok().insert_header(("Cache-Control", "no-store")).json(serde_json::json!({
+        "advertiser_id": advertiser_id,
+        "campaigns": list,
+    })))
+}

@@ -1,0 +1,143 @@
+//! The tracking endpoints: impression and viewable beacons, and the click redirect.
+//!
+//! A beacon always answers the 1×1 GIF (a page cannot do anything with an error); what it
+//! counted shows in the stats and in `regie_tracking_rejected_total`. A click with a bad token
+//! answers a short HTML page and never redirects: the landing URL comes from the inventory,
+//! never from the request.
+
+use actix_web::http::header;
+use actix_web::{web, HttpResponse};
+
+use super::errors::method_not_allowed;
+use crate::inventory::SlotName;
+use crate::state::AppState;
+use crate::store::Event;
+use crate::tracking::{EventKind, TokenError, TokenPayload};
+
+/// The transparent 1×1 GIF, 43 bytes.
+pub const PIXEL_GIF: [u8; 43] = [
+    0x47, 0x49, 0x46, 0x38, 0x39, 0x61, 0x01, 0x00, 0x01, 0x00, 0x80, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0xff, 0xff, 0xff, 0x21, 0xf9, 0x04, 0x01, 0x00, 0x00, 0x00, 0x00, 0x2c, 0x00, 0x00, 0x00, 0x00,
+    0x01, 0x00, 0x01, 0x00, 0x00, 0x02, 0x02, 0x44, 0x01, 0x00, 0x3b,
+];
+
+/// Clocks of instances may disagree a little; a token from slightly in the future is fine.
+const CLOCK_SKEW_SECS: i64 = 300;
+
+pub(super) fn configure(cfg: &mut web::ServiceConfig) {
+    for (path, kind) in [("/v1/i/{token}", EventKind::Impression), ("/v1/v/{token}", EventKind::Viewable)] {
+        cfg.service(
+            web::resource(path)
+                .wrap(super::cors())
+                .route(web::get().to(move |state, token| beacon(state, token, kind)))
+                .route(web::head().to(pixel))
+                .default_service(web::to(method_not_allowed)),
+        );
+    }
+    cfg.service(
+        web::resource("/v1/c/{token}")
+            .route(web::get().to(click))
+            .route(web::head().to(|| async { HttpResponse::Ok().insert_header(no_store()).finish() }))
+            .default_service(web::to(method_not_allowed)),
+    );
+}
+
+fn no_store() -> (header::HeaderName, &'static str) {
+    (header::CACHE_CONTROL, "no-store")
+}
+
+async fn pixel() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("image/gif")
+        .insert_header(no_store())
+        .body(PIXEL_GIF.as_slice())
+}
+
+/// What a valid token points at in the served inventory.
+struct Verified {
+    payload: TokenPayload,
+    slot: SlotName,
+    landing_url: String,
+}
+
+/// Verifies the token's signature, age and that its campaign, creative and slot still exist
+/// (metric labels come from the inventory only).
+fn verify(state: &AppState, token: &str, kind: EventKind) -> Result<Verified, TokenError> {
+    let payload = state.signer.verify(token)?;
+    let now = state.clock.now().timestamp();
+    let age = now - payload.issued_at;
+    if age > state.token_ttl(kind) as i64 || age < -CLOCK_SKEW_SECS {
+        return Err(TokenError::Expired);
+    }
+    let snapshot = state.catalog.snapshot().ok_or(TokenError::UnknownCampaign)?;
+    let campaign = snapshot.campaign(&payload.campaign).ok_or(TokenError::UnknownCampaign)?;
+    let creative = campaign
+        .campaign
+        .creatives
+        .iter()
+        .find(|c| c.id.as_str() == payload.creative)
+        .ok_or(TokenError::UnknownCampaign)?;
+    let slot = SlotName::parse(&payload.slot).map_err(|_| TokenError::Malformed)?;
+    if snapshot.slot(&slot).is_none() {
+        return Err(TokenError::UnknownCampaign);
+    }
+    Ok(Verified {
+        landing_url: creative.landing_url.clone(),
+        slot,
+        payload,
+    })
+}
+
+fn record(state: &AppState, verified: &Verified, kind: EventKind) {
+    let campaign = crate::inventory::Id::parse(&verified.payload.campaign).expect("checked against the inventory");
+    state.recorder.event(Event {
+        kind,
+        decision_id: verified.payload.decision_id,
+        campaign,
+        slot: verified.slot.clone(),
+        day: state.today(),
+    });
+}
+
+fn reject(state: &AppState, kind: EventKind, reason: TokenError) {
+    state
+        .metrics
+        .tracking_rejected
+        .with_label_values(&[kind.as_str(), reason.label()])
+        .inc();
+}
+
+async fn beacon(state: web::Data<AppState>, token: web::Path<String>, kind: EventKind) -> HttpResponse {
+    match verify(&state, &token, kind) {
+        Ok(verified) => record(&state, &verified, kind),
+        Err(reason) => reject(&state, kind, reason),
+    }
+    pixel().await
+}
+
+async fn click(state: web::Data<AppState>, token: web::Path<String>) -> HttpResponse {
+    match verify(&state, &token, EventKind::Click) {
+        Ok(verified) => {
+            record(&state, &verified, EventKind::Click);
+            HttpResponse::Found()
+                .insert_header((header::LOCATION, verified.landing_url))
+                .insert_header(no_store())
+                .insert_header((header::REFERRER_POLICY, "no-referrer-when-downgrade"))
+                .finish()
+        }
+        Err(reason) => {
+            reject(&state, EventKind::Click, reason);
+            HttpResponse::BadRequest()
+                .content_type("text/html; charset=utf-8")
+                .insert_header(no_store())
+                .insert_header((header::CONTENT_SECURITY_POLICY, "default-src 'none'"))
+                .body(INVALID_CLICK_PAGE)
+        }
+    }
+}
+
+const INVALID_CLICK_PAGE: &str = "<!doctype html>\n<html lang=\"fr\"><head><meta charset=\"utf-8\">\
+<title>Lien publicitaire invalide</title></head><body>\
+<h1>Ce lien publicitaire n'est plus valide</h1>\
+<p>The link of this ad is invalid or has expired. You can close this page.</p>\
+</body></html>\n";

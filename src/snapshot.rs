@@ -1,0 +1,174 @@
+//! One inventory version compiled for serving: lookup maps and per-slot, per-tier rotation
+//! tables, built once when the version loads and shared read-only by every request.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use unicode_normalization::UnicodeNormalization;
+
+use crate::inventory::{parse_size, Campaign, Format, Id, Inventory, Priority, Slot, SlotName};
+use crate::selection::{AliasTable, TierRotation};
+
+/// A compiled inventory version.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// The inventory version this was compiled from.
+    pub version: u64,
+    /// The document itself, as the admin API returns it.
+    pub document: Arc<Inventory>,
+    /// Campaigns in document order, with their targeting prepared.
+    pub campaigns: Vec<CompiledCampaign>,
+    /// Campaign index by id.
+    pub campaign_index: HashMap<Id, usize>,
+    /// Slots by NFC name.
+    pub slots: HashMap<SlotName, CompiledSlot>,
+}
+
+/// A campaign with what the serve path needs precomputed.
+#[derive(Debug)]
+pub struct CompiledCampaign {
+    /// The campaign as the inventory describes it.
+    pub campaign: Campaign,
+    /// `keywords_any`, lower-cased NFC.
+    pub keywords_any: Vec<String>,
+    /// `keywords_none`, lower-cased NFC.
+    pub keywords_none: Vec<String>,
+}
+
+/// A slot with its tiers, highest priority first.
+#[derive(Debug)]
+pub struct CompiledSlot {
+    /// The slot as the inventory describes it.
+    pub slot: Slot,
+    /// Tiers that have at least one campaign, highest priority first.
+    pub tiers: Vec<Tier>,
+    /// The fallback campaign, served when nothing else is eligible.
+    pub fallback: Option<SlotMember>,
+}
+
+/// The campaigns of one priority tier of one slot.
+#[derive(Debug)]
+pub struct Tier {
+    /// The tier.
+    pub priority: Priority,
+    /// Its campaigns, in the order of the rotation's members.
+    pub members: Vec<SlotMember>,
+    /// The rotation over `members`.
+    pub rotation: TierRotation,
+}
+
+/// A campaign as a member of one slot: its index and the creatives it may show there.
+#[derive(Debug)]
+pub struct SlotMember {
+    /// Index into [`Snapshot::campaigns`].
+    pub campaign: usize,
+    /// Indexes into the campaign's creatives that fit the slot.
+    pub creatives: Vec<usize>,
+    /// Rotation among `creatives` by their weights.
+    pub creative_table: AliasTable,
+}
+
+/// Lower-cases and NFC-normalises a keyword, the form in which keywords are compared.
+pub fn normalize_keyword(raw: &str) -> String {
+    raw.trim().nfc().flat_map(char::to_lowercase).collect()
+}
+
+impl Snapshot {
+    /// Compiles a validated inventory.
+    pub fn compile(version: u64, inventory: Inventory) -> Self {
+        let campaigns: Vec<CompiledCampaign> = inventory
+            .campaigns
+            .iter()
+            .map(|campaign| CompiledCampaign {
+                campaign: campaign.clone(),
+                keywords_any: campaign.targeting.keywords_any.iter().map(|k| normalize_keyword(k)).collect(),
+                keywords_none: campaign.targeting.keywords_none.iter().map(|k| normalize_keyword(k)).collect(),
+            })
+            .collect();
+        let campaign_index: HashMap<Id, usize> = campaigns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.campaign.id.clone(), i))
+            .collect();
+        let slots = inventory
+            .slots
+            .iter()
+            .map(|slot| (slot.name.clone(), compile_slot(slot, &campaigns, &campaign_index)))
+            .collect();
+        Self {
+            version,
+            document: Arc::new(inventory),
+            campaigns,
+            campaign_index,
+            slots,
+        }
+    }
+
+    /// The slot of that (already NFC) name.
+    pub fn slot(&self, name: &SlotName) -> Option<&CompiledSlot> {
+        self.slots.get(name)
+    }
+
+    /// The campaign of that id.
+    pub fn campaign(&self, id: &str) -> Option<&CompiledCampaign> {
+        let id = Id::parse(id).ok()?;
+        self.campaign_index.get(&id).map(|&i| &self.campaigns[i])
+    }
+}
+
+fn compile_slot(slot: &Slot, campaigns: &[CompiledCampaign], index: &HashMap<Id, usize>) -> CompiledSlot {
+    let size = slot.size.as_deref().and_then(parse_size);
+    let tiers = Priority::ALL
+        .iter()
+        .filter_map(|&priority| {
+            let members: Vec<SlotMember> = campaigns
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.campaign.priority == priority && c.campaign.slots.contains(&slot.name))
+                .map(|(i, c)| member(i, &c.campaign, size))
+                .collect();
+            let weights = members
+                .iter()
+                .map(|m| u64::from(campaigns[m.campaign].campaign.weight.get()))
+                .collect();
+            let rotation = TierRotation::new(weights, slot.rotation)?;
+            Some(Tier {
+                priority,
+                members,
+                rotation,
+            })
+        })
+        .collect();
+    let fallback = slot
+        .fallback
+        .as_ref()
+        .and_then(|id| index.get(id))
+        .map(|&i| member(i, &campaigns[i].campaign, size));
+    CompiledSlot {
+        slot: slot.clone(),
+        tiers,
+        fallback,
+    }
+}
+
+/// Chooses the creatives a campaign shows in a slot: image creatives of exactly the slot's size
+/// when it has any, otherwise all of them (text and html creatives adapt to any size).
+fn member(index: usize, campaign: &Campaign, size: Option<(u32, u32)>) -> SlotMember {
+    let fits = |i: &usize| {
+        let c = &campaign.creatives[*i];
+        c.format == Format::Image && size.is_some_and(|(w, h)| c.width == Some(w) && c.height == Some(h))
+    };
+    let all: Vec<usize> = (0..campaign.creatives.len()).collect();
+    let sized: Vec<usize> = all.iter().copied().filter(fits).collect();
+    let creatives = if sized.is_empty() { all } else { sized };
+    let weights: Vec<u64> = creatives
+        .iter()
+        .map(|&i| u64::from(campaign.creatives[i].weight.get()))
+        .collect();
+    let creative_table = AliasTable::new(&weights).expect("validation guarantees at least one creative");
+    SlotMember {
+        campaign: index,
+        creatives,
+        creative_table,
+    }
+}

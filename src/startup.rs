@@ -1,0 +1,237 @@
+//! Building and running the application: used by `main` and by every test.
+
+use std::net::TcpListener;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::middleware::from_fn;
+use actix_web::{web, App, HttpServer};
+use secrecy::ExposeSecret;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::catalog::{watch_redis, Catalog, LoadError};
+use crate::clock::{SharedClock, SystemClock};
+use crate::counting::{Flusher, Recorder};
+use crate::metrics::Metrics;
+use crate::routes;
+use crate::settings::Settings;
+use crate::state::AppState;
+use crate::store::{redis_timeouts, MemoryStore, RedisStore, Store, StoreError};
+use crate::telemetry;
+use crate::tracking::{KeysError, Signer};
+
+/// The application could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The listen address cannot be bound.
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        /// The address.
+        address: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The tracking keys are invalid.
+    #[error(transparent)]
+    Keys(#[from] KeysError),
+    /// The store cannot be set up.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The inventory file cannot be loaded.
+    #[error(transparent)]
+    Inventory(#[from] LoadError),
+}
+
+/// A built application, bound to its port, not yet running.
+pub struct Application {
+    port: u16,
+    server: Server,
+    state: web::Data<AppState>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    flusher: JoinHandle<()>,
+    shutdown_timeout: Duration,
+    stop_requested: Arc<tokio::sync::Notify>,
+}
+
+/// A handle to stop a running application, as a signal would.
+#[derive(Clone)]
+pub struct StopHandle(Arc<tokio::sync::Notify>);
+
+impl StopHandle {
+    /// Starts a graceful shutdown.
+    pub fn stop(&self) {
+        self.0.notify_one();
+    }
+}
+
+impl Application {
+    /// Builds the application on the system clock.
+    pub async fn build(settings: Settings) -> Result<Self, StartError> {
+        Self::build_with_clock(settings, Arc::new(SystemClock)).await
+    }
+
+    /// Builds the application with an injected clock (tests move it to check expiry, flights,
+    /// daily counters without sleeping).
+    pub async fn build_with_clock(settings: Settings, clock: SharedClock) -> Result<Self, StartError> {
+        let listener = TcpListener::bind(&settings.listen).map_err(|source| StartError::Listen {
+            address: settings.listen.clone(),
+            source,
+        })?;
+        let port = listener.local_addr().expect("a bound listener has an address").port();
+        let metrics = Metrics::new();
+        let store = match &settings.redis_url {
+            Some(url) => Store::Redis(RedisStore::new(
+                url.expose_secret(),
+                &settings.key_prefix,
+                redis_timeouts(&settings),
+                metrics.clone(),
+            )?),
+            None => {
+                metrics.store_up.set(1);
+                Store::Memory(Arc::new(MemoryStore::new()))
+            }
+        };
+        let catalog = Arc::new(Catalog::new(store.clone(), metrics.clone()));
+        catalog.start(&settings.inventory).await?;
+
+        let signer = match &settings.tracking_keys {
+            Some(keys) => Signer::from_setting(keys)?,
+            None => {
+                tracing::warn!("REGIE_TRACKING_KEYS is unset: signing with a random key, valid for this process only");
+                Signer::random()
+            }
+        };
+        let public_url = settings.public_url.clone().unwrap_or_else(|| {
+            let host = settings.listen.rsplit_once(':').map_or("127.0.0.1", |(h, _)| h);
+            format!("http://{host}:{port}")
+        });
+        let recorder = Arc::new(Recorder::new(settings.max_pending_events, metrics.clone()));
+        let state = web::Data::new(AppState {
+            store: store.clone(),
+            catalog: catalog.clone(),
+            signer,
+            recorder: recorder.clone(),
+            metrics: metrics.clone(),
+            clock: clock.clone(),
+            public_url: public_url.trim_end_matches('/').to_owned(),
+            admin_token: settings.admin_token.clone(),
+            timezone: settings.timezone(),
+            impression_ttl_secs: settings.impression_token_ttl_secs,
+            click_ttl_secs: settings.click_token_ttl_secs,
+        });
+
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let mut tasks = vec![tokio::spawn(catalog.clone().run(settings.poll_interval(), shutdown_rx.clone()))];
+        if let Store::Redis(redis) = &store {
+            tasks.push(tokio::spawn(watch_redis(
+                catalog.clone(),
+                redis.client().clone(),
+                redis.changes_channel(),
+                shutdown_rx.clone(),
+            )));
+        }
+        // De-duplication marks outlive every token that could repeat them.
+        let dedup_ttl = settings.impression_token_ttl_secs.max(settings.click_token_ttl_secs) + 3_600;
+        let flusher = Flusher::new(recorder, store, clock, metrics, dedup_ttl);
+        let flusher = tokio::spawn(flusher.run(settings.flush_interval(), shutdown_rx, settings.shutdown_timeout()));
+
+        let server_state = state.clone();
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .wrap(from_fn(telemetry::observe))
+                .app_data(server_state.clone())
+                .app_data(routes::json_config())
+                .app_data(routes::query_config())
+                .app_data(routes::path_config())
+                .configure(routes::configure)
+                .default_service(web::to(routes::not_found))
+        })
+        .disable_signals()
+        .shutdown_timeout((settings.shutdown_timeout_secs / 2).max(1)); // the rest is for the final flush
+        if let Some(workers) = settings.workers {
+            server = server.workers(workers);
+        }
+        let server = server
+            .listen(listener)
+            .map_err(|source| StartError::Listen {
+                address: settings.listen.clone(),
+                source,
+            })?
+            .run();
+        tracing::info!(port, store = state.store.kind(), public_url = %state.public_url, "regie is listening");
+        Ok(Self {
+            port,
+            server,
+            state,
+            shutdown,
+            tasks,
+            flusher,
+            shutdown_timeout: settings.shutdown_timeout(),
+            stop_requested: Arc::new(tokio::sync::Notify::new()),
+        })
+    }
+
+    /// The bound port (useful with port 0).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The shared state (tests read metrics and the catalog through it).
+    pub fn state(&self) -> web::Data<AppState> {
+        self.state.clone()
+    }
+
+    /// A handle that stops the application gracefully, as SIGTERM does.
+    pub fn stop_handle(&self) -> StopHandle {
+        StopHandle(self.stop_requested.clone())
+    }
+
+    /// Serves until SIGTERM, SIGINT or the stop handle; then drains: `/readyz` answers 503,
+    /// in-flight requests finish, counters are flushed, all within the shutdown timeout.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let handle: ServerHandle = self.server.handle();
+        let catalog = self.state.catalog.clone();
+        let stop_requested = self.stop_requested.clone();
+        let server = tokio::spawn(self.server);
+        tokio::select! {
+            _ = shutdown_signal() => tracing::info!("signal received; draining"),
+            _ = stop_requested.notified() => tracing::info!("stop requested; draining"),
+        }
+        let started = Instant::now();
+        catalog.draining.store(true, Ordering::Relaxed);
+        handle.stop(true).await;
+        let served = server.await.map_err(std::io::Error::other)?;
+        let _ = self.shutdown.send(true);
+        let remaining = self.shutdown_timeout.saturating_sub(started.elapsed()).max(Duration::from_secs(1));
+        if tokio::time::timeout(remaining, self.flusher).await.is_err() {
+            tracing::error!("the final flush did not finish within the shutdown timeout");
+        }
+        for task in self.tasks {
+            task.abort();
+        }
+        tracing::info!("stopped");
+        served
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("install the SIGTERM handler");
+        let mut int = signal(SignalKind::interrupt()).expect("install the SIGINT handler");
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

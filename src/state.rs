@@ -1,0 +1,68 @@
+//! The handles every request shares, built once at start-up.
+
+use std::sync::Arc;
+
+use chrono_tz::Tz;
+use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::catalog::Catalog;
+use crate::clock::SharedClock;
+use crate::counting::{reporting_day, Recorder};
+use crate::metrics::Metrics;
+use crate::store::Store;
+use crate::tracking::{EventKind, Signer};
+
+/// Shared application state, handed to handlers as `web::Data<AppState>`.
+#[derive(Debug)]
+pub struct AppState {
+    /// The store.
+    pub store: Store,
+    /// The served inventory.
+    pub catalog: Arc<Catalog>,
+    /// Signs and verifies tracking tokens.
+    pub signer: Signer,
+    /// Counts events in memory until they are flushed.
+    pub recorder: Arc<Recorder>,
+    /// Prometheus metrics.
+    pub metrics: Metrics,
+    /// The clock.
+    pub clock: SharedClock,
+    /// Base of the tracking URLs, without a trailing slash.
+    pub public_url: String,
+    /// The admin token, if the admin API is enabled.
+    pub admin_token: Option<SecretString>,
+    /// Reporting time zone.
+    pub timezone: Tz,
+    /// Life of impression and viewable tokens, in seconds.
+    pub impression_ttl_secs: u64,
+    /// Life of click tokens, in seconds.
+    pub click_ttl_secs: u64,
+}
+
+impl AppState {
+    /// Whether `given` is the admin token, compared in constant time (of the digests, so the
+    /// comparison leaks neither content nor length).
+    pub fn is_admin_token(&self, given: &str) -> bool {
+        let Some(expected) = &self.admin_token else {
+            return false;
+        };
+        let a = Sha256::digest(given.as_bytes());
+        let b = Sha256::digest(expected.expose_secret().as_bytes());
+        a.ct_eq(&b).into()
+    }
+
+    /// Today's reporting day.
+    pub fn today(&self) -> chrono::NaiveDate {
+        reporting_day(self.clock.now(), self.timezone)
+    }
+
+    /// How long tokens of this kind are valid, in seconds.
+    pub fn token_ttl(&self, kind: EventKind) -> u64 {
+        match kind {
+            EventKind::Impression | EventKind::Viewable => self.impression_ttl_secs,
+            EventKind::Click => self.click_ttl_secs,
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! The embedded in-memory store: one process, nothing shared, nothing kept across restarts.
+//! It behaves as the Redis store does, so the same behaviour tests run against both.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use chrono::NaiveDate;
+use parking_lot::Mutex;
+use ulid::Ulid;
+
+use super::{counter_field, Batch, Counts, FlushReport, PutOutcome, StoreError, StoredInventory};
+use crate::inventory::Id;
+use crate::tracking::EventKind;
+
+/// The embedded store.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    data: Mutex<Data>,
+}
+
+#[derive(Debug, Default)]
+struct Data {
+    inventory: Option<StoredInventory>,
+    /// (campaign, day) → slot → counters.
+    daily: HashMap<(Id, NaiveDate), HashMap<String, Counts>>,
+    totals: HashMap<Id, Counts>,
+    /// De-duplication marks and their expiry (Unix seconds).
+    seen: HashMap<(EventKind, Ulid), i64>,
+    /// Marks in insertion order; with one TTL for all, that is expiry order.
+    seen_order: VecDeque<(i64, EventKind, Ulid)>,
+    applied_batches: HashSet<Ulid>,
+    key_hashes: HashMap<String, Id>,
+    advertiser_keys: HashMap<Id, String>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub(super) async fn load_inventory(&self) -> Result<Option<StoredInventory>, StoreError> {
+        Ok(self.data.lock().inventory.clone())
+    }
+
+    pub(super) async fn inventory_version(&self) -> Result<Option<u64>, StoreError> {
+        Ok(self.data.lock().inventory.as_ref().map(|i| i.version))
+    }
+
+    pub(super) async fn put_inventory(&self, json: &str, expected: Option<u64>, floor: u64) -> Result<PutOutcome, StoreError> {
+        let mut data = self.data.lock();
+        let current = data.inventory.as_ref().map_or(0, |i| i.version).max(floor);
+        if expected.is_some_and(|e| e != current) {
+            return Ok(PutOutcome::Conflict { current });
+        }
+        let version = current + 1;
+        data.inventory = Some(StoredInventory {
+            version,
+            json: json.to_owned(),
+        });
+        Ok(PutOutcome::Written(version))
+    }
+
+    pub(super) async fn restore_inventory(&self, json: &str, version: u64) -> Result<bool, StoreError> {
+        let mut data = self.data.lock();
+        if data.inventory.as_ref().is_some_and(|i| i.version >= version) {
+            return Ok(false);
+        }
+        data.inventory = Some(StoredInventory {
+            version,
+            json: json.to_owned(),
+        });
+        Ok(true)
+    }
+
+    pub(super) async fn flush(&self, batch: &Batch) -> Result<FlushReport, StoreError> {
+        let mut data = self.data.lock();
+        data.expire_marks(batch.now_secs);
+        if !data.applied_batches.insert(batch.id) {
+            return Ok(FlushReport {
+                counted: vec![false; batch.events.len()],
+                already_applied: true,
+            });
+        }
+        for served in &batch.served {
+            data.daily
+                .entry((served.campaign.clone(), served.day))
+                .or_default()
+                .entry(served.slot.to_string())
+                .or_default()
+                .served += served.count;
+            data.totals.entry(served.campaign.clone()).or_default().served += served.count;
+        }
+        let expires = batch.now_secs + batch.dedup_ttl_secs as i64;
+        let mut counted = Vec::with_capacity(batch.events.len());
+        for event in &batch.events {
+            let fresh = data.seen.insert((event.kind, event.decision_id), expires).is_none();
+            if fresh {
+                data.seen_order.push_back((expires, event.kind, event.decision_id));
+                let field = counter_field(event.kind);
+                data.daily
+                    .entry((event.campaign.clone(), event.day))
+                    .or_default()
+                    .entry(event.slot.to_string())
+                    .or_default()
+                    .add_field(field, 1);
+                data.totals.entry(event.campaign.clone()).or_default().add_field(field, 1);
+            }
+            counted.push(fresh);
+        }
+        Ok(FlushReport {
+            counted,
+            already_applied: false,
+        })
+    }
+
+    pub(super) async fn daily_stats(&self, campaign: &Id, days: &[NaiveDate]) -> Result<Vec<Vec<(String, Counts)>>, StoreError> {
+        let data = self.data.lock();
+        Ok(days
+            .iter()
+            .map(|day| {
+                data.daily
+                    .get(&(campaign.clone(), *day))
+                    .map(|slots| slots.iter().map(|(s, c)| (s.clone(), *c)).collect())
+                    .unwrap_or_default()
+            })
+            .collect())
+    }
+
+    pub(super) async fn totals(&self, campaigns: &[Id]) -> Result<Vec<Counts>, StoreError> {
+        let data = self.data.lock();
+        Ok(campaigns.iter().map(|c| data.totals.get(c).copied().unwrap_or_default()).collect())
+    }
+
+    pub(super) async fn set_api_key(&self, advertiser: &Id, key_hash: &str) -> Result<(), StoreError> {
+        let mut data = self.data.lock();
+        if let Some(old) = data.advertiser_keys.insert(advertiser.clone(), key_hash.to_owned()) {
+            data.key_hashes.remove(&old);
+        }
+        data.key_hashes.insert(key_hash.to_owned(), advertiser.clone());
+        Ok(())
+    }
+
+    pub(super) async fn advertiser_for_key(&self, key_hash: &str) -> Result<Option<Id>, StoreError> {
+        Ok(self.data.lock().key_hashes.get(key_hash).cloned())
+    }
+
+    pub(super) async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+impl Data {
+    fn expire_marks(&mut self, now_secs: i64) {
+        while let Some(&(expires, kind, id)) = self.seen_order.front() {
+            if expires > now_secs {
+                break;
+            }
+            self.seen_order.pop_front();
+            // A mark re-inserted later carries a later expiry; only drop the one that expired.
+            if self.seen.get(&(kind, id)) == Some(&expires) {
+                self.seen.remove(&(kind, id));
+            }
+        }
+        // Batch ids only guard retries, which happen within seconds.
+        if self.applied_batches.len() > 100_000 {
+            self.applied_batches.clear();
+        }
+    }
+}

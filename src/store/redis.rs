@@ -1,0 +1,323 @@
+//! The Redis store: one connection manager built at start-up and shared by every request and
+//! task, with explicit connect and response timeouts; every key under the configured prefix.
+//!
+//! Keys (`P` is the prefix):
+//! - `P:inventory` (JSON) and `P:inventory:version` (integer); changes are published on
+//!   `P:inventory:changed`.
+//! - `P:stats:{campaign}:{YYYY-MM-DD}`: hash of `{counter}|{slot}` → count.
+//! - `P:totals:{campaign}`: hash of counter → lifetime count.
+//! - `P:seen:{kind}:{decision_id}`: de-duplication mark, expiring after the longest token life.
+//! - `P:batch:{id}`: a flushed batch, so that a retry is not counted twice.
+//! - `P:apikey:{sha256}` → advertiser id, and `P:advertiser-key:{id}` → its key's hash.
+//!
+//! The flush script builds its keys from the prefix, so it needs every key on one node: plain
+//! Redis or a single-shard deployment (see the README on Redis Cluster).
+
+use std::time::Duration;
+
+use chrono::NaiveDate;
+use redis::aio::ConnectionManager;
+use redis::{AsyncCommands, Script};
+
+use super::{split_stats_field, Batch, Counts, FlushReport, PutOutcome, StoreError, StoredInventory};
+use crate::inventory::Id;
+use crate::metrics::Metrics;
+
+const PUT_SCRIPT: &str = r"
+local current = tonumber(redis.call('GET', KEYS[2]) or '0')
+local floor = tonumber(ARGV[3])
+if floor > current then current = floor end
+if ARGV[2] ~= '' and tonumber(ARGV[2]) ~= current then return {0, current} end
+local version = current + 1
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('SET', KEYS[2], version)
+redis.call('PUBLISH', ARGV[4], version)
+return {1, version}
+";
+
+const RESTORE_SCRIPT: &str = r"
+local current = tonumber(redis.call('GET', KEYS[2]) or '0')
+if redis.call('EXISTS', KEYS[1]) == 1 and current >= tonumber(ARGV[2]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('SET', KEYS[2], ARGV[2])
+redis.call('PUBLISH', ARGV[3], ARGV[2])
+return 1
+";
+
+/// ARGV: prefix, batch id, batch ttl, dedup ttl, number of served entries, then
+/// (campaign, day, slot, count) per served entry, then (field, decision id, campaign, day,
+/// slot) per event. Answers -1 for a batch already applied, else a string of '0'/'1', one per
+/// event: whether it was counted.
+const FLUSH_SCRIPT: &str = r"
+local p = ARGV[1]
+if not redis.call('SET', p .. ':batch:' .. ARGV[2], '1', 'NX', 'EX', ARGV[3]) then return -1 end
+local ttl = ARGV[4]
+local i = 6
+for _ = 1, tonumber(ARGV[5]) do
+  local c, d, s, n = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  redis.call('HINCRBY', p .. ':stats:' .. c .. ':' .. d, 'served|' .. s, n)
+  redis.call('HINCRBY', p .. ':totals:' .. c, 'served', n)
+  i = i + 4
+end
+local counted = {}
+while i <= #ARGV do
+  local f, id, c, d, s = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+  if redis.call('SET', p .. ':seen:' .. f .. ':' .. id, '1', 'NX', 'EX', ttl) then
+    redis.call('HINCRBY', p .. ':stats:' .. c .. ':' .. d, f .. '|' .. s, 1)
+    redis.call('HINCRBY', p .. ':totals:' .. c, f, 1)
+    counted[#counted + 1] = '1'
+  else
+    counted[#counted + 1] = '0'
+  end
+  i = i + 5
+end
+return table.concat(counted)
+";
+
+/// How long a batch id is remembered: far longer than any retry takes.
+const BATCH_TTL_SECS: u64 = 86_400;
+
+/// The Redis store.
+#[derive(Clone)]
+pub struct RedisStore {
+    client: redis::Client,
+    conn: ConnectionManager,
+    prefix: String,
+    metrics: Metrics,
+    put_script: Script,
+    restore_script: Script,
+    flush_script: Script,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore").field("prefix", &self.prefix).finish_non_exhaustive()
+    }
+}
+
+/// Timeouts of the Redis connection.
+#[derive(Debug, Clone, Copy)]
+pub struct RedisTimeouts {
+    /// Time allowed to connect.
+    pub connect: Duration,
+    /// Time allowed for an answer.
+    pub response: Duration,
+}
+
+impl RedisStore {
+    /// Prepares the store; the connection is made on first use and re-made after failures, so
+    /// an instance starts even while Redis is down.
+    pub fn new(url: &str, prefix: &str, timeouts: RedisTimeouts, metrics: Metrics) -> Result<Self, StoreError> {
+        let client = redis::Client::open(url).map_err(|source| StoreError::Redis { op: "open", source })?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeouts.connect))
+            .set_response_timeout(Some(timeouts.response))
+            // Fail fast and let regie's own loops retry: a request must not hang on Redis.
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)
+            .map_err(|source| StoreError::Redis { op: "connect", source })?;
+        Ok(Self {
+            client,
+            conn,
+            prefix: prefix.to_owned(),
+            metrics,
+            put_script: Script::new(PUT_SCRIPT),
+            restore_script: Script::new(RESTORE_SCRIPT),
+            flush_script: Script::new(FLUSH_SCRIPT),
+        })
+    }
+
+    /// The client, for the pub/sub connection of the inventory watcher.
+    pub fn client(&self) -> &redis::Client {
+        &self.client
+    }
+
+    /// The channel on which inventory changes are published.
+    pub fn changes_channel(&self) -> String {
+        format!("{}:inventory:changed", self.prefix)
+    }
+
+    fn key(&self, suffix: &str) -> String {
+        format!("{}:{suffix}", self.prefix)
+    }
+
+    /// Records the outcome of one round trip and adds the operation to an error.
+    fn observe<T>(&self, op: &'static str, result: redis::RedisResult<T>) -> Result<T, StoreError> {
+        self.metrics.store_call(op, result.is_ok());
+        result.map_err(|source| StoreError::Redis { op, source })
+    }
+
+    pub(super) async fn load_inventory(&self) -> Result<Option<StoredInventory>, StoreError> {
+        let mut conn = self.conn.clone();
+        let (json, version): (Option<String>, Option<String>) = self.observe(
+            "load_inventory",
+            redis::pipe()
+                .get(self.key("inventory"))
+                .get(self.key("inventory:version"))
+                .query_async(&mut conn)
+                .await,
+        )?;
+        match (json, version) {
+            (Some(json), Some(version)) => {
+                let version = version.parse().map_err(|_| StoreError::Corrupt("inventory version"))?;
+                Ok(Some(StoredInventory { version, json }))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    pub(super) async fn inventory_version(&self) -> Result<Option<u64>, StoreError> {
+        let mut conn = self.conn.clone();
+        let version: Option<String> = self.observe("poll_version", conn.get(self.key("inventory:version")).await)?;
+        version
+            .map(|v| v.parse().map_err(|_| StoreError::Corrupt("inventory version")))
+            .transpose()
+    }
+
+    pub(super) async fn put_inventory(&self, json: &str, expected: Option<u64>, floor: u64) -> Result<PutOutcome, StoreError> {
+        let mut conn = self.conn.clone();
+        let (written, version): (u8, u64) = self.observe(
+            "put_inventory",
+            self.put_script
+                .key(self.key("inventory"))
+                .key(self.key("inventory:version"))
+                .arg(json)
+                .arg(expected.map(|v| v.to_string()).unwrap_or_default())
+                .arg(floor)
+                .arg(self.changes_channel())
+                .invoke_async(&mut conn)
+                .await,
+        )?;
+        Ok(if written == 1 {
+            PutOutcome::Written(version)
+        } else {
+            PutOutcome::Conflict { current: version }
+        })
+    }
+
+    pub(super) async fn restore_inventory(&self, json: &str, version: u64) -> Result<bool, StoreError> {
+        let mut conn = self.conn.clone();
+        let written: u8 = self.observe(
+            "restore_inventory",
+            self.restore_script
+                .key(self.key("inventory"))
+                .key(self.key("inventory:version"))
+                .arg(json)
+                .arg(version)
+                .arg(self.changes_channel())
+                .invoke_async(&mut conn)
+                .await,
+        )?;
+        Ok(written == 1)
+    }
+
+    pub(super) async fn flush(&self, batch: &Batch) -> Result<FlushReport, StoreError> {
+        let mut invocation = self.flush_script.prepare_invoke();
+        invocation
+            .arg(&self.prefix)
+            .arg(batch.id.to_string())
+            .arg(BATCH_TTL_SECS)
+            .arg(batch.dedup_ttl_secs)
+            .arg(batch.served.len());
+        for s in &batch.served {
+            invocation
+                .arg(s.campaign.as_str())
+                .arg(s.day.to_string())
+                .arg(s.slot.as_str())
+                .arg(s.count);
+        }
+        for e in &batch.events {
+            invocation
+                .arg(super::counter_field(e.kind))
+                .arg(e.decision_id.to_string())
+                .arg(e.campaign.as_str())
+                .arg(e.day.to_string())
+                .arg(e.slot.as_str());
+        }
+        let mut conn = self.conn.clone();
+        let answer: redis::Value = self.observe("flush", invocation.invoke_async(&mut conn).await)?;
+        match answer {
+            redis::Value::Int(-1) => Ok(FlushReport {
+                counted: vec![false; batch.events.len()],
+                already_applied: true,
+            }),
+            redis::Value::BulkString(flags) if flags.len() == batch.events.len() => Ok(FlushReport {
+                counted: flags.iter().map(|&f| f == b'1').collect(),
+                already_applied: false,
+            }),
+            // An empty table.concat comes back as an empty string.
+            redis::Value::SimpleString(s) if s.is_empty() && batch.events.is_empty() => Ok(FlushReport::default()),
+            _ => Err(StoreError::Corrupt("flush answer")),
+        }
+    }
+
+    pub(super) async fn daily_stats(&self, campaign: &Id, days: &[NaiveDate]) -> Result<Vec<Vec<(String, Counts)>>, StoreError> {
+        let mut pipe = redis::pipe();
+        for day in days {
+            pipe.hgetall(self.key(&format!("stats:{campaign}:{day}")));
+        }
+        let mut conn = self.conn.clone();
+        let hashes: Vec<Vec<(String, u64)>> = self.observe("read_stats", pipe.query_async(&mut conn).await)?;
+        Ok(hashes
+            .into_iter()
+            .map(|fields| {
+                let mut by_slot: Vec<(String, Counts)> = Vec::new();
+                for (field, n) in fields {
+                    let Some((counter, slot)) = split_stats_field(&field) else { continue };
+                    match by_slot.iter_mut().find(|(s, _)| s == slot) {
+                        Some((_, counts)) => counts.add_field(counter, n),
+                        None => {
+                            let mut counts = Counts::default();
+                            counts.add_field(counter, n);
+                            by_slot.push((slot.to_owned(), counts));
+                        }
+                    }
+                }
+                by_slot
+            })
+            .collect())
+    }
+
+    pub(super) async fn totals(&self, campaigns: &[Id]) -> Result<Vec<Counts>, StoreError> {
+        let mut pipe = redis::pipe();
+        for campaign in campaigns {
+            pipe.hgetall(self.key(&format!("totals:{campaign}")));
+        }
+        let mut conn = self.conn.clone();
+        let hashes: Vec<Vec<(String, u64)>> = self.observe("read_totals", pipe.query_async(&mut conn).await)?;
+        Ok(hashes
+            .into_iter()
+            .map(|fields| {
+                let mut counts = Counts::default();
+                fields.iter().for_each(|(f, n)| counts.add_field(f, *n));
+                counts
+            })
+            .collect())
+    }
+
+    pub(super) async fn set_api_key(&self, advertiser: &Id, key_hash: &str) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let pointer = self.key(&format!("advertiser-key:{advertiser}"));
+        let old: Option<String> = self.observe("set_api_key", conn.get(&pointer).await)?;
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        if let Some(old) = old {
+            pipe.del(self.key(&format!("apikey:{old}")));
+        }
+        pipe.set(self.key(&format!("apikey:{key_hash}")), advertiser.as_str())
+            .set(&pointer, key_hash);
+        self.observe("set_api_key", pipe.query_async::<()>(&mut conn).await)
+    }
+
+    pub(super) async fn advertiser_for_key(&self, key_hash: &str) -> Result<Option<Id>, StoreError> {
+        let mut conn = self.conn.clone();
+        let id: Option<String> = self.observe("read_api_key", conn.get(self.key(&format!("apikey:{key_hash}"))).await)?;
+        Ok(id.and_then(|id| Id::parse(&id).ok()))
+    }
+
+    pub(super) async fn ping(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        self.observe("ping", redis::cmd("PING").query_async::<()>(&mut conn).await)
+    }
+}

@@ -1,0 +1,68 @@
+//! Logging setup and the per-request middleware: one span per request with a request id, a
+//! latency histogram by route pattern. Raw paths are never logged, since tracking paths carry
+//! tokens.
+
+use std::time::Instant;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::Method;
+use actix_web::middleware::Next;
+use actix_web::web;
+use tracing::Instrument;
+use tracing_subscriber::{fmt, EnvFilter};
+
+use crate::settings::LogFormat;
+use crate::state::AppState;
+
+/// Installs the global subscriber; `RUST_LOG` overrides `default_filter`. Safe to call twice
+/// (tests do): the second call changes nothing.
+pub fn init(format: LogFormat, default_filter: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    let builder = fmt().with_env_filter(filter).with_target(false);
+    let _ = match format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Pretty => builder.compact().try_init(),
+    };
+}
+
+/// The label of a method: a closed set, so a made-up method adds no series.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        _ => "other",
+    }
+}
+
+/// Wraps every request in a span and observes its latency.
+pub async fn observe(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let started = Instant::now();
+    // The matched pattern, never the raw path: `/v1/i/{token}`, not the token.
+    let route = req.match_pattern().unwrap_or_else(|| "unmatched".to_owned());
+    let method = method_label(req.method());
+    let request_id = ulid::Ulid::new();
+    let metrics = req.app_data::<web::Data<AppState>>().map(|s| s.metrics.clone());
+    let span = tracing::info_span!("request", %request_id, method, route = %route);
+    let response = next.call(req).instrument(span.clone()).await?;
+    let status = response.status();
+    let elapsed = started.elapsed();
+    if let Some(metrics) = metrics {
+        metrics
+            .http_duration
+            .with_label_values(&[route.as_str(), method, status.as_str()])
+            .observe(elapsed.as_secs_f64());
+    }
+    span.in_scope(|| {
+        tracing::debug!(status = status.as_u16(), latency_ms = elapsed.as_secs_f64() * 1_000.0, "answered");
+    });
+    Ok(response)
+}

@@ -1,0 +1,30 @@
+//! Tracking: signed tokens in the impression, viewable and click URLs.
+
+mod token;
+
+pub use token::{KeysError, Signer, TokenError, TokenPayload, MAX_TOKEN_CHARS};
+
+/// The kinds of events a token can report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum EventKind {
+    /// The creative was rendered.
+    Impression,
+    /// Half of it was in view for one continuous second (MRC).
+    Viewable,
+    /// The viewer clicked.
+    Click,
+}
+
+impl EventKind {
+    /// The short name used in Redis keys and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Impression => "impression",
+            EventKind::Viewable => "viewable",
+            EventKind::Click => "click",
+        }
+    }
+
+    /// Every kind.
+    pub const ALL: [EventKind; 3] = [EventKind::Impression, EventKind::Viewable, EventKind::Click];
+}

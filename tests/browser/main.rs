@@ -1,0 +1,13 @@
+//! End-to-end tests in headless Chromium: the publisher tag on the demo page and on another
+//! origin, the iframe ad, and the advertiser dashboard.
+//!
+//! Needs Debian's `chromium` and `chromium-driver` (`/usr/bin/chromium`,
+//! `/usr/bin/chromedriver`). Run with `cargo test --test browser`; screenshots of the demo and
+//! the dashboard land in `target/artifacts/`. No test leaves 127.0.0.1: creatives and landing
+//! pages are served by the test itself.
+
+mod dashboard;
+mod demo;
+mod harness;
+mod publisher;
+mod spawn;
