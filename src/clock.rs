@@ -36,6 +36,11 @@ impl ManualClock {
         *self.0.lock() += by;
     }
 
+    /// Now, in Unix seconds.
+    pub fn now_secs(&self) -> i64 {
+        self.now().timestamp()
+    }
+
     /// Puts the clock at `to`.
     pub fn set(&self, to: DateTime<Utc>) {
         *self.0.lock() = to;

@@ -75,16 +75,21 @@ pub fn parse_inventory(bytes: &[u8]) -> Result<ParsedInventory, InvalidInventory
             }
         },
     };
-    let slots = decode_array(&mut root, "slots", &mut errors);
-    let advertisers = decode_array(&mut root, "advertisers", &mut errors);
-    let campaigns = decode_array(&mut root, "campaigns", &mut errors);
+    let (slots, slot_at) = decode_array(&mut root, "slots", &mut errors);
+    let (advertisers, advertiser_at) = decode_array(&mut root, "advertisers", &mut errors);
+    let (campaigns, campaign_at) = decode_array(&mut root, "campaigns", &mut errors);
     let decoded_cleanly = errors.is_empty();
     let inventory = Inventory {
         slots,
         advertisers,
         campaigns,
     };
-    check_semantics(&inventory, decoded_cleanly, &mut errors);
+    let positions = Positions {
+        slots: slot_at,
+        advertisers: advertiser_at,
+        campaigns: campaign_at,
+    };
+    check_semantics(&inventory, &positions, decoded_cleanly, &mut errors);
     if errors.is_empty() {
         Ok(ParsedInventory { inventory, version })
     } else {
@@ -95,7 +100,12 @@ pub fn parse_inventory(bytes: &[u8]) -> Result<ParsedInventory, InvalidInventory
 /// Validates an inventory built in code (e.g. after a single-campaign edit).
 pub fn validate(inventory: &Inventory) -> Result<(), InvalidInventory> {
     let mut errors = Errors::default();
-    check_semantics(inventory, true, &mut errors);
+    let positions = Positions {
+        slots: (0..inventory.slots.len()).collect(),
+        advertisers: (0..inventory.advertisers.len()).collect(),
+        campaigns: (0..inventory.campaigns.len()).collect(),
+    };
+    check_semantics(inventory, &positions, true, &mut errors);
     if errors.is_empty() {
         Ok(())
     } else {
@@ -105,6 +115,14 @@ pub fn validate(inventory: &Inventory) -> Result<(), InvalidInventory> {
 
 #[derive(Default)]
 struct Errors(Vec<FieldError>);
+
+/// Where each decoded element stood in the document, so that paths stay right when an earlier
+/// element failed to decode and was left out.
+struct Positions {
+    slots: Vec<usize>,
+    advertisers: Vec<usize>,
+    campaigns: Vec<usize>,
+}
 
 impl Errors {
     fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
@@ -125,26 +143,30 @@ fn decode_array<T: DeserializeOwned>(
     root: &mut serde_json::Map<String, Value>,
     field: &str,
     errors: &mut Errors,
-) -> Vec<T> {
+) -> (Vec<T>, Vec<usize>) {
     let items = match root.remove(field) {
-        None | Some(Value::Null) => return Vec::new(),
+        None | Some(Value::Null) => return (Vec::new(), Vec::new()),
         Some(Value::Array(items)) => items,
         Some(_) => {
             errors.push(field, "must be an array");
-            return Vec::new();
+            return (Vec::new(), Vec::new());
         }
     };
     let mut decoded = Vec::with_capacity(items.len());
+    let mut positions = Vec::with_capacity(items.len());
     for (i, item) in items.into_iter().enumerate() {
         match serde_path_to_error::deserialize::<_, T>(item) {
-            Ok(value) => decoded.push(value),
+            Ok(value) => {
+                decoded.push(value);
+                positions.push(i);
+            }
             Err(e) => {
                 let (path, message) = describe_decode_error(&format!("{field}[{i}]"), &e);
                 errors.push(path, message);
             }
         }
     }
-    decoded
+    (decoded, positions)
 }
 
 /// Turns serde's error into a path and a message, pointing at the offending field itself for
@@ -167,23 +189,22 @@ fn describe_decode_error(
         Some(at) => message[..at].to_owned(),
         None => message,
     };
-    for (marker, replacement) in [
-        ("unknown field `", "is not a known field"),
-        ("missing field `", "is required"),
-    ] {
-        if let Some(rest) = message.strip_prefix(marker) {
-            if let Some(name) = rest.split('`').next() {
-                path = format!("{path}.{name}");
-                return (path, replacement.to_owned());
-            }
+    // The path already names an unknown field; a missing one is reported on its object.
+    if message.starts_with("unknown field `") {
+        return (path, "is not a known field".to_owned());
+    }
+    if let Some(rest) = message.strip_prefix("missing field `") {
+        if let Some(name) = rest.split('`').next() {
+            path = format!("{path}.{name}");
+            return (path, "is required".to_owned());
         }
     }
     (path, message)
 }
 
-fn check_semantics(inventory: &Inventory, check_references: bool, errors: &mut Errors) {
+fn check_semantics(inventory: &Inventory, at: &Positions, check_references: bool, errors: &mut Errors) {
     let mut slot_names = HashSet::new();
-    for (i, slot) in inventory.slots.iter().enumerate() {
+    for (slot, &i) in inventory.slots.iter().zip(&at.slots) {
         if !slot_names.insert(&slot.name) {
             errors.push(format!("slots[{i}].name"), "duplicates another slot's name");
         }
@@ -194,14 +215,14 @@ fn check_semantics(inventory: &Inventory, check_references: bool, errors: &mut E
         }
     }
     let mut advertiser_ids = HashSet::new();
-    for (i, advertiser) in inventory.advertisers.iter().enumerate() {
+    for (advertiser, &i) in inventory.advertisers.iter().zip(&at.advertisers) {
         if !advertiser_ids.insert(&advertiser.id) {
             errors.push(format!("advertisers[{i}].id"), "duplicates another advertiser's id");
         }
         check_text(&advertiser.name, &format!("advertisers[{i}].name"), true, errors);
     }
     let mut campaign_ids = HashSet::new();
-    for (i, campaign) in inventory.campaigns.iter().enumerate() {
+    for (campaign, &i) in inventory.campaigns.iter().zip(&at.campaigns) {
         let at = format!("campaigns[{i}]");
         if !campaign_ids.insert(&campaign.id) {
             errors.push(format!("{at}.id"), "duplicates another campaign's id");
@@ -219,7 +240,7 @@ fn check_semantics(inventory: &Inventory, check_references: bool, errors: &mut E
         }
     }
     if check_references {
-        for (i, slot) in inventory.slots.iter().enumerate() {
+        for (slot, &i) in inventory.slots.iter().zip(&at.slots) {
             if let Some(fallback) = &slot.fallback {
                 if !campaign_ids.contains(fallback) {
                     errors.push(format!("slots[{i}].fallback"), "names no campaign of the inventory");

@@ -1,0 +1,401 @@
+//! The test harness: a real `redis-server` per test (own port, own directory, killed on drop)
+//! and `spawn_app`, which starts the real application on port 0 against it or against the
+//! embedded store, with a manual clock.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, TimeZone, Utc};
+use regie::clock::ManualClock;
+use regie::settings::Settings;
+use regie::startup::{Application, StopHandle};
+use regie::state::AppState;
+use secrecy::SecretString;
+use serde_json::Value;
+
+/// The admin token of every test app.
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+/// Tracking keys shared by the instances of a test, as a deployment shares them.
+pub const TRACKING_KEYS: &str = "t1:test-tracking-secret-0123456789";
+
+/// Which store an app runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    /// The embedded in-memory store.
+    Memory,
+    /// A real redis-server started for the test.
+    Redis,
+}
+
+/// A free TCP port on the loopback interface.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A redis-server owned by one test.
+pub struct RedisServer {
+    port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    /// Starts a redis-server on a free port with its own data directory. Append-only with
+    /// fsync on every write, so a restart keeps what was written unless the test wipes it.
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut server = Self {
+            port: free_port(),
+            dir,
+            child: None,
+        };
+        server.launch();
+        server
+    }
+
+    fn launch(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--dir", self.dir.path().to_str().unwrap()])
+            .args(["--save", "", "--appendonly", "yes", "--appendfsync", "always"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (the README's test command installs it)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(client) = redis::Client::open(self.url()) {
+                if let Ok(mut conn) = client.get_connection() {
+                    if redis::cmd("PING").query::<String>(&mut conn).is_ok() {
+                        return;
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("redis-server did not start on port {}", self.port);
+    }
+
+    /// Its URL.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// Kills it (as a crash or an outage would).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port, keeping its data or not.
+    pub fn restart(&mut self, keep_data: bool) {
+        self.stop();
+        if !keep_data {
+            for entry in std::fs::read_dir(self.dir.path()).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    std::fs::remove_dir_all(path).unwrap();
+                } else {
+                    std::fs::remove_file(path).unwrap();
+                }
+            }
+        }
+        self.launch();
+    }
+
+    /// A synchronous connection for assertions on what Redis holds.
+    pub fn connection(&self) -> redis::Connection {
+        redis::Client::open(self.url()).unwrap().get_connection().unwrap()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The fixed start of every test clock: inside the default inventory's flights.
+pub fn test_epoch() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 30, 12, 0, 0).unwrap()
+}
+
+/// How to start an app.
+pub struct AppOptions {
+    /// The Redis URL, or `None` for the embedded store.
+    pub redis_url: Option<String>,
+    /// The inventory file.
+    pub inventory: PathBuf,
+    /// Adjusts the settings further.
+    pub tweak: Box<dyn FnOnce(&mut Settings) + Send>,
+    /// The clock (share one between instances to move them together).
+    pub clock: ManualClock,
+}
+
+impl AppOptions {
+    /// The defaults: the repository's inventory, the test epoch.
+    pub fn new(redis_url: Option<String>) -> Self {
+        Self {
+            redis_url,
+            inventory: PathBuf::from("config/inventory.json"),
+            tweak: Box::new(|_| {}),
+            clock: ManualClock::new(test_epoch()),
+        }
+    }
+}
+
+/// A running application.
+pub struct TestApp {
+    /// `http://127.0.0.1:PORT`.
+    pub address: String,
+    /// A client that does not follow redirects.
+    pub client: reqwest::Client,
+    /// The app's clock.
+    pub clock: ManualClock,
+    /// The app's shared state.
+    pub state: actix_web::web::Data<AppState>,
+    stop: StopHandle,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+/// Settings for a test: the repository's config files, none of the developer's variables.
+pub fn test_settings(redis_url: Option<String>, inventory: PathBuf) -> Settings {
+    let mut settings = Settings::load_from(std::path::Path::new("config"), "local", false).unwrap();
+    settings.listen = "127.0.0.1:0".into();
+    settings.redis_url = redis_url.map(SecretString::from);
+    settings.inventory = inventory;
+    settings.admin_token = Some(SecretString::from(ADMIN_TOKEN.to_owned()));
+    settings.tracking_keys = Some(SecretString::from(TRACKING_KEYS.to_owned()));
+    settings.flush_interval_ms = 50;
+    settings.poll_interval_ms = 100;
+    settings.workers = Some(1);
+    settings.shutdown_timeout_secs = 5;
+    settings
+}
+
+/// Starts an app.
+pub async fn spawn_app_with(options: AppOptions) -> TestApp {
+    regie::telemetry::init(regie::settings::LogFormat::Pretty, "error");
+    let mut settings = test_settings(options.redis_url, options.inventory);
+    (options.tweak)(&mut settings);
+    let app = Application::build_with_clock(settings, Arc::new(options.clock.clone()))
+        .await
+        .expect("the app starts");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let state = app.state();
+    let stop = app.stop_handle();
+    let task = tokio::spawn(app.run_until_stopped());
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    TestApp {
+        address,
+        client,
+        clock: options.clock,
+        state,
+        stop,
+        task: Some(task),
+    }
+}
+
+/// Starts an app on the given store with the defaults.
+pub async fn spawn_app(kind: StoreKind, redis: Option<&RedisServer>) -> TestApp {
+    let url = match kind {
+        StoreKind::Memory => None,
+        StoreKind::Redis => Some(redis.expect("a Redis app needs a server").url()),
+    };
+    spawn_app_with(AppOptions::new(url)).await
+}
+
+/// The decision path of a slot, percent-encoded.
+pub fn ad_path(slot: &str) -> String {
+    format!("/v1/slots/{}/ad", urlencode(slot))
+}
+
+/// Percent-encodes a path segment.
+pub fn urlencode(segment: &str) -> String {
+    percent_encoding::utf8_percent_encode(segment, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+impl TestApp {
+    /// GET a path.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client.get(format!("{}{path}", self.address)).send().await.unwrap()
+    }
+
+    /// GET a path with a bearer token.
+    pub async fn get_as(&self, path: &str, token: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{path}", self.address))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// A request with the admin token.
+    pub fn admin(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, format!("{}{path}", self.address))
+            .bearer_auth(ADMIN_TOKEN)
+    }
+
+    /// Asks for an ad and returns the decision, asserting it was filled.
+    pub async fn decision(&self, slot: &str) -> Value {
+        let response = self.get(&ad_path(slot)).await;
+        assert_eq!(response.status(), 200, "slot {slot} was not filled");
+        response.json().await.unwrap()
+    }
+
+    /// POSTs a batch of slots.
+    pub async fn batch(&self, body: Value) -> reqwest::Response {
+        self.client
+            .post(format!("{}/v1/decisions", self.address))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// GETs an absolute tracking URL of this app.
+    pub async fn fire(&self, url: &str) -> reqwest::Response {
+        self.client.get(url).send().await.unwrap()
+    }
+
+    /// Stats of a campaign as the admin sees them.
+    pub async fn stats(&self, campaign: &str, query: &str) -> Value {
+        let response = self.get_as(&format!("/v1/campaigns/{campaign}/stats{query}"), ADMIN_TOKEN).await;
+        assert_eq!(response.status(), 200);
+        response.json().await.unwrap()
+    }
+
+    /// The current inventory document with its version.
+    pub async fn inventory(&self) -> Value {
+        let response = self.admin(reqwest::Method::GET, "/v1/admin/inventory").send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        response.json().await.unwrap()
+    }
+
+    /// Replaces the inventory; returns the response.
+    pub async fn put_inventory(&self, doc: &Value) -> reqwest::Response {
+        self.admin(reqwest::Method::PUT, "/v1/admin/inventory")
+            .json(doc)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// The text of /metrics.
+    pub async fn metrics(&self) -> String {
+        self.get("/metrics").await.text().await.unwrap()
+    }
+
+    /// Stops the app gracefully and waits for it (counters flushed).
+    pub async fn shutdown(mut self) {
+        self.stop.stop();
+        if let Some(task) = self.task.take() {
+            task.await.unwrap().unwrap();
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.stop.stop();
+    }
+}
+
+/// Polls `check` until it returns `Some` or `within` passes: for background work (flushes,
+/// inventory propagation), never to wait for time-based logic.
+pub async fn eventually<T, F, Fut>(within: Duration, mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(value) = check().await {
+            return Some(value);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until the campaign's lifetime totals of `field` reach `expected`, then returns what
+/// they are a little later (so an over-count would show).
+pub async fn settled_total(app: &TestApp, campaign: &str, field: &str, expected: u64) -> u64 {
+    let read = || async {
+        let stats = app.stats(campaign, "").await;
+        stats["totals"][field].as_u64().unwrap()
+    };
+    eventually(Duration::from_secs(5), || async {
+        let n = read().await;
+        (n >= expected).then_some(n)
+    })
+    .await;
+    // Two more flush intervals for anything that would wrongly come later.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    read().await
+}
+
+/// An inventory document with `slots` slots and `campaigns` campaigns each eligible in every
+/// slot, weights 1..=n, and no fallback.
+pub fn wide_inventory(slots: usize, campaigns: usize) -> Value {
+    let slot_names: Vec<String> = (1..=slots).map(|i| format!("Publicité {i}")).collect();
+    serde_json::json!({
+        "slots": slot_names.iter().map(|n| serde_json::json!({ "name": n })).collect::<Vec<_>>(),
+        "advertisers": [{ "id": "adv", "name": "Advertiser" }],
+        "campaigns": (1..=campaigns).map(|i| serde_json::json!({
+            "id": format!("c{i}"), "advertiser_id": "adv", "slots": slot_names, "weight": i,
+            "creatives": [{ "id": "t", "format": "text", "title": format!("Campagne {i}"),
+                            "landing_url": format!("https://c{i}.example/") }]
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// Writes an inventory document to a temp file kept alive by the returned handle.
+pub fn inventory_file(doc: &Value) -> tempfile::NamedTempFile {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), serde_json::to_vec_pretty(doc).unwrap()).unwrap();
+    file
+}
+
+/// The default inventory document.
+pub fn default_inventory() -> Value {
+    serde_json::from_slice(&std::fs::read("config/inventory.json").unwrap()).unwrap()
+}
+
+/// Runs a behaviour test once on each store.
+#[macro_export]
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                use $crate::helpers::StoreKind;
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn on_the_embedded_store() {
+                    super::$name(StoreKind::Memory).await
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn on_redis() {
+                    super::$name(StoreKind::Redis).await
+                }
+            }
+        )*
+    };
+}
+
+/// A Redis server when the test runs on Redis.
+pub fn redis_for(kind: StoreKind) -> Option<RedisServer> {
+    (kind == StoreKind::Redis).then(RedisServer::start)
+}

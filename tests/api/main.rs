@@ -1,0 +1,12 @@
+//! Integration tests over real HTTP, against a real redis-server started per test and against
+//! the embedded store.
+
+mod helpers;
+
+mod admin;
+mod faults;
+mod multi_instance;
+mod serve;
+mod shutdown;
+mod stats;
+mod tracking;
