@@ -40,6 +40,8 @@ pub struct Catalog {
     metrics: Metrics,
     /// Wakes the refresh task before its next poll.
     pub wake: Notify,
+    /// Woken when a new version is served, so that new caps lease at once.
+    pub wake_budgets: Notify,
     /// Set when the process begins to shut down.
     pub draining: AtomicBool,
 }
@@ -89,6 +91,7 @@ impl Catalog {
             store,
             metrics,
             wake: Notify::new(),
+            wake_budgets: Notify::new(),
             draining: AtomicBool::new(false),
         }
     }
@@ -124,6 +127,7 @@ impl Catalog {
         self.metrics.inventory_version.set(snapshot.version as i64);
         self.current.store(Some(Arc::new(snapshot)));
         *self.loaded_at.lock() = Some(Instant::now());
+        self.wake_budgets.notify_one();
     }
 
     /// Seeds the store from the inventory file when it holds no inventory (always so for the
@@ -147,7 +151,9 @@ impl Catalog {
         let json = serde_json::to_string(&parsed.inventory).expect("an inventory serialises");
         match self.store.inventory_version().await {
             Ok(None) => match self.store.restore_inventory(&json, 1).await {
-                Ok(_) => tracing::info!(file = %path, "store was empty: seeded it from the inventory file"),
+                Ok(_) => {
+                    tracing::info!(file = %path, "store was empty: seeded it from the inventory file")
+                }
                 Err(e) => tracing::warn!(error = %e, "cannot seed the store"),
             },
             Ok(Some(_)) => {}
@@ -173,7 +179,11 @@ impl Catalog {
                 self.set_status(true, format!("in sync at version {stored}"));
             }
             (Some(stored), Some(snapshot)) if stored < snapshot.version => {
-                self.restore(&snapshot, &format!("the store went back to version {stored}")).await;
+                self.restore(
+                    &snapshot,
+                    &format!("the store went back to version {stored}"),
+                )
+                .await;
             }
             (None, Some(snapshot)) => self.restore(&snapshot, "the store was empty").await,
             (None, None) => self.set_status(true, "the store holds no inventory"),
@@ -198,17 +208,33 @@ impl Catalog {
             Err(e) => {
                 // Written by something other than regie's admin API; keep the last good one.
                 tracing::error!(version = stored.version, error = %e, "the store holds an invalid inventory; keeping the last good one");
-                self.set_status(true, format!("the store's inventory version {} is invalid; serving the last good one", stored.version));
+                self.set_status(
+                    true,
+                    format!(
+                        "the store's inventory version {} is invalid; serving the last good one",
+                        stored.version
+                    ),
+                );
             }
         }
     }
 
     async fn restore(&self, snapshot: &Snapshot, why: &str) {
-        let json = serde_json::to_string(snapshot.document.as_ref()).expect("an inventory serialises");
+        let json =
+            serde_json::to_string(snapshot.document.as_ref()).expect("an inventory serialises");
         match self.store.restore_inventory(&json, snapshot.version).await {
             Ok(_) => {
-                tracing::warn!(version = snapshot.version, "{why}: wrote the served inventory back");
-                self.set_status(true, format!("{why}; restored version {} from this instance", snapshot.version));
+                tracing::warn!(
+                    version = snapshot.version,
+                    "{why}: wrote the served inventory back"
+                );
+                self.set_status(
+                    true,
+                    format!(
+                        "{why}; restored version {} from this instance",
+                        snapshot.version
+                    ),
+                );
             }
             Err(e) => self.note_unreachable(&e, true),
         }
@@ -239,7 +265,12 @@ impl Catalog {
 
 /// Listens to the store's change notifications and wakes the catalog. Notifications are only
 /// a shortcut: while this is disconnected the poll still finds every change.
-pub async fn watch_redis(catalog: Arc<Catalog>, client: redis::Client, channel: String, mut shutdown: watch::Receiver<bool>) {
+pub async fn watch_redis(
+    catalog: Arc<Catalog>,
+    client: redis::Client,
+    channel: String,
+    mut shutdown: watch::Receiver<bool>,
+) {
     use futures_util::StreamExt;
     loop {
         let listen = async {

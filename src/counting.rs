@@ -48,7 +48,9 @@ pub struct Recorder {
 
 impl std::fmt::Debug for Recorder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Recorder").field("max_pending", &self.max_pending).finish_non_exhaustive()
+        f.debug_struct("Recorder")
+            .field("max_pending", &self.max_pending)
+            .finish_non_exhaustive()
     }
 }
 
@@ -64,7 +66,8 @@ impl Recorder {
     }
 
     fn has_room(&self, pending: &Pending) -> bool {
-        pending.served.len() + pending.events.len() + self.queued.load(Ordering::Relaxed) < self.max_pending
+        pending.served.len() + pending.events.len() + self.queued.load(Ordering::Relaxed)
+            < self.max_pending
     }
 
     /// Counts one served decision.
@@ -149,7 +152,13 @@ pub struct Flusher {
 impl Flusher {
     /// A flusher for `recorder`. De-duplication marks are kept `dedup_ttl_secs`, which must be
     /// at least the longest token life so a replayed token is never counted twice.
-    pub fn new(recorder: Arc<Recorder>, store: Store, clock: SharedClock, metrics: Metrics, dedup_ttl_secs: u64) -> Self {
+    pub fn new(
+        recorder: Arc<Recorder>,
+        store: Store,
+        clock: SharedClock,
+        metrics: Metrics,
+        dedup_ttl_secs: u64,
+    ) -> Self {
         Self {
             recorder,
             store,
@@ -165,7 +174,9 @@ impl Flusher {
     pub async fn flush(&mut self) -> bool {
         let now_secs = self.clock.now().timestamp();
         for batch in self.recorder.take_batches(self.dedup_ttl_secs, now_secs) {
-            self.recorder.queued.fetch_add(batch_size(&batch), Ordering::Relaxed);
+            self.recorder
+                .queued
+                .fetch_add(batch_size(&batch), Ordering::Relaxed);
             self.retry.push_back(batch);
         }
         while let Some(batch) = self.retry.front() {
@@ -203,7 +214,12 @@ impl Flusher {
 
     /// Flushes every `interval` until `shutdown` turns true, then flushes what is left, trying
     /// until `final_deadline` passes.
-    pub async fn run(mut self, interval: Duration, mut shutdown: watch::Receiver<bool>, final_deadline: Duration) {
+    pub async fn run(
+        mut self,
+        interval: Duration,
+        mut shutdown: watch::Receiver<bool>,
+        final_deadline: Duration,
+    ) {
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -222,7 +238,10 @@ impl Flusher {
             Ok(()) => tracing::info!("counters flushed"),
             Err(_) => {
                 let lost: usize = self.retry.iter().map(batch_size).sum();
-                tracing::error!(lost, "shutdown deadline passed before counters could be flushed");
+                tracing::error!(
+                    lost,
+                    "shutdown deadline passed before counters could be flushed"
+                );
             }
         }
     }

@@ -87,7 +87,8 @@ pub fn eligibility(snapshot: &Snapshot, index: usize, ctx: &Context<'_>) -> Resu
 }
 
 fn keywords_match(campaign: &CompiledCampaign, keywords: &[String]) -> bool {
-    let any_ok = campaign.keywords_any.is_empty() || campaign.keywords_any.iter().any(|k| keywords.contains(k));
+    let any_ok = campaign.keywords_any.is_empty()
+        || campaign.keywords_any.iter().any(|k| keywords.contains(k));
     let none_ok = !campaign.keywords_none.iter().any(|k| keywords.contains(k));
     any_ok && none_ok
 }
@@ -153,25 +154,47 @@ mod tests {
         Utc.with_ymd_and_hms(2026, 11, 30, 12, 0, 0).unwrap()
     }
 
-    fn decide(snapshot: &Snapshot, excluded: &[usize], keywords: &[String], rng: &mut StdRng) -> Option<String> {
-        let slot = snapshot.slot(&SlotName::parse("Publicité 2").unwrap()).unwrap();
-        let ctx = Context { now: now(), keywords, excluded, delivery: None };
-        choose(snapshot, slot, &ctx, rng).map(|c| snapshot.campaigns[c.campaign].campaign.id.to_string())
+    fn decide(
+        snapshot: &Snapshot,
+        excluded: &[usize],
+        keywords: &[String],
+        rng: &mut StdRng,
+    ) -> Option<String> {
+        let slot = snapshot
+            .slot(&SlotName::parse("Publicité 2").unwrap())
+            .unwrap();
+        let ctx = Context {
+            now: now(),
+            keywords,
+            excluded,
+            delivery: None,
+        };
+        choose(snapshot, slot, &ctx, rng)
+            .map(|c| snapshot.campaigns[c.campaign].campaign.id.to_string())
     }
 
     #[test]
     fn a_higher_tier_is_always_chosen_while_it_has_an_eligible_campaign() {
         let snap = snapshot(
-            vec![campaign("sponsor", "sponsorship", 1), campaign("standard", "standard", 1_000_000)],
+            vec![
+                campaign("sponsor", "sponsorship", 1),
+                campaign("standard", "standard", 1_000_000),
+            ],
             None,
         );
         let mut rng = StdRng::seed_from_u64(1);
         for _ in 0..1_000 {
-            assert_eq!(decide(&snap, &[], &[], &mut rng).as_deref(), Some("sponsor"));
+            assert_eq!(
+                decide(&snap, &[], &[], &mut rng).as_deref(),
+                Some("sponsor")
+            );
         }
         // With the sponsorship excluded, the standard tier is considered.
         let sponsor = snap.campaign_index[&crate::inventory::Id::parse("sponsor").unwrap()];
-        assert_eq!(decide(&snap, &[sponsor], &[], &mut rng).as_deref(), Some("standard"));
+        assert_eq!(
+            decide(&snap, &[sponsor], &[], &mut rng).as_deref(),
+            Some("standard")
+        );
     }
 
     #[test]
@@ -180,7 +203,10 @@ mod tests {
         paused["status"] = json!("paused");
         let snap = snapshot(vec![paused], Some("house-ad"));
         let mut rng = StdRng::seed_from_u64(2);
-        assert_eq!(decide(&snap, &[], &[], &mut rng).as_deref(), Some("house-ad"));
+        assert_eq!(
+            decide(&snap, &[], &[], &mut rng).as_deref(),
+            Some("house-ad")
+        );
 
         let snap = snapshot(vec![campaign("live", "standard", 1)], Some("house-ad"));
         for _ in 0..100 {
@@ -204,7 +230,10 @@ mod tests {
         future["start"] = json!("2026-12-01T00:00:00Z");
         let mut ended = campaign("ended", "standard", 1_000);
         ended["end"] = json!("2026-11-30T12:00:00Z"); // the end is exclusive
-        let snap = snapshot(vec![paused, future, ended, campaign("live", "standard", 1)], None);
+        let snap = snapshot(
+            vec![paused, future, ended, campaign("live", "standard", 1)],
+            None,
+        );
         let mut rng = StdRng::seed_from_u64(4);
         for _ in 0..2_000 {
             assert_eq!(decide(&snap, &[], &[], &mut rng).as_deref(), Some("live"));
@@ -217,9 +246,23 @@ mod tests {
         targeted["targeting"] = json!({ "keywords_any": ["Ukraine"], "keywords_none": ["sport"] });
         let snap = snapshot(vec![targeted, campaign("other", "standard", 1)], None);
         let mut rng = StdRng::seed_from_u64(5);
-        let kw = |words: &[&str]| words.iter().map(|w| crate::snapshot::normalize_keyword(w)).collect::<Vec<_>>();
-        assert_eq!(decide(&snap, &[], &kw(&["UKRAINE"]), &mut rng).as_deref(), Some("ukraine"));
-        assert_eq!(decide(&snap, &[], &kw(&["ukraine", "Sport"]), &mut rng).as_deref(), Some("other"));
-        assert_eq!(decide(&snap, &[], &kw(&["politique"]), &mut rng).as_deref(), Some("other"));
+        let kw = |words: &[&str]| {
+            words
+                .iter()
+                .map(|w| crate::snapshot::normalize_keyword(w))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            decide(&snap, &[], &kw(&["UKRAINE"]), &mut rng).as_deref(),
+            Some("ukraine")
+        );
+        assert_eq!(
+            decide(&snap, &[], &kw(&["ukraine", "Sport"]), &mut rng).as_deref(),
+            Some("other")
+        );
+        assert_eq!(
+            decide(&snap, &[], &kw(&["politique"]), &mut rng).as_deref(),
+            Some("other")
+        );
     }
 }

@@ -129,13 +129,15 @@ impl ResponseError for ApiError {
         if matches!(self, ApiError::Unauthorized) {
             response.insert_header(("WWW-Authenticate", "Bearer"));
         }
-        response.insert_header(("Cache-Control", "no-store")).json(Body {
-            error: ErrorBody {
-                code: self.code(),
-                message: self.to_string(),
-                details,
-                current_version,
-            },
-        })
+        response
+            .insert_header(("Cache-Control", "no-store"))
+            .json(Body {
+                error: ErrorBody {
+                    code: self.code(),
+                    message: self.to_string(),
+                    details,
+                    current_version,
+                },
+            })
     }
 }

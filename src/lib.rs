@@ -13,6 +13,8 @@
 //! - [`snapshot`]: one inventory version compiled for serving: per-slot, per-tier tables.
 //! - [`decision`]: eligibility (status, flight, exclusions, keywords, delivery checks), tiers
 //!   and fallback: the choice of a campaign and creative for a slot.
+//! - [`delivery`]: caps (budgets leased from the store), even pacing, click caps and
+//!   per-viewer frequency caps.
 //! - [`catalog`]: the served snapshot behind an `ArcSwap`, and the task that follows the store.
 //! - [`store`]: the shared store, Redis or embedded in memory, with the same behaviour.
 //! - [`tracking`]: signed tracking tokens.
@@ -26,6 +28,7 @@ pub mod catalog;
 pub mod clock;
 pub mod counting;
 pub mod decision;
+pub mod delivery;
 pub mod error;
 pub mod inventory;
 pub mod metrics;

@@ -95,7 +95,11 @@ fn check(file: &PathBuf) -> ExitCode {
         }
         Err(e) => {
             for detail in &e.details {
-                let path = if detail.path.is_empty() { "(document)" } else { &detail.path };
+                let path = if detail.path.is_empty() {
+                    "(document)"
+                } else {
+                    &detail.path
+                };
                 println!("{path}: {}", detail.message);
             }
             ExitCode::FAILURE
@@ -110,7 +114,8 @@ fn healthcheck(address: &str) -> ExitCode {
         let addr = address
             .parse()
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-        let mut stream = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(2))?;
+        let mut stream =
+            std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(2))?;
         stream.set_read_timeout(Some(std::time::Duration::from_secs(2)))?;
         stream.write_all(b"GET /healthz HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
         let mut head = [0u8; 12];

@@ -54,59 +54,113 @@ impl Metrics {
         let registry = Registry::new();
         let counter_vec = |name: &str, help: &str, labels: &[&str]| {
             let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
-            registry.register(Box::new(c.clone())).expect("unique metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
             c
         };
         let gauge = |name: &str, help: &str| {
             let g = IntGauge::new(name, help).expect("valid metric");
-            registry.register(Box::new(g.clone())).expect("unique metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
             g
         };
-        let decisions = counter_vec("regie_decisions_total", "Ad decisions by slot and outcome.", &["slot", "outcome"]);
-        let impressions = counter_vec("regie_impressions_total", "Impressions counted, by slot and campaign.", &["slot", "campaign"]);
+        let decisions = counter_vec(
+            "regie_decisions_total",
+            "Ad decisions by slot and outcome.",
+            &["slot", "outcome"],
+        );
+        let impressions = counter_vec(
+            "regie_impressions_total",
+            "Impressions counted, by slot and campaign.",
+            &["slot", "campaign"],
+        );
         let viewable = counter_vec(
             "regie_viewable_impressions_total",
             "Viewable impressions counted, by slot and campaign.",
             &["slot", "campaign"],
         );
-        let clicks = counter_vec("regie_clicks_total", "Clicks counted, by slot and campaign.", &["slot", "campaign"]);
+        let clicks = counter_vec(
+            "regie_clicks_total",
+            "Clicks counted, by slot and campaign.",
+            &["slot", "campaign"],
+        );
         let tracking_rejected = counter_vec(
             "regie_tracking_rejected_total",
             "Tracking requests that counted nothing, by kind and reason.",
             &["kind", "reason"],
         );
-        let pending_events = gauge("regie_counter_events_pending", "Counter events waiting in memory to be written to the store.");
+        let pending_events = gauge(
+            "regie_counter_events_pending",
+            "Counter events waiting in memory to be written to the store.",
+        );
         let dropped_events = IntCounter::new(
             "regie_counter_events_dropped_total",
             "Counter events dropped because the pending buffer was full.",
         )
         .expect("valid metric");
-        registry.register(Box::new(dropped_events.clone())).expect("unique metric");
-        let store_roundtrips = counter_vec("regie_store_roundtrips_total", "Round trips to the store, by operation.", &["op"]);
-        let store_errors = counter_vec("regie_store_errors_total", "Failed store operations, by operation.", &["op"]);
-        let store_up = gauge("regie_store_up", "1 when the last store operation succeeded, else 0.");
-        let inventory_version = gauge("regie_inventory_version", "The inventory version being served.");
-        let inventory_age_seconds = gauge("regie_inventory_age_seconds", "Seconds since the served inventory version was loaded.");
+        registry
+            .register(Box::new(dropped_events.clone()))
+            .expect("unique metric");
+        let store_roundtrips = counter_vec(
+            "regie_store_roundtrips_total",
+            "Round trips to the store, by operation.",
+            &["op"],
+        );
+        let store_errors = counter_vec(
+            "regie_store_errors_total",
+            "Failed store operations, by operation.",
+            &["op"],
+        );
+        let store_up = gauge(
+            "regie_store_up",
+            "1 when the last store operation succeeded, else 0.",
+        );
+        let inventory_version = gauge(
+            "regie_inventory_version",
+            "The inventory version being served.",
+        );
+        let inventory_age_seconds = gauge(
+            "regie_inventory_age_seconds",
+            "Seconds since the served inventory version was loaded.",
+        );
         // Buckets from 0.5 ms to 2.5 s: a decision is sub-millisecond, a request that waits on
         // the store can take the response timeout (1 s by default).
-        let latency_buckets = vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
+        let latency_buckets = vec![
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+        ];
         let http_duration = HistogramVec::new(
-            HistogramOpts::new("regie_http_request_duration_seconds", "HTTP request latency by route pattern, method and status.")
-                .buckets(latency_buckets.clone()),
+            HistogramOpts::new(
+                "regie_http_request_duration_seconds",
+                "HTTP request latency by route pattern, method and status.",
+            )
+            .buckets(latency_buckets.clone()),
             &["route", "method", "status"],
         )
         .expect("valid metric");
-        registry.register(Box::new(http_duration.clone())).expect("unique metric");
+        registry
+            .register(Box::new(http_duration.clone()))
+            .expect("unique metric");
         // Decisions are pure in-memory work: buckets from 10 µs to 10 ms.
         let decision_duration = Histogram::with_opts(
-            HistogramOpts::new("regie_decision_duration_seconds", "Time to decide one slot.")
-                .buckets(vec![0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.01]),
+            HistogramOpts::new(
+                "regie_decision_duration_seconds",
+                "Time to decide one slot.",
+            )
+            .buckets(vec![
+                0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.01,
+            ]),
         )
         .expect("valid metric");
-        registry.register(Box::new(decision_duration.clone())).expect("unique metric");
+        registry
+            .register(Box::new(decision_duration.clone()))
+            .expect("unique metric");
         #[cfg(target_os = "linux")]
         registry
-            .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
             .expect("unique metric");
         Self {
             registry,

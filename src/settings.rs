@@ -44,6 +44,9 @@ pub struct Settings {
     pub max_pending_events: usize,
     /// Time given to in-flight requests and the final flush on shutdown, in seconds.
     pub shutdown_timeout_secs: u64,
+    /// Largest block of a capped campaign's budget an instance leases at once. Smaller blocks
+    /// share a budget more evenly between instances; larger ones cost fewer round trips.
+    pub lease_block: u64,
     /// Redis connection timeout, in milliseconds.
     pub redis_connect_timeout_ms: u64,
     /// Redis response timeout, in milliseconds.
@@ -96,7 +99,9 @@ impl Settings {
     pub fn load_from(dir: &Path, environment: &str, with_env: bool) -> Result<Self, SettingsError> {
         let mut builder = config::Config::builder()
             .add_source(config::File::from(dir.join("base.toml")))
-            .add_source(config::File::from(dir.join(format!("{environment}.toml"))).required(false));
+            .add_source(
+                config::File::from(dir.join(format!("{environment}.toml"))).required(false),
+            );
         if with_env {
             builder = builder.add_source(
                 config::Environment::with_prefix("REGIE")
@@ -112,7 +117,8 @@ impl Settings {
 
     /// An empty variable (`REGIE_REDIS_URL=`) means unset, as in most deployment tools.
     fn drop_empty_values(&mut self) {
-        let empty = |s: &Option<SecretString>| s.as_ref().is_some_and(|v| v.expose_secret().is_empty());
+        let empty =
+            |s: &Option<SecretString>| s.as_ref().is_some_and(|v| v.expose_secret().is_empty());
         if empty(&self.redis_url) {
             self.redis_url = None;
         }

@@ -81,8 +81,18 @@ impl Snapshot {
             .iter()
             .map(|campaign| CompiledCampaign {
                 campaign: campaign.clone(),
-                keywords_any: campaign.targeting.keywords_any.iter().map(|k| normalize_keyword(k)).collect(),
-                keywords_none: campaign.targeting.keywords_none.iter().map(|k| normalize_keyword(k)).collect(),
+                keywords_any: campaign
+                    .targeting
+                    .keywords_any
+                    .iter()
+                    .map(|k| normalize_keyword(k))
+                    .collect(),
+                keywords_none: campaign
+                    .targeting
+                    .keywords_none
+                    .iter()
+                    .map(|k| normalize_keyword(k))
+                    .collect(),
             })
             .collect();
         let campaign_index: HashMap<Id, usize> = campaigns
@@ -93,7 +103,12 @@ impl Snapshot {
         let slots = inventory
             .slots
             .iter()
-            .map(|slot| (slot.name.clone(), compile_slot(slot, &campaigns, &campaign_index)))
+            .map(|slot| {
+                (
+                    slot.name.clone(),
+                    compile_slot(slot, &campaigns, &campaign_index),
+                )
+            })
             .collect();
         Self {
             version,
@@ -116,7 +131,11 @@ impl Snapshot {
     }
 }
 
-fn compile_slot(slot: &Slot, campaigns: &[CompiledCampaign], index: &HashMap<Id, usize>) -> CompiledSlot {
+fn compile_slot(
+    slot: &Slot,
+    campaigns: &[CompiledCampaign],
+    index: &HashMap<Id, usize>,
+) -> CompiledSlot {
     let size = slot.size.as_deref().and_then(parse_size);
     let tiers = Priority::ALL
         .iter()
@@ -124,7 +143,9 @@ fn compile_slot(slot: &Slot, campaigns: &[CompiledCampaign], index: &HashMap<Id,
             let members: Vec<SlotMember> = campaigns
                 .iter()
                 .enumerate()
-                .filter(|(_, c)| c.campaign.priority == priority && c.campaign.slots.contains(&slot.name))
+                .filter(|(_, c)| {
+                    c.campaign.priority == priority && c.campaign.slots.contains(&slot.name)
+                })
                 .map(|(i, c)| member(i, &c.campaign, size))
                 .collect();
             let weights = members
@@ -151,12 +172,18 @@ fn compile_slot(slot: &Slot, campaigns: &[CompiledCampaign], index: &HashMap<Id,
     }
 }
 
-/// Chooses the creatives a campaign shows in a slot: image creatives of exactly the slot's size
-/// when it has any, otherwise all of them (text and html creatives adapt to any size).
+/// Chooses the creatives a campaign shows in a slot: those that fit it (images of exactly the
+/// slot's size; text and html, which adapt to any size), or all of them when none fits or the
+/// slot has no size.
 fn member(index: usize, campaign: &Campaign, size: Option<(u32, u32)>) -> SlotMember {
     let fits = |i: &usize| {
         let c = &campaign.creatives[*i];
-        c.format == Format::Image && size.is_some_and(|(w, h)| c.width == Some(w) && c.height == Some(h))
+        match size {
+            None => true,
+            Some((w, h)) => {
+                c.format != Format::Image || (c.width == Some(w) && c.height == Some(h))
+            }
+        }
     };
     let all: Vec<usize> = (0..campaign.creatives.len()).collect();
     let sized: Vec<usize> = all.iter().copied().filter(fits).collect();
@@ -165,7 +192,8 @@ fn member(index: usize, campaign: &Campaign, size: Option<(u32, u32)>) -> SlotMe
         .iter()
         .map(|&i| u64::from(campaign.creatives[i].weight.get()))
         .collect();
-    let creative_table = AliasTable::new(&weights).expect("validation guarantees at least one creative");
+    let creative_table =
+        AliasTable::new(&weights).expect("validation guarantees at least one creative");
     SlotMember {
         campaign: index,
         creatives,

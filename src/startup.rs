@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 use crate::catalog::{watch_redis, Catalog, LoadError};
 use crate::clock::{SharedClock, SystemClock};
 use crate::counting::{Flusher, Recorder};
+use crate::delivery::Budgets;
 use crate::metrics::Metrics;
 use crate::routes;
 use crate::settings::Settings;
@@ -54,6 +55,7 @@ pub struct Application {
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     flusher: JoinHandle<()>,
+    budget_task: JoinHandle<()>,
     shutdown_timeout: Duration,
     stop_requested: Arc<tokio::sync::Notify>,
 }
@@ -77,20 +79,27 @@ impl Application {
 
     /// Builds the application with an injected clock (tests move it to check expiry, flights,
     /// daily counters without sleeping).
-    pub async fn build_with_clock(settings: Settings, clock: SharedClock) -> Result<Self, StartError> {
-        let listener = TcpListener::bind(&settings.listen).map_err(|source| StartError::Listen {
-            address: settings.listen.clone(),
-            source,
-        })?;
-        let port = listener.local_addr().expect("a bound listener has an address").port();
+    pub async fn build_with_clock(
+        settings: Settings,
+        clock: SharedClock,
+    ) -> Result<Self, StartError> {
+        let listener =
+            TcpListener::bind(&settings.listen).map_err(|source| StartError::Listen {
+                address: settings.listen.clone(),
+                source,
+            })?;
+        let port = listener
+            .local_addr()
+            .expect("a bound listener has an address")
+            .port();
         let metrics = Metrics::new();
         let store = match &settings.redis_url {
-            Some(url) => Store::Redis(RedisStore::new(
+            Some(url) => Store::Redis(Arc::new(RedisStore::new(
                 url.expose_secret(),
                 &settings.key_prefix,
                 redis_timeouts(&settings),
                 metrics.clone(),
-            )?),
+            )?)),
             None => {
                 metrics.store_up.set(1);
                 Store::Memory(Arc::new(MemoryStore::new()))
@@ -107,15 +116,25 @@ impl Application {
             }
         };
         let public_url = settings.public_url.clone().unwrap_or_else(|| {
-            let host = settings.listen.rsplit_once(':').map_or("127.0.0.1", |(h, _)| h);
+            let host = settings
+                .listen
+                .rsplit_once(':')
+                .map_or("127.0.0.1", |(h, _)| h);
             format!("http://{host}:{port}")
         });
         let recorder = Arc::new(Recorder::new(settings.max_pending_events, metrics.clone()));
+        let budgets = Arc::new(Budgets::new(
+            store.clone(),
+            clock.clone(),
+            settings.timezone(),
+            settings.lease_block,
+        ));
         let state = web::Data::new(AppState {
             store: store.clone(),
             catalog: catalog.clone(),
             signer,
             recorder: recorder.clone(),
+            budgets: budgets.clone(),
             metrics: metrics.clone(),
             clock: clock.clone(),
             public_url: public_url.trim_end_matches('/').to_owned(),
@@ -126,7 +145,11 @@ impl Application {
         });
 
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let mut tasks = vec![tokio::spawn(catalog.clone().run(settings.poll_interval(), shutdown_rx.clone()))];
+        let mut tasks = vec![tokio::spawn(
+            catalog
+                .clone()
+                .run(settings.poll_interval(), shutdown_rx.clone()),
+        )];
         if let Store::Redis(redis) = &store {
             tasks.push(tokio::spawn(watch_redis(
                 catalog.clone(),
@@ -135,10 +158,18 @@ impl Application {
                 shutdown_rx.clone(),
             )));
         }
+        let budget_task = tokio::spawn(budgets.run(catalog.clone(), shutdown_rx.clone()));
         // De-duplication marks outlive every token that could repeat them.
-        let dedup_ttl = settings.impression_token_ttl_secs.max(settings.click_token_ttl_secs) + 3_600;
+        let dedup_ttl = settings
+            .impression_token_ttl_secs
+            .max(settings.click_token_ttl_secs)
+            + 3_600;
         let flusher = Flusher::new(recorder, store, clock, metrics, dedup_ttl);
-        let flusher = tokio::spawn(flusher.run(settings.flush_interval(), shutdown_rx, settings.shutdown_timeout()));
+        let flusher = tokio::spawn(flusher.run(
+            settings.flush_interval(),
+            shutdown_rx,
+            settings.shutdown_timeout(),
+        ));
 
         let server_state = state.clone();
         let mut server = HttpServer::new(move || {
@@ -171,6 +202,7 @@ impl Application {
             shutdown,
             tasks,
             flusher,
+            budget_task,
             shutdown_timeout: settings.shutdown_timeout(),
             stop_requested: Arc::new(tokio::sync::Notify::new()),
         })
@@ -207,9 +239,20 @@ impl Application {
         handle.stop(true).await;
         let served = server.await.map_err(std::io::Error::other)?;
         let _ = self.shutdown.send(true);
-        let remaining = self.shutdown_timeout.saturating_sub(started.elapsed()).max(Duration::from_secs(1));
-        if tokio::time::timeout(remaining, self.flusher).await.is_err() {
+        let remaining = self
+            .shutdown_timeout
+            .saturating_sub(started.elapsed())
+            .max(Duration::from_secs(1));
+        // Counters and unserved budget units go back to the store concurrently.
+        let (flushed, released) = tokio::join!(
+            tokio::time::timeout(remaining, self.flusher),
+            tokio::time::timeout(remaining, self.budget_task)
+        );
+        if flushed.is_err() {
             tracing::error!("the final flush did not finish within the shutdown timeout");
+        }
+        if released.is_err() {
+            tracing::warn!("unserved budget units were not all given back before the deadline");
         }
         for task in self.tasks {
             task.abort();

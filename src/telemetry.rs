@@ -18,7 +18,8 @@ use crate::state::AppState;
 /// Installs the global subscriber; `RUST_LOG` overrides `default_filter`. Safe to call twice
 /// (tests do): the second call changes nothing.
 pub fn init(format: LogFormat, default_filter: &str) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let builder = fmt().with_env_filter(filter).with_target(false);
     let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
@@ -47,10 +48,14 @@ pub async fn observe(
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = Instant::now();
     // The matched pattern, never the raw path: `/v1/i/{token}`, not the token.
-    let route = req.match_pattern().unwrap_or_else(|| "unmatched".to_owned());
+    let route = req
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".to_owned());
     let method = method_label(req.method());
     let request_id = ulid::Ulid::new();
-    let metrics = req.app_data::<web::Data<AppState>>().map(|s| s.metrics.clone());
+    let metrics = req
+        .app_data::<web::Data<AppState>>()
+        .map(|s| s.metrics.clone());
     let span = tracing::info_span!("request", %request_id, method, route = %route);
     let response = next.call(req).instrument(span.clone()).await?;
     let status = response.status();
@@ -62,7 +67,11 @@ pub async fn observe(
             .observe(elapsed.as_secs_f64());
     }
     span.in_scope(|| {
-        tracing::debug!(status = status.as_u16(), latency_ms = elapsed.as_secs_f64() * 1_000.0, "answered");
+        tracing::debug!(
+            status = status.as_u16(),
+            latency_ms = elapsed.as_secs_f64() * 1_000.0,
+            "answered"
+        );
     });
     Ok(response)
 }

@@ -74,7 +74,9 @@ pub enum Status {
 
 /// Priority tiers, highest first: a lower tier is considered only when no campaign of a higher
 /// tier is eligible.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Priority {
     /// Sold sponsorships, served before anything else.

@@ -5,8 +5,10 @@ mod names;
 mod validate;
 
 pub use document::{
-    Advertiser, Campaign, Caps, Creative, Format, Frequency, Inventory, Pacing, Priority,
-    Rotation, Slot, Status, Targeting,
+    Advertiser, Campaign, Caps, Creative, Format, Frequency, Inventory, Pacing, Priority, Rotation,
+    Slot, Status, Targeting,
 };
 pub use names::{Id, SlotName, Weight, MAX_ID_BYTES, MAX_SLOT_NAME_BYTES, MAX_WEIGHT};
-pub use validate::{parse_inventory, parse_size, validate, FieldError, InvalidInventory, ParsedInventory};
+pub use validate::{
+    parse_inventory, parse_size, validate, FieldError, InvalidInventory, ParsedInventory,
+};

@@ -202,7 +202,12 @@ fn describe_decode_error(
     (path, message)
 }
 
-fn check_semantics(inventory: &Inventory, at: &Positions, check_references: bool, errors: &mut Errors) {
+fn check_semantics(
+    inventory: &Inventory,
+    at: &Positions,
+    check_references: bool,
+    errors: &mut Errors,
+) {
     let mut slot_names = HashSet::new();
     for (slot, &i) in inventory.slots.iter().zip(&at.slots) {
         if !slot_names.insert(&slot.name) {
@@ -210,16 +215,27 @@ fn check_semantics(inventory: &Inventory, at: &Positions, check_references: bool
         }
         if let Some(size) = &slot.size {
             if parse_size(size).is_none() {
-                errors.push(format!("slots[{i}].size"), "must be WIDTHxHEIGHT, e.g. 300x250");
+                errors.push(
+                    format!("slots[{i}].size"),
+                    "must be WIDTHxHEIGHT, e.g. 300x250",
+                );
             }
         }
     }
     let mut advertiser_ids = HashSet::new();
     for (advertiser, &i) in inventory.advertisers.iter().zip(&at.advertisers) {
         if !advertiser_ids.insert(&advertiser.id) {
-            errors.push(format!("advertisers[{i}].id"), "duplicates another advertiser's id");
+            errors.push(
+                format!("advertisers[{i}].id"),
+                "duplicates another advertiser's id",
+            );
         }
-        check_text(&advertiser.name, &format!("advertisers[{i}].name"), true, errors);
+        check_text(
+            &advertiser.name,
+            &format!("advertisers[{i}].name"),
+            true,
+            errors,
+        );
     }
     let mut campaign_ids = HashSet::new();
     for (campaign, &i) in inventory.campaigns.iter().zip(&at.campaigns) {
@@ -230,7 +246,10 @@ fn check_semantics(inventory: &Inventory, at: &Positions, check_references: bool
         check_campaign(campaign, &at, errors);
         if check_references {
             if !advertiser_ids.contains(&campaign.advertiser_id) {
-                errors.push(format!("{at}.advertiser_id"), "names no advertiser of the inventory");
+                errors.push(
+                    format!("{at}.advertiser_id"),
+                    "names no advertiser of the inventory",
+                );
             }
             for (j, slot) in campaign.slots.iter().enumerate() {
                 if !slot_names.contains(slot) {
@@ -243,7 +262,10 @@ fn check_semantics(inventory: &Inventory, at: &Positions, check_references: bool
         for (slot, &i) in inventory.slots.iter().zip(&at.slots) {
             if let Some(fallback) = &slot.fallback {
                 if !campaign_ids.contains(fallback) {
-                    errors.push(format!("slots[{i}].fallback"), "names no campaign of the inventory");
+                    errors.push(
+                        format!("slots[{i}].fallback"),
+                        "names no campaign of the inventory",
+                    );
                 }
             }
         }
@@ -271,7 +293,10 @@ fn check_campaign(campaign: &Campaign, at: &str, errors: &mut Errors) {
         ("total_clicks", campaign.caps.total_clicks),
     ] {
         if cap == Some(0) {
-            errors.push(format!("{at}.caps.{name}"), "must be at least 1 (pause the campaign instead)");
+            errors.push(
+                format!("{at}.caps.{name}"),
+                "must be at least 1 (pause the campaign instead)",
+            );
         }
     }
     if let Some(frequency) = &campaign.frequency {
@@ -315,7 +340,10 @@ fn check_campaign(campaign: &Campaign, at: &str, errors: &mut Errors) {
     for (j, creative) in campaign.creatives.iter().enumerate() {
         let at = format!("{at}.creatives[{j}]");
         if !creative_ids.insert(&creative.id) {
-            errors.push(format!("{at}.id"), "duplicates another creative's id in this campaign");
+            errors.push(
+                format!("{at}.id"),
+                "duplicates another creative's id in this campaign",
+            );
         }
         check_creative(creative, &at, errors);
     }
@@ -323,9 +351,16 @@ fn check_campaign(campaign: &Campaign, at: &str, errors: &mut Errors) {
 
 fn check_creative(creative: &Creative, at: &str, errors: &mut Errors) {
     if !is_web_url(&creative.landing_url) {
-        errors.push(format!("{at}.landing_url"), "must be an absolute http or https URL");
+        errors.push(
+            format!("{at}.landing_url"),
+            "must be an absolute http or https URL",
+        );
     }
-    for (name, text) in [("title", &creative.title), ("body", &creative.body), ("alt", &creative.alt)] {
+    for (name, text) in [
+        ("title", &creative.title),
+        ("body", &creative.body),
+        ("alt", &creative.alt),
+    ] {
         if let Some(text) = text {
             check_text(text, &format!("{at}.{name}"), name == "title", errors);
         }
@@ -333,7 +368,10 @@ fn check_creative(creative: &Creative, at: &str, errors: &mut Errors) {
     for (name, pixels) in [("width", creative.width), ("height", creative.height)] {
         if let Some(pixels) = pixels {
             if !(1..=MAX_PIXELS).contains(&pixels) {
-                errors.push(format!("{at}.{name}"), format!("must be between 1 and {MAX_PIXELS}"));
+                errors.push(
+                    format!("{at}.{name}"),
+                    format!("must be between 1 and {MAX_PIXELS}"),
+                );
             }
         }
     }
@@ -341,9 +379,10 @@ fn check_creative(creative: &Creative, at: &str, errors: &mut Errors) {
         Format::Image => {
             match &creative.image_url {
                 None => errors.push(format!("{at}.image_url"), "is required for an image creative"),
-                Some(url) if !is_web_url(url) => {
-                    errors.push(format!("{at}.image_url"), "must be an absolute http or https URL")
-                }
+                Some(url) if !is_web_url(url) && !is_own_path(url) => errors.push(
+                    format!("{at}.image_url"),
+                    "must be an absolute http or https URL, or a path on regie itself starting with /",
+                ),
                 Some(_) => {}
             }
             for (name, pixels) in [("width", creative.width), ("height", creative.height)] {
@@ -380,6 +419,15 @@ fn is_web_url(raw: &str) -> bool {
     url::Url::parse(raw)
         .map(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
         .unwrap_or(false)
+}
+
+/// A root-relative path (`/creatives/x.svg`): an image regie serves itself, made absolute with
+/// the public URL when a decision is answered.
+pub fn is_own_path(raw: &str) -> bool {
+    raw.starts_with('/')
+        && !raw.starts_with("//")
+        && !raw.contains('\\')
+        && !raw.chars().any(char::is_control)
 }
 
 /// Parses a `WIDTHxHEIGHT` slot size.
@@ -437,7 +485,10 @@ mod tests {
         doc["campaigns"][0]["weight"] = json!(0);
         assert_eq!(
             errors_of(doc),
-            vec![("campaigns[0].weight".to_owned(), "must be between 1 and 1000000".to_owned())]
+            vec![(
+                "campaigns[0].weight".to_owned(),
+                "must be between 1 and 1000000".to_owned()
+            )]
         );
     }
 
@@ -449,8 +500,14 @@ mod tests {
         doc["slots"][0]["surprise"] = json!(true);
         let paths = paths_of(doc);
         assert!(paths.contains(&"slots[0].surprise".to_owned()), "{paths:?}");
-        assert!(paths.contains(&"campaigns[0].weight".to_owned()), "{paths:?}");
-        assert!(paths.contains(&"campaigns[1].creatives[0].landing_url".to_owned()), "{paths:?}");
+        assert!(
+            paths.contains(&"campaigns[0].weight".to_owned()),
+            "{paths:?}"
+        );
+        assert!(
+            paths.contains(&"campaigns[1].creatives[0].landing_url".to_owned()),
+            "{paths:?}"
+        );
     }
 
     #[test]
@@ -459,13 +516,19 @@ mod tests {
         doc["extra"] = json!(1);
         doc["campaigns"][0]["caps"] = json!({ "total_impressions": 10, "weekly": 3 });
         let paths = paths_of(doc);
-        assert_eq!(paths, vec!["extra".to_owned(), "campaigns[0].caps.weekly".to_owned()]);
+        assert_eq!(
+            paths,
+            vec!["extra".to_owned(), "campaigns[0].caps.weekly".to_owned()]
+        );
     }
 
     #[test]
     fn missing_required_fields_are_named() {
         let mut doc = valid();
-        doc["campaigns"][0].as_object_mut().unwrap().remove("advertiser_id");
+        doc["campaigns"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("advertiser_id");
         assert_eq!(paths_of(doc), vec!["campaigns[0].advertiser_id".to_owned()]);
     }
 
@@ -514,9 +577,18 @@ mod tests {
         let mut doc = valid();
         // The campaign names the slot with a combining accent; the slot is precomposed.
         doc["campaigns"][0]["slots"] = json!(["Publicite\u{301} 2"]);
-        doc["slots"].as_array_mut().unwrap().push(json!({ "name": "Publicite\u{301} 2" }));
+        doc["slots"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({ "name": "Publicite\u{301} 2" }));
         let errors = errors_of(doc);
-        assert_eq!(errors, vec![("slots[1].name".to_owned(), "duplicates another slot's name".to_owned())]);
+        assert_eq!(
+            errors,
+            vec![(
+                "slots[1].name".to_owned(),
+                "duplicates another slot's name".to_owned()
+            )]
+        );
     }
 
     #[test]
@@ -530,6 +602,9 @@ mod tests {
     fn a_version_is_taken_from_the_document() {
         let mut doc = valid();
         doc["version"] = json!(7);
-        assert_eq!(parse_inventory(doc.to_string().as_bytes()).unwrap().version, Some(7));
+        assert_eq!(
+            parse_inventory(doc.to_string().as_bytes()).unwrap().version,
+            Some(7)
+        );
     }
 }

@@ -66,7 +66,11 @@ async fn latest(state: &AppState) -> Result<(u64, Value), ApiError> {
 
 /// Validates and writes `doc` if the store is still at `expected`; then makes this instance
 /// serve it before answering.
-async fn write(state: &AppState, doc: &Value, expected: Option<u64>) -> Result<PutOutcome, ApiError> {
+async fn write(
+    state: &AppState,
+    doc: &Value,
+    expected: Option<u64>,
+) -> Result<PutOutcome, ApiError> {
     let bytes = serde_json::to_vec(doc).expect("a Value serialises");
     let parsed = parse_inventory(&bytes)?;
     let json = serde_json::to_string(&parsed.inventory).expect("an inventory serialises");
@@ -127,14 +131,20 @@ fn array<'a>(doc: &'a mut Value, name: &str) -> &'a mut Vec<Value> {
 }
 
 fn position(items: &[Value], key: &str, value: &str) -> Option<usize> {
-    items.iter().position(|item| item[key].as_str() == Some(value))
+    items
+        .iter()
+        .position(|item| item[key].as_str() == Some(value))
 }
 
 fn parse_body(body: &[u8]) -> Result<Value, ApiError> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request("invalid_body", format!("the JSON body is invalid: {e}")))?;
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request("invalid_body", format!("the JSON body is invalid: {e}"))
+    })?;
     if !value.is_object() {
-        return Err(ApiError::bad_request("invalid_body", "the body must be a JSON object"));
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            "the body must be a JSON object",
+        ));
     }
     Ok(value)
 }
@@ -157,14 +167,23 @@ fn with_key(mut body: Value, key: &str, value: &str) -> Result<Value, ApiError> 
     Ok(body)
 }
 
-async fn get_inventory(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+async fn get_inventory(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     require_admin(&req, &state)?;
     let (version, mut doc) = latest(&state).await?;
     doc["version"] = json!(version);
-    Ok(HttpResponse::Ok().insert_header(("Cache-Control", "no-store")).json(doc))
+    Ok(HttpResponse::Ok()
+        .insert_header(("Cache-Control", "no-store"))
+        .json(doc))
 }
 
-async fn put_inventory(req: HttpRequest, state: web::Data<AppState>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+async fn put_inventory(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
     require_admin(&req, &state)?;
     let parsed = parse_inventory(&body)?;
     let doc = serde_json::to_value(&parsed.inventory).expect("an inventory serialises");
@@ -178,7 +197,11 @@ fn campaign_id(raw: &str) -> Result<Id, ApiError> {
     Id::parse(raw).map_err(|e| ApiError::bad_request("invalid_id", format!("campaign id {e}")))
 }
 
-async fn get_campaign(req: HttpRequest, state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn get_campaign(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     require_admin(&req, &state)?;
     let id = campaign_id(&id)?;
     let (_, mut doc) = latest(&state).await?;
@@ -188,7 +211,10 @@ async fn get_campaign(req: HttpRequest, state: web::Data<AppState>, id: web::Pat
 }
 
 fn no_campaign(id: &Id) -> ApiError {
-    ApiError::not_found("unknown_campaign", format!("there is no campaign {id:?}", id = id.as_str()))
+    ApiError::not_found(
+        "unknown_campaign",
+        format!("there is no campaign {id:?}", id = id.as_str()),
+    )
 }
 
 async fn put_campaign(
@@ -218,7 +244,11 @@ async fn put_campaign(
     Ok(HttpResponse::Ok().json(json!({ "version": version })))
 }
 
-async fn delete_campaign(req: HttpRequest, state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn delete_campaign(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     require_admin(&req, &state)?;
     let id = campaign_id(&id)?;
     let (version, _) = edit(&state, |doc| {
@@ -232,14 +262,22 @@ async fn delete_campaign(req: HttpRequest, state: web::Data<AppState>, id: web::
 }
 
 fn slot_name(raw: &str) -> Result<SlotName, ApiError> {
-    SlotName::parse(raw).map_err(|e| ApiError::bad_request("invalid_slot", format!("slot name {e}")))
+    SlotName::parse(raw)
+        .map_err(|e| ApiError::bad_request("invalid_slot", format!("slot name {e}")))
 }
 
 fn no_slot(name: &SlotName) -> ApiError {
-    ApiError::not_found("unknown_slot", format!("there is no slot named {:?}", name.as_str()))
+    ApiError::not_found(
+        "unknown_slot",
+        format!("there is no slot named {:?}", name.as_str()),
+    )
 }
 
-async fn get_slot(req: HttpRequest, state: web::Data<AppState>, name: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn get_slot(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    name: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     require_admin(&req, &state)?;
     let name = slot_name(&name)?;
     let (_, mut doc) = latest(&state).await?;
@@ -282,7 +320,11 @@ async fn put_slot(
     Ok(HttpResponse::Ok().json(json!({ "version": version })))
 }
 
-async fn delete_slot(req: HttpRequest, state: web::Data<AppState>, name: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn delete_slot(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    name: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     require_admin(&req, &state)?;
     let name = slot_name(&name)?;
     let (version, _) = edit(&state, |doc| {
@@ -309,9 +351,14 @@ async fn put_advertiser(
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     require_admin(&req, &state)?;
-    let id = Id::parse(&id).map_err(|e| ApiError::bad_request("invalid_id", format!("advertiser id {e}")))?;
-    let body: AdvertiserBody = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request("invalid_body", format!("the body must be {{\"name\": \"…\"}}: {e}")))?;
+    let id = Id::parse(&id)
+        .map_err(|e| ApiError::bad_request("invalid_id", format!("advertiser id {e}")))?;
+    let body: AdvertiserBody = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_body",
+            format!("the body must be {{\"name\": \"…\"}}: {e}"),
+        )
+    })?;
     let advertiser = json!({ "id": id.as_str(), "name": body.name });
     edit(&state, |doc| {
         let advertisers = array(doc, "advertisers");

@@ -6,10 +6,22 @@ use actix_web::{web, HttpResponse};
 use crate::error::ApiError;
 
 const CREATIVES: [(&str, &str); 4] = [
-    ("3vision-728x90.svg", include_str!("../../static/creatives/3vision-728x90.svg")),
-    ("3vision-300x250.svg", include_str!("../../static/creatives/3vision-300x250.svg")),
-    ("atelier-300x250.svg", include_str!("../../static/creatives/atelier-300x250.svg")),
-    ("annonceurs-728x90.svg", include_str!("../../static/creatives/annonceurs-728x90.svg")),
+    (
+        "3vision-728x90.svg",
+        include_str!("../../static/creatives/3vision-728x90.svg"),
+    ),
+    (
+        "3vision-300x250.svg",
+        include_str!("../../static/creatives/3vision-300x250.svg"),
+    ),
+    (
+        "atelier-300x250.svg",
+        include_str!("../../static/creatives/atelier-300x250.svg"),
+    ),
+    (
+        "annonceurs-728x90.svg",
+        include_str!("../../static/creatives/annonceurs-728x90.svg"),
+    ),
 ];
 
 pub(super) fn configure(cfg: &mut web::ServiceConfig) {
@@ -25,6 +37,9 @@ async fn creative(file: web::Path<String>) -> Result<HttpResponse, ApiError> {
         .content_type("image/svg+xml")
         .insert_header(("Cache-Control", "public, max-age=3600"))
         // An SVG opened directly must not run anything.
-        .insert_header(("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'"))
+        .insert_header((
+            "Content-Security-Policy",
+            "default-src 'none'; style-src 'unsafe-inline'",
+        ))
         .body(*svg))
 }

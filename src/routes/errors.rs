@@ -10,13 +10,18 @@ pub fn json_config() -> web::JsonConfig {
         .limit(64 * 1024)
         .error_handler(|err, _req| {
             let api = match &err {
-                error::JsonPayloadError::OverflowKnownLength { .. } | error::JsonPayloadError::Overflow { .. } => {
+                error::JsonPayloadError::OverflowKnownLength { .. }
+                | error::JsonPayloadError::Overflow { .. } => {
                     ApiError::bad_request("payload_too_large", "the request body is too large")
                 }
-                error::JsonPayloadError::ContentType => {
-                    ApiError::bad_request("unsupported_media_type", "the body must be application/json")
-                }
-                _ => ApiError::bad_request("invalid_body", format!("the JSON body is invalid: {err}")),
+                error::JsonPayloadError::ContentType => ApiError::bad_request(
+                    "unsupported_media_type",
+                    "the body must be application/json",
+                ),
+                _ => ApiError::bad_request(
+                    "invalid_body",
+                    format!("the JSON body is invalid: {err}"),
+                ),
             };
             error::InternalError::from_response(err, api.error_response()).into()
         })
@@ -25,7 +30,10 @@ pub fn json_config() -> web::JsonConfig {
 /// Query strings: a malformed one is a 400 in the contract's shape.
 pub fn query_config() -> web::QueryConfig {
     web::QueryConfig::default().error_handler(|err, _req| {
-        let api = ApiError::bad_request("invalid_query", format!("the query string is invalid: {err}"));
+        let api = ApiError::bad_request(
+            "invalid_query",
+            format!("the query string is invalid: {err}"),
+        );
         error::InternalError::from_response(err, api.error_response()).into()
     })
 }

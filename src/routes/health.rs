@@ -36,12 +36,17 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     } else {
         HttpResponse::ServiceUnavailable()
     };
-    response.insert_header(("Cache-Control", "no-store")).json(body)
+    response
+        .insert_header(("Cache-Control", "no-store"))
+        .json(body)
 }
 
 async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     if let Some(age) = state.catalog.age() {
-        state.metrics.inventory_age_seconds.set(age.as_secs() as i64);
+        state
+            .metrics
+            .inventory_age_seconds
+            .set(age.as_secs() as i64);
     }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")

@@ -4,7 +4,10 @@ mod admin;
 mod auth;
 mod creatives;
 mod errors;
+mod explain;
+mod frequency;
 mod health;
+mod pages;
 mod serve;
 mod stats;
 mod tracking;
@@ -24,6 +27,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     admin::configure(cfg);
     health::configure(cfg);
     creatives::configure(cfg);
+    pages::configure(cfg);
 }
 
 /// CORS for the public endpoints that publisher pages call from their own origin.

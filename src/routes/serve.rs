@@ -2,15 +2,18 @@
 
 use std::sync::Arc;
 
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use ulid::Ulid;
 
+use super::auth::is_admin;
 use super::errors::method_not_allowed;
+use super::frequency::{reserve_frequency, FrequencyGrant};
 use crate::decision::{choose, Choice, Context};
+use crate::delivery::RequestDelivery;
 use crate::error::ApiError;
-use crate::inventory::{Format, Id, SlotName};
-use crate::snapshot::{normalize_keyword, Snapshot};
+use crate::inventory::{Format, Id, SlotName, Status};
+use crate::snapshot::{normalize_keyword, CompiledSlot, Snapshot};
 use crate::state::AppState;
 use crate::tracking::TokenPayload;
 
@@ -42,6 +45,7 @@ struct AdQuery {
     uid: Option<String>,
     kw: Option<String>,
     exclude: Option<String>,
+    explain: Option<String>,
 }
 
 /// Body of `POST /v1/decisions`.
@@ -67,7 +71,7 @@ struct CreativeOut<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     body: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    image_url: Option<&'a str>,
+    image_url: Option<std::borrow::Cow<'a, str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     alt: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -95,8 +99,19 @@ pub struct DecisionOut<'a> {
 pub(crate) struct Inputs {
     pub keywords: Vec<String>,
     pub excluded: Vec<usize>,
-    #[allow(dead_code)] // used by frequency caps
     pub uid: Option<String>,
+}
+
+/// Whether a campaign could be served at `now` ignoring the request: active and in flight.
+pub(crate) fn in_flight(
+    snapshot: &Snapshot,
+    index: usize,
+    now: chrono::DateTime<chrono::Utc>,
+) -> bool {
+    let campaign = &snapshot.campaigns[index].campaign;
+    campaign.status == Status::Active
+        && campaign.start.is_none_or(|s| now >= s)
+        && campaign.end.is_none_or(|e| now < e)
 }
 
 pub(crate) fn parse_inputs(
@@ -127,7 +142,10 @@ pub(crate) fn parse_inputs(
         }
         normalized.push(keyword);
         if normalized.len() > MAX_KEYWORDS {
-            return Err(ApiError::bad_request("invalid_keywords", format!("at most {MAX_KEYWORDS} keywords")));
+            return Err(ApiError::bad_request(
+                "invalid_keywords",
+                format!("at most {MAX_KEYWORDS} keywords"),
+            ));
         }
     }
     let mut excluded = Vec::new();
@@ -137,9 +155,14 @@ pub(crate) fn parse_inputs(
             continue;
         }
         if n >= MAX_EXCLUDED {
-            return Err(ApiError::bad_request("invalid_exclude", format!("at most {MAX_EXCLUDED} excluded campaigns")));
+            return Err(ApiError::bad_request(
+                "invalid_exclude",
+                format!("at most {MAX_EXCLUDED} excluded campaigns"),
+            ));
         }
-        let id = Id::parse(&raw).map_err(|e| ApiError::bad_request("invalid_exclude", format!("exclude: {raw:?} {e}")))?;
+        let id = Id::parse(&raw).map_err(|e| {
+            ApiError::bad_request("invalid_exclude", format!("exclude: {raw:?} {e}"))
+        })?;
         // A campaign the inventory no longer has cannot be chosen anyway.
         if let Some(&index) = snapshot.campaign_index.get(&id) {
             excluded.push(index);
@@ -154,15 +177,59 @@ pub(crate) fn parse_inputs(
 
 /// Parses a slot name from a request: malformed is 400, unknown is 404.
 pub(crate) fn parse_slot(raw: &str, snapshot: &Snapshot) -> Result<SlotName, ApiError> {
-    let name = SlotName::parse(raw).map_err(|e| ApiError::bad_request("invalid_slot", format!("slot name {e}")))?;
+    let name = SlotName::parse(raw)
+        .map_err(|e| ApiError::bad_request("invalid_slot", format!("slot name {e}")))?;
     if snapshot.slot(&name).is_none() {
-        return Err(ApiError::not_found("unknown_slot", format!("there is no slot named {:?}", name.as_str())));
+        return Err(ApiError::not_found(
+            "unknown_slot",
+            format!("there is no slot named {:?}", name.as_str()),
+        ));
     }
     Ok(name)
 }
 
 pub(crate) fn current_snapshot(state: &AppState) -> Result<Arc<Snapshot>, ApiError> {
     state.catalog.snapshot().ok_or(ApiError::NotReady)
+}
+
+/// The delivery rules of a request, for its time and viewer.
+pub(crate) fn request_delivery<'a>(
+    state: &'a AppState,
+    frequency: &'a FrequencyGrant,
+) -> RequestDelivery<'a> {
+    let now = state.clock.now();
+    RequestDelivery {
+        budgets: &state.budgets,
+        now,
+        today: crate::counting::reporting_day(now, state.timezone),
+        timezone: state.timezone,
+        frequency_allowed: frequency.allowed(),
+    }
+}
+
+/// Chooses a campaign and takes a unit of its budget; a campaign whose last unit another
+/// request took meanwhile is set aside and the choice made again.
+fn choose_and_take(
+    snapshot: &Snapshot,
+    compiled: &CompiledSlot,
+    inputs: &Inputs,
+    excluded: &[usize],
+    delivery: &RequestDelivery<'_>,
+) -> Option<Choice> {
+    let mut excluded = excluded.to_vec();
+    loop {
+        let ctx = Context {
+            now: delivery.now,
+            keywords: &inputs.keywords,
+            excluded: &excluded,
+            delivery: Some(delivery),
+        };
+        let choice = choose(snapshot, compiled, &ctx, &mut rand::rng())?;
+        if delivery.take(&snapshot.campaigns[choice.campaign].campaign.id) {
+            return Some(choice);
+        }
+        excluded.push(choice.campaign);
+    }
 }
 
 /// Decides one slot, counts the served decision and builds the answer.
@@ -172,27 +239,38 @@ pub(crate) fn decide<'s>(
     slot: &SlotName,
     inputs: &Inputs,
     excluded: &[usize],
+    delivery: &RequestDelivery<'_>,
 ) -> Option<(Choice, DecisionOut<'s>)> {
     let timer = state.metrics.decision_duration.start_timer();
-    let compiled = snapshot.slot(slot).expect("the caller checked the slot exists");
-    let now = state.clock.now();
-    let ctx = Context {
-        now,
-        keywords: &inputs.keywords,
-        excluded,
-        delivery: None,
-    };
-    let choice = choose(snapshot, compiled, &ctx, &mut rand::rng());
+    let compiled = snapshot
+        .slot(slot)
+        .expect("the caller checked the slot exists");
+    let now = delivery.now;
+    let choice = choose_and_take(snapshot, compiled, inputs, excluded, delivery);
     let slot_name = compiled.slot.name.as_str();
     let Some(choice) = choice else {
-        state.metrics.decisions.with_label_values(&[slot_name, "no_fill"]).inc();
+        state
+            .metrics
+            .decisions
+            .with_label_values(&[slot_name, "no_fill"])
+            .inc();
         timer.observe_duration();
         return None;
     };
-    let outcome = if choice.tier.is_some() { "filled" } else { "fallback" };
-    state.metrics.decisions.with_label_values(&[slot_name, outcome]).inc();
+    let outcome = if choice.tier.is_some() {
+        "filled"
+    } else {
+        "fallback"
+    };
+    state
+        .metrics
+        .decisions
+        .with_label_values(&[slot_name, outcome])
+        .inc();
     let campaign = &snapshot.campaigns[choice.campaign].campaign;
-    state.recorder.served(&campaign.id, &compiled.slot.name, state.today());
+    state
+        .recorder
+        .served(&campaign.id, &compiled.slot.name, delivery.today);
     let creative = &campaign.creatives[choice.creative];
     let decision_id = Ulid::new();
     let token = state.signer.sign(&TokenPayload {
@@ -213,7 +291,14 @@ pub(crate) fn decide<'s>(
             format: creative.format,
             title: creative.title.as_deref(),
             body: creative.body.as_deref(),
-            image_url: creative.image_url.as_deref(),
+            image_url: creative.image_url.as_deref().map(|url| {
+                // Images regie serves itself are named by path in the inventory.
+                if url.starts_with('/') {
+                    std::borrow::Cow::Owned(format!("{base}{url}"))
+                } else {
+                    std::borrow::Cow::Borrowed(url)
+                }
+            }),
             alt: creative.alt.as_deref(),
             width: creative.width,
             height: creative.height,
@@ -236,17 +321,59 @@ fn split_list(raw: Option<String>) -> impl Iterator<Item = String> {
 }
 
 async fn get_ad(
+    req: HttpRequest,
     state: web::Data<AppState>,
     slot: web::Path<String>,
     query: web::Query<AdQuery>,
 ) -> Result<HttpResponse, ApiError> {
+    let query = query.into_inner();
+    let explain = match query.explain.as_deref() {
+        None | Some("0") | Some("false") => false,
+        Some("1") | Some("true") => true,
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "invalid_explain",
+                "explain must be 1 or 0",
+            ))
+        }
+    };
+    if explain && !is_admin(&req, &state) {
+        return Err(ApiError::Forbidden("explain needs the admin token".into()));
+    }
     let snapshot = current_snapshot(&state)?;
     let slot = parse_slot(&slot, &snapshot)?;
-    let query = query.into_inner();
-    let inputs = parse_inputs(&snapshot, query.uid, split_list(query.kw), split_list(query.exclude))?;
-    Ok(match decide(&state, &snapshot, &slot, &inputs, &inputs.excluded) {
-        Some((_, decision)) => HttpResponse::Ok().insert_header(("Cache-Control", "no-store")).json(decision),
-        None => HttpResponse::NoContent().insert_header(("Cache-Control", "no-store")).finish(),
+    let inputs = parse_inputs(
+        &snapshot,
+        query.uid,
+        split_list(query.kw),
+        split_list(query.exclude),
+    )?;
+    let compiled = snapshot.slot(&slot).expect("parse_slot checked it");
+    let frequency = reserve_frequency(&state, &snapshot, &[compiled], inputs.uid.as_deref()).await;
+    let delivery = request_delivery(&state, &frequency);
+    if explain {
+        let body = super::explain::explain(&snapshot, compiled, &inputs, &delivery);
+        frequency.release_all(&state);
+        return Ok(HttpResponse::Ok()
+            .insert_header(("Cache-Control", "no-store"))
+            .json(body));
+    }
+    let decided = decide(
+        &state,
+        &snapshot,
+        &slot,
+        &inputs,
+        &inputs.excluded,
+        &delivery,
+    );
+    frequency.release_unused(&state, decided.iter().map(|(c, _)| c.campaign));
+    Ok(match decided {
+        Some((_, decision)) => HttpResponse::Ok()
+            .insert_header(("Cache-Control", "no-store"))
+            .json(decision),
+        None => HttpResponse::NoContent()
+            .insert_header(("Cache-Control", "no-store"))
+            .finish(),
     })
 }
 
@@ -254,7 +381,7 @@ async fn get_ad(
 #[derive(Serialize)]
 #[serde(untagged)]
 enum BatchEntry<'a> {
-    Filled(DecisionOut<'a>),
+    Filled(Box<DecisionOut<'a>>),
     Empty {
         slot: String,
         decision: Option<()>,
@@ -263,7 +390,10 @@ enum BatchEntry<'a> {
     },
 }
 
-async fn post_decisions(state: web::Data<AppState>, body: web::Json<BatchRequest>) -> Result<HttpResponse, ApiError> {
+async fn post_decisions(
+    state: web::Data<AppState>,
+    body: web::Json<BatchRequest>,
+) -> Result<HttpResponse, ApiError> {
     let snapshot = current_snapshot(&state)?;
     let body = body.into_inner();
     if body.slots.is_empty() || body.slots.len() > MAX_BATCH_SLOTS {
@@ -275,9 +405,21 @@ async fn post_decisions(state: web::Data<AppState>, body: web::Json<BatchRequest
     let names = body
         .slots
         .iter()
-        .map(|raw| SlotName::parse(raw).map_err(|e| ApiError::bad_request("invalid_slot", format!("slot name {raw:?} {e}"))))
+        .map(|raw| {
+            SlotName::parse(raw).map_err(|e| {
+                ApiError::bad_request("invalid_slot", format!("slot name {raw:?} {e}"))
+            })
+        })
         .collect::<Result<Vec<_>, _>>()?;
-    let inputs = parse_inputs(&snapshot, body.uid, body.keywords.into_iter(), body.exclude.into_iter())?;
+    let inputs = parse_inputs(
+        &snapshot,
+        body.uid,
+        body.keywords.into_iter(),
+        body.exclude.into_iter(),
+    )?;
+    let known: Vec<&CompiledSlot> = names.iter().filter_map(|n| snapshot.slot(n)).collect();
+    let frequency = reserve_frequency(&state, &snapshot, &known, inputs.uid.as_deref()).await;
+    let delivery = request_delivery(&state, &frequency);
     // Campaigns chosen for earlier slots of this page are excluded from the later ones.
     let mut excluded = inputs.excluded.clone();
     let mut entries = Vec::with_capacity(names.len());
@@ -290,10 +432,10 @@ async fn post_decisions(state: web::Data<AppState>, body: web::Json<BatchRequest
             });
             continue;
         }
-        match decide(&state, &snapshot, name, &inputs, &excluded) {
+        match decide(&state, &snapshot, name, &inputs, &excluded, &delivery) {
             Some((choice, decision)) => {
                 excluded.push(choice.campaign);
-                entries.push(BatchEntry::Filled(decision));
+                entries.push(BatchEntry::Filled(Box::new(decision)));
             }
             None => entries.push(BatchEntry::Empty {
                 slot: name.to_string(),
@@ -302,6 +444,7 @@ async fn post_decisions(state: web::Data<AppState>, body: web::Json<BatchRequest
             }),
         }
     }
+    frequency.release_unused(&state, excluded[inputs.excluded.len()..].iter().copied());
     Ok(HttpResponse::Ok()
         .insert_header(("Cache-Control", "no-store"))
         .json(serde_json::json!({ "decisions": entries })))

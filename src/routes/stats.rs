@@ -82,8 +82,12 @@ struct SlotTotals {
 }
 
 fn parse_day(raw: &str, name: &str) -> Result<NaiveDate, ApiError> {
-    NaiveDate::parse_from_str(raw, "%Y-%m-%d")
-        .map_err(|_| ApiError::bad_request("invalid_date", format!("{name} must be a date written YYYY-MM-DD")))
+    NaiveDate::parse_from_str(raw, "%Y-%m-%d").map_err(|_| {
+        ApiError::bad_request(
+            "invalid_date",
+            format!("{name} must be a date written YYYY-MM-DD"),
+        )
+    })
 }
 
 fn days(state: &AppState, range: &Range) -> Result<(NaiveDate, NaiveDate), ApiError> {
@@ -97,10 +101,16 @@ fn days(state: &AppState, range: &Range) -> Result<(NaiveDate, NaiveDate), ApiEr
         None => to - Duration::days(DEFAULT_DAYS - 1),
     };
     if from > to {
-        return Err(ApiError::bad_request("invalid_range", "from must not be after to"));
+        return Err(ApiError::bad_request(
+            "invalid_range",
+            "from must not be after to",
+        ));
     }
     if (to - from).num_days() >= MAX_DAYS {
-        return Err(ApiError::bad_request("invalid_range", format!("a range covers at most {MAX_DAYS} days")));
+        return Err(ApiError::bad_request(
+            "invalid_range",
+            format!("a range covers at most {MAX_DAYS} days"),
+        ));
     }
     Ok((from, to))
 }
@@ -112,7 +122,8 @@ async fn campaign_stats(
     range: web::Query<Range>,
 ) -> Result<HttpResponse, ApiError> {
     let caller = caller(&req, &state).await?;
-    let not_found = || ApiError::not_found("unknown_campaign", "there is no such campaign for this key");
+    let not_found =
+        || ApiError::not_found("unknown_campaign", "there is no such campaign for this key");
     let snapshot = state.catalog.snapshot().ok_or(ApiError::NotReady)?;
     let campaign = snapshot.campaign(&id).ok_or_else(not_found)?;
     // Another advertiser's campaign answers exactly as a missing one: ids are not disclosed.
@@ -121,7 +132,10 @@ async fn campaign_stats(
     }
     let (from, to) = days(&state, &range)?;
     let dates: Vec<NaiveDate> = from.iter_days().take_while(|d| *d <= to).collect();
-    let per_day = state.store.daily_stats(&campaign.campaign.id, &dates).await?;
+    let per_day = state
+        .store
+        .daily_stats(&campaign.campaign.id, &dates)
+        .await?;
     let mut total = Counts::default();
     let mut by_slot: Vec<(String, Counts)> = Vec::new();
     let mut days_out = Vec::new();
@@ -151,17 +165,22 @@ async fn campaign_stats(
             clicks: c.clicks,
         })
         .collect();
-    Ok(HttpResponse::Ok().insert_header(("Cache-Control", "no-store")).json(serde_json::json!({
-        "campaign_id": campaign.campaign.id.as_str(),
-        "from": from,
-        "to": to,
-        "totals": Totals::from(total),
-        "days": days_out,
-        "slots": slots,
-    })))
+    Ok(HttpResponse::Ok()
+        .insert_header(("Cache-Control", "no-store"))
+        .json(serde_json::json!({
+            "campaign_id": campaign.campaign.id.as_str(),
+            "from": from,
+            "to": to,
+            "totals": Totals::from(total),
+            "days": days_out,
+            "slots": slots,
+        })))
 }
 
-async fn my_campaigns(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+async fn my_campaigns(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     let caller = caller(&req, &state).await?;
     let snapshot = state.catalog.snapshot().ok_or(ApiError::NotReady)?;
     let campaigns: Vec<_> = snapshot
@@ -190,8 +209,10 @@ async fn my_campaigns(req: HttpRequest, state: web::Data<AppState>) -> Result<Ht
         Caller::Admin => None,
         Caller::Advertiser(id) => Some(id.as_str()),
     };
-    Ok(HttpResponse::Ok().insert_header(("Cache-Control", "no-store")).json(serde_json::json!({
-        "advertiser_id": advertiser_id,
-        "campaigns": list,
-    })))
+    Ok(HttpResponse::Ok()
+        .insert_header(("Cache-Control", "no-store"))
+        .json(serde_json::json!({
+            "advertiser_id": advertiser_id,
+            "campaigns": list,
+        })))
 }

@@ -25,7 +25,10 @@ pub const PIXEL_GIF: [u8; 43] = [
 const CLOCK_SKEW_SECS: i64 = 300;
 
 pub(super) fn configure(cfg: &mut web::ServiceConfig) {
-    for (path, kind) in [("/v1/i/{token}", EventKind::Impression), ("/v1/v/{token}", EventKind::Viewable)] {
+    for (path, kind) in [
+        ("/v1/i/{token}", EventKind::Impression),
+        ("/v1/v/{token}", EventKind::Viewable),
+    ] {
         cfg.service(
             web::resource(path)
                 .wrap(super::cors())
@@ -37,7 +40,9 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/v1/c/{token}")
             .route(web::get().to(click))
-            .route(web::head().to(|| async { HttpResponse::Ok().insert_header(no_store()).finish() }))
+            .route(
+                web::head().to(|| async { HttpResponse::Ok().insert_header(no_store()).finish() }),
+            )
             .default_service(web::to(method_not_allowed)),
     );
 }
@@ -69,8 +74,13 @@ fn verify(state: &AppState, token: &str, kind: EventKind) -> Result<Verified, To
     if age > state.token_ttl(kind) as i64 || age < -CLOCK_SKEW_SECS {
         return Err(TokenError::Expired);
     }
-    let snapshot = state.catalog.snapshot().ok_or(TokenError::UnknownCampaign)?;
-    let campaign = snapshot.campaign(&payload.campaign).ok_or(TokenError::UnknownCampaign)?;
+    let snapshot = state
+        .catalog
+        .snapshot()
+        .ok_or(TokenError::UnknownCampaign)?;
+    let campaign = snapshot
+        .campaign(&payload.campaign)
+        .ok_or(TokenError::UnknownCampaign)?;
     let creative = campaign
         .campaign
         .creatives
@@ -89,7 +99,8 @@ fn verify(state: &AppState, token: &str, kind: EventKind) -> Result<Verified, To
 }
 
 fn record(state: &AppState, verified: &Verified, kind: EventKind) {
-    let campaign = crate::inventory::Id::parse(&verified.payload.campaign).expect("checked against the inventory");
+    let campaign = crate::inventory::Id::parse(&verified.payload.campaign)
+        .expect("checked against the inventory");
     state.recorder.event(Event {
         kind,
         decision_id: verified.payload.decision_id,
@@ -107,7 +118,11 @@ fn reject(state: &AppState, kind: EventKind, reason: TokenError) {
         .inc();
 }
 
-async fn beacon(state: web::Data<AppState>, token: web::Path<String>, kind: EventKind) -> HttpResponse {
+async fn beacon(
+    state: web::Data<AppState>,
+    token: web::Path<String>,
+    kind: EventKind,
+) -> HttpResponse {
     match verify(&state, &token, kind) {
         Ok(verified) => record(&state, &verified, kind),
         Err(reason) => reject(&state, kind, reason),
@@ -136,7 +151,8 @@ async fn click(state: web::Data<AppState>, token: web::Path<String>) -> HttpResp
     }
 }
 
-const INVALID_CLICK_PAGE: &str = "<!doctype html>\n<html lang=\"fr\"><head><meta charset=\"utf-8\">\
+const INVALID_CLICK_PAGE: &str =
+    "<!doctype html>\n<html lang=\"fr\"><head><meta charset=\"utf-8\">\
 <title>Lien publicitaire invalide</title></head><body>\
 <h1>Ce lien publicitaire n'est plus valide</h1>\
 <p>The link of this ad is invalid or has expired. You can close this page.</p>\

@@ -142,7 +142,10 @@ mod tests {
             counts[rotation.pick(&mut rng, |_| true).unwrap()] += 1;
         }
         let chi2 = chi_square(&counts, &weights);
-        assert!(chi2 < CHI2_2DF_P001, "chi2 = {chi2:.2}, counts = {counts:?}");
+        assert!(
+            chi2 < CHI2_2DF_P001,
+            "chi2 = {chi2:.2}, counts = {counts:?}"
+        );
     }
 
     #[test]
@@ -157,7 +160,10 @@ mod tests {
         }
         assert_eq!(counts[1], 0);
         let chi2 = chi_square(&[counts[0], counts[2], counts[3]], &[5, 3, 2]);
-        assert!(chi2 < CHI2_2DF_P001, "chi2 = {chi2:.2}, counts = {counts:?}");
+        assert!(
+            chi2 < CHI2_2DF_P001,
+            "chi2 = {chi2:.2}, counts = {counts:?}"
+        );
     }
 
     #[test]
@@ -173,7 +179,9 @@ mod tests {
     fn smooth_gives_exactly_five_three_two_in_every_window_of_ten() {
         let rotation = TierRotation::new(vec![5, 3, 2], Rotation::Smooth).unwrap();
         let mut rng = StdRng::seed_from_u64(0);
-        let picks: Vec<usize> = (0..10_000).map(|_| rotation.pick(&mut rng, |_| true).unwrap()).collect();
+        let picks: Vec<usize> = (0..10_000)
+            .map(|_| rotation.pick(&mut rng, |_| true).unwrap())
+            .collect();
         for window in picks.chunks_exact(10) {
             let mut counts = [0; 3];
             window.iter().for_each(|&p| counts[p] += 1);

@@ -20,7 +20,11 @@ impl SmoothRotation {
     }
 
     /// Picks one member among those `eligible` says yes to; `None` when none is.
-    pub fn pick(&mut self, weights: &[u64], mut eligible: impl FnMut(usize) -> bool) -> Option<usize> {
+    pub fn pick(
+        &mut self,
+        weights: &[u64],
+        mut eligible: impl FnMut(usize) -> bool,
+    ) -> Option<usize> {
         let mut total: i64 = 0;
         let mut best: Option<usize> = None;
         for (i, &weight) in weights.iter().enumerate() {
@@ -49,20 +53,30 @@ mod tests {
     fn every_window_of_ten_holds_exactly_five_three_and_two() {
         let weights = [5, 3, 2];
         let mut rotation = SmoothRotation::new(3);
-        let picks: Vec<usize> = (0..1_000).map(|_| rotation.pick(&weights, |_| true).unwrap()).collect();
+        let picks: Vec<usize> = (0..1_000)
+            .map(|_| rotation.pick(&weights, |_| true).unwrap())
+            .collect();
         for window in picks.chunks(10) {
             let count = |m| window.iter().filter(|&&p| p == m).count();
-            assert_eq!((count(0), count(1), count(2)), (5, 3, 2), "window {window:?}");
+            assert_eq!(
+                (count(0), count(1), count(2)),
+                (5, 3, 2),
+                "window {window:?}"
+            );
         }
         // Interleaved, not in runs: the heaviest member never comes three times in a row.
-        assert!(picks.windows(3).all(|w| !(w[0] == 0 && w[1] == 0 && w[2] == 0)));
+        assert!(picks
+            .windows(3)
+            .all(|w| !(w[0] == 0 && w[1] == 0 && w[2] == 0)));
     }
 
     #[test]
     fn ineligible_members_are_skipped_and_the_rest_keep_their_proportions() {
         let weights = [5, 3, 2];
         let mut rotation = SmoothRotation::new(3);
-        let picks: Vec<usize> = (0..80).map(|_| rotation.pick(&weights, |i| i != 1).unwrap()).collect();
+        let picks: Vec<usize> = (0..80)
+            .map(|_| rotation.pick(&weights, |i| i != 1).unwrap())
+            .collect();
         for window in picks.chunks(7) {
             if window.len() == 7 {
                 assert_eq!(window.iter().filter(|&&p| p == 0).count(), 5);

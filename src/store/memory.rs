@@ -7,7 +7,10 @@ use chrono::NaiveDate;
 use parking_lot::Mutex;
 use ulid::Ulid;
 
-use super::{counter_field, Batch, Counts, FlushReport, PutOutcome, StoreError, StoredInventory};
+use super::{
+    counter_field, grant, Batch, Counts, FlushReport, FrequencyItem, Lease, LeaseRequest,
+    PutOutcome, StoreError, StoredInventory,
+};
 use crate::inventory::Id;
 use crate::tracking::EventKind;
 
@@ -30,7 +33,15 @@ struct Data {
     applied_batches: HashSet<Ulid>,
     key_hashes: HashMap<String, Id>,
     advertiser_keys: HashMap<Id, String>,
+    leased_total: HashMap<Id, u64>,
+    leased_daily: HashMap<(Id, NaiveDate), u64>,
+    /// (viewer, campaign) → reservations (time in ms, reservation id) within the window.
+    frequency: HashMap<(String, Id), Vec<(i64, String)>>,
+    frequency_calls: u64,
 }
+
+/// Frequency calls between two sweeps of expired viewers.
+const FREQUENCY_SWEEP_EVERY: u64 = 4_096;
 
 impl MemoryStore {
     /// An empty store.
@@ -46,7 +57,12 @@ impl MemoryStore {
         Ok(self.data.lock().inventory.as_ref().map(|i| i.version))
     }
 
-    pub(super) async fn put_inventory(&self, json: &str, expected: Option<u64>, floor: u64) -> Result<PutOutcome, StoreError> {
+    pub(super) async fn put_inventory(
+        &self,
+        json: &str,
+        expected: Option<u64>,
+        floor: u64,
+    ) -> Result<PutOutcome, StoreError> {
         let mut data = self.data.lock();
         let current = data.inventory.as_ref().map_or(0, |i| i.version).max(floor);
         if expected.is_some_and(|e| e != current) {
@@ -60,9 +76,17 @@ impl MemoryStore {
         Ok(PutOutcome::Written(version))
     }
 
-    pub(super) async fn restore_inventory(&self, json: &str, version: u64) -> Result<bool, StoreError> {
+    pub(super) async fn restore_inventory(
+        &self,
+        json: &str,
+        version: u64,
+    ) -> Result<bool, StoreError> {
         let mut data = self.data.lock();
-        if data.inventory.as_ref().is_some_and(|i| i.version >= version) {
+        if data
+            .inventory
+            .as_ref()
+            .is_some_and(|i| i.version >= version)
+        {
             return Ok(false);
         }
         data.inventory = Some(StoredInventory {
@@ -88,14 +112,21 @@ impl MemoryStore {
                 .entry(served.slot.to_string())
                 .or_default()
                 .served += served.count;
-            data.totals.entry(served.campaign.clone()).or_default().served += served.count;
+            data.totals
+                .entry(served.campaign.clone())
+                .or_default()
+                .served += served.count;
         }
         let expires = batch.now_secs + batch.dedup_ttl_secs as i64;
         let mut counted = Vec::with_capacity(batch.events.len());
         for event in &batch.events {
-            let fresh = data.seen.insert((event.kind, event.decision_id), expires).is_none();
+            let fresh = data
+                .seen
+                .insert((event.kind, event.decision_id), expires)
+                .is_none();
             if fresh {
-                data.seen_order.push_back((expires, event.kind, event.decision_id));
+                data.seen_order
+                    .push_back((expires, event.kind, event.decision_id));
                 let field = counter_field(event.kind);
                 data.daily
                     .entry((event.campaign.clone(), event.day))
@@ -103,7 +134,10 @@ impl MemoryStore {
                     .entry(event.slot.to_string())
                     .or_default()
                     .add_field(field, 1);
-                data.totals.entry(event.campaign.clone()).or_default().add_field(field, 1);
+                data.totals
+                    .entry(event.campaign.clone())
+                    .or_default()
+                    .add_field(field, 1);
             }
             counted.push(fresh);
         }
@@ -113,7 +147,11 @@ impl MemoryStore {
         })
     }
 
-    pub(super) async fn daily_stats(&self, campaign: &Id, days: &[NaiveDate]) -> Result<Vec<Vec<(String, Counts)>>, StoreError> {
+    pub(super) async fn daily_stats(
+        &self,
+        campaign: &Id,
+        days: &[NaiveDate],
+    ) -> Result<Vec<Vec<(String, Counts)>>, StoreError> {
         let data = self.data.lock();
         Ok(days
             .iter()
@@ -128,23 +166,131 @@ impl MemoryStore {
 
     pub(super) async fn totals(&self, campaigns: &[Id]) -> Result<Vec<Counts>, StoreError> {
         let data = self.data.lock();
-        Ok(campaigns.iter().map(|c| data.totals.get(c).copied().unwrap_or_default()).collect())
+        Ok(campaigns
+            .iter()
+            .map(|c| data.totals.get(c).copied().unwrap_or_default())
+            .collect())
     }
 
-    pub(super) async fn set_api_key(&self, advertiser: &Id, key_hash: &str) -> Result<(), StoreError> {
+    pub(super) async fn set_api_key(
+        &self,
+        advertiser: &Id,
+        key_hash: &str,
+    ) -> Result<(), StoreError> {
         let mut data = self.data.lock();
-        if let Some(old) = data.advertiser_keys.insert(advertiser.clone(), key_hash.to_owned()) {
+        if let Some(old) = data
+            .advertiser_keys
+            .insert(advertiser.clone(), key_hash.to_owned())
+        {
             data.key_hashes.remove(&old);
         }
-        data.key_hashes.insert(key_hash.to_owned(), advertiser.clone());
+        data.key_hashes
+            .insert(key_hash.to_owned(), advertiser.clone());
         Ok(())
     }
 
-    pub(super) async fn advertiser_for_key(&self, key_hash: &str) -> Result<Option<Id>, StoreError> {
+    pub(super) async fn advertiser_for_key(
+        &self,
+        key_hash: &str,
+    ) -> Result<Option<Id>, StoreError> {
         Ok(self.data.lock().key_hashes.get(key_hash).cloned())
     }
 
     pub(super) async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    pub(super) async fn lease(&self, request: &LeaseRequest<'_>) -> Result<Lease, StoreError> {
+        let mut data = self.data.lock();
+        let total = data
+            .leased_total
+            .get(request.campaign)
+            .copied()
+            .unwrap_or(0);
+        let day = data
+            .leased_daily
+            .get(&(request.campaign.clone(), request.day))
+            .copied()
+            .unwrap_or(0);
+        let granted = grant(request, total, day);
+        *data
+            .leased_total
+            .entry(request.campaign.clone())
+            .or_default() += granted;
+        *data
+            .leased_daily
+            .entry((request.campaign.clone(), request.day))
+            .or_default() += granted;
+        Ok(Lease {
+            granted,
+            total_leased: total + granted,
+            day_leased: day + granted,
+        })
+    }
+
+    pub(super) async fn release(
+        &self,
+        campaign: &Id,
+        day: NaiveDate,
+        units: u64,
+    ) -> Result<(), StoreError> {
+        let mut data = self.data.lock();
+        if let Some(total) = data.leased_total.get_mut(campaign) {
+            *total = total.saturating_sub(units);
+        }
+        if let Some(daily) = data.leased_daily.get_mut(&(campaign.clone(), day)) {
+            *daily = daily.saturating_sub(units);
+        }
+        Ok(())
+    }
+
+    pub(super) async fn frequency_reserve(
+        &self,
+        viewer: &str,
+        now_ms: i64,
+        reservation: &str,
+        items: &[FrequencyItem],
+    ) -> Result<Vec<bool>, StoreError> {
+        let mut data = self.data.lock();
+        data.frequency_calls += 1;
+        if data.frequency_calls % FREQUENCY_SWEEP_EVERY == 0 {
+            // The longest window the inventory allows bounds how long a viewer is remembered.
+            let oldest = now_ms - 366 * 86_400_000;
+            data.frequency
+                .retain(|_, views| views.iter().any(|(t, _)| *t > oldest));
+        }
+        Ok(items
+            .iter()
+            .map(|item| {
+                let views = data
+                    .frequency
+                    .entry((viewer.to_owned(), item.campaign.clone()))
+                    .or_default();
+                views.retain(|(t, _)| *t > now_ms - item.window_ms);
+                let allowed = views.len() < item.max as usize;
+                if allowed {
+                    views.push((now_ms, reservation.to_owned()));
+                }
+                allowed
+            })
+            .collect())
+    }
+
+    pub(super) async fn frequency_release(
+        &self,
+        viewer: &str,
+        reservation: &str,
+        campaigns: &[Id],
+    ) -> Result<(), StoreError> {
+        let mut data = self.data.lock();
+        for campaign in campaigns {
+            if let Some(views) = data
+                .frequency
+                .get_mut(&(viewer.to_owned(), campaign.clone()))
+            {
+                views.retain(|(_, r)| r != reservation);
+            }
+        }
         Ok(())
     }
 }

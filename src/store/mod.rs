@@ -149,6 +149,58 @@ pub enum StoreError {
     Corrupt(&'static str),
 }
 
+/// A request for budget units of a capped campaign.
+#[derive(Debug, Clone)]
+pub struct LeaseRequest<'a> {
+    /// The campaign.
+    pub campaign: &'a Id,
+    /// The reporting day the units are for.
+    pub day: NaiveDate,
+    /// The lifetime cap, if any.
+    pub total_cap: Option<u64>,
+    /// The daily cap, if any.
+    pub daily_cap: Option<u64>,
+    /// Units wanted.
+    pub wanted: u64,
+}
+
+/// Units granted, and what every instance has leased so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Lease {
+    /// Units granted now (0 when the budget is spent).
+    pub granted: u64,
+    /// Units leased over the campaign's life, this grant included.
+    pub total_leased: u64,
+    /// Units leased for the day, this grant included.
+    pub day_leased: u64,
+}
+
+/// Computes a grant the way both stores do.
+pub(crate) fn grant(request: &LeaseRequest<'_>, total_leased: u64, day_leased: u64) -> u64 {
+    let mut remaining = u64::MAX;
+    if let Some(cap) = request.total_cap {
+        remaining = remaining.min(cap.saturating_sub(total_leased));
+    }
+    if let Some(cap) = request.daily_cap {
+        remaining = remaining.min(cap.saturating_sub(day_leased));
+    }
+    if remaining == 0 {
+        return 0;
+    }
+    request.wanted.min((remaining / 4).max(1))
+}
+
+/// One frequency-capped campaign to check for a viewer.
+#[derive(Debug, Clone)]
+pub struct FrequencyItem {
+    /// The campaign.
+    pub campaign: Id,
+    /// Decisions allowed in the window.
+    pub max: u32,
+    /// The window, in milliseconds.
+    pub window_ms: i64,
+}
+
 /// The store, either Redis or embedded. An enum rather than a trait object: the set is closed
 /// and async methods stay plain.
 #[derive(Debug, Clone)]
@@ -156,7 +208,7 @@ pub enum Store {
     /// The embedded in-memory store.
     Memory(std::sync::Arc<MemoryStore>),
     /// Redis, shared by every instance.
-    Redis(RedisStore),
+    Redis(std::sync::Arc<RedisStore>),
 }
 
 macro_rules! dispatch {
@@ -190,7 +242,12 @@ impl Store {
     /// Writes a new inventory atomically. `expected`, when given, must equal the current
     /// version; `floor` is the version this instance serves, so versions never go backwards
     /// even if the store lost its data.
-    pub async fn put_inventory(&self, json: &str, expected: Option<u64>, floor: u64) -> Result<PutOutcome, StoreError> {
+    pub async fn put_inventory(
+        &self,
+        json: &str,
+        expected: Option<u64>,
+        floor: u64,
+    ) -> Result<PutOutcome, StoreError> {
         dispatch!(self, s => s.put_inventory(json, expected, floor).await)
     }
 
@@ -206,7 +263,11 @@ impl Store {
     }
 
     /// Counters of a campaign for each day, by slot.
-    pub async fn daily_stats(&self, campaign: &Id, days: &[NaiveDate]) -> Result<Vec<Vec<(String, Counts)>>, StoreError> {
+    pub async fn daily_stats(
+        &self,
+        campaign: &Id,
+        days: &[NaiveDate],
+    ) -> Result<Vec<Vec<(String, Counts)>>, StoreError> {
         dispatch!(self, s => s.daily_stats(campaign, days).await)
     }
 
@@ -223,6 +284,45 @@ impl Store {
     /// The advertiser owning the key of this hash.
     pub async fn advertiser_for_key(&self, key_hash: &str) -> Result<Option<Id>, StoreError> {
         dispatch!(self, s => s.advertiser_for_key(key_hash).await)
+    }
+
+    /// Leases up to `wanted` units of a capped campaign's budget for `day`, atomically across
+    /// instances: never more than what is left under the lifetime and daily caps, and a
+    /// quarter of what is left at most, so blocks shrink as the budget runs out.
+    pub async fn lease(&self, request: &LeaseRequest<'_>) -> Result<Lease, StoreError> {
+        dispatch!(self, s => s.lease(request).await)
+    }
+
+    /// Gives back units leased for `day` and not served (shutdown, day change).
+    pub async fn release(
+        &self,
+        campaign: &Id,
+        day: NaiveDate,
+        units: u64,
+    ) -> Result<(), StoreError> {
+        dispatch!(self, s => s.release(campaign, day, units).await)
+    }
+
+    /// For one viewer, checks each frequency-capped campaign and reserves a view of those under
+    /// their cap, atomically, in one round trip. Answers, per item, whether it is allowed.
+    pub async fn frequency_reserve(
+        &self,
+        viewer: &str,
+        now_ms: i64,
+        reservation: &str,
+        items: &[FrequencyItem],
+    ) -> Result<Vec<bool>, StoreError> {
+        dispatch!(self, s => s.frequency_reserve(viewer, now_ms, reservation, items).await)
+    }
+
+    /// Cancels reservations that were not used for a decision.
+    pub async fn frequency_release(
+        &self,
+        viewer: &str,
+        reservation: &str,
+        campaigns: &[Id],
+    ) -> Result<(), StoreError> {
+        dispatch!(self, s => s.frequency_release(viewer, reservation, campaigns).await)
     }
 
     /// Whether the store answers.

@@ -19,7 +19,10 @@ use chrono::NaiveDate;
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
 
-use super::{split_stats_field, Batch, Counts, FlushReport, PutOutcome, StoreError, StoredInventory};
+use super::{
+    split_stats_field, Batch, Counts, FlushReport, FrequencyItem, Lease, LeaseRequest, PutOutcome,
+    StoreError, StoredInventory,
+};
 use crate::inventory::Id;
 use crate::metrics::Metrics;
 
@@ -74,6 +77,66 @@ end
 return table.concat(counted)
 ";
 
+/// KEYS: lifetime and daily lease counters. ARGV: total cap ('' for none), daily cap, units
+/// wanted, TTL of the daily counter. The grant rule is `store::grant`'s.
+const LEASE_SCRIPT: &str = r"
+local total = tonumber(redis.call('GET', KEYS[1]) or '0')
+local day = tonumber(redis.call('GET', KEYS[2]) or '0')
+local remaining = -1
+if ARGV[1] ~= '' then remaining = tonumber(ARGV[1]) - total end
+if ARGV[2] ~= '' then
+  local left = tonumber(ARGV[2]) - day
+  if remaining < 0 or left < remaining then remaining = left end
+end
+local grant = 0
+if remaining ~= 0 then
+  grant = tonumber(ARGV[3])
+  if remaining > 0 then grant = math.min(grant, math.max(1, math.floor(remaining / 4))) end
+  if grant < 0 then grant = 0 end
+end
+if grant > 0 then
+  redis.call('INCRBY', KEYS[1], grant)
+  redis.call('INCRBY', KEYS[2], grant)
+end
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+return {grant, total + grant, day + grant}
+";
+
+/// KEYS: lifetime and daily lease counters. ARGV: units to give back.
+const RELEASE_SCRIPT: &str = r"
+for _, key in ipairs(KEYS) do
+  local left = tonumber(redis.call('GET', key) or '0') - tonumber(ARGV[1])
+  if left < 0 then left = 0 end
+  if redis.call('EXISTS', key) == 1 then redis.call('SET', key, left, 'KEEPTTL') end
+end
+return 1
+";
+
+/// ARGV: key prefix for the viewer, now (ms), reservation id, then (campaign, max, window ms)
+/// per item. Answers '0'/'1' per item.
+const FREQUENCY_SCRIPT: &str = r"
+local now = tonumber(ARGV[2])
+local out = {}
+local i = 4
+while i <= #ARGV do
+  local key = ARGV[1] .. ARGV[i]
+  local max, window = tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+  if redis.call('ZCARD', key) < max then
+    redis.call('ZADD', key, now, ARGV[3])
+    redis.call('PEXPIRE', key, window)
+    out[#out + 1] = '1'
+  else
+    out[#out + 1] = '0'
+  end
+  i = i + 3
+end
+return table.concat(out)
+";
+
+/// How long a daily lease counter is kept: the day and a margin for time zones.
+const DAILY_LEASE_TTL_SECS: u64 = 3 * 86_400;
+
 /// How long a batch id is remembered: far longer than any retry takes.
 const BATCH_TTL_SECS: u64 = 86_400;
 
@@ -87,11 +150,16 @@ pub struct RedisStore {
     put_script: Script,
     restore_script: Script,
     flush_script: Script,
+    lease_script: Script,
+    release_script: Script,
+    frequency_script: Script,
 }
 
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisStore").field("prefix", &self.prefix).finish_non_exhaustive()
+        f.debug_struct("RedisStore")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
     }
 }
 
@@ -107,16 +175,27 @@ pub struct RedisTimeouts {
 impl RedisStore {
     /// Prepares the store; the connection is made on first use and re-made after failures, so
     /// an instance starts even while Redis is down.
-    pub fn new(url: &str, prefix: &str, timeouts: RedisTimeouts, metrics: Metrics) -> Result<Self, StoreError> {
-        let client = redis::Client::open(url).map_err(|source| StoreError::Redis { op: "open", source })?;
+    pub fn new(
+        url: &str,
+        prefix: &str,
+        timeouts: RedisTimeouts,
+        metrics: Metrics,
+    ) -> Result<Self, StoreError> {
+        let client =
+            redis::Client::open(url).map_err(|source| StoreError::Redis { op: "open", source })?;
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeouts.connect))
             .set_response_timeout(Some(timeouts.response))
             // Fail fast and let regie's own loops retry: a request must not hang on Redis.
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)
-            .map_err(|source| StoreError::Redis { op: "connect", source })?;
+        let conn =
+            ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(|source| {
+                StoreError::Redis {
+                    op: "connect",
+                    source,
+                }
+            })?;
         Ok(Self {
             client,
             conn,
@@ -125,6 +204,9 @@ impl RedisStore {
             put_script: Script::new(PUT_SCRIPT),
             restore_script: Script::new(RESTORE_SCRIPT),
             flush_script: Script::new(FLUSH_SCRIPT),
+            lease_script: Script::new(LEASE_SCRIPT),
+            release_script: Script::new(RELEASE_SCRIPT),
+            frequency_script: Script::new(FREQUENCY_SCRIPT),
         })
     }
 
@@ -160,7 +242,9 @@ impl RedisStore {
         )?;
         match (json, version) {
             (Some(json), Some(version)) => {
-                let version = version.parse().map_err(|_| StoreError::Corrupt("inventory version"))?;
+                let version = version
+                    .parse()
+                    .map_err(|_| StoreError::Corrupt("inventory version"))?;
                 Ok(Some(StoredInventory { version, json }))
             }
             _ => Ok(None),
@@ -169,13 +253,24 @@ impl RedisStore {
 
     pub(super) async fn inventory_version(&self) -> Result<Option<u64>, StoreError> {
         let mut conn = self.conn.clone();
-        let version: Option<String> = self.observe("poll_version", conn.get(self.key("inventory:version")).await)?;
+        let version: Option<String> = self.observe(
+            "poll_version",
+            conn.get(self.key("inventory:version")).await,
+        )?;
         version
-            .map(|v| v.parse().map_err(|_| StoreError::Corrupt("inventory version")))
+            .map(|v| {
+                v.parse()
+                    .map_err(|_| StoreError::Corrupt("inventory version"))
+            })
             .transpose()
     }
 
-    pub(super) async fn put_inventory(&self, json: &str, expected: Option<u64>, floor: u64) -> Result<PutOutcome, StoreError> {
+    pub(super) async fn put_inventory(
+        &self,
+        json: &str,
+        expected: Option<u64>,
+        floor: u64,
+    ) -> Result<PutOutcome, StoreError> {
         let mut conn = self.conn.clone();
         let (written, version): (u8, u64) = self.observe(
             "put_inventory",
@@ -196,7 +291,11 @@ impl RedisStore {
         })
     }
 
-    pub(super) async fn restore_inventory(&self, json: &str, version: u64) -> Result<bool, StoreError> {
+    pub(super) async fn restore_inventory(
+        &self,
+        json: &str,
+        version: u64,
+    ) -> Result<bool, StoreError> {
         let mut conn = self.conn.clone();
         let written: u8 = self.observe(
             "restore_inventory",
@@ -236,35 +335,47 @@ impl RedisStore {
                 .arg(e.slot.as_str());
         }
         let mut conn = self.conn.clone();
-        let answer: redis::Value = self.observe("flush", invocation.invoke_async(&mut conn).await)?;
+        let answer: redis::Value =
+            self.observe("flush", invocation.invoke_async(&mut conn).await)?;
         match answer {
             redis::Value::Int(-1) => Ok(FlushReport {
                 counted: vec![false; batch.events.len()],
                 already_applied: true,
             }),
-            redis::Value::BulkString(flags) if flags.len() == batch.events.len() => Ok(FlushReport {
-                counted: flags.iter().map(|&f| f == b'1').collect(),
-                already_applied: false,
-            }),
+            redis::Value::BulkString(flags) if flags.len() == batch.events.len() => {
+                Ok(FlushReport {
+                    counted: flags.iter().map(|&f| f == b'1').collect(),
+                    already_applied: false,
+                })
+            }
             // An empty table.concat comes back as an empty string.
-            redis::Value::SimpleString(s) if s.is_empty() && batch.events.is_empty() => Ok(FlushReport::default()),
+            redis::Value::SimpleString(s) if s.is_empty() && batch.events.is_empty() => {
+                Ok(FlushReport::default())
+            }
             _ => Err(StoreError::Corrupt("flush answer")),
         }
     }
 
-    pub(super) async fn daily_stats(&self, campaign: &Id, days: &[NaiveDate]) -> Result<Vec<Vec<(String, Counts)>>, StoreError> {
+    pub(super) async fn daily_stats(
+        &self,
+        campaign: &Id,
+        days: &[NaiveDate],
+    ) -> Result<Vec<Vec<(String, Counts)>>, StoreError> {
         let mut pipe = redis::pipe();
         for day in days {
             pipe.hgetall(self.key(&format!("stats:{campaign}:{day}")));
         }
         let mut conn = self.conn.clone();
-        let hashes: Vec<Vec<(String, u64)>> = self.observe("read_stats", pipe.query_async(&mut conn).await)?;
+        let hashes: Vec<Vec<(String, u64)>> =
+            self.observe("read_stats", pipe.query_async(&mut conn).await)?;
         Ok(hashes
             .into_iter()
             .map(|fields| {
                 let mut by_slot: Vec<(String, Counts)> = Vec::new();
                 for (field, n) in fields {
-                    let Some((counter, slot)) = split_stats_field(&field) else { continue };
+                    let Some((counter, slot)) = split_stats_field(&field) else {
+                        continue;
+                    };
                     match by_slot.iter_mut().find(|(s, _)| s == slot) {
                         Some((_, counts)) => counts.add_field(counter, n),
                         None => {
@@ -285,7 +396,8 @@ impl RedisStore {
             pipe.hgetall(self.key(&format!("totals:{campaign}")));
         }
         let mut conn = self.conn.clone();
-        let hashes: Vec<Vec<(String, u64)>> = self.observe("read_totals", pipe.query_async(&mut conn).await)?;
+        let hashes: Vec<Vec<(String, u64)>> =
+            self.observe("read_totals", pipe.query_async(&mut conn).await)?;
         Ok(hashes
             .into_iter()
             .map(|fields| {
@@ -296,7 +408,11 @@ impl RedisStore {
             .collect())
     }
 
-    pub(super) async fn set_api_key(&self, advertiser: &Id, key_hash: &str) -> Result<(), StoreError> {
+    pub(super) async fn set_api_key(
+        &self,
+        advertiser: &Id,
+        key_hash: &str,
+    ) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
         let pointer = self.key(&format!("advertiser-key:{advertiser}"));
         let old: Option<String> = self.observe("set_api_key", conn.get(&pointer).await)?;
@@ -310,14 +426,117 @@ impl RedisStore {
         self.observe("set_api_key", pipe.query_async::<()>(&mut conn).await)
     }
 
-    pub(super) async fn advertiser_for_key(&self, key_hash: &str) -> Result<Option<Id>, StoreError> {
+    pub(super) async fn advertiser_for_key(
+        &self,
+        key_hash: &str,
+    ) -> Result<Option<Id>, StoreError> {
         let mut conn = self.conn.clone();
-        let id: Option<String> = self.observe("read_api_key", conn.get(self.key(&format!("apikey:{key_hash}"))).await)?;
+        let id: Option<String> = self.observe(
+            "read_api_key",
+            conn.get(self.key(&format!("apikey:{key_hash}"))).await,
+        )?;
         Ok(id.and_then(|id| Id::parse(&id).ok()))
+    }
+
+    fn lease_keys(&self, campaign: &Id, day: NaiveDate) -> (String, String) {
+        (
+            self.key(&format!("lease:{campaign}")),
+            self.key(&format!("lease:{campaign}:{day}")),
+        )
+    }
+
+    pub(super) async fn lease(&self, request: &LeaseRequest<'_>) -> Result<Lease, StoreError> {
+        let (total_key, day_key) = self.lease_keys(request.campaign, request.day);
+        let mut conn = self.conn.clone();
+        let (granted, total_leased, day_leased): (u64, u64, u64) = self.observe(
+            "lease",
+            self.lease_script
+                .key(total_key)
+                .key(day_key)
+                .arg(request.total_cap.map(|c| c.to_string()).unwrap_or_default())
+                .arg(request.daily_cap.map(|c| c.to_string()).unwrap_or_default())
+                .arg(request.wanted)
+                .arg(DAILY_LEASE_TTL_SECS)
+                .invoke_async(&mut conn)
+                .await,
+        )?;
+        Ok(Lease {
+            granted,
+            total_leased,
+            day_leased,
+        })
+    }
+
+    pub(super) async fn release(
+        &self,
+        campaign: &Id,
+        day: NaiveDate,
+        units: u64,
+    ) -> Result<(), StoreError> {
+        let (total_key, day_key) = self.lease_keys(campaign, day);
+        let mut conn = self.conn.clone();
+        self.observe(
+            "release",
+            self.release_script
+                .key(total_key)
+                .key(day_key)
+                .arg(units)
+                .invoke_async::<()>(&mut conn)
+                .await,
+        )
+    }
+
+    fn frequency_prefix(&self, viewer: &str) -> String {
+        self.key(&format!("freq:{viewer}:"))
+    }
+
+    pub(super) async fn frequency_reserve(
+        &self,
+        viewer: &str,
+        now_ms: i64,
+        reservation: &str,
+        items: &[FrequencyItem],
+    ) -> Result<Vec<bool>, StoreError> {
+        let mut invocation = self.frequency_script.prepare_invoke();
+        invocation
+            .arg(self.frequency_prefix(viewer))
+            .arg(now_ms)
+            .arg(reservation);
+        for item in items {
+            invocation
+                .arg(item.campaign.as_str())
+                .arg(item.max)
+                .arg(item.window_ms);
+        }
+        let mut conn = self.conn.clone();
+        let flags: String = self.observe("frequency", invocation.invoke_async(&mut conn).await)?;
+        if flags.len() != items.len() {
+            return Err(StoreError::Corrupt("frequency answer"));
+        }
+        Ok(flags.bytes().map(|b| b == b'1').collect())
+    }
+
+    pub(super) async fn frequency_release(
+        &self,
+        viewer: &str,
+        reservation: &str,
+        campaigns: &[Id],
+    ) -> Result<(), StoreError> {
+        let prefix = self.frequency_prefix(viewer);
+        let mut pipe = redis::pipe();
+        for campaign in campaigns {
+            pipe.zrem(format!("{prefix}{campaign}"), reservation)
+                .ignore();
+        }
+        let mut conn = self.conn.clone();
+        self.observe("frequency_release", pipe.query_async::<()>(&mut conn).await)
     }
 
     pub(super) async fn ping(&self) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
-        self.observe("ping", redis::cmd("PING").query_async::<()>(&mut conn).await)
+        self.observe(
+            "ping",
+            redis::cmd("PING").query_async::<()>(&mut conn).await,
+        )
     }
 }

@@ -94,7 +94,9 @@ pub struct Signer {
 impl std::fmt::Debug for Signer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let ids: Vec<&str> = self.keys.iter().map(|k| k.id.as_str()).collect();
-        f.debug_struct("Signer").field("key_ids", &ids).finish_non_exhaustive()
+        f.debug_struct("Signer")
+            .field("key_ids", &ids)
+            .finish_non_exhaustive()
     }
 }
 
@@ -102,15 +104,27 @@ impl Signer {
     /// Parses `id:secret,id:secret`; the first key signs.
     pub fn from_setting(setting: &SecretString) -> Result<Self, KeysError> {
         let mut keys = Vec::new();
-        for entry in setting.expose_secret().split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        for entry in setting
+            .expose_secret()
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+        {
             let (id, secret) = entry
                 .split_once(':')
                 .ok_or_else(|| KeysError("each key must be written id:secret".into()))?;
-            if id.is_empty() || id.len() > MAX_KEY_ID_BYTES || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
-                return Err(KeysError(format!("key id {id:?} must be 1 to 16 ASCII letters or digits")));
+            if id.is_empty()
+                || id.len() > MAX_KEY_ID_BYTES
+                || !id.bytes().all(|b| b.is_ascii_alphanumeric())
+            {
+                return Err(KeysError(format!(
+                    "key id {id:?} must be 1 to 16 ASCII letters or digits"
+                )));
             }
             if secret.len() < 16 {
-                return Err(KeysError(format!("the secret of key {id:?} must be at least 16 bytes")));
+                return Err(KeysError(format!(
+                    "the secret of key {id:?} must be at least 16 bytes"
+                )));
             }
             keys.push(Key {
                 id: id.to_owned(),
@@ -137,7 +151,9 @@ impl Signer {
     /// Signs a payload into a URL-safe token.
     pub fn sign(&self, payload: &TokenPayload) -> String {
         let key = &self.keys[0];
-        let mut bytes = Vec::with_capacity(64 + payload.campaign.len() + payload.creative.len() + payload.slot.len());
+        let mut bytes = Vec::with_capacity(
+            64 + payload.campaign.len() + payload.creative.len() + payload.slot.len(),
+        );
         bytes.push(FORMAT_VERSION);
         push_field(&mut bytes, key.id.as_bytes());
         bytes.extend_from_slice(&payload.decision_id.to_bytes());
@@ -156,7 +172,9 @@ impl Signer {
         if token.len() > MAX_TOKEN_CHARS {
             return Err(TokenError::Malformed);
         }
-        let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| TokenError::Malformed)?;
+        let bytes = URL_SAFE_NO_PAD
+            .decode(token)
+            .map_err(|_| TokenError::Malformed)?;
         if bytes.len() < 1 + MAC_BYTES {
             return Err(TokenError::Malformed);
         }
@@ -171,10 +189,13 @@ impl Signer {
             .iter()
             .find(|k| k.id.as_bytes() == key_id)
             .ok_or(TokenError::UnknownKey)?;
-        let mut verifier = Hmac::<Sha256>::new_from_slice(&key.secret).expect("HMAC takes keys of any length");
+        let mut verifier =
+            Hmac::<Sha256>::new_from_slice(&key.secret).expect("HMAC takes keys of any length");
         verifier.update(signed);
         // Constant-time comparison of the truncated tag.
-        verifier.verify_truncated_left(tag).map_err(|_| TokenError::BadSignature)?;
+        verifier
+            .verify_truncated_left(tag)
+            .map_err(|_| TokenError::BadSignature)?;
         let decision_id = Ulid::from_bytes(reader.array::<16>()?);
         let issued_at = i64::from_be_bytes(reader.array::<8>()?);
         let campaign = reader.text()?;
@@ -283,7 +304,10 @@ mod tests {
     fn a_token_signed_with_another_secret_under_the_same_id_is_forged() {
         let real = signer("k1:0123456789abcdef0123");
         let forger = signer("k1:not-the-real-secret!!");
-        assert_eq!(real.verify(&forger.sign(&payload())), Err(TokenError::BadSignature));
+        assert_eq!(
+            real.verify(&forger.sign(&payload())),
+            Err(TokenError::BadSignature)
+        );
     }
 
     #[test]
@@ -304,7 +328,10 @@ mod tests {
     #[test]
     fn bad_key_settings_are_refused() {
         for bad in ["", "nocolon", "k1:short", "bad id:0123456789abcdef"] {
-            assert!(Signer::from_setting(&SecretString::from(bad.to_owned())).is_err(), "{bad}");
+            assert!(
+                Signer::from_setting(&SecretString::from(bad.to_owned())).is_err(),
+                "{bad}"
+            );
         }
     }
 }

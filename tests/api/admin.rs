@@ -3,7 +3,9 @@
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::helpers::{ad_path, redis_for, spawn_app, spawn_app_with, urlencode, AppOptions, StoreKind};
+use crate::helpers::{
+    ad_path, redis_for, spawn_app, spawn_app_with, urlencode, AppOptions, StoreKind,
+};
 use crate::on_both_stores;
 
 on_both_stores!(
@@ -37,9 +39,16 @@ async fn an_inventory_put_is_served_at_once_and_versions_increase(kind: StoreKin
     let answer: Value = response.json().await.unwrap();
     assert_eq!(answer["version"], version + 1);
     for _ in 0..20 {
-        assert_eq!(app.decision("Publicité 2").await["campaign_id"], "atelier-noel");
+        assert_eq!(
+            app.decision("Publicité 2").await["campaign_id"],
+            "atelier-noel"
+        );
     }
-    assert_eq!(app.get(&ad_path("banner")).await.status(), 204, "banner has nothing left");
+    assert_eq!(
+        app.get(&ad_path("banner")).await.status(),
+        204,
+        "banner has nothing left"
+    );
     assert_eq!(app.inventory().await["version"], version + 1);
 }
 
@@ -47,7 +56,11 @@ async fn a_put_based_on_an_old_version_is_a_409(kind: StoreKind) {
     let redis = redis_for(kind);
     let app = spawn_app(kind, redis.as_ref()).await;
     let doc = app.inventory().await;
-    assert_eq!(app.put_inventory(&doc).await.status(), 200, "the first editor wins");
+    assert_eq!(
+        app.put_inventory(&doc).await.status(),
+        200,
+        "the first editor wins"
+    );
 
     let response = app.put_inventory(&doc).await;
 
@@ -77,17 +90,30 @@ async fn an_invalid_inventory_is_a_422_naming_every_bad_field(kind: StoreKind) {
         .collect();
     assert_eq!(
         paths,
-        vec!["slots[0].colour", "campaigns[0].weight", "campaigns[1].creatives[0].landing_url"]
+        vec![
+            "slots[0].colour",
+            "campaigns[0].weight",
+            "campaigns[1].creatives[0].landing_url"
+        ]
     );
-    assert_eq!(body["error"]["details"][1]["message"], "must be between 1 and 1000000");
-    assert_eq!(app.inventory().await["version"], doc["version"], "nothing was written");
+    assert_eq!(
+        body["error"]["details"][1]["message"],
+        "must be between 1 and 1000000"
+    );
+    assert_eq!(
+        app.inventory().await["version"],
+        doc["version"],
+        "nothing was written"
+    );
 }
 
 async fn the_admin_api_requires_the_admin_token(kind: StoreKind) {
     let redis = redis_for(kind);
     let app = spawn_app(kind, redis.as_ref()).await;
     for token in [None, Some("wrong"), Some("test-admin-token-012345678")] {
-        let mut request = app.client.get(format!("{}/v1/admin/inventory", app.address));
+        let mut request = app
+            .client
+            .get(format!("{}/v1/admin/inventory", app.address));
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
@@ -101,7 +127,11 @@ async fn the_admin_api_requires_the_admin_token(kind: StoreKind) {
     let mut options = AppOptions::new(redis.as_ref().map(|r| r.url()));
     options.tweak = Box::new(|s| s.admin_token = None);
     let closed = spawn_app_with(options).await;
-    let response = closed.admin(Method::GET, "/v1/admin/inventory").send().await.unwrap();
+    let response = closed
+        .admin(Method::GET, "/v1/admin/inventory")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 401);
 }
 
@@ -109,29 +139,66 @@ async fn one_campaign_can_be_read_replaced_and_deleted(kind: StoreKind) {
     let redis = redis_for(kind);
     let app = spawn_app(kind, redis.as_ref()).await;
     let path = "/v1/admin/campaigns/atelier-noel";
-    let mut campaign: Value = app.admin(Method::GET, path).send().await.unwrap().json().await.unwrap();
+    let mut campaign: Value = app
+        .admin(Method::GET, path)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(campaign["id"], "atelier-noel");
 
     campaign["status"] = json!("paused");
-    let response = app.admin(Method::PUT, path).json(&campaign).send().await.unwrap();
+    let response = app
+        .admin(Method::PUT, path)
+        .json(&campaign)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     for _ in 0..30 {
-        assert_ne!(app.decision("Publicité 2").await["campaign_id"], "atelier-noel");
+        assert_ne!(
+            app.decision("Publicité 2").await["campaign_id"],
+            "atelier-noel"
+        );
     }
 
     campaign["weight"] = json!(-1);
-    let response = app.admin(Method::PUT, path).json(&campaign).send().await.unwrap();
+    let response = app
+        .admin(Method::PUT, path)
+        .json(&campaign)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 422);
     let body: Value = response.json().await.unwrap();
-    assert_eq!(body["error"]["details"][0]["path"], "weight", "paths are relative to the campaign");
+    assert_eq!(
+        body["error"]["details"][0]["path"], "weight",
+        "paths are relative to the campaign"
+    );
 
     let response = app.admin(Method::DELETE, path).send().await.unwrap();
     assert_eq!(response.status(), 200);
-    assert_eq!(app.admin(Method::GET, path).send().await.unwrap().status(), 404);
-    assert_eq!(app.admin(Method::DELETE, path).send().await.unwrap().status(), 404);
+    assert_eq!(
+        app.admin(Method::GET, path).send().await.unwrap().status(),
+        404
+    );
+    assert_eq!(
+        app.admin(Method::DELETE, path)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
 
     // The fallback of every slot cannot be deleted while slots name it.
-    let response = app.admin(Method::DELETE, "/v1/admin/campaigns/house-annonceurs").send().await.unwrap();
+    let response = app
+        .admin(Method::DELETE, "/v1/admin/campaigns/house-annonceurs")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 422);
 }
 
@@ -148,8 +215,18 @@ async fn one_slot_can_be_created_and_deleted(kind: StoreKind) {
         .unwrap();
 
     assert_eq!(response.status(), 200);
-    assert_eq!(app.decision("Publicité 5").await["campaign_id"], "house-annonceurs");
-    assert_eq!(app.admin(Method::DELETE, &path).send().await.unwrap().status(), 200);
+    assert_eq!(
+        app.decision("Publicité 5").await["campaign_id"],
+        "house-annonceurs"
+    );
+    assert_eq!(
+        app.admin(Method::DELETE, &path)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     assert_eq!(app.get(&ad_path("Publicité 5")).await.status(), 404);
 }
 
@@ -169,11 +246,26 @@ async fn an_advertiser_gets_a_new_key_that_replaces_the_old_one(kind: StoreKind)
         body["api_key"].as_str().unwrap().to_owned()
     };
     let first = put().await;
-    assert_eq!(app.get_as("/v1/advertisers/me/campaigns", &first).await.status(), 200);
+    assert_eq!(
+        app.get_as("/v1/advertisers/me/campaigns", &first)
+            .await
+            .status(),
+        200
+    );
 
     let second = put().await;
 
     assert_ne!(first, second);
-    assert_eq!(app.get_as("/v1/advertisers/me/campaigns", &first).await.status(), 401);
-    assert_eq!(app.get_as("/v1/advertisers/me/campaigns", &second).await.status(), 200);
+    assert_eq!(
+        app.get_as("/v1/advertisers/me/campaigns", &first)
+            .await
+            .status(),
+        401
+    );
+    assert_eq!(
+        app.get_as("/v1/advertisers/me/campaigns", &second)
+            .await
+            .status(),
+        200
+    );
 }

@@ -9,7 +9,10 @@ use regie::store::{Batch, Event, RedisStore, RedisTimeouts, ServedCount, Store};
 use regie::tracking::EventKind;
 use ulid::Ulid;
 
-use crate::helpers::{eventually, settled_total, spawn_app, spawn_app_with, AppOptions, RedisServer, StoreKind, TestApp};
+use crate::helpers::{
+    eventually, settled_total, spawn_app, spawn_app_with, AppOptions, RedisServer, StoreKind,
+    TestApp,
+};
 
 fn gauge(metrics: &str, name: &str) -> f64 {
     metrics
@@ -44,14 +47,22 @@ async fn counts_wait_for_redis_and_are_exact_once_it_returns() {
     }
     let pending = eventually(Duration::from_secs(5), || async {
         let metrics = app.metrics().await;
-        (gauge(&metrics, "regie_store_up") == 0.0 && gauge(&metrics, "regie_counter_events_pending") >= 80.0).then_some(())
+        (gauge(&metrics, "regie_store_up") == 0.0
+            && gauge(&metrics, "regie_counter_events_pending") >= 80.0)
+            .then_some(())
     })
     .await;
-    assert!(pending.is_some(), "the outage shows in regie_store_up and the pending gauge");
+    assert!(
+        pending.is_some(),
+        "the outage shows in regie_store_up and the pending gauge"
+    );
 
     redis.restart(true);
 
-    assert_eq!(settled_total(&app, "3vision-visitez", "impressions", 40).await, 40);
+    assert_eq!(
+        settled_total(&app, "3vision-visitez", "impressions", 40).await,
+        40
+    );
     let metrics = app.metrics().await;
     assert_eq!(gauge(&metrics, "regie_counter_events_pending"), 0.0);
     assert_eq!(gauge(&metrics, "regie_counter_events_dropped_total"), 0.0);
@@ -76,7 +87,10 @@ async fn past_the_bound_events_are_dropped_and_counted_as_dropped() {
     assert_eq!(gauge(&metrics, "regie_counter_events_dropped_total"), 5.0);
 
     redis.restart(true);
-    assert_eq!(settled_total(&app, "3vision-visitez", "impressions", 10).await, 10);
+    assert_eq!(
+        settled_total(&app, "3vision-visitez", "impressions", 10).await,
+        10
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -86,7 +100,9 @@ async fn a_batch_retried_after_a_lost_answer_is_not_counted_twice() {
         connect: Duration::from_secs(1),
         response: Duration::from_secs(1),
     };
-    let store = Store::Redis(RedisStore::new(&redis.url(), "regie", timeouts, Metrics::new()).unwrap());
+    let store = Store::Redis(std::sync::Arc::new(
+        RedisStore::new(&redis.url(), "regie", timeouts, Metrics::new()).unwrap(),
+    ));
     let campaign = Id::parse("c1").unwrap();
     let slot = SlotName::parse("Publicité 2").unwrap();
     let day = NaiveDate::from_ymd_opt(2026, 11, 30).unwrap();

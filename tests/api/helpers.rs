@@ -12,7 +12,6 @@ use chrono::{DateTime, TimeZone, Utc};
 use regie::clock::ManualClock;
 use regie::settings::Settings;
 use regie::startup::{Application, StopHandle};
-use regie::state::AppState;
 use secrecy::SecretString;
 use serde_json::Value;
 
@@ -32,7 +31,11 @@ pub enum StoreKind {
 
 /// A free TCP port on the loopback interface.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A redis-server owned by one test.
@@ -60,7 +63,14 @@ impl RedisServer {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--dir", self.dir.path().to_str().unwrap()])
-            .args(["--save", "", "--appendonly", "yes", "--appendfsync", "always"])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -111,7 +121,10 @@ impl RedisServer {
 
     /// A synchronous connection for assertions on what Redis holds.
     pub fn connection(&self) -> redis::Connection {
-        redis::Client::open(self.url()).unwrap().get_connection().unwrap()
+        redis::Client::open(self.url())
+            .unwrap()
+            .get_connection()
+            .unwrap()
     }
 }
 
@@ -158,10 +171,7 @@ pub struct TestApp {
     pub client: reqwest::Client,
     /// The app's clock.
     pub clock: ManualClock,
-    /// The app's shared state.
-    pub state: actix_web::web::Data<AppState>,
     stop: StopHandle,
-    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
 /// Settings for a test: the repository's config files, none of the developer's variables.
@@ -188,9 +198,8 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         .await
         .expect("the app starts");
     let address = format!("http://127.0.0.1:{}", app.port());
-    let state = app.state();
     let stop = app.stop_handle();
-    let task = tokio::spawn(app.run_until_stopped());
+    tokio::spawn(app.run_until_stopped());
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -199,9 +208,7 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         address,
         client,
         clock: options.clock,
-        state,
         stop,
-        task: Some(task),
     }
 }
 
@@ -227,7 +234,11 @@ pub fn urlencode(segment: &str) -> String {
 impl TestApp {
     /// GET a path.
     pub async fn get(&self, path: &str) -> reqwest::Response {
-        self.client.get(format!("{}{path}", self.address)).send().await.unwrap()
+        self.client
+            .get(format!("{}{path}", self.address))
+            .send()
+            .await
+            .unwrap()
     }
 
     /// GET a path with a bearer token.
@@ -254,6 +265,13 @@ impl TestApp {
         response.json().await.unwrap()
     }
 
+    /// GETs a decision path with a query, asserting it was filled.
+    pub async fn decision_at(&self, path: &str) -> Value {
+        let response = self.get(path).await;
+        assert_eq!(response.status(), 200, "{path} was not filled");
+        response.json().await.unwrap()
+    }
+
     /// POSTs a batch of slots.
     pub async fn batch(&self, body: Value) -> reqwest::Response {
         self.client
@@ -271,14 +289,23 @@ impl TestApp {
 
     /// Stats of a campaign as the admin sees them.
     pub async fn stats(&self, campaign: &str, query: &str) -> Value {
-        let response = self.get_as(&format!("/v1/campaigns/{campaign}/stats{query}"), ADMIN_TOKEN).await;
+        let response = self
+            .get_as(
+                &format!("/v1/campaigns/{campaign}/stats{query}"),
+                ADMIN_TOKEN,
+            )
+            .await;
         assert_eq!(response.status(), 200);
         response.json().await.unwrap()
     }
 
     /// The current inventory document with its version.
     pub async fn inventory(&self) -> Value {
-        let response = self.admin(reqwest::Method::GET, "/v1/admin/inventory").send().await.unwrap();
+        let response = self
+            .admin(reqwest::Method::GET, "/v1/admin/inventory")
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), 200);
         response.json().await.unwrap()
     }
@@ -295,14 +322,6 @@ impl TestApp {
     /// The text of /metrics.
     pub async fn metrics(&self) -> String {
         self.get("/metrics").await.text().await.unwrap()
-    }
-
-    /// Stops the app gracefully and waits for it (counters flushed).
-    pub async fn shutdown(mut self) {
-        self.stop.stop();
-        if let Some(task) = self.task.take() {
-            task.await.unwrap().unwrap();
-        }
     }
 }
 
@@ -368,11 +387,6 @@ pub fn inventory_file(doc: &Value) -> tempfile::NamedTempFile {
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), serde_json::to_vec_pretty(doc).unwrap()).unwrap();
     file
-}
-
-/// The default inventory document.
-pub fn default_inventory() -> Value {
-    serde_json::from_slice(&std::fs::read("config/inventory.json").unwrap()).unwrap()
 }
 
 /// Runs a behaviour test once on each store.

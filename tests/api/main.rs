@@ -4,6 +4,7 @@
 mod helpers;
 
 mod admin;
+mod delivery;
 mod faults;
 mod multi_instance;
 mod serve;

@@ -30,7 +30,10 @@ async fn an_inventory_put_through_one_instance_is_served_by_another_within_one_s
         all_atelier.then_some(())
     })
     .await;
-    assert!(served.is_some(), "instance B did not serve the change within one second");
+    assert!(
+        served.is_some(),
+        "instance B did not serve the change within one second"
+    );
     assert!(written.elapsed() < Duration::from_secs(1));
 }
 
@@ -59,11 +62,17 @@ async fn instances_keep_serving_the_last_good_inventory_when_redis_restarts_empt
     // The instances write their inventory back, under its version, and say so.
     let restored = eventually(Duration::from_secs(5), || async {
         let mut conn = redis.connection();
-        let stored: Option<u64> = redis::cmd("GET").arg("regie:inventory:version").query(&mut conn).ok()?;
+        let stored: Option<u64> = redis::cmd("GET")
+            .arg("regie:inventory:version")
+            .query(&mut conn)
+            .ok()?;
         (stored == Some(2)).then_some(())
     })
     .await;
-    assert!(restored.is_some(), "the inventory was not written back to Redis");
+    assert!(
+        restored.is_some(),
+        "the inventory was not written back to Redis"
+    );
     let ready: Value = a.get("/readyz").await.json().await.unwrap();
     assert_eq!(ready["status"], "ready");
     assert_eq!(ready["inventory_version"], 2);
@@ -81,8 +90,20 @@ async fn the_same_token_fired_at_two_instances_is_counted_once() {
     let b = spawn_app(StoreKind::Redis, Some(&redis)).await;
     let decision = a.decision("Publicité 4").await;
     let campaign = decision["campaign_id"].as_str().unwrap().to_owned();
-    let token_path = decision["impression_url"].as_str().unwrap().split_once("/v1/").unwrap().1.to_owned();
-    let click_path = decision["click_url"].as_str().unwrap().split_once("/v1/").unwrap().1.to_owned();
+    let token_path = decision["impression_url"]
+        .as_str()
+        .unwrap()
+        .split_once("/v1/")
+        .unwrap()
+        .1
+        .to_owned();
+    let click_path = decision["click_url"]
+        .as_str()
+        .unwrap()
+        .split_once("/v1/")
+        .unwrap()
+        .1
+        .to_owned();
 
     for app in [&a, &b, &a, &b] {
         assert_eq!(app.get(&format!("/v1/{token_path}")).await.status(), 200);
@@ -92,5 +113,8 @@ async fn the_same_token_fired_at_two_instances_is_counted_once() {
     assert_eq!(settled_total(&b, &campaign, "impressions", 1).await, 1);
     assert_eq!(settled_total(&a, &campaign, "clicks", 1).await, 1);
     let stats = b.stats(&campaign, "").await;
-    assert_eq!(stats["totals"]["served"], 1, "served decisions are visible on every instance");
+    assert_eq!(
+        stats["totals"]["served"], 1,
+        "served decisions are visible on every instance"
+    );
 }

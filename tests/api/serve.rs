@@ -4,7 +4,10 @@ use std::collections::HashSet;
 
 use serde_json::{json, Value};
 
-use crate::helpers::{ad_path, inventory_file, redis_for, spawn_app, spawn_app_with, wide_inventory, AppOptions, StoreKind};
+use crate::helpers::{
+    ad_path, inventory_file, redis_for, spawn_app, spawn_app_with, wide_inventory, AppOptions,
+    StoreKind,
+};
 use crate::on_both_stores;
 
 on_both_stores!(
@@ -28,13 +31,22 @@ async fn a_percent_encoded_slot_name_is_served(kind: StoreKind) {
     let decision: Value = response.json().await.unwrap();
     assert_eq!(decision["slot"], "Publicité 2");
     let eligible = ["3vision-visitez", "atelier-noel"];
-    assert!(eligible.contains(&decision["campaign_id"].as_str().unwrap()), "{decision}");
+    assert!(
+        eligible.contains(&decision["campaign_id"].as_str().unwrap()),
+        "{decision}"
+    );
     assert!(decision["decision_id"].as_str().unwrap().len() >= 26);
     for field in ["impression_url", "viewable_url", "click_url"] {
         let url = decision[field].as_str().unwrap();
-        assert!(url.starts_with(&format!("{}/v1/", app.address)), "{field} = {url}");
+        assert!(
+            url.starts_with(&format!("{}/v1/", app.address)),
+            "{field} = {url}"
+        );
     }
-    assert!(decision["creative"]["landing_url"].is_null(), "the landing URL is only behind the click URL");
+    assert!(
+        decision["creative"]["landing_url"].is_null(),
+        "the landing URL is only behind the click URL"
+    );
 }
 
 async fn a_slot_typed_with_a_combining_accent_is_the_same_slot(kind: StoreKind) {
@@ -58,7 +70,10 @@ async fn an_unknown_slot_is_a_404_in_the_contract_error_shape(kind: StoreKind) {
     assert_eq!(response.status(), 404);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "unknown_slot");
-    assert!(body["error"]["message"].as_str().unwrap().contains("Publicité 99"));
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("Publicité 99"));
     // No series for a slot that does not exist.
     assert!(!app.metrics().await.contains("Publicité 99"));
 }
@@ -71,9 +86,18 @@ async fn malformed_input_is_a_400_in_the_contract_error_shape(kind: StoreKind) {
     let cases = [
         ("/v1/slots/ban%07ner/ad".to_owned(), "invalid_slot"),
         (ad_path(&long_name), "invalid_slot"),
-        (format!("{}?uid={long_uid}", ad_path("banner")), "invalid_uid"),
-        (format!("{}?exclude=a%20b", ad_path("banner")), "invalid_exclude"),
-        (format!("{}?kw={}", ad_path("banner"), "k".repeat(100)), "invalid_keywords"),
+        (
+            format!("{}?uid={long_uid}", ad_path("banner")),
+            "invalid_uid",
+        ),
+        (
+            format!("{}?exclude=a%20b", ad_path("banner")),
+            "invalid_exclude",
+        ),
+        (
+            format!("{}?kw={}", ad_path("banner"), "k".repeat(100)),
+            "invalid_keywords",
+        ),
     ];
     for (path, code) in cases {
         let response = app.get(&path).await;
@@ -85,7 +109,10 @@ async fn malformed_input_is_a_400_in_the_contract_error_shape(kind: StoreKind) {
     for (body, code) in [
         (json!({ "slots": [] }), "invalid_slots"),
         (json!({ "slots": vec!["banner"; 21] }), "invalid_slots"),
-        (json!({ "slots": ["banner"], "surprise": 1 }), "invalid_body"),
+        (
+            json!({ "slots": ["banner"], "surprise": 1 }),
+            "invalid_body",
+        ),
         (json!({ "slots": "banner" }), "invalid_body"),
     ] {
         let response = app.batch(body.clone()).await;
@@ -115,7 +142,9 @@ async fn a_twenty_slot_batch_holds_no_campaign_twice(kind: StoreKind) {
     let slots: Vec<String> = (1..=20).map(|i| format!("Publicité {i}")).collect();
 
     for _ in 0..20 {
-        let response = app.batch(json!({ "slots": slots, "uid": "viewer-1" })).await;
+        let response = app
+            .batch(json!({ "slots": slots, "uid": "viewer-1" }))
+            .await;
 
         assert_eq!(response.status(), 200);
         let body: Value = response.json().await.unwrap();
@@ -123,9 +152,18 @@ async fn a_twenty_slot_batch_holds_no_campaign_twice(kind: StoreKind) {
         assert_eq!(decisions.len(), 20);
         let mut seen = HashSet::new();
         for (decision, slot) in decisions.iter().zip(&slots) {
-            assert_eq!(decision["slot"], slot.as_str(), "entries are in the requested order");
-            let campaign = decision["campaign_id"].as_str().expect("25 campaigns fill 20 slots");
-            assert!(seen.insert(campaign.to_owned()), "{campaign} served twice in one answer");
+            assert_eq!(
+                decision["slot"],
+                slot.as_str(),
+                "entries are in the requested order"
+            );
+            let campaign = decision["campaign_id"]
+                .as_str()
+                .expect("25 campaigns fill 20 slots");
+            assert!(
+                seen.insert(campaign.to_owned()),
+                "{campaign} served twice in one answer"
+            );
         }
     }
 }
@@ -140,10 +178,19 @@ async fn excluded_campaigns_are_not_served(kind: StoreKind) {
         let decision: Value = app.get(&path).await.json().await.unwrap();
         assert_eq!(decision["campaign_id"], "atelier-noel");
     }
-    let path = format!("{}?exclude=3vision-visitez,atelier-noel", ad_path("Publicité 2"));
+    let path = format!(
+        "{}?exclude=3vision-visitez,atelier-noel",
+        ad_path("Publicité 2")
+    );
     let decision: Value = app.get(&path).await.json().await.unwrap();
-    assert_eq!(decision["campaign_id"], "house-annonceurs", "the fallback fills the slot");
-    let path = format!("{}?exclude=3vision-visitez,atelier-noel,house-annonceurs", ad_path("Publicité 2"));
+    assert_eq!(
+        decision["campaign_id"], "house-annonceurs",
+        "the fallback fills the slot"
+    );
+    let path = format!(
+        "{}?exclude=3vision-visitez,atelier-noel,house-annonceurs",
+        ad_path("Publicité 2")
+    );
     assert_eq!(app.get(&path).await.status(), 204, "nothing left: no fill");
 
     // In a batch, the campaign already on the page is excluded from the next slots.
@@ -154,9 +201,18 @@ async fn excluded_campaigns_are_not_served(kind: StoreKind) {
         .await
         .unwrap();
     let decisions = body["decisions"].as_array().unwrap();
-    let filled: HashSet<&str> = decisions.iter().filter_map(|d| d["campaign_id"].as_str()).collect();
-    assert_eq!(filled, HashSet::from(["3vision-visitez", "atelier-noel", "house-annonceurs"]));
-    assert_eq!(decisions[3], json!({ "slot": "Publicité 2", "decision": null }));
+    let filled: HashSet<&str> = decisions
+        .iter()
+        .filter_map(|d| d["campaign_id"].as_str())
+        .collect();
+    assert_eq!(
+        filled,
+        HashSet::from(["3vision-visitez", "atelier-noel", "house-annonceurs"])
+    );
+    assert_eq!(
+        decisions[3],
+        json!({ "slot": "Publicité 2", "decision": null })
+    );
 }
 
 async fn unknown_paths_and_methods_answer_in_the_error_shape(kind: StoreKind) {
@@ -168,7 +224,12 @@ async fn unknown_paths_and_methods_answer_in_the_error_shape(kind: StoreKind) {
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "not_found");
 
-    let response = app.client.delete(format!("{}{}", app.address, ad_path("banner"))).send().await.unwrap();
+    let response = app
+        .client
+        .delete(format!("{}{}", app.address, ad_path("banner")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 405);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "method_not_allowed");

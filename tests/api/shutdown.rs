@@ -35,7 +35,9 @@ async fn sigterm_right_after_a_burst_flushes_every_count_before_exit() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     };
-    tokio::time::timeout(Duration::from_secs(20), ready).await.expect("regie became ready");
+    tokio::time::timeout(Duration::from_secs(20), ready)
+        .await
+        .expect("regie became ready");
 
     let mut served = 0u64;
     let mut impressions = 0u64;
@@ -49,17 +51,26 @@ async fn sigterm_right_after_a_burst_flushes_every_count_before_exit() {
             .await
             .unwrap();
         served += 1;
-        client.get(decision["impression_url"].as_str().unwrap()).send().await.unwrap();
+        client
+            .get(decision["impression_url"].as_str().unwrap())
+            .send()
+            .await
+            .unwrap();
         impressions += 1;
     }
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
 
     let started = Instant::now();
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
             break status;
         }
-        assert!(started.elapsed() < Duration::from_secs(15), "regie did not exit within its shutdown timeout");
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "regie did not exit within its shutdown timeout"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert!(status.success(), "{status:?}");
@@ -68,9 +79,17 @@ async fn sigterm_right_after_a_burst_flushes_every_count_before_exit() {
     let (mut total_served, mut total_impressions) = (0u64, 0u64);
     for campaign in ["3vision-en-savoir-plus", "atelier-noel", "house-annonceurs"] {
         let key = format!("regie:totals:{campaign}");
-        let n: Option<u64> = redis::cmd("HGET").arg(&key).arg("served").query(&mut conn).unwrap();
+        let n: Option<u64> = redis::cmd("HGET")
+            .arg(&key)
+            .arg("served")
+            .query(&mut conn)
+            .unwrap();
         total_served += n.unwrap_or(0);
-        let n: Option<u64> = redis::cmd("HGET").arg(&key).arg("impressions").query(&mut conn).unwrap();
+        let n: Option<u64> = redis::cmd("HGET")
+            .arg(&key)
+            .arg("impressions")
+            .query(&mut conn)
+            .unwrap();
         total_impressions += n.unwrap_or(0);
     }
     assert_eq!(total_served, served);

@@ -34,7 +34,10 @@ async fn repeated_beacons_count_each_decision_once(kind: StoreKind) {
     let redis = redis_for(kind);
     let app = spawn_app(kind, redis.as_ref()).await;
     let decisions = banner_decisions(&app, 30).await;
-    let visitez: Vec<&Value> = decisions.iter().filter(|d| d["campaign_id"] == "3vision-visitez").collect();
+    let visitez: Vec<&Value> = decisions
+        .iter()
+        .filter(|d| d["campaign_id"] == "3vision-visitez")
+        .collect();
 
     for (i, decision) in visitez.iter().enumerate() {
         // Every decision's impression fires 1 to 3 times; every other one is viewable too.
@@ -51,14 +54,24 @@ async fn repeated_beacons_count_each_decision_once(kind: StoreKind) {
         }
     }
 
-    let impressions = settled_total(&app, "3vision-visitez", "impressions", visitez.len() as u64).await;
+    let impressions =
+        settled_total(&app, "3vision-visitez", "impressions", visitez.len() as u64).await;
     assert_eq!(impressions, visitez.len() as u64);
-    let viewable = settled_total(&app, "3vision-visitez", "viewable", visitez.len().div_ceil(2) as u64).await;
+    let viewable = settled_total(
+        &app,
+        "3vision-visitez",
+        "viewable",
+        visitez.len().div_ceil(2) as u64,
+    )
+    .await;
     assert_eq!(viewable, visitez.len().div_ceil(2) as u64);
     let stats = app.stats("3vision-visitez", "").await;
     assert_eq!(stats["totals"]["served"], visitez.len() as u64);
     let metrics = app.metrics().await;
-    let line = format!("regie_impressions_total{{campaign=\"3vision-visitez\",slot=\"banner\"}} {}", visitez.len());
+    let line = format!(
+        "regie_impressions_total{{campaign=\"3vision-visitez\",slot=\"banner\"}} {}",
+        visitez.len()
+    );
     assert!(metrics.contains(&line), "{line} missing from:\n{metrics}");
 }
 
@@ -69,8 +82,20 @@ async fn a_click_redirects_to_the_landing_url_and_counts_once(kind: StoreKind) {
     let campaign = decision["campaign_id"].as_str().unwrap().to_owned();
     let landing = {
         let inventory = app.inventory().await;
-        let c = inventory["campaigns"].as_array().unwrap().iter().find(|c| c["id"] == campaign.as_str()).unwrap().clone();
-        let creative = c["creatives"].as_array().unwrap().iter().find(|k| k["id"] == decision["creative"]["id"]).unwrap().clone();
+        let c = inventory["campaigns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["id"] == campaign.as_str())
+            .unwrap()
+            .clone();
+        let creative = c["creatives"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["id"] == decision["creative"]["id"])
+            .unwrap()
+            .clone();
         creative["landing_url"].as_str().unwrap().to_owned()
     };
 
@@ -94,7 +119,10 @@ async fn forged_tampered_and_expired_tokens_count_nothing_and_never_redirect(kin
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x01;
     let tampered = URL_SAFE_NO_PAD.encode(&bytes);
-    let stranger = Signer::from_setting(&SecretString::from("zz:a-key-this-deployment-never-had".to_owned())).unwrap();
+    let stranger = Signer::from_setting(&SecretString::from(
+        "zz:a-key-this-deployment-never-had".to_owned(),
+    ))
+    .unwrap();
     let unknown_key = stranger.sign(&TokenPayload {
         decision_id: ulid::Ulid::new(),
         issued_at: app.clock.now_secs(),
@@ -103,17 +131,26 @@ async fn forged_tampered_and_expired_tokens_count_nothing_and_never_redirect(kin
         slot: "banner".into(),
     });
 
-    for bad in [tampered.as_str(), unknown_key.as_str(), "not-a-token", "AAAA"] {
+    for bad in [
+        tampered.as_str(),
+        unknown_key.as_str(),
+        "not-a-token",
+        "AAAA",
+    ] {
         let response = app.get(&format!("/v1/c/{bad}")).await;
         assert_eq!(response.status(), 400, "{bad}");
         assert!(response.headers().get("location").is_none());
-        assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+        assert!(response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html"));
         let response = app.get(&format!("/v1/i/{bad}")).await;
         assert_eq!(response.status(), 200, "a beacon always answers the pixel");
     }
 
     // 24 hours and a second later, the click token has expired; the impression long before.
-    app.clock.advance(Duration::hours(24) + Duration::seconds(1));
+    app.clock
+        .advance(Duration::hours(24) + Duration::seconds(1));
     let response = app.fire(decision["click_url"].as_str().unwrap()).await;
     assert_eq!(response.status(), 400);
     assert!(response.headers().get("location").is_none());
@@ -123,13 +160,18 @@ async fn forged_tampered_and_expired_tokens_count_nothing_and_never_redirect(kin
     let fresh = app.decision("banner").await;
     app.fire(fresh["impression_url"].as_str().unwrap()).await;
     let fresh_campaign = fresh["campaign_id"].as_str().unwrap().to_owned();
-    assert_eq!(settled_total(&app, &fresh_campaign, "impressions", 1).await, 1);
+    assert_eq!(
+        settled_total(&app, &fresh_campaign, "impressions", 1).await,
+        1
+    );
     let stats = app.stats(&campaign, "").await;
     assert_eq!(stats["totals"]["clicks"], 0);
     let metrics = app.metrics().await;
     for reason in ["bad_signature", "unknown_key", "malformed", "expired"] {
         assert!(
-            metrics.contains(&format!("regie_tracking_rejected_total{{kind=\"click\",reason=\"{reason}\"}}")),
+            metrics.contains(&format!(
+                "regie_tracking_rejected_total{{kind=\"click\",reason=\"{reason}\"}}"
+            )),
             "no rejection counted for {reason}"
         );
     }
@@ -142,7 +184,12 @@ async fn head_requests_count_nothing(kind: StoreKind) {
     let campaign = decision["campaign_id"].as_str().unwrap().to_owned();
 
     for field in ["impression_url", "viewable_url", "click_url"] {
-        let response = app.client.head(decision[field].as_str().unwrap()).send().await.unwrap();
+        let response = app
+            .client
+            .head(decision[field].as_str().unwrap())
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), 200, "{field}");
         assert!(response.headers().get("location").is_none());
     }

@@ -1,0 +1,397 @@
+//! Delivery controls that need state beyond the snapshot: lifetime and daily caps (leased
+//! budgets), even pacing, click caps and per-viewer frequency caps.
+//!
+//! Caps count served decisions: a decision is the only event regie controls, so counting it
+//! is what keeps delivery under the cap (impressions and clicks can only follow decisions).
+//! Each instance leases blocks of a capped campaign's remaining budget from the store, serves
+//! from them without a round trip, and leases again below a low-water mark. The store grants
+//! at most what is left under the cap, and at most a quarter of it, so blocks shrink as the
+//! budget runs out: served decisions never exceed the cap, whatever the number of instances.
+//! Leased units an instance did not serve are given back at shutdown and at the day's end;
+//! a crash loses at most the instance's last block (under-delivery, never overshoot).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use chrono::{DateTime, NaiveDate, Utc};
+use chrono_tz::Tz;
+use parking_lot::Mutex;
+use tokio::sync::{watch, Notify};
+
+use crate::catalog::Catalog;
+use crate::clock::SharedClock;
+use crate::counting::reporting_day;
+use crate::decision::{DeliveryCheck, Ineligible};
+use crate::inventory::{Campaign, Id, Pacing};
+use crate::snapshot::CompiledCampaign;
+use crate::store::{LeaseRequest, Store};
+
+/// How often budgets are topped up and click totals read, besides the wake-ups.
+const REFILL_EVERY: Duration = Duration::from_millis(100);
+/// How often a campaign whose budget was found spent is asked about again (its daily cap may
+/// reset, or an operator may raise the cap).
+const SPENT_RECHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// One capped campaign's local share of its budget.
+#[derive(Debug)]
+pub struct Budget {
+    total_cap: Option<u64>,
+    daily_cap: Option<u64>,
+    click_cap: Option<u64>,
+    /// Units leased and not yet served, for `day`.
+    tokens: AtomicI64,
+    day: Mutex<Option<NaiveDate>>,
+    /// What every instance had leased at the last lease: over the campaign's life, and today.
+    total_leased: AtomicU64,
+    day_leased: AtomicU64,
+    /// Set when a lease came back empty; cleared by the periodic re-check.
+    spent: AtomicBool,
+    spent_since: Mutex<Option<std::time::Instant>>,
+    clicks_reached: AtomicBool,
+}
+
+impl Budget {
+    fn new(campaign: &Campaign) -> Self {
+        Self {
+            total_cap: campaign.caps.total_impressions,
+            daily_cap: campaign.caps.daily_impressions,
+            click_cap: campaign.caps.total_clicks,
+            tokens: AtomicI64::new(0),
+            day: Mutex::new(None),
+            total_leased: AtomicU64::new(0),
+            day_leased: AtomicU64::new(0),
+            spent: AtomicBool::new(false),
+            spent_since: Mutex::new(None),
+            clicks_reached: AtomicBool::new(false),
+        }
+    }
+
+    fn same_caps(&self, campaign: &Campaign) -> bool {
+        self.total_cap == campaign.caps.total_impressions
+            && self.daily_cap == campaign.caps.daily_impressions
+            && self.click_cap == campaign.caps.total_clicks
+    }
+
+    fn leases(&self) -> bool {
+        self.total_cap.is_some() || self.daily_cap.is_some()
+    }
+
+    fn available(&self, today: NaiveDate) -> bool {
+        !self.leases()
+            || (*self.day.lock() == Some(today) && self.tokens.load(Ordering::Acquire) > 0)
+    }
+
+    /// Takes one unit; false when none is left (another request took the last one).
+    fn take(&self, today: NaiveDate) -> bool {
+        if !self.leases() {
+            return true;
+        }
+        if *self.day.lock() != Some(today) {
+            return false;
+        }
+        if self.tokens.fetch_sub(1, Ordering::AcqRel) > 0 {
+            true
+        } else {
+            self.tokens.fetch_add(1, Ordering::AcqRel);
+            false
+        }
+    }
+
+    /// Decisions served by every instance as far as this one knows: what was leased minus what
+    /// this instance still holds (other instances' unspent units count as served, which errs
+    /// on the side of pacing slower).
+    fn delivered(&self, daily: bool) -> u64 {
+        let leased = if daily {
+            self.day_leased.load(Ordering::Acquire)
+        } else {
+            self.total_leased.load(Ordering::Acquire)
+        };
+        leased.saturating_sub(self.tokens.load(Ordering::Acquire).max(0) as u64)
+    }
+}
+
+/// The budgets of every capped campaign of the served inventory.
+pub struct Budgets {
+    by_campaign: ArcSwap<HashMap<Id, Arc<Budget>>>,
+    store: Store,
+    clock: SharedClock,
+    timezone: Tz,
+    block: u64,
+    /// Wakes the refill task when a budget runs low.
+    pub wake: Notify,
+}
+
+impl std::fmt::Debug for Budgets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Budgets")
+            .field("campaigns", &self.by_campaign.load().len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Budgets {
+    /// Budgets leased from `store` in blocks of at most `block` units.
+    pub fn new(store: Store, clock: SharedClock, timezone: Tz, block: u64) -> Self {
+        Self {
+            by_campaign: ArcSwap::from_pointee(HashMap::new()),
+            store,
+            clock,
+            timezone,
+            block: block.max(1),
+            wake: Notify::new(),
+        }
+    }
+
+    /// The budget of a campaign, if it is capped.
+    pub fn get(&self, campaign: &Id) -> Option<Arc<Budget>> {
+        self.by_campaign.load().get(campaign).cloned()
+    }
+
+    /// The reporting day now.
+    pub fn today(&self) -> NaiveDate {
+        reporting_day(self.clock.now(), self.timezone)
+    }
+
+    /// Follows the inventory: a budget per capped campaign, kept across versions while its
+    /// caps do not change (so its lease is not lost).
+    fn sync_with(&self, campaigns: &[CompiledCampaign]) -> Vec<(Id, Arc<Budget>)> {
+        let current = self.by_campaign.load();
+        let mut dropped: Vec<(Id, Arc<Budget>)> = Vec::new();
+        let mut next = HashMap::new();
+        for compiled in campaigns {
+            let campaign = &compiled.campaign;
+            let capped = campaign.caps.total_impressions.is_some()
+                || campaign.caps.daily_impressions.is_some()
+                || campaign.caps.total_clicks.is_some();
+            if !capped {
+                continue;
+            }
+            let budget = match current.get(&campaign.id) {
+                Some(b) if b.same_caps(campaign) => b.clone(),
+                Some(old) => {
+                    dropped.push((campaign.id.clone(), old.clone()));
+                    Arc::new(Budget::new(campaign))
+                }
+                None => Arc::new(Budget::new(campaign)),
+            };
+            next.insert(campaign.id.clone(), budget);
+        }
+        for (id, old) in current.iter() {
+            if !next.contains_key(id) {
+                dropped.push((id.clone(), old.clone()));
+            }
+        }
+        self.by_campaign.store(Arc::new(next));
+        dropped
+    }
+
+    /// Tops up every budget below its low-water mark, releases the units of a past day, and
+    /// reads click totals for click caps.
+    pub async fn refill(&self, catalog: &Catalog) {
+        let Some(snapshot) = catalog.snapshot() else {
+            return;
+        };
+        for (id, old) in self.sync_with(&snapshot.campaigns) {
+            // A campaign removed, or whose caps changed, gives its units back.
+            let day = *old.day.lock();
+            if let Some(day) = day {
+                self.give_back(&old, &id, day).await;
+            }
+        }
+        let today = self.today();
+        let budgets = self.by_campaign.load_full();
+        let mut click_capped = Vec::new();
+        for (id, budget) in budgets.iter() {
+            if budget.click_cap.is_some() {
+                click_capped.push((id.clone(), budget.clone()));
+            }
+            if !budget.leases() {
+                continue;
+            }
+            let day = *budget.day.lock();
+            if day != Some(today) {
+                if let Some(past) = day {
+                    self.give_back(budget, id, past).await;
+                }
+                *budget.day.lock() = Some(today);
+                budget.tokens.store(0, Ordering::Release);
+                budget.spent.store(false, Ordering::Release);
+            }
+            let low_water = (self.block / 4).max(1) as i64;
+            let tokens = budget.tokens.load(Ordering::Acquire);
+            if tokens >= low_water {
+                continue;
+            }
+            if budget.spent.load(Ordering::Acquire) {
+                let recheck = budget
+                    .spent_since
+                    .lock()
+                    .is_none_or(|t| t.elapsed() >= SPENT_RECHECK_EVERY);
+                if !recheck {
+                    continue;
+                }
+            }
+            let request = LeaseRequest {
+                campaign: id,
+                day: today,
+                total_cap: budget.total_cap,
+                daily_cap: budget.daily_cap,
+                wanted: self.block - tokens.max(0) as u64,
+            };
+            match self.store.lease(&request).await {
+                Ok(lease) => {
+                    budget
+                        .tokens
+                        .fetch_add(lease.granted as i64, Ordering::AcqRel);
+                    budget
+                        .total_leased
+                        .store(lease.total_leased, Ordering::Release);
+                    budget.day_leased.store(lease.day_leased, Ordering::Release);
+                    let spent = lease.granted == 0;
+                    budget.spent.store(spent, Ordering::Release);
+                    *budget.spent_since.lock() = spent.then(std::time::Instant::now);
+                }
+                // The campaign serves what it holds and stops: no lease, no delivery.
+                Err(e) => tracing::warn!(campaign = %id, error = %e, "cannot lease budget"),
+            }
+        }
+        if !click_capped.is_empty() {
+            let ids: Vec<Id> = click_capped.iter().map(|(id, _)| id.clone()).collect();
+            if let Ok(totals) = self.store.totals(&ids).await {
+                for ((_, budget), counts) in click_capped.iter().zip(totals) {
+                    let cap = budget.click_cap.unwrap_or(u64::MAX);
+                    budget
+                        .clicks_reached
+                        .store(counts.clicks >= cap, Ordering::Release);
+                }
+            }
+        }
+    }
+
+    /// Gives back a budget's unserved units of `day`.
+    async fn give_back(&self, budget: &Budget, id: &Id, day: NaiveDate) {
+        let units = budget.tokens.swap(0, Ordering::AcqRel).max(0) as u64;
+        if units == 0 {
+            return;
+        }
+        if let Err(e) = self.store.release(id, day, units).await {
+            tracing::warn!(campaign = %id, units, error = %e, "cannot give back leased units");
+        }
+    }
+
+    /// Gives back every unserved unit (shutdown).
+    pub async fn release_all(&self) {
+        let budgets = self.by_campaign.load_full();
+        for (id, budget) in budgets.iter() {
+            let day = *budget.day.lock();
+            if let Some(day) = day {
+                self.give_back(budget, id, day).await;
+            }
+        }
+    }
+
+    /// Tops up budgets until `shutdown`, then gives back what is unserved.
+    pub async fn run(self: Arc<Self>, catalog: Arc<Catalog>, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            self.refill(&catalog).await;
+            tokio::select! {
+                _ = tokio::time::sleep(REFILL_EVERY) => {}
+                _ = self.wake.notified() => {}
+                _ = catalog.wake_budgets.notified() => {}
+                _ = shutdown.changed() => break,
+            }
+        }
+        self.release_all().await;
+    }
+}
+
+/// Where a campaign stands against its even-delivery line, as a fraction of its goal.
+fn ahead_of_line(campaign: &Campaign, budget: &Budget, now: DateTime<Utc>, timezone: Tz) -> bool {
+    if campaign.pacing != Pacing::Even {
+        return false;
+    }
+    // Pace within the day when there is a daily cap, else over the flight.
+    let (goal, delivered, elapsed) = if let Some(daily) = budget.daily_cap {
+        let local = now.with_timezone(&timezone);
+        let midnight = local
+            .date_naive()
+            .and_hms_opt(0, 0, 0)
+            .expect("midnight exists");
+        let seconds = (local.naive_local() - midnight).num_seconds().max(0) as f64;
+        (daily, budget.delivered(true), (seconds / 86_400.0).min(1.0))
+    } else if let (Some(total), Some(start), Some(end)) =
+        (budget.total_cap, campaign.start, campaign.end)
+    {
+        let span = (end - start).num_seconds().max(1) as f64;
+        let done = (now - start).num_seconds().max(0) as f64;
+        (total, budget.delivered(false), (done / span).min(1.0))
+    } else {
+        // No goal to pace against (no daily cap, or no flight end): delivered as asap.
+        return false;
+    };
+    // A little slack so that the first decisions of the period are not held back.
+    let slack = (goal as f64 / 100.0).max(1.0);
+    delivered as f64 >= goal as f64 * elapsed + slack
+}
+
+/// The delivery rules of one request: budgets, pacing and the viewer's frequency allowances.
+pub struct RequestDelivery<'a> {
+    /// The budgets.
+    pub budgets: &'a Budgets,
+    /// The time of the request.
+    pub now: DateTime<Utc>,
+    /// Its reporting day.
+    pub today: NaiveDate,
+    /// The reporting time zone.
+    pub timezone: Tz,
+    /// Frequency-capped campaigns this viewer may still see (indexes into the snapshot); the
+    /// others with a frequency cap may not. `None`: no viewer id, no frequency cap applies.
+    pub frequency_allowed: Option<&'a [usize]>,
+}
+
+impl DeliveryCheck for RequestDelivery<'_> {
+    fn check(&self, index: usize, compiled: &CompiledCampaign) -> Result<(), Ineligible> {
+        let campaign = &compiled.campaign;
+        if campaign.frequency.is_some() {
+            if let Some(allowed) = self.frequency_allowed {
+                if !allowed.contains(&index) {
+                    return Err(Ineligible::FrequencyCapped);
+                }
+            }
+        }
+        let Some(budget) = self.budgets.get(&campaign.id) else {
+            return Ok(());
+        };
+        if budget.clicks_reached.load(Ordering::Acquire) || !budget.available(self.today) {
+            if budget.leases() && !budget.spent.load(Ordering::Acquire) {
+                // Out of units but not spent: ask for more now rather than at the next tick.
+                self.budgets.wake.notify_one();
+            }
+            return Err(Ineligible::Capped);
+        }
+        if ahead_of_line(campaign, &budget, self.now, self.timezone) {
+            return Err(Ineligible::Paced);
+        }
+        Ok(())
+    }
+}
+
+impl RequestDelivery<'_> {
+    /// Takes one unit of the chosen campaign's budget; false when another request took the
+    /// last one first (the caller chooses again without it).
+    pub fn take(&self, campaign: &Id) -> bool {
+        match self.budgets.get(campaign) {
+            Some(budget) => {
+                let taken = budget.take(self.today);
+                if budget.tokens.load(Ordering::Acquire) < (self.budgets.block / 4).max(1) as i64 {
+                    self.budgets.wake.notify_one();
+                }
+                taken
+            }
+            None => true,
+        }
+    }
+}

@@ -1,0 +1,102 @@
+//! `explain=1`: why each campaign of a slot was or was not eligible, and how the draw would go.
+//! A dry run: nothing is counted, no budget is taken, frequency reservations are cancelled.
+
+use serde_json::{json, Value};
+
+use super::serve::Inputs;
+use crate::decision::{choose, eligibility, Context};
+use crate::delivery::RequestDelivery;
+use crate::snapshot::{CompiledSlot, SlotMember, Snapshot};
+
+fn entry(snapshot: &Snapshot, member: &SlotMember, ctx: &Context<'_>) -> (bool, Value) {
+    let campaign = &snapshot.campaigns[member.campaign].campaign;
+    let verdict = eligibility(snapshot, member.campaign, ctx);
+    let value = json!({
+        "campaign_id": campaign.id.as_str(),
+        "weight": campaign.weight.get(),
+        "eligible": verdict.is_ok(),
+        "reason": verdict.err(),
+    });
+    (verdict.is_ok(), value)
+}
+
+/// The explanation of one slot's decision for this request.
+pub(crate) fn explain(
+    snapshot: &Snapshot,
+    slot: &CompiledSlot,
+    inputs: &Inputs,
+    delivery: &RequestDelivery<'_>,
+) -> Value {
+    let ctx = Context {
+        now: delivery.now,
+        keywords: &inputs.keywords,
+        excluded: &inputs.excluded,
+        delivery: Some(delivery),
+    };
+    let mut chosen_tier: Option<&str> = None;
+    let tiers: Vec<Value> = slot
+        .tiers
+        .iter()
+        .map(|tier| {
+            let entries: Vec<(bool, Value)> = tier
+                .members
+                .iter()
+                .map(|m| entry(snapshot, m, &ctx))
+                .collect();
+            let eligible_weight: u64 = entries
+                .iter()
+                .filter(|(ok, _)| *ok)
+                .map(|(_, v)| v["weight"].as_u64().unwrap_or(0))
+                .sum();
+            if eligible_weight > 0 && chosen_tier.is_none() {
+                chosen_tier = Some(tier.priority.as_str());
+            }
+            let campaigns: Vec<Value> = entries
+                .into_iter()
+                .map(|(ok, mut v)| {
+                    let share = if ok && eligible_weight > 0 {
+                        v["weight"].as_u64().unwrap_or(0) as f64 / eligible_weight as f64
+                    } else {
+                        0.0
+                    };
+                    v["probability"] = json!(share);
+                    v
+                })
+                .collect();
+            json!({
+                "priority": tier.priority.as_str(),
+                "considered": chosen_tier.is_none() || chosen_tier == Some(tier.priority.as_str()),
+                "eligible_weight": eligible_weight,
+                "campaigns": campaigns,
+            })
+        })
+        .collect();
+    let fallback = slot.fallback.as_ref().map(|m| entry(snapshot, m, &ctx).1);
+    if chosen_tier.is_none() && fallback.as_ref().is_some_and(|f| f["eligible"] == true) {
+        chosen_tier = Some("fallback");
+    }
+    // The draw itself, without taking budget or counting anything.
+    let preview = choose(snapshot, slot, &ctx, &mut rand::rng()).map(|choice| {
+        let campaign = &snapshot.campaigns[choice.campaign].campaign;
+        json!({
+            "campaign_id": campaign.id.as_str(),
+            "creative_id": campaign.creatives[choice.creative].id.as_str(),
+            "tier": choice.tier.map_or("fallback", |t| t.as_str()),
+        })
+    });
+    json!({
+        "decision": preview,
+        "dry_run": true,
+        "explain": {
+            "slot": slot.slot.name.as_str(),
+            "rotation": slot.slot.rotation,
+            "now": delivery.now,
+            "keywords": inputs.keywords,
+            "excluded": inputs.excluded.iter().map(|&i| snapshot.campaigns[i].campaign.id.as_str()).collect::<Vec<_>>(),
+            "frequency_capping": delivery.frequency_allowed.is_some(),
+            "chosen_tier": chosen_tier,
+            "tiers": tiers,
+            "fallback": fallback,
+        }
+    })
+}

@@ -1,0 +1,410 @@
+//! Delivery controls: caps, pacing, frequency caps, keywords and explain.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::{TimeZone, Utc};
+use serde_json::{json, Value};
+
+use crate::helpers::{
+    ad_path, eventually, inventory_file, redis_for, spawn_app_with, AppOptions, RedisServer,
+    StoreKind, TestApp, ADMIN_TOKEN,
+};
+use crate::on_both_stores;
+
+on_both_stores!(
+    a_daily_cap_stops_delivery_and_resets_at_midnight_of_the_reporting_zone,
+    even_pacing_holds_a_campaign_to_its_delivery_line,
+    a_frequency_cap_limits_what_one_viewer_sees,
+    keywords_select_and_exclude_campaigns,
+    explain_gives_each_reason_and_needs_the_admin_token,
+);
+
+fn text_campaign(id: &str, slots: &[&str], priority: &str, extra: Value) -> Value {
+    let mut campaign = json!({
+        "id": id, "advertiser_id": "adv", "slots": slots, "priority": priority, "weight": 1,
+        "creatives": [{ "id": "t", "format": "text", "title": id, "landing_url": format!("https://{id}.example/") }]
+    });
+    for (key, value) in extra.as_object().unwrap() {
+        campaign[key] = value.clone();
+    }
+    campaign
+}
+
+/// One slot "Publicité 2" with the campaign under test in the sponsorship tier, and an
+/// uncapped standard campaign "filler" that takes over when it is not eligible.
+fn inventory_with(campaign: Value) -> Value {
+    json!({
+        "slots": [{ "name": "Publicité 2" }],
+        "advertisers": [{ "id": "adv", "name": "Advertiser" }],
+        "campaigns": [campaign, text_campaign("filler", &["Publicité 2"], "standard", json!({}))],
+    })
+}
+
+async fn app_with(
+    kind: StoreKind,
+    redis: Option<&RedisServer>,
+    doc: &Value,
+    tweak: impl FnOnce(&mut AppOptions),
+) -> (TestApp, tempfile::NamedTempFile) {
+    let file = inventory_file(doc);
+    let mut options = AppOptions::new(match kind {
+        StoreKind::Memory => None,
+        StoreKind::Redis => Some(redis.unwrap().url()),
+    });
+    options.inventory = file.path().to_owned();
+    tweak(&mut options);
+    (spawn_app_with(options).await, file)
+}
+
+/// Campaign ids served for `n` requests of `path`.
+async fn served(app: &TestApp, path: &str, n: usize) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for _ in 0..n {
+        let response = app.get(path).await;
+        assert_eq!(response.status(), 200, "{path}");
+        let decision: Value = response.json().await.unwrap();
+        *counts
+            .entry(decision["campaign_id"].as_str().unwrap().to_owned())
+            .or_insert(0) += 1;
+    }
+    counts
+}
+
+/// Serves until the campaign has been served `target` times, allowing for budget refills.
+async fn drain(apps: &[&TestApp], campaign: &str, target: usize, max_requests: usize) -> usize {
+    let mut count = 0;
+    let mut requests = 0;
+    while count < target && requests < max_requests {
+        for app in apps {
+            let decision = app.decision("Publicité 2").await;
+            if decision["campaign_id"] == campaign {
+                count += 1;
+            }
+            requests += 1;
+        }
+        if requests % 50 == 0 {
+            // Leave the refill task a moment when the local lease ran dry.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    count
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_drain_a_cap_of_one_thousand_without_overshoot() {
+    let redis = RedisServer::start();
+    let doc = inventory_with(text_campaign(
+        "capped",
+        &["Publicité 2"],
+        "sponsorship",
+        json!({ "caps": { "total_impressions": 1000 } }),
+    ));
+    let (a, _f1) = app_with(StoreKind::Redis, Some(&redis), &doc, |_| {}).await;
+    let (b, _f2) = app_with(StoreKind::Redis, Some(&redis), &doc, |_| {}).await;
+
+    let count = drain(&[&a, &b], "capped", 1000, 20_000).await;
+
+    assert_eq!(count, 1000, "the whole budget is delivered");
+    // Every unit was leased; none is left for anyone.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after_a = served(&a, &ad_path("Publicité 2"), 100).await;
+    let after_b = served(&b, &ad_path("Publicité 2"), 100).await;
+    assert_eq!(after_a.get("capped"), None, "overshoot on A: {after_a:?}");
+    assert_eq!(after_b.get("capped"), None, "overshoot on B: {after_b:?}");
+    let mut conn = redis.connection();
+    let leased: u64 = redis::cmd("GET")
+        .arg("regie:lease:capped")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(leased, 1000);
+    let stats = eventually(Duration::from_secs(5), || async {
+        let stats = a.stats("capped", "").await;
+        (stats["totals"]["served"] == 1000).then_some(stats)
+    })
+    .await;
+    assert!(
+        stats.is_some(),
+        "served decisions in the stats match the cap"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_capped_campaign_stops_with_its_lease_while_redis_is_down_and_others_keep_serving() {
+    let mut redis = RedisServer::start();
+    let doc = inventory_with(text_campaign(
+        "capped",
+        &["Publicité 2"],
+        "sponsorship",
+        json!({ "caps": { "total_impressions": 100000 } }),
+    ));
+    let (app, _f) = app_with(StoreKind::Redis, Some(&redis), &doc, |o| {
+        o.tweak = Box::new(|s| s.lease_block = 20);
+    })
+    .await;
+    assert_eq!(
+        drain(&[&app], "capped", 5, 1_000).await,
+        5,
+        "the campaign serves while Redis is up"
+    );
+
+    redis.stop();
+    let during = served(&app, &ad_path("Publicité 2"), 200).await;
+
+    assert!(
+        during.get("capped").copied().unwrap_or(0) <= 20,
+        "at most one lease block: {during:?}"
+    );
+    assert!(
+        during.get("filler").copied().unwrap_or(0) >= 180,
+        "uncapped campaigns keep serving: {during:?}"
+    );
+}
+
+async fn a_daily_cap_stops_delivery_and_resets_at_midnight_of_the_reporting_zone(kind: StoreKind) {
+    let redis = redis_for(kind);
+    let doc = inventory_with(text_campaign(
+        "daily",
+        &["Publicité 2"],
+        "sponsorship",
+        json!({ "caps": { "daily_impressions": 5 } }),
+    ));
+    let (app, _f) = app_with(kind, redis.as_ref(), &doc, |o| {
+        o.tweak = Box::new(|s| s.reporting_timezone = "Europe/Paris".into());
+        o.clock
+            .set(Utc.with_ymd_and_hms(2026, 11, 30, 22, 0, 0).unwrap()); // 23:00 in Paris
+    })
+    .await;
+
+    assert_eq!(drain(&[&app], "daily", 5, 2_000).await, 5);
+    let rest = served(&app, &ad_path("Publicité 2"), 50).await;
+    assert_eq!(rest.get("daily"), None, "the daily cap holds: {rest:?}");
+
+    app.clock.advance(chrono::Duration::hours(1)); // midnight in Paris, 23:00 in UTC
+    assert_eq!(
+        drain(&[&app], "daily", 5, 2_000).await,
+        5,
+        "a new day, a new budget"
+    );
+    let rest = served(&app, &ad_path("Publicité 2"), 50).await;
+    assert_eq!(rest.get("daily"), None, "{rest:?}");
+}
+
+async fn even_pacing_holds_a_campaign_to_its_delivery_line(kind: StoreKind) {
+    let redis = redis_for(kind);
+    let doc = inventory_with(text_campaign(
+        "paced",
+        &["Publicité 2"],
+        "sponsorship",
+        json!({ "caps": { "daily_impressions": 1000 }, "pacing": "even" }),
+    ));
+    let (app, _f) = app_with(kind, redis.as_ref(), &doc, |o| {
+        o.clock
+            .set(Utc.with_ymd_and_hms(2026, 11, 30, 6, 0, 0).unwrap()); // a quarter of the day
+    })
+    .await;
+
+    // The line is at 250 (plus a slack of 1% of the goal): the campaign yields past it.
+    let first = drain(&[&app], "paced", 1000, 800).await;
+    assert!((250..=261).contains(&first), "served {first} by 06:00");
+
+    app.clock.advance(chrono::Duration::hours(6)); // half the day: the line is at 500
+    let second = drain(&[&app], "paced", 1000, 800).await;
+    assert!(
+        (first + second) <= 511 && (first + second) >= 500,
+        "served {} by 12:00",
+        first + second
+    );
+}
+
+async fn a_frequency_cap_limits_what_one_viewer_sees(kind: StoreKind) {
+    let redis = redis_for(kind);
+    let doc = inventory_with(text_campaign(
+        "freq",
+        &["Publicité 2"],
+        "sponsorship",
+        json!({ "frequency": { "max": 3, "per_seconds": 86400 } }),
+    ));
+    let (a, _f1) = app_with(kind, redis.as_ref(), &doc, |_| {}).await;
+    // On Redis a second instance shares the viewer's history; on the embedded store, one.
+    let (b, _f2) = match kind {
+        StoreKind::Redis => {
+            let (b, f) = app_with(kind, redis.as_ref(), &doc, |o| o.clock = a.clock.clone()).await;
+            (Some(b), Some(f))
+        }
+        StoreKind::Memory => (None, None),
+    };
+    let apps: Vec<&TestApp> = match &b {
+        Some(b) => vec![&a, b],
+        None => vec![&a],
+    };
+    let path = format!("{}?uid=viewer-42", ad_path("Publicité 2"));
+
+    let mut seen = Vec::new();
+    for i in 0..8 {
+        let app = apps[i % apps.len()];
+        seen.push(
+            app.decision_at(&path).await["campaign_id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+
+    assert_eq!(
+        seen,
+        ["freq", "freq", "freq", "filler", "filler", "filler", "filler", "filler"]
+    );
+    let other = format!("{}?uid=viewer-7", ad_path("Publicité 2"));
+    assert_eq!(
+        a.decision_at(&other).await["campaign_id"],
+        "freq",
+        "another viewer has their own count"
+    );
+    assert_eq!(
+        a.decision("Publicité 2").await["campaign_id"],
+        "freq",
+        "without a uid no frequency cap applies"
+    );
+    a.clock.advance(chrono::Duration::days(1));
+    assert_eq!(
+        apps[apps.len() - 1].decision_at(&path).await["campaign_id"],
+        "freq",
+        "the window has passed"
+    );
+}
+
+async fn keywords_select_and_exclude_campaigns(kind: StoreKind) {
+    let redis = redis_for(kind);
+    let doc = inventory_with(text_campaign(
+        "ukraine",
+        &["Publicité 2"],
+        "sponsorship",
+        json!({ "targeting": { "keywords_any": ["Ukraine", "Kyiv"], "keywords_none": ["Sport"] } }),
+    ));
+    let (app, _f) = app_with(kind, redis.as_ref(), &doc, |_| {}).await;
+    let ad = |kw: &str| {
+        format!(
+            "{}?kw={}",
+            ad_path("Publicité 2"),
+            crate::helpers::urlencode(kw)
+        )
+    };
+
+    assert_eq!(
+        app.decision_at(&ad("UKRAINE")).await["campaign_id"],
+        "ukraine",
+        "case-insensitive"
+    );
+    assert_eq!(
+        app.decision_at(&ad("économie,kyiv")).await["campaign_id"],
+        "ukraine",
+        "any one keyword"
+    );
+    assert_eq!(
+        app.decision_at(&ad("ukraine,sport")).await["campaign_id"],
+        "filler",
+        "keywords_none wins"
+    );
+    assert_eq!(app.decision_at(&ad("météo")).await["campaign_id"], "filler");
+    assert_eq!(
+        app.decision("Publicité 2").await["campaign_id"],
+        "filler",
+        "no keyword, no match"
+    );
+    let body: Value = app
+        .batch(json!({ "slots": ["Publicité 2"], "keywords": ["Ukraine"] }))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["decisions"][0]["campaign_id"], "ukraine");
+}
+
+async fn explain_gives_each_reason_and_needs_the_admin_token(kind: StoreKind) {
+    let redis = redis_for(kind);
+    let both = ["Publicité 2", "warm-up"];
+    let doc = json!({
+        "slots": [{ "name": "Publicité 2", "fallback": "house" }, { "name": "warm-up" }],
+        "advertisers": [{ "id": "adv", "name": "Advertiser" }],
+        "campaigns": [
+            text_campaign("paused", &["Publicité 2"], "standard", json!({ "status": "paused" })),
+            text_campaign("future", &["Publicité 2"], "standard", json!({ "start": "2026-12-25T00:00:00Z" })),
+            text_campaign("over", &["Publicité 2"], "standard", json!({ "end": "2026-11-01T00:00:00Z" })),
+            text_campaign("sport", &["Publicité 2"], "standard", json!({ "targeting": { "keywords_any": ["sport"] } })),
+            text_campaign("on-page", &["Publicité 2"], "standard", json!({})),
+            text_campaign("capped", &both, "standard", json!({ "caps": { "total_impressions": 1 } })),
+            text_campaign("paced", &both, "standard", json!({ "caps": { "daily_impressions": 100 }, "pacing": "even" })),
+            text_campaign("seen", &both, "standard", json!({ "frequency": { "max": 1, "per_seconds": 3600 } })),
+            text_campaign("ok", &["Publicité 2"], "standard", json!({ "weight": 1 })),
+            text_campaign("house", &["Publicité 2"], "house", json!({})),
+        ],
+    });
+    let (app, _f) = app_with(kind, redis.as_ref(), &doc, |o| {
+        // Midnight: the even-delivery line is at zero, so one decision puts "paced" ahead.
+        o.clock
+            .set(Utc.with_ymd_and_hms(2026, 11, 30, 0, 0, 0).unwrap());
+    })
+    .await;
+    // Serve each of capped, paced and seen once (three slots of a page, never twice).
+    let warm = eventually(Duration::from_secs(5), || async {
+        let body: Value = app
+            .batch(json!({ "slots": ["warm-up", "warm-up", "warm-up"], "uid": "viewer-1" }))
+            .await
+            .json()
+            .await
+            .unwrap();
+        let filled = body["decisions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|d| d["campaign_id"].is_string())
+            .count();
+        (filled == 3).then_some(())
+    })
+    .await;
+    assert!(
+        warm.is_some(),
+        "the three warm-up campaigns served once each"
+    );
+    let path = format!(
+        "{}?explain=1&uid=viewer-1&kw=culture&exclude=on-page",
+        ad_path("Publicité 2")
+    );
+
+    assert_eq!(app.get(&path).await.status(), 403);
+    assert_eq!(app.get_as(&path, "wrong").await.status(), 403);
+    let response = app.get_as(&path, ADMIN_TOKEN).await;
+
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    let standard = &body["explain"]["tiers"][0];
+    assert_eq!(standard["priority"], "standard");
+    let reasons: HashMap<String, Value> = standard["campaigns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["campaign_id"].as_str().unwrap().to_owned(),
+                c["reason"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(reasons["paused"], "paused");
+    assert_eq!(reasons["future"], "not_started");
+    assert_eq!(reasons["over"], "ended");
+    assert_eq!(reasons["sport"], "keywords");
+    assert_eq!(reasons["on-page"], "excluded");
+    assert_eq!(reasons["capped"], "capped");
+    assert_eq!(reasons["paced"], "paced");
+    assert_eq!(reasons["seen"], "frequency_capped");
+    assert_eq!(reasons["ok"], Value::Null);
+    assert_eq!(standard["eligible_weight"], 1);
+    assert_eq!(body["explain"]["chosen_tier"], "standard");
+    assert_eq!(body["decision"]["campaign_id"], "ok");
+    assert_eq!(body["explain"]["tiers"][1]["priority"], "house");
+    // A dry run: the explained decision was not counted.
+    let stats = app.stats("ok", "").await;
+    assert_eq!(stats["totals"]["served"], 0);
+}
