@@ -42,7 +42,11 @@ where
     F::Output: Responder + 'static,
 {
     web::resource(path)
-        .route(web::route().guard(guard::Any(guard::Get()).or(guard::Head())).to(handler))
+        .route(
+            web::route()
+                .guard(guard::Any(guard::Get()).or(guard::Head()))
+                .to(handler),
+        )
         .default_service(web::to(method_not_allowed))
 }
 
@@ -60,7 +64,8 @@ fn ad_page_policy(state: &AppState, frame_ancestors: &str) -> String {
 
 /// The dashboard talks to this origin only and must not be framed (its buttons act with the
 /// advertiser's key).
-const DASHBOARD_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
+const DASHBOARD_POLICY: &str =
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
      img-src 'self' data:; connect-src 'self'; form-action 'self'; base-uri 'none'; \
      frame-ancestors 'none'";
 
@@ -127,9 +132,12 @@ async fn frame(
     slot: web::Path<String>,
     query: web::Query<FrameQuery>,
 ) -> HttpResponse {
-    let known = SlotName::parse(&slot)
-        .ok()
-        .filter(|name| state.catalog.snapshot().is_some_and(|s| s.slot(name).is_some()));
+    let known = SlotName::parse(&slot).ok().filter(|name| {
+        state
+            .catalog
+            .snapshot()
+            .is_some_and(|s| s.slot(name).is_some())
+    });
     let Some(name) = known else {
         // Inside someone's page an error is best shown as nothing at all.
         return HttpResponse::NotFound()
@@ -201,7 +209,10 @@ mod tests {
 
     #[test]
     fn origin_of_drops_the_path() {
-        assert_eq!(origin_of("https://ads.example/base/").as_deref(), Some("https://ads.example"));
+        assert_eq!(
+            origin_of("https://ads.example/base/").as_deref(),
+            Some("https://ads.example")
+        );
         assert_eq!(origin_of("not a url"), None);
     }
 }

@@ -34,8 +34,10 @@ async fn seed_traffic(app: &TestApp) {
             }
         }
     }
-    app.expect_total(campaign_of("Publicité 3"), "clicks", 3).await;
-    app.expect_total(campaign_of("Publicité 2"), "viewable", 2).await;
+    app.expect_total(campaign_of("Publicité 3"), "clicks", 3)
+        .await;
+    app.expect_total(campaign_of("Publicité 2"), "viewable", 2)
+        .await;
 }
 
 #[tokio::test]
@@ -45,14 +47,36 @@ async fn the_dashboard_shows_the_stats_api_numbers_for_the_advertiser() {
     seed_traffic(&app).await;
     let browser = Browser::start().await;
 
-    browser.client.goto(&format!("{}/dashboard", app.url)).await.unwrap();
-    let key_field = browser.client.wait().for_element(Locator::Id("api-key")).await.unwrap();
+    browser
+        .client
+        .goto(&format!("{}/dashboard", app.url))
+        .await
+        .unwrap();
+    let key_field = browser
+        .client
+        .wait()
+        .for_element(Locator::Id("api-key"))
+        .await
+        .unwrap();
     key_field.send_keys(&app.api_key).await.unwrap();
-    browser.client.find(Locator::Css("#login-form button")).await.unwrap().click().await.unwrap();
-    eventually("the dashboard's numbers", Duration::from_secs(10), || async {
-        let loaded = browser.js("return document.body.hasAttribute('data-loaded')").await;
-        (loaded == true).then_some(())
-    })
+    browser
+        .client
+        .find(Locator::Css("#login-form button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    eventually(
+        "the dashboard's numbers",
+        Duration::from_secs(10),
+        || async {
+            let loaded = browser
+                .js("return document.body.hasAttribute('data-loaded')")
+                .await;
+            (loaded == true).then_some(())
+        },
+    )
     .await;
 
     let shown = browser
@@ -84,17 +108,32 @@ async fn the_dashboard_shows_the_stats_api_numbers_for_the_advertiser() {
             .unwrap();
         let page = &shown[campaign];
         for metric in ["served", "impressions", "viewable", "clicks"] {
-            assert_eq!(page["totals"][metric], api["totals"][metric], "{campaign} {metric}");
-            assert_eq!(page["slots"][slot][metric], api["slots"][0][metric], "{campaign} {slot} {metric}");
+            assert_eq!(
+                page["totals"][metric], api["totals"][metric],
+                "{campaign} {metric}"
+            );
+            assert_eq!(
+                page["slots"][slot][metric], api["slots"][0][metric],
+                "{campaign} {slot} {metric}"
+            );
         }
         let ctr = |v: &Value| v.as_f64().unwrap();
-        assert!((ctr(&page["totals"]["ctr"]) - ctr(&api["totals"]["ctr"])).abs() < 1e-9, "{campaign} ctr");
-        assert_eq!(page["days"], json!(api_days(&api)), "{campaign}: one chart column a day");
+        assert!(
+            (ctr(&page["totals"]["ctr"]) - ctr(&api["totals"]["ctr"])).abs() < 1e-9,
+            "{campaign} ctr"
+        );
+        assert_eq!(
+            page["days"],
+            json!(api_days(&api)),
+            "{campaign}: one chart column a day"
+        );
     }
     // The numbers are the seeded ones, not zeros that would match an empty API.
     assert_eq!(shown[campaign_of("banner")]["totals"]["impressions"], 3);
     assert_eq!(shown[campaign_of("banner")]["totals"]["clicks"], 1);
     assert_eq!(shown[campaign_of("Publicité 3")]["totals"]["clicks"], 3);
+    // Tall enough to show every campaign.
+    browser.client.set_window_size(1280, 2400).await.unwrap();
     browser.screenshot("dashboard.png").await;
     browser.close().await;
 }
@@ -113,14 +152,34 @@ async fn the_dashboard_refuses_a_wrong_key() {
     let app = TestApp::start().await;
     let browser = Browser::start().await;
 
-    browser.client.goto(&format!("{}/dashboard", app.url)).await.unwrap();
-    let key_field = browser.client.wait().for_element(Locator::Id("api-key")).await.unwrap();
+    browser
+        .client
+        .goto(&format!("{}/dashboard", app.url))
+        .await
+        .unwrap();
+    let key_field = browser
+        .client
+        .wait()
+        .for_element(Locator::Id("api-key"))
+        .await
+        .unwrap();
     key_field.send_keys("not-a-key").await.unwrap();
-    browser.client.find(Locator::Css("#login-form button")).await.unwrap().click().await.unwrap();
+    browser
+        .client
+        .find(Locator::Css("#login-form button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
 
     let message = eventually("the refusal", Duration::from_secs(5), || async {
-        let text = browser.js("return document.getElementById('message').textContent").await;
-        text.as_str().filter(|t| t.contains("refusée")).map(str::to_owned)
+        let text = browser
+            .js("return document.getElementById('message').textContent")
+            .await;
+        text.as_str()
+            .filter(|t| t.contains("refusée"))
+            .map(str::to_owned)
     })
     .await;
     assert!(message.contains("Clé d'API refusée"), "{message}");

@@ -52,8 +52,21 @@ async fn every_slot_of_the_demo_page_shows_an_ad_counted_as_one_impression() {
         .await;
     assert_eq!(rendered["banner"], true);
     assert_eq!(rendered["pave"], true);
-    assert_eq!(rendered["texte"], "Littoral Énergies recrute 40 techniciens");
+    assert_eq!(
+        rendered["texte"],
+        "Littoral Énergies recrute 40 techniciens"
+    );
     assert_eq!(rendered["html"], true);
+    // Nothing came from elsewhere than regie and the advertiser's site.
+    let origins = browser
+        .js("return [...new Set(performance.getEntriesByType('resource').map(r => new URL(r.name).origin))]")
+        .await;
+    for origin in origins.as_array().unwrap() {
+        assert!(
+            origin == &app.url || origin == &app.site.url,
+            "loaded from {origin}"
+        );
+    }
     // The demo places "Publicité 4" below the fold of a 1280×800 window.
     assert!(top_of(&browser, "Publicité 4").await > 800.0);
     for (_, campaign) in CAMPAIGNS {
@@ -78,7 +91,8 @@ async fn viewable_impressions_count_only_ads_kept_half_in_view_for_a_second() {
     }
     // The banner and "Publicité 2" are in view from the start.
     app.expect_total(campaign_of("banner"), "viewable", 1).await;
-    app.expect_total(campaign_of("Publicité 2"), "viewable", 1).await;
+    app.expect_total(campaign_of("Publicité 2"), "viewable", 1)
+        .await;
 
     // "Publicité 4" is scrolled into view for 400 ms only: not viewable.
     browser
@@ -91,11 +105,16 @@ async fn viewable_impressions_count_only_ads_kept_half_in_view_for_a_second() {
     browser
         .js("document.querySelector('[data-regie-slot=\"Publicité 3\"]').scrollIntoView({block: 'center'})")
         .await;
-    assert!(top_of(&browser, "Publicité 4").await > 800.0, "Publicité 4 must stay out of view");
+    assert!(
+        top_of(&browser, "Publicité 4").await > 800.0,
+        "Publicité 4 must stay out of view"
+    );
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
-    app.expect_total(campaign_of("Publicité 3"), "viewable", 1).await;
-    app.expect_settled_total(campaign_of("Publicité 4"), "viewable", 0).await;
+    app.expect_total(campaign_of("Publicité 3"), "viewable", 1)
+        .await;
+    app.expect_settled_total(campaign_of("Publicité 4"), "viewable", 0)
+        .await;
     for slot in ["banner", "Publicité 2", "Publicité 3"] {
         assert_eq!(app.total(campaign_of(slot), "viewable").await, 1, "{slot}");
     }
@@ -141,12 +160,60 @@ async fn a_click_reaches_the_landing_page_and_is_counted_once() {
         .js("return document.querySelector('[data-regie-slot=\"banner\"] a').href")
         .await;
     browser.client.goto(href.as_str().unwrap()).await.unwrap();
-    assert_eq!(browser.client.current_url().await.unwrap().as_str(), expected);
+    assert_eq!(
+        browser.client.current_url().await.unwrap().as_str(),
+        expected
+    );
     assert_eq!(app.site.landing_hits(campaign_of("banner")), 2);
-    app.expect_settled_total(campaign_of("banner"), "clicks", 1).await;
+    app.expect_settled_total(campaign_of("banner"), "clicks", 1)
+        .await;
     for slot in ["Publicité 2", "Publicité 3", "Publicité 4"] {
         assert_eq!(app.total(campaign_of(slot), "clicks").await, 0, "{slot}");
     }
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn a_link_in_an_html_creative_goes_through_the_click_url() {
+    let _one = exclusive().await;
+    let app = TestApp::start().await;
+    let browser = Browser::start().await;
+    browser.open_and_fill(&format!("{}/demo", app.url)).await;
+    let demo_window = browser.client.window().await.unwrap();
+
+    // The creative's markup wrote %%CLICK_URL%% where its link goes; it runs sandboxed.
+    let frame = browser
+        .client
+        .find(Locator::Css("[data-regie-slot=\"Publicité 4\"] iframe"))
+        .await
+        .unwrap();
+    browser
+        .js("document.querySelector('[data-regie-slot=\"Publicité 4\"]').scrollIntoView()")
+        .await;
+    frame.enter_frame().await.unwrap();
+    browser
+        .client
+        .find(Locator::Id("cta"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+
+    let landing = eventually("the landing tab", Duration::from_secs(5), || async {
+        let windows = browser.client.windows().await.ok()?;
+        windows.into_iter().find(|w| *w != demo_window)
+    })
+    .await;
+    browser.client.switch_to_window(landing).await.unwrap();
+    let expected = format!("{}/landing/{}", app.site.url, campaign_of("Publicité 4"));
+    eventually("the landing page", Duration::from_secs(5), || async {
+        let url = browser.client.current_url().await.ok()?;
+        (url.as_str() == expected).then_some(())
+    })
+    .await;
+    app.expect_total(campaign_of("Publicité 4"), "clicks", 1)
+        .await;
     browser.close().await;
 }
 
@@ -176,7 +243,10 @@ async fn the_refresh_button_fills_the_slots_again_with_new_decisions() {
 
     assert!(again.iter().all(|s| s["state"] == "filled"), "{again:?}");
     let before: HashSet<_> = decision_ids(&first).into_iter().collect();
-    assert!(decision_ids(&again).iter().all(|id| !before.contains(id)), "new decisions");
+    assert!(
+        decision_ids(&again).iter().all(|id| !before.contains(id)),
+        "new decisions"
+    );
     // The old ads are gone: one ad element per slot, carrying the new decision.
     let ads_per_slot = browser
         .js("return [...document.querySelectorAll('[data-regie-slot]')].map(s => s.querySelectorAll('.regie-ad').length)")
@@ -197,8 +267,14 @@ async fn a_slot_without_an_ad_is_collapsed() {
 
     let fill = browser.open_and_fill(&format!("{}/demo", app.url)).await;
 
-    let states: Vec<_> = fill.iter().map(|s| (s["slot"].clone(), s["state"].clone())).collect();
-    assert!(states.contains(&("Publicité 3".into(), "empty".into())), "{states:?}");
+    let states: Vec<_> = fill
+        .iter()
+        .map(|s| (s["slot"].clone(), s["state"].clone()))
+        .collect();
+    assert!(
+        states.contains(&("Publicité 3".into(), "empty".into())),
+        "{states:?}"
+    );
     let box_height = browser
         .js("return document.querySelector('[data-regie-slot=\"Publicité 3\"]').getBoundingClientRect().height")
         .await;

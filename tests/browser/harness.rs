@@ -9,14 +9,15 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use actix_web::{web, App, HttpResponse, HttpServer};
 use fantoccini::{Client, ClientBuilder};
 use serde_json::{json, Value};
 
+use crate::helpers::{self, AppOptions, ADMIN_TOKEN};
+
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
-pub const ADMIN_TOKEN: &str = "browser-tests-admin-token";
-/// The advertiser seeded by [`TestApp::seed`].
+/// The advertiser of every campaign of the browser tests' inventory.
 pub const ADVERTISER: &str = "littoral-energies";
 
 /// Browser tests run one at a time: timing assertions (one second in view) would be flaky with
@@ -39,19 +40,28 @@ where
         if let Some(value) = check().await {
             return value;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
 /// A free port on 127.0.0.1 (for processes that cannot be handed a bound listener).
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Where screenshots go: `target/artifacts/`, never committed.
 pub fn artifacts_dir() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target").join("artifacts");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("target")
+        .join("artifacts");
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
@@ -88,12 +98,21 @@ impl Site {
         .unwrap()
         .run();
         tokio::spawn(server);
-        Self { url, landings, regie_url }
+        Self {
+            url,
+            landings,
+            regie_url,
+        }
     }
 
     /// How many times the landing page `name` was opened.
     pub fn landing_hits(&self, name: &str) -> usize {
-        self.landings.lock().unwrap().get(name).copied().unwrap_or(0)
+        self.landings
+            .lock()
+            .unwrap()
+            .get(name)
+            .copied()
+            .unwrap_or(0)
     }
 }
 
@@ -111,29 +130,41 @@ async fn landing(name: web::Path<String>, data: SiteData) -> HttpResponse {
     *data.0.lock().unwrap().entry(name.clone()).or_default() += 1;
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
-        .body(format!("<!doctype html><title>Landing {name}</title><h1 id=landing>{name}</h1>"))
+        .body(format!(
+            "<!doctype html><title>Landing {name}</title><h1 id=landing>{name}</h1>"
+        ))
 }
 
 /// A publisher's article on another origin, with the tag loaded from regie.
-async fn publisher_article(data: SiteData, _req: HttpRequest) -> HttpResponse {
-    let regie = data.1.get().expect("regie's URL is set before pages are asked for");
-    HttpResponse::Ok().content_type("text/html; charset=utf-8").body(format!(
-        r#"<!doctype html><html lang="fr"><meta charset="utf-8"><title>Autre éditeur</title>
+async fn publisher_article(data: SiteData) -> HttpResponse {
+    let regie = data
+        .1
+        .get()
+        .expect("regie's URL is set before pages are asked for");
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .body(format!(
+            r#"<!doctype html><html lang="fr"><meta charset="utf-8"><title>Autre éditeur</title>
 <div data-regie-slot="banner" id="banner"></div>
 <p>Un autre site d'information.</p>
 <div data-regie-slot="Publicité 2" id="p2"></div>
 <script async src="{regie}/tag.js"></script>"#
-    ))
+        ))
 }
 
 /// A publisher's page that embeds regie's iframe ad.
 async fn publisher_iframe(data: SiteData) -> HttpResponse {
-    let regie = data.1.get().expect("regie's URL is set before pages are asked for");
-    HttpResponse::Ok().content_type("text/html; charset=utf-8").body(format!(
-        r#"<!doctype html><html lang="fr"><meta charset="utf-8"><title>Iframe</title>
+    let regie = data
+        .1
+        .get()
+        .expect("regie's URL is set before pages are asked for");
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .body(format!(
+            r#"<!doctype html><html lang="fr"><meta charset="utf-8"><title>Iframe</title>
 <iframe id="ad" src="{regie}/v1/slots/Publicit%C3%A9%202/frame?kw=energie" width="300" height="250"
  style="border:0"></iframe>"#
-    ))
+        ))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -146,7 +177,8 @@ pub struct TestApp {
     pub http: reqwest::Client,
     /// The seeded advertiser's API key.
     pub api_key: String,
-    _app: crate::spawn::Running,
+    _app: helpers::TestApp,
+    _inventory: tempfile::NamedTempFile,
 }
 
 /// One campaign per demo slot, so that each slot's counters are its campaign's.
@@ -159,7 +191,11 @@ pub const CAMPAIGNS: [(&str, &str); 4] = [
 
 /// The campaign served in `slot`.
 pub fn campaign_of(slot: &str) -> &'static str {
-    CAMPAIGNS.iter().find(|(s, _)| *s == slot).map(|(_, c)| *c).unwrap()
+    CAMPAIGNS
+        .iter()
+        .find(|(s, _)| *s == slot)
+        .map(|(_, c)| *c)
+        .unwrap()
 }
 
 /// The browser tests' inventory: every demo slot has its own campaign and format, with images
@@ -168,12 +204,16 @@ pub fn inventory(site: &str, without: &[&str]) -> Value {
     let creative = |slot: &str| -> Value {
         let landing = format!("{site}/landing/{}", campaign_of(slot));
         match slot {
-            "banner" => json!({ "id": "leaderboard", "format": "image", "title": "Littoral Énergies",
+            "banner" => {
+                json!({ "id": "leaderboard", "format": "image", "title": "Littoral Énergies",
                 "image_url": format!("{site}/creative/728x90.svg"), "alt": "Littoral Énergies",
-                "width": 728, "height": 90, "landing_url": landing }),
-            "Publicité 2" => json!({ "id": "pave", "format": "image", "title": "L'éolien près de chez vous",
+                "width": 728, "height": 90, "landing_url": landing })
+            }
+            "Publicité 2" => {
+                json!({ "id": "pave", "format": "image", "title": "L'éolien près de chez vous",
                 "image_url": format!("{site}/creative/300x250.svg"), "alt": "L'éolien près de chez vous",
-                "width": 300, "height": 250, "landing_url": landing }),
+                "width": 300, "height": 250, "landing_url": landing })
+            }
             "Publicité 3" => json!({ "id": "texte", "format": "text",
                 "title": "Littoral Énergies recrute 40 techniciens",
                 "body": "CDI à Saint-Aubin-sur-Mer, formation assurée.", "landing_url": landing }),
@@ -204,8 +244,13 @@ impl TestApp {
     /// `without`), and creates the advertiser's key.
     pub async fn start_without(without: &[&str]) -> Self {
         let site = Site::start().await;
-        let app = crate::spawn::start(ADMIN_TOKEN, &inventory(&site.url, without)).await;
-        let url = app.url.clone();
+        let file = helpers::inventory_file(&inventory(&site.url, without));
+        let app = helpers::spawn_app_with(AppOptions {
+            inventory: file.path().to_owned(),
+            ..AppOptions::new(None)
+        })
+        .await;
+        let url = app.address.clone();
         site.regie_url.set(url.clone()).unwrap();
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
@@ -218,10 +263,22 @@ impl TestApp {
             .send()
             .await
             .unwrap();
-        assert_eq!(created.status(), 200, "advertiser key: {}", created.text().await.unwrap());
+        assert_eq!(
+            created.status(),
+            200,
+            "advertiser key: {}",
+            created.text().await.unwrap()
+        );
         let created: Value = created.json().await.unwrap();
         let api_key = created["api_key"].as_str().expect("an api_key").to_owned();
-        Self { url, site, http, api_key, _app: app }
+        Self {
+            url,
+            site,
+            http,
+            api_key,
+            _app: app,
+            _inventory: file,
+        }
     }
 
     pub async fn start() -> Self {
@@ -241,9 +298,12 @@ impl TestApp {
         res.json().await.unwrap()
     }
 
-    /// One lifetime counter of a campaign: served, impressions, viewable or clicks.
+    /// One counter of a campaign over the stats' default period: served, impressions, viewable
+    /// or clicks.
     pub async fn total(&self, campaign: &str, metric: &str) -> u64 {
-        self.stats(campaign).await["totals"][metric].as_u64().unwrap()
+        self.stats(campaign).await["totals"][metric]
+            .as_u64()
+            .unwrap()
     }
 
     /// Waits until the campaign's `metric` reaches `expected` (the contract gives events two
@@ -260,15 +320,22 @@ impl TestApp {
             }
         })
         .await;
-        assert!(reached.is_ok(), "{campaign}: {metric} stayed at {last}, expected {expected}");
+        assert!(
+            reached.is_ok(),
+            "{campaign}: {metric} stayed at {last}, expected {expected}"
+        );
         assert_eq!(last, expected, "{campaign}: {metric}");
     }
 
     /// Asserts that the campaign's `metric` is `expected` once every event sent so far had the
-    /// time to be counted.
+    /// time to be counted (many flush intervals).
     pub async fn expect_settled_total(&self, campaign: &str, metric: &str, expected: u64) {
-        tokio::time::sleep(Duration::from_millis(2500)).await;
-        assert_eq!(self.total(campaign, metric).await, expected, "{campaign}: {metric}");
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        assert_eq!(
+            self.total(campaign, metric).await,
+            expected,
+            "{campaign}: {metric}"
+        );
     }
 }
 
@@ -300,7 +367,12 @@ impl Driver {
         let status = format!("{url}/status");
         eventually("chromedriver", Duration::from_secs(10), || {
             let status = status.clone();
-            async move { reqwest::get(status).await.ok().filter(|r| r.status().is_success()) }
+            async move {
+                reqwest::get(status)
+                    .await
+                    .ok()
+                    .filter(|r| r.status().is_success())
+            }
         })
         .await;
         Self { child, url }
@@ -342,13 +414,20 @@ impl Browser {
         .chain([format!("--user-data-dir={}", profile.path().display())])
         .collect::<Vec<_>>();
         let mut caps = serde_json::Map::new();
-        caps.insert("goog:chromeOptions".into(), json!({ "binary": CHROMIUM, "args": args }));
+        caps.insert(
+            "goog:chromeOptions".into(),
+            json!({ "binary": CHROMIUM, "args": args }),
+        );
         let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
             .capabilities(caps)
             .connect(&driver.url)
             .await
             .expect("a Chromium session");
-        Self { client, _profile: profile, _driver: driver }
+        Self {
+            client,
+            _profile: profile,
+            _driver: driver,
+        }
     }
 
     /// Opens `url` and waits for the tag's first fill; returns the fill's
@@ -371,7 +450,10 @@ impl Browser {
             )
             .await
             .unwrap();
-        filled.as_array().cloned().expect("regie.ready resolves to the slots")
+        filled
+            .as_array()
+            .cloned()
+            .expect("regie.ready resolves to the slots")
     }
 
     /// Runs `script` in the page and returns its result.

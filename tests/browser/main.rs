@@ -9,5 +9,10 @@
 mod dashboard;
 mod demo;
 mod harness;
+mod pages;
 mod publisher;
-mod spawn;
+
+// regie is started exactly as the API tests start it; this binary uses part of the helpers.
+#[allow(dead_code)]
+#[path = "../api/helpers.rs"]
+mod helpers;

@@ -1,0 +1,238 @@
+// Advertiser dashboard: campaign counters, a daily chart and the slot breakdown,
+// read from the stats API with the advertiser's key.
+//
+// The key lives in sessionStorage so that it survives a reload but not the tab.
+// Every number is shown formatted and also carried raw in data-value, next to
+// data-campaign / data-metric / data-slot / data-date, for scripts and tests.
+(function () {
+  'use strict';
+  const KEY = 'regie.apiKey';
+  const SVG = 'http://www.w3.org/2000/svg';
+  const METRICS = [
+    ['served', 'Diffusions'],
+    ['impressions', 'Impressions'],
+    ['viewable', 'Impressions visibles'],
+    ['clicks', 'Clics'],
+    ['ctr', 'Taux de clic'],
+  ];
+  const STATUS = { active: 'Active', paused: 'En pause' };
+  const integer = new Intl.NumberFormat('fr-FR');
+  const percent = new Intl.NumberFormat('fr-FR',
+    { style: 'percent', minimumFractionDigits: 2, maximumFractionDigits: 2 });
+  const shortDate = new Intl.DateTimeFormat('fr-FR',
+    { day: 'numeric', month: 'short', timeZone: 'UTC' });
+  const longDate = new Intl.DateTimeFormat('fr-FR',
+    { day: 'numeric', month: 'long', year: 'numeric', timeZone: 'UTC' });
+  const day = (iso) => new Date(iso + 'T00:00:00Z');
+
+  const $ = (id) => document.getElementById(id);
+
+  // Nodes are built from text and attributes: campaign ids and slot names are
+  // data, never markup.
+  function el(tag, attrs, ...children) {
+    const node = tag.startsWith('svg:')
+      ? document.createElementNS(SVG, tag.slice(4)) : document.createElement(tag);
+    Object.entries(attrs || {}).forEach(([k, v]) => { if (v != null) node.setAttribute(k, v); });
+    children.forEach((c) => { if (c != null) node.append(c); });
+    return node;
+  }
+
+  function format(metric, value) {
+    return metric === 'ctr' ? percent.format(value || 0) : integer.format(value || 0);
+  }
+
+  function metricCell(tag, metric, value, attrs) {
+    return el(tag, Object.assign({ 'data-metric': metric, 'data-value': String(value || 0) }, attrs),
+      format(metric, value));
+  }
+
+  function say(text, isError) {
+    $('message').textContent = text || '';
+    $('message').className = isError ? 'error' : '';
+  }
+
+  class Unauthorized extends Error {}
+
+  async function api(path) {
+    const res = await fetch(path, {
+      headers: { Authorization: 'Bearer ' + sessionStorage.getItem(KEY), Accept: 'application/json' },
+      cache: 'no-store',
+    });
+    if (res.status === 401) throw new Unauthorized();
+    const body = await res.json().catch(() => null);
+    if (!res.ok) {
+      throw new Error((body && body.error && body.error.message) || 'Erreur ' + res.status);
+    }
+    return body;
+  }
+
+  // Days with no event may be missing from the answer; the chart still needs
+  // one column per day of the period.
+  function everyDay(from, to, days) {
+    const byDate = new Map(days.map((d) => [d.date, d]));
+    const out = [];
+    const end = Date.parse(to + 'T00:00:00Z');
+    for (let t = Date.parse(from + 'T00:00:00Z'); t <= end && out.length < 400; t += 864e5) {
+      const date = new Date(t).toISOString().slice(0, 10);
+      out.push(byDate.get(date) || { date, served: 0, impressions: 0, viewable: 0, clicks: 0 });
+    }
+    return out;
+  }
+
+  // The smallest of 1, 2, 5, 10, 20, 50… at least `n`: axis labels stay round.
+  function niceCeiling(n) {
+    if (!(n > 1)) return 1;
+    const power = 10 ** Math.floor(Math.log10(n));
+    return [1, 2, 5, 10].map((f) => f * power).find((v) => v >= n);
+  }
+
+  // Impressions and viewable impressions as overlapping bars on the left scale,
+  // clicks as a line on their own right scale (they are orders of magnitude fewer).
+  function chart(stats) {
+    const days = everyDay(stats.from, stats.to, stats.days || []);
+    const W = 720, H = 220, left = 44, right = 36, top = 12, bottom = 26;
+    const plotW = W - left - right, plotH = H - top - bottom;
+    const maxImpr = niceCeiling(Math.max(...days.map((d) => d.impressions)));
+    const maxClicks = niceCeiling(Math.max(...days.map((d) => d.clicks)));
+    const step = plotW / Math.max(1, days.length);
+    const y = (v, max) => top + plotH - (v / max) * plotH;
+    const svg = el('svg:svg', { class: 'chart', viewBox: `0 0 ${W} ${H}`, role: 'img',
+      'aria-label': 'Impressions, impressions visibles et clics par jour', 'data-chart': '' });
+
+    [0, maxImpr / 2, maxImpr].filter(Number.isInteger).forEach((v) => {
+      svg.append(el('svg:line', { x1: left, x2: W - right, y1: y(v, maxImpr), y2: y(v, maxImpr),
+        stroke: '#e3e3e3' }));
+      svg.append(el('svg:text', { x: left - 6, y: y(v, maxImpr) + 4, 'text-anchor': 'end' },
+        integer.format(v)));
+    });
+    svg.append(el('svg:text', { x: W - right + 6, y: top + 4 }, integer.format(maxClicks)));
+
+    const labelEvery = Math.ceil(days.length / 10);
+    const points = [];
+    days.forEach((d, i) => {
+      const x = left + i * step;
+      const w = Math.max(1, step * 0.7);
+      const when = shortDate.format(day(d.date));
+      const g = el('svg:g', { 'data-date': d.date },
+        el('svg:title', {}, `${when} : ${integer.format(d.impressions)} impressions, ` +
+          `${integer.format(d.viewable)} visibles, ${integer.format(d.clicks)} clics`),
+        el('svg:rect', { x: x + (step - w) / 2, width: w, y: y(d.impressions, maxImpr),
+          height: top + plotH - y(d.impressions, maxImpr), class: 'impr' }),
+        el('svg:rect', { x: x + (step - w / 2) / 2, width: w / 2, y: y(d.viewable, maxImpr),
+          height: top + plotH - y(d.viewable, maxImpr), class: 'view' }));
+      svg.append(g);
+      points.push(`${x + step / 2},${y(d.clicks, maxClicks)}`);
+      if (i % labelEvery === 0) {
+        svg.append(el('svg:text', { x: x + step / 2, y: H - 8, 'text-anchor': 'middle' }, when));
+      }
+    });
+    svg.append(el('svg:polyline', { points: points.join(' '), class: 'click' }));
+
+    const key = (cls, text) => el('span', {}, el('i', { class: cls }), text);
+    return el('figure', {}, svg, el('div', { class: 'legend' },
+      key('impr', 'Impressions'), key('view', 'Impressions visibles'),
+      key('click', 'Clics (échelle de droite)')));
+  }
+
+  function slotTable(slots) {
+    const rows = (slots || []).map((s) => el('tr', { 'data-slot': s.slot },
+      el('td', {}, s.slot),
+      ...['served', 'impressions', 'viewable', 'clicks'].map((m) => metricCell('td', m, s[m])),
+      metricCell('td', 'ctr', s.impressions ? s.clicks / s.impressions : 0)));
+    if (!rows.length) {
+      rows.push(el('tr', {}, el('td', { colspan: 6 }, 'Aucune diffusion sur la période.')));
+    }
+    return el('table', { 'data-slots': '' },
+      el('caption', { hidden: '' }, 'Répartition par emplacement'),
+      el('thead', {}, el('tr', {}, el('th', {}, 'Emplacement'),
+        ...METRICS.map(([, label]) => el('th', {}, label)))),
+      el('tbody', {}, ...rows));
+  }
+
+  function campaignSection(c, stats) {
+    const lifetime = c.totals || {};
+    const section = el('section', { class: 'campaign', 'data-campaign': c.campaign_id,
+      'data-status': c.status },
+      el('header', {},
+        el('h2', {}, c.campaign_id),
+        el('span', { class: 'badge ' + c.status }, STATUS[c.status] || c.status),
+        el('span', { class: 'period', 'data-from': stats.from, 'data-to': stats.to },
+          `du ${longDate.format(day(stats.from))} au ${longDate.format(day(stats.to))}`),
+        el('span', { class: 'lifetime' }, 'Depuis le lancement : ',
+          metricCell('span', 'impressions', lifetime.impressions, { 'data-lifetime': '' }),
+          lifetime.impressions > 1 ? ' impressions, ' : ' impression, ',
+          metricCell('span', 'clicks', lifetime.clicks, { 'data-lifetime': '' }),
+          lifetime.clicks > 1 ? ' clics' : ' clic')),
+      el('div', { class: 'tiles', 'data-totals': '' },
+        ...METRICS.map(([m, label]) => el('div', { class: 'tile' },
+          el('span', { class: 'label' }, label),
+          metricCell('span', m, (stats.totals || {})[m], { class: 'value' })))),
+      chart(stats),
+      slotTable(stats.slots));
+    return section;
+  }
+
+  async function load() {
+    const from = $('from').value, to = $('to').value;
+    const query = new URLSearchParams();
+    if (from) query.set('from', from);
+    if (to) query.set('to', to);
+    const qs = query.toString() ? '?' + query : '';
+    say('Chargement…');
+    try {
+      const me = await api('/v1/advertisers/me/campaigns');
+      $('advertiser-id').textContent = me.advertiser_id;
+      $('advertiser').hidden = false;
+      const sections = await Promise.all((me.campaigns || []).map(async (c) => {
+        try {
+          const stats = await api(`/v1/campaigns/${encodeURIComponent(c.campaign_id)}/stats${qs}`);
+          return campaignSection(c, stats);
+        } catch (e) {
+          if (e instanceof Unauthorized) throw e;
+          return el('section', { class: 'campaign', 'data-campaign': c.campaign_id },
+            el('h2', {}, c.campaign_id), el('p', { class: 'error-text' }, e.message));
+        }
+      }));
+      $('campaigns').replaceChildren(...sections);
+      say(sections.length ? '' : 'Aucune campagne pour cet annonceur.');
+      document.body.setAttribute('data-loaded', new Date().toISOString());
+    } catch (e) {
+      if (e instanceof Unauthorized) {
+        logout();
+        say('Clé d\'API refusée. Vérifiez-la et reconnectez-vous.', true);
+      } else {
+        say(e.message || 'Le serveur ne répond pas.', true);
+      }
+    }
+  }
+
+  function showSession(on) {
+    $('login-panel').hidden = on;
+    $('session-bar').hidden = !on;
+  }
+
+  function logout() {
+    sessionStorage.removeItem(KEY);
+    $('campaigns').replaceChildren();
+    $('advertiser').hidden = true;
+    say('');
+    showSession(false);
+  }
+
+  $('login-form').addEventListener('submit', (e) => {
+    e.preventDefault();
+    sessionStorage.setItem(KEY, $('api-key').value.trim());
+    $('api-key').value = '';
+    showSession(true);
+    load();
+  });
+  $('period-form').addEventListener('submit', (e) => { e.preventDefault(); load(); });
+  $('logout').addEventListener('click', logout);
+
+  if (sessionStorage.getItem(KEY)) {
+    showSession(true);
+    load();
+  } else {
+    showSession(false);
+  }
+})();
