@@ -92,11 +92,11 @@ impl Metrics {
             &["kind", "reason"],
         );
         let pending_events = gauge(
-            "regie_counter_events_pending",
+            "regie_events_pending",
             "Counter events waiting in memory to be written to the store.",
         );
         let dropped_events = IntCounter::new(
-            "regie_counter_events_dropped_total",
+            "regie_events_dropped_total",
             "Counter events dropped because the pending buffer was full.",
         )
         .expect("valid metric");

@@ -48,7 +48,7 @@ async fn counts_wait_for_redis_and_are_exact_once_it_returns() {
     let pending = eventually(Duration::from_secs(5), || async {
         let metrics = app.metrics().await;
         (gauge(&metrics, "regie_store_up") == 0.0
-            && gauge(&metrics, "regie_counter_events_pending") >= 80.0)
+            && gauge(&metrics, "regie_events_pending") >= 80.0)
             .then_some(())
     })
     .await;
@@ -64,8 +64,8 @@ async fn counts_wait_for_redis_and_are_exact_once_it_returns() {
         40
     );
     let metrics = app.metrics().await;
-    assert_eq!(gauge(&metrics, "regie_counter_events_pending"), 0.0);
-    assert_eq!(gauge(&metrics, "regie_counter_events_dropped_total"), 0.0);
+    assert_eq!(gauge(&metrics, "regie_events_pending"), 0.0);
+    assert_eq!(gauge(&metrics, "regie_events_dropped_total"), 0.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -83,8 +83,8 @@ async fn past_the_bound_events_are_dropped_and_counted_as_dropped() {
         app.fire(url).await;
     }
     let metrics = app.metrics().await;
-    assert_eq!(gauge(&metrics, "regie_counter_events_pending"), 10.0);
-    assert_eq!(gauge(&metrics, "regie_counter_events_dropped_total"), 5.0);
+    assert_eq!(gauge(&metrics, "regie_events_pending"), 10.0);
+    assert_eq!(gauge(&metrics, "regie_events_dropped_total"), 5.0);
 
     redis.restart(true);
     assert_eq!(

@@ -7,6 +7,7 @@ mod admin;
 mod delivery;
 mod faults;
 mod multi_instance;
+mod ops;
 mod serve;
 mod shutdown;
 mod stats;
