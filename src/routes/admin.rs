@@ -130,6 +130,22 @@ fn array<'a>(doc: &'a mut Value, name: &str) -> &'a mut Vec<Value> {
     field.as_array_mut().expect("just made an array")
 }
 
+/// Replaces the item of `doc[name]` whose `key` is `value` by `item`, or appends it; answers
+/// its index.
+fn upsert(doc: &mut Value, name: &str, key: &str, value: &str, item: &Value) -> usize {
+    let items = array(doc, name);
+    match position(items, key, value) {
+        Some(i) => {
+            items[i] = item.clone();
+            i
+        }
+        None => {
+            items.push(item.clone());
+            items.len() - 1
+        }
+    }
+}
+
 fn position(items: &[Value], key: &str, value: &str) -> Option<usize> {
     items
         .iter()
@@ -227,17 +243,7 @@ async fn put_campaign(
     let id = campaign_id(&id)?;
     let campaign = with_key(parse_body(&body)?, "id", id.as_str())?;
     let (version, _) = edit(&state, |doc| {
-        let campaigns = array(doc, "campaigns");
-        let index = match position(campaigns, "id", id.as_str()) {
-            Some(i) => {
-                campaigns[i] = campaign.clone();
-                i
-            }
-            None => {
-                campaigns.push(campaign.clone());
-                campaigns.len() - 1
-            }
-        };
+        let index = upsert(doc, "campaigns", "id", id.as_str(), &campaign);
         Ok(((), Some(("campaigns", index))))
     })
     .await?;
@@ -303,17 +309,7 @@ async fn put_slot(
     }
     let slot = with_key(slot, "name", name.as_str())?;
     let (version, _) = edit(&state, |doc| {
-        let slots = array(doc, "slots");
-        let index = match position(slots, "name", name.as_str()) {
-            Some(i) => {
-                slots[i] = slot.clone();
-                i
-            }
-            None => {
-                slots.push(slot.clone());
-                slots.len() - 1
-            }
-        };
+        let index = upsert(doc, "slots", "name", name.as_str(), &slot);
         Ok(((), Some(("slots", index))))
     })
     .await?;
@@ -361,17 +357,7 @@ async fn put_advertiser(
     })?;
     let advertiser = json!({ "id": id.as_str(), "name": body.name });
     edit(&state, |doc| {
-        let advertisers = array(doc, "advertisers");
-        let index = match position(advertisers, "id", id.as_str()) {
-            Some(i) => {
-                advertisers[i] = advertiser.clone();
-                i
-            }
-            None => {
-                advertisers.push(advertiser.clone());
-                advertisers.len() - 1
-            }
-        };
+        let index = upsert(doc, "advertisers", "id", id.as_str(), &advertiser);
         Ok(((), Some(("advertisers", index))))
     })
     .await?;
