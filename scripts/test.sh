@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Runs every test of regie on a fresh machine: installs the system packages the tests need,
+# checks formatting and lints, runs the unit, integration and browser tests, then checks the
+# OpenAPI description against a live instance.
+#
+# The tests start their own redis-server processes (own ports, own directories); they never
+# touch the shared Redis on 127.0.0.1:6379.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+command -v redis-server >/dev/null || missing+=(redis-server)
+command -v chromium >/dev/null || missing+=(chromium)
+command -v chromedriver >/dev/null || missing+=(chromium-driver)
+command -v promtool >/dev/null || missing+=(prometheus)
+command -v curl >/dev/null || missing+=(curl)
+if ((${#missing[@]})); then
+  echo "==> installing ${missing[*]}"
+  sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+
+echo "==> cargo clippy"
+cargo clippy --all-targets --quiet -- -D warnings
+
+echo "==> cargo test"
+cargo test --all-targets
+
+echo "==> OpenAPI description against a live instance"
+scripts/contract-check.sh
