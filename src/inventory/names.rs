@@ -32,6 +32,10 @@ impl SlotName {
         if normalized.chars().any(char::is_control) {
             return Err("must not contain control characters".into());
         }
+        // What a lossy decoding of invalid UTF-8 (e.g. `%FF` in a URL) leaves behind.
+        if normalized.contains(char::REPLACEMENT_CHARACTER) {
+            return Err("must be valid UTF-8".into());
+        }
         Ok(Self(normalized))
     }
 
@@ -174,6 +178,7 @@ mod tests {
         assert!(SlotName::parse(&"é".repeat(65)).is_err());
         assert!(SlotName::parse("ban\nner").is_err());
         assert!(SlotName::parse("ban\u{7f}ner").is_err());
+        assert!(SlotName::parse("ban\u{fffd}ner").is_err());
     }
 
     #[test]

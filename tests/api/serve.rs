@@ -85,6 +85,7 @@ async fn malformed_input_is_a_400_in_the_contract_error_shape(kind: StoreKind) {
     let long_uid = "u".repeat(500);
     let cases = [
         ("/v1/slots/ban%07ner/ad".to_owned(), "invalid_slot"),
+        ("/v1/slots/%FF/ad".to_owned(), "invalid_slot"),
         (ad_path(&long_name), "invalid_slot"),
         (
             format!("{}?uid={long_uid}", ad_path("banner")),
