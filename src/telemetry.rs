@@ -2,6 +2,7 @@
 //! latency histogram by route pattern. Raw paths are never logged, since tracking paths carry
 //! tokens.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use actix_web::body::MessageBody;
@@ -27,6 +28,9 @@ pub fn init(format: LogFormat, default_filter: &str) {
     };
 }
 
+/// Request ids: unique within the process, cheap to make.
+static REQUEST_IDS: AtomicU64 = AtomicU64::new(1);
+
 /// The label of a method: a closed set, so a made-up method adds no series.
 fn method_label(method: &Method) -> &'static str {
     match *method {
@@ -41,29 +45,36 @@ fn method_label(method: &Method) -> &'static str {
     }
 }
 
+/// The route pattern of a resource, attached to it as resource data, so that the request
+/// middleware can label a request by its pattern without matching the path a second time.
+#[derive(Debug, Clone, Copy)]
+pub struct RouteLabel(pub &'static str);
+
 /// Wraps every request in a span and observes its latency.
 pub async fn observe(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = Instant::now();
-    // The matched pattern, never the raw path: `/v1/i/{token}`, not the token.
-    let route = req
-        .match_pattern()
-        .unwrap_or_else(|| "unmatched".to_owned());
     let method = method_label(req.method());
-    let request_id = ulid::Ulid::new();
+    let request_id = REQUEST_IDS.fetch_add(1, Ordering::Relaxed);
     let metrics = req
         .app_data::<web::Data<AppState>>()
         .map(|s| s.metrics.clone());
-    let span = tracing::info_span!("request", %request_id, method, route = %route);
+    let span = tracing::info_span!("request", request_id, method, route = tracing::field::Empty);
     let response = next.call(req).instrument(span.clone()).await?;
+    // The matched pattern, never the raw path: `/v1/i/{token}`, not the token.
+    let route = response
+        .request()
+        .app_data::<RouteLabel>()
+        .map_or("unmatched", |r| r.0);
+    span.record("route", route);
     let status = response.status();
     let elapsed = started.elapsed();
     if let Some(metrics) = metrics {
         metrics
             .http_duration
-            .with_label_values(&[route.as_str(), method, status.as_str()])
+            .with_label_values(&[route, method, status.as_str()])
             .observe(elapsed.as_secs_f64());
     }
     span.in_scope(|| {

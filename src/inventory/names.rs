@@ -22,7 +22,11 @@ impl SlotName {
     /// Normalises `raw` to NFC and checks the contract's rules: 1 to 128 bytes, no control
     /// characters.
     pub fn parse(raw: &str) -> Result<Self, String> {
-        let normalized: String = raw.nfc().collect();
+        // Most names arrive in NFC already; the quick check spares the recomposition.
+        let normalized: String = match unicode_normalization::is_nfc_quick(raw.chars()) {
+            unicode_normalization::IsNormalized::Yes => raw.to_owned(),
+            _ => raw.nfc().collect(),
+        };
         if normalized.is_empty() {
             return Err("must not be empty".into());
         }

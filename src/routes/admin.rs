@@ -23,28 +23,28 @@ const EDIT_ATTEMPTS: usize = 5;
 pub(super) fn configure(cfg: &mut web::ServiceConfig) {
     let big_body = web::PayloadConfig::new(MAX_INVENTORY_BYTES);
     cfg.service(
-        web::resource("/v1/admin/inventory")
+        super::resource("/v1/admin/inventory")
             .app_data(big_body)
             .route(web::get().to(get_inventory))
             .route(web::put().to(put_inventory))
             .default_service(web::to(method_not_allowed)),
     )
     .service(
-        web::resource("/v1/admin/campaigns/{id}")
+        super::resource("/v1/admin/campaigns/{id}")
             .route(web::get().to(get_campaign))
             .route(web::put().to(put_campaign))
             .route(web::delete().to(delete_campaign))
             .default_service(web::to(method_not_allowed)),
     )
     .service(
-        web::resource("/v1/admin/slots/{slot}")
+        super::resource("/v1/admin/slots/{slot}")
             .route(web::get().to(get_slot))
             .route(web::put().to(put_slot))
             .route(web::delete().to(delete_slot))
             .default_service(web::to(method_not_allowed)),
     )
     .service(
-        web::resource("/v1/admin/advertisers/{id}")
+        super::resource("/v1/admin/advertisers/{id}")
             .route(web::put().to(put_advertiser))
             .default_service(web::to(method_not_allowed)),
     );

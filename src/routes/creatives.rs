@@ -25,7 +25,11 @@ const CREATIVES: [(&str, &str); 4] = [
 ];
 
 pub(super) fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/creatives/{file}", web::get().to(creative));
+    cfg.service(
+        super::resource("/creatives/{file}")
+            .route(web::get().to(creative))
+            .default_service(web::to(super::errors::method_not_allowed)),
+    );
 }
 
 async fn creative(file: web::Path<String>) -> Result<HttpResponse, ApiError> {

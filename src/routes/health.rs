@@ -8,17 +8,17 @@ use crate::state::AppState;
 
 pub(super) fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
-        web::resource("/healthz")
+        super::resource("/healthz")
             .route(web::get().to(healthz))
             .default_service(web::to(method_not_allowed)),
     )
     .service(
-        web::resource("/readyz")
+        super::resource("/readyz")
             .route(web::get().to(readyz))
             .default_service(web::to(method_not_allowed)),
     )
     .service(
-        web::resource("/metrics")
+        super::resource("/metrics")
             .route(web::get().to(metrics))
             .default_service(web::to(method_not_allowed)),
     );

@@ -30,6 +30,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     pages::configure(cfg);
 }
 
+/// A resource labelled with its pattern for the request metrics and logs.
+pub(crate) fn resource(path: &'static str) -> actix_web::Resource {
+    web::resource(path).app_data(crate::telemetry::RouteLabel(path))
+}
+
 /// CORS for the public endpoints that publisher pages call from their own origin.
 pub(crate) fn cors() -> actix_cors::Cors {
     actix_cors::Cors::default()

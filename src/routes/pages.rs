@@ -35,13 +35,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 /// A resource answering GET and HEAD (actix drops the body of HEAD answers).
-fn get<F, Args>(path: &str, handler: F) -> Resource
+fn get<F, Args>(path: &'static str, handler: F) -> Resource
 where
     F: Handler<Args>,
     Args: FromRequest + 'static,
     F::Output: Responder + 'static,
 {
-    web::resource(path)
+    super::resource(path)
         .route(
             web::route()
                 .guard(guard::Any(guard::Get()).or(guard::Head()))

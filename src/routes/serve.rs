@@ -26,13 +26,13 @@ const MAX_UID_BYTES: usize = 128;
 
 pub(super) fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
-        web::resource("/v1/slots/{slot}/ad")
+        super::resource("/v1/slots/{slot}/ad")
             .wrap(super::cors())
             .route(web::get().to(get_ad))
             .default_service(web::to(method_not_allowed)),
     )
     .service(
-        web::resource("/v1/decisions")
+        super::resource("/v1/decisions")
             .wrap(super::cors())
             .route(web::post().to(post_decisions))
             .default_service(web::to(method_not_allowed)),

@@ -18,12 +18,12 @@ const DEFAULT_DAYS: i64 = 30;
 
 pub(super) fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
-        web::resource("/v1/campaigns/{id}/stats")
+        super::resource("/v1/campaigns/{id}/stats")
             .route(web::get().to(campaign_stats))
             .default_service(web::to(method_not_allowed)),
     )
     .service(
-        web::resource("/v1/advertisers/me/campaigns")
+        super::resource("/v1/advertisers/me/campaigns")
             .route(web::get().to(my_campaigns))
             .default_service(web::to(method_not_allowed)),
     );

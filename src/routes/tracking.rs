@@ -30,7 +30,7 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig) {
         ("/v1/v/{token}", EventKind::Viewable),
     ] {
         cfg.service(
-            web::resource(path)
+            super::resource(path)
                 .wrap(super::cors())
                 .route(web::get().to(move |state, token| beacon(state, token, kind)))
                 .route(web::head().to(pixel))
@@ -38,7 +38,7 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig) {
         );
     }
     cfg.service(
-        web::resource("/v1/c/{token}")
+        super::resource("/v1/c/{token}")
             .route(web::get().to(click))
             .route(
                 web::head().to(|| async { HttpResponse::Ok().insert_header(no_store()).finish() }),

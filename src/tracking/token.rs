@@ -83,7 +83,18 @@ pub struct KeysError(String);
 
 struct Key {
     id: String,
-    secret: Vec<u8>,
+    /// The HMAC keyed once: cloning it skips hashing the key's inner and outer pads again
+    /// for every token.
+    mac: Hmac<Sha256>,
+}
+
+impl Key {
+    fn new(id: &str, secret: &[u8]) -> Self {
+        Self {
+            id: id.to_owned(),
+            mac: Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length"),
+        }
+    }
 }
 
 /// Signs with the first key and verifies with any.
@@ -126,10 +137,7 @@ impl Signer {
                     "the secret of key {id:?} must be at least 16 bytes"
                 )));
             }
-            keys.push(Key {
-                id: id.to_owned(),
-                secret: secret.as_bytes().to_vec(),
-            });
+            keys.push(Key::new(id, secret.as_bytes()));
         }
         if keys.is_empty() {
             return Err(KeysError("no key given".into()));
@@ -141,10 +149,7 @@ impl Signer {
     pub fn random() -> Self {
         let secret: [u8; 32] = rand::random();
         Self {
-            keys: vec![Key {
-                id: "r".into(),
-                secret: secret.to_vec(),
-            }],
+            keys: vec![Key::new("r", &secret)],
         }
     }
 
@@ -161,8 +166,10 @@ impl Signer {
         push_field(&mut bytes, payload.campaign.as_bytes());
         push_field(&mut bytes, payload.creative.as_bytes());
         push_field(&mut bytes, payload.slot.as_bytes());
-        let mac = mac(&key.secret, &bytes);
-        bytes.extend_from_slice(&mac[..MAC_BYTES]);
+        let mut mac = key.mac.clone();
+        mac.update(&bytes);
+        let tag = mac.finalize().into_bytes();
+        bytes.extend_from_slice(&tag[..MAC_BYTES]);
         URL_SAFE_NO_PAD.encode(bytes)
     }
 
@@ -189,8 +196,7 @@ impl Signer {
             .iter()
             .find(|k| k.id.as_bytes() == key_id)
             .ok_or(TokenError::UnknownKey)?;
-        let mut verifier =
-            Hmac::<Sha256>::new_from_slice(&key.secret).expect("HMAC takes keys of any length");
+        let mut verifier = key.mac.clone();
         verifier.update(signed);
         // Constant-time comparison of the truncated tag.
         verifier
@@ -219,12 +225,6 @@ fn push_field(bytes: &mut Vec<u8>, field: &[u8]) {
     let len = u8::try_from(field.len()).expect("token fields are shorter than 256 bytes");
     bytes.push(len);
     bytes.extend_from_slice(field);
-}
-
-fn mac(secret: &[u8], bytes: &[u8]) -> [u8; 32] {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length");
-    mac.update(bytes);
-    mac.finalize().into_bytes().into()
 }
 
 struct Reader<'a>(&'a [u8]);
