@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of regie on a fresh machine: installs the system packages the tests need,
-# checks formatting and lints, runs the unit, integration and browser tests, then checks the
-# OpenAPI description against a live instance.
+# checks formatting and lints, checks the OpenAPI description against a live instance, then
+# runs the unit, integration and browser tests.
 #
 # The tests start their own redis-server processes (own ports, own directories); they never
 # touch the shared Redis on 127.0.0.1:6379.
@@ -28,8 +28,12 @@ cargo fmt --all -- --check
 echo "==> cargo clippy"
 cargo clippy --all-targets --quiet -- -D warnings
 
-echo "==> cargo test"
-cargo test --all-targets
-
 echo "==> OpenAPI description against a live instance"
 scripts/contract-check.sh
+
+echo "==> cargo test"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --all-targets 2>&1 | tee "$log"
+# One closing line for the whole run, summed over every test binary.
+awk '/^test result:/ { p += $4; f += $6 } END { printf "all tests: %d passed, %d failed\n", p, f }' "$log"
