@@ -155,18 +155,78 @@ fn decode_array<T: DeserializeOwned>(
     let mut decoded = Vec::with_capacity(items.len());
     let mut positions = Vec::with_capacity(items.len());
     for (i, item) in items.into_iter().enumerate() {
-        match serde_path_to_error::deserialize::<_, T>(item) {
-            Ok(value) => {
-                decoded.push(value);
-                positions.push(i);
-            }
-            Err(e) => {
-                let (path, message) = describe_decode_error(&format!("{field}[{i}]"), &e);
-                errors.push(path, message);
-            }
+        if let Some(value) = decode_element(item, &format!("{field}[{i}]"), errors) {
+            decoded.push(value);
+            positions.push(i);
         }
     }
     (decoded, positions)
+}
+
+/// Most decoding errors reported for one element.
+const MAX_ERRORS_PER_ELEMENT: usize = 32;
+
+/// Decodes one element, reporting every bad field: serde stops at the first error, so the
+/// offending field is taken out and the element decoded again, until it decodes or a
+/// required field is missing. An element with any error is left out (`None`).
+fn decode_element<T: DeserializeOwned>(
+    mut item: Value,
+    prefix: &str,
+    errors: &mut Errors,
+) -> Option<T> {
+    let mut reported: Vec<String> = Vec::new();
+    for _ in 0..MAX_ERRORS_PER_ELEMENT {
+        let e = match serde_path_to_error::deserialize::<_, T>(item.clone()) {
+            Ok(value) => return reported.is_empty().then_some(value),
+            Err(e) => e,
+        };
+        let (path, message) = describe_decode_error(prefix, &e);
+        // A field taken out was required: what follows would only repeat it.
+        if reported.contains(&path) {
+            return None;
+        }
+        errors.push(path.clone(), message);
+        reported.push(path);
+        if !take_out(&mut item, e.path()) {
+            return None;
+        }
+    }
+    None
+}
+
+/// Removes the value at `path` from `item` (an array element becomes `null`). False when
+/// there is nothing to remove there (e.g. a missing field).
+fn take_out(item: &mut Value, path: &serde_path_to_error::Path) -> bool {
+    use serde_path_to_error::Segment;
+    let segments: Vec<&Segment> = path.iter().collect();
+    let Some((last, parents)) = segments.split_last() else {
+        return false;
+    };
+    let mut node = item;
+    for segment in parents {
+        node = match (segment, node) {
+            (Segment::Map { key }, Value::Object(map)) => match map.get_mut(key.as_str()) {
+                Some(child) => child,
+                None => return false,
+            },
+            (Segment::Seq { index }, Value::Array(items)) => match items.get_mut(*index) {
+                Some(child) => child,
+                None => return false,
+            },
+            _ => return false,
+        };
+    }
+    match (last, node) {
+        (Segment::Map { key }, Value::Object(map)) => map.remove(key.as_str()).is_some(),
+        (Segment::Seq { index }, Value::Array(items)) => match items.get_mut(*index) {
+            Some(slot) if !slot.is_null() => {
+                *slot = Value::Null;
+                true
+            }
+            _ => false,
+        },
+        _ => false,
+    }
 }
 
 /// Turns serde's error into a path and a message, pointing at the offending field itself for
@@ -508,6 +568,33 @@ mod tests {
             paths.contains(&"campaigns[1].creatives[0].landing_url".to_owned()),
             "{paths:?}"
         );
+    }
+
+    #[test]
+    fn every_bad_field_of_one_element_is_reported() {
+        let mut doc = valid();
+        doc["campaigns"][0]["weight"] = json!(0);
+        doc["campaigns"][0]["colour"] = json!("blue");
+        doc["campaigns"][0]["priority"] = json!("urgent");
+        doc["campaigns"][0]["creatives"][0]["surprise"] = json!(1);
+        let mut paths = paths_of(doc);
+        paths.sort();
+        assert_eq!(
+            paths,
+            vec![
+                "campaigns[0].colour".to_owned(),
+                "campaigns[0].creatives[0].surprise".to_owned(),
+                "campaigns[0].priority".to_owned(),
+                "campaigns[0].weight".to_owned(),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_bad_required_field_is_reported_once() {
+        let mut doc = valid();
+        doc["campaigns"][0]["advertiser_id"] = json!("not valid!");
+        assert_eq!(paths_of(doc), vec!["campaigns[0].advertiser_id".to_owned()]);
     }
 
     #[test]
