@@ -11,13 +11,26 @@
 #   4. measures, with `wrk -t$THREADS -c$CONNECTIONS -d$DURATION` each:
 #        - GET /v1/slots/Publicit%C3%A9%202/ad   against the bare handler answering a JSON
 #          body of the same byte length as one regie decision;
-#        - GET /v1/i/{token} (impression beacon) against the bare handler answering 43 bytes;
-#   5. prints requests/s of each and the ratio regie / bare in a table.
+#        - GET /v1/i/{token} (impression beacon), one token replayed, against the bare
+#          handler answering 43 bytes;
+#        - GET /v1/i/{token} on distinct decisions: N impression URLs are collected first
+#          (loadtest/collect_impressions.py), then walked once each (loadtest/walk_paths.lua),
+#          against the bare handler answering 43 bytes under the same script;
+#        - the flusher's Redis round trips per 1 000 events over that run (from /metrics), and
+#          regie_events_dropped_total;
+#        - GET /v1/slots/Publicit%C3%A9%202/ad?uid=<random> on a second regie whose inventory
+#          (loadtest/inventory-capped.json) puts caps and a frequency cap on every paid
+#          campaign, against the default-inventory regie with and without a random uid
+#          (loadtest/random_uid.lua for all three);
+#   5. prints requests/s of each and the ratio regie / baseline in a table.
 # Everything it started is stopped on exit (trap). Raw outputs go to artifacts/loadtest/.
+# With the defaults the measurements take about two minutes, after the build.
 #
 # Environment: LOADTEST_DURATION (10s), LOADTEST_THREADS (2), LOADTEST_CONNECTIONS (32),
 # LOADTEST_WORKERS (2: actix workers of both servers), LOADTEST_SKIP_BUILD=1 (reuse the
-# binaries in target/release), RUST_LOG (warn).
+# binaries in target/release), LOADTEST_BEACONS (distinct impression URLs to collect; by
+# default enough for the whole run at 1.5 × the one-token beacon rate, at most 1 000 000),
+# RUST_LOG (warn).
 #
 # Adding a measurement: write a `measure_…` function that calls `add_row`, and call it from
 # `main`.
@@ -34,6 +47,9 @@ readonly ADMIN_TOKEN="loadtest-$RANDOM$RANDOM"
 readonly REGIE_BIN="$ROOT/target/release/regie"
 readonly BARE_BIN="$ROOT/target/release/examples/bare"
 readonly READY_TIMEOUT_SECS=60
+readonly WALK_SCRIPT="$ROOT/loadtest/walk_paths.lua"
+readonly UID_SCRIPT="$ROOT/loadtest/random_uid.lua"
+readonly CAPPED_INVENTORY="$ROOT/loadtest/inventory-capped.json"
 
 OUT="$ROOT/artifacts/loadtest/$(date -u +%Y%m%dT%H%M%SZ)"
 readonly OUT
@@ -126,13 +142,27 @@ stop() {
     STARTED_PIDS=("${kept[@]}")
 }
 
+# Seconds in a wrk duration: "10s", "2m", "1h" or a bare number of seconds.
+duration_secs() {
+    awk -v d="$1" 'BEGIN {
+        n = d + 0; u = substr(d, length(d))
+        printf "%d", (u == "m" ? n * 60 : u == "h" ? n * 3600 : n)
+    }'
+}
+
 # Runs wrk against URL, keeping its output as $OUT/NAME.wrk.txt; prints requests/s.
+# With SCRIPT, wrk runs that Lua script with the remaining arguments (its `init(args)`).
 run_wrk() {
-    local name=$1 url=$2 file="$OUT/$1.wrk.txt" rps
-    log "wrk -t$THREADS -c$CONNECTIONS -d$DURATION $url"
+    local name=$1 url=$2 file="$OUT/$1.wrk.txt" rps script=() script_args=()
+    if (($# > 2)); then
+        script=(-s "$3")
+        script_args=(-- "${@:4}")
+    fi
+    log "wrk -t$THREADS -c$CONNECTIONS -d$DURATION ${script[*]} $url ${script_args[*]}"
     # wrk stops by itself after -d; the timeout is a safety net should it hang.
-    timeout --kill-after=5 60 wrk --latency -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" \
-        "$url" >"$file" 2>&1 || die "wrk failed against $url (see $file)"
+    timeout --kill-after=5 $(($(duration_secs "$DURATION") + 60)) \
+        wrk --latency -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" "${script[@]}" \
+        "$url" "${script_args[@]}" >"$file" 2>&1 || die "wrk failed against $url (see $file)"
     rps=$(awk '/^Requests\/sec:/ { print $2 }' "$file")
     [[ -n $rps ]] || die "no Requests/sec in $file"
     printf '%s' "$rps"
@@ -146,6 +176,13 @@ wrk_anomalies() {
     printf '%s' "${note%; }"
 }
 
+# NOTE, followed by the anomalies wrk saw in run NAME if there were any.
+with_anomalies() {
+    local anomalies
+    anomalies=$(wrk_anomalies "$1")
+    printf '%s%s' "$2" "${anomalies:+; $anomalies}"
+}
+
 # Counts the statuses of N sequential GETs of URL: "200×18 204×2".
 status_sample() {
     local url=$1 n=$2
@@ -156,6 +193,37 @@ status_sample() {
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
 
+per_thousand() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", 1000 * a / b; else print "-" }'; }
+
+# The requests wrk completed, from the summary of $OUT/NAME.wrk.txt ("123 requests in 10s").
+wrk_requests() { awk '/ requests in / { print $1 }' "$OUT/$1.wrk.txt"; }
+
+# The sum of the samples of metric NAME on BASE/metrics whose line contains FILTER (e.g.
+# 'op="flush"'), as an integer; 0 when there is none. Label values may hold spaces ("Publicité
+# 2"), so the value is the last field and the name is matched at the start of the line.
+metric_sum() {
+    local base=$1 name=$2 filter=${3:-} text
+    text=$(curl --silent --fail --max-time 5 "$base/metrics") || die "GET $base/metrics failed"
+    awk -v name="$name" -v filter="$filter" '
+        index($0, name "{") == 1 || index($0, name " ") == 1 {
+            if (filter == "" || index($0, filter)) sum += $NF
+        }
+        END { printf "%.0f", sum }' <<<"$text"
+}
+
+# Waits, at most 15 s, until regie at BASE holds no pending counter event: the flusher has
+# written everything the load so far produced, so round-trip counts read now are complete.
+wait_flushed() {
+    local base=$1 deadline=$((SECONDS + 15))
+    until [[ $(metric_sum "$base" regie_events_pending) == 0 ]]; do
+        if ((SECONDS >= deadline)); then
+            log "warning: $base still holds pending events after 15 s"
+            return 0
+        fi
+        sleep 0.2
+    done
+}
+
 # ------------------------------------------------------------------------- the table
 
 ROW_NAMES=()
@@ -164,7 +232,8 @@ ROW_BARE=()
 ROW_RATIO=()
 ROW_NOTES=()
 
-# add_row NAME REGIE BARE RATIO NOTE: one line of the final table ("-" where n/a).
+# add_row NAME REGIE BASELINE RATIO NOTE: one line of the final table ("-" where n/a). The
+# baseline is the bare handler unless NOTE names another.
 add_row() {
     ROW_NAMES+=("$1")
     ROW_REGIE+=("$2")
@@ -174,13 +243,14 @@ add_row() {
 }
 
 print_table() {
-    local i fmt='%-34s %14s %14s %8s  %s\n'
+    local i fmt='%-40s %14s %14s %8s  %s\n'
     echo
     echo "regie load test: wrk -t$THREADS -c$CONNECTIONS -d$DURATION, $WORKERS workers each, $(nproc) cores, Redis store"
+    echo "baseline: the bare actix-web handler with a body of the same size, unless the notes say otherwise"
     # shellcheck disable=SC2059
-    printf "$fmt" "measurement" "regie" "bare" "ratio" "notes"
+    printf "$fmt" "measurement" "regie" "baseline" "ratio" "notes"
     # shellcheck disable=SC2059
-    printf "$fmt" "-----------" "-----" "----" "-----" "-----"
+    printf "$fmt" "-----------" "-----" "--------" "-----" "-----"
     for i in "${!ROW_NAMES[@]}"; do
         # shellcheck disable=SC2059
         printf "$fmt" "${ROW_NAMES[i]}" "${ROW_REGIE[i]}" "${ROW_BARE[i]}" "${ROW_RATIO[i]}" "${ROW_NOTES[i]}"
@@ -228,12 +298,14 @@ start_redis() {
     log "redis-server on 127.0.0.1:$REDIS_PORT"
 }
 
-REGIE_URL=""
-start_regie() {
-    local port
+# Starts a regie against the script's Redis, logging to $OUT/NAME.log, with extra VAR=VALUE
+# settings, and waits for /readyz. Sets SPAWNED_URL and LAST_PID (not printed: see start_bare).
+SPAWNED_URL=""
+spawn_regie() {
+    local name=$1 port
+    shift
     port=$(free_port)
-    REGIE_URL="http://127.0.0.1:$port"
-    # The inventory is config/inventory.json, loaded into the empty Redis at start.
+    SPAWNED_URL="http://127.0.0.1:$port"
     (
         cd "$ROOT"
         export REGIE_REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0"
@@ -241,12 +313,22 @@ start_regie() {
         export REGIE_ADMIN_TOKEN="$ADMIN_TOKEN"
         export REGIE_WORKERS="$WORKERS"
         export RUST_LOG="${RUST_LOG:-warn}"
+        # shellcheck disable=SC2163 # exports each VAR=VALUE argument
+        if (($#)); then export "$@"; fi
         exec "$REGIE_BIN"
-    ) >"$OUT/regie.log" 2>&1 &
+    ) >"$OUT/$name.log" 2>&1 &
     LAST_PID=$!
     STARTED_PIDS+=("$LAST_PID")
-    wait_http "$REGIE_URL/readyz" "$LAST_PID" "$READY_TIMEOUT_SECS"
-    log "regie on $REGIE_URL: $(curl --silent --max-time 2 "$REGIE_URL/readyz")"
+    wait_http "$SPAWNED_URL/readyz" "$LAST_PID" "$READY_TIMEOUT_SECS"
+    log "$name on $SPAWNED_URL: $(curl --silent --max-time 2 "$SPAWNED_URL/readyz")"
+}
+
+# The main instance: config/inventory.json, loaded into the empty Redis at start, under the
+# default key prefix.
+REGIE_URL=""
+start_regie() {
+    spawn_regie regie
+    REGIE_URL=$SPAWNED_URL
 }
 
 # ----------------------------------------------------------------------- measurements
@@ -278,6 +360,8 @@ measure_decision() {
         "$(ratio "$regie_rps" "$bare_rps")" "$note"
 }
 
+# req/s of the one-token beacons: sizes the list of distinct tokens collected next.
+ONE_TOKEN_BEACON_RPS=""
 measure_impression() {
     local impression_url path regie_rps bare_rps note anomalies
     impression_url=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["impression_url"])' \
@@ -287,6 +371,7 @@ measure_impression() {
     start_bare bare-impression 43 image/gif
 
     regie_rps=$(run_wrk regie-impression "$REGIE_URL$path")
+    ONE_TOKEN_BEACON_RPS=$regie_rps
     note="one token: counted once, then deduplicated"
     anomalies=$(wrk_anomalies regie-impression)
     [[ -n $anomalies ]] && note+="; $anomalies"
@@ -295,6 +380,134 @@ measure_impression() {
 
     add_row "GET /v1/i/{token} (req/s)" "$regie_rps" "$bare_rps" \
         "$(ratio "$regie_rps" "$bare_rps")" "$note"
+}
+
+# Impression beacons on distinct decisions. The one-token row replays a token the store
+# de-duplicates; here every request carries the token of another decision, so each one is a
+# new impression the flusher must write, as on real pages. The tokens are collected first,
+# enough for the whole run (wrk cannot stop early without spoiling its req/s: the Lua script
+# would start its slice again, and the note says how many requests did), then each wrk thread
+# walks its own slice. The bare handler is measured under the same script, so wrk does the
+# same work on both sides.
+# It also samples the counters measure_flush_roundtrips needs: FLUSH_SAMPLE holds the flush
+# round trips before and after, the beacon requests, and the decisions served while collecting.
+FLUSH_SAMPLE=()
+measure_distinct_impressions() {
+    local want secs paths="$WORK/impression-paths.txt" collected got decisions \
+        flush_before decisions_before impressions_before rejected_before \
+        regie_rps bare_rps requests repeats counted rejected served note anomalies
+    secs=$(duration_secs "$DURATION")
+    # The request path is the same as for a replayed token, so 1.5 × the one-token rate
+    # covers the run with a margin for noise; at least 20 000, and at most 1 000 000 (about
+    # 30 s of collecting on 2 cores).
+    want=${LOADTEST_BEACONS:-$(awk -v r="$ONE_TOKEN_BEACON_RPS" -v s="$secs" \
+        'BEGIN { n = int(r * s * 1.5); print (n < 20000 ? 20000 : n > 1000000 ? 1000000 : n) }')}
+
+    # The replays of the one-token row may still be being written: start from a drained flusher,
+    # so the round trips counted below are this measurement's only.
+    wait_flushed "$REGIE_URL"
+    flush_before=$(metric_sum "$REGIE_URL" regie_store_roundtrips_total 'op="flush"')
+    decisions_before=$(metric_sum "$REGIE_URL" regie_decisions_total 'outcome="filled"')
+    impressions_before=$(metric_sum "$REGIE_URL" regie_impressions_total)
+    rejected_before=$(metric_sum "$REGIE_URL" regie_tracking_rejected_total)
+
+    log "collecting $want impression URLs from distinct decisions"
+    collected=$(timeout --kill-after=5 90 python3 "$ROOT/loadtest/collect_impressions.py" \
+        "$REGIE_URL" "$want" "$paths" --processes 2 --seconds 60) ||
+        die "collecting impression URLs failed"
+    echo "$collected" >"$OUT/impression-paths.json"
+    got=$(python3 -c 'import json, sys; print(json.loads(sys.argv[1])["paths"])' "$collected")
+    decisions=$(python3 -c 'import json, sys; print(json.loads(sys.argv[1])["decisions"])' "$collected")
+    served=$(($(metric_sum "$REGIE_URL" regie_decisions_total 'outcome="filled"') - decisions_before))
+    log "collected $got paths: $collected (regie counted $served filled decisions)"
+
+    start_bare bare-impressions 43 image/gif
+    regie_rps=$(run_wrk regie-impressions "$REGIE_URL" "$WALK_SCRIPT" "$paths" "$THREADS")
+    requests=$(wrk_requests regie-impressions)
+    repeats=$(awk -F'repeats=' '/^walk:/ { print $2 + 0 }' "$OUT/regie-impressions.wrk.txt")
+    [[ -n $repeats ]] || die "no walk: line from $WALK_SCRIPT in $OUT/regie-impressions.wrk.txt"
+    anomalies=$(wrk_anomalies regie-impressions)
+    bare_rps=$(run_wrk bare-impressions "$BARE_URL" "$WALK_SCRIPT" "$paths" "$THREADS")
+    stop "$BARE_PID"
+
+    wait_flushed "$REGIE_URL"
+    FLUSH_SAMPLE=("$flush_before" "$(metric_sum "$REGIE_URL" regie_store_roundtrips_total 'op="flush"')"
+        "$requests" "$decisions")
+    counted=$(($(metric_sum "$REGIE_URL" regie_impressions_total) - impressions_before))
+    rejected=$(($(metric_sum "$REGIE_URL" regie_tracking_rejected_total) - rejected_before))
+
+    note="$got tokens, $requests requests, $repeats repeats; $counted counted"
+    ((rejected == 0)) || note+=", $rejected rejected"
+    ((served == decisions)) || note+="; regie served $served decisions for $decisions received"
+    [[ -n $anomalies ]] && note+="; $anomalies"
+    add_row "GET /v1/i/{token} distinct (req/s)" "$regie_rps" "$bare_rps" \
+        "$(ratio "$regie_rps" "$bare_rps")" "$note"
+}
+
+# Redis round trips of the flusher per 1 000 events, over measure_distinct_impressions: the
+# flush round trips it made from before the collection until everything was written, for the
+# beacon requests wrk completed plus the decisions served while collecting (each one a served
+# count to write). Then regie_events_dropped_total, which is 0 unless events were dropped
+# past REGIE_MAX_PENDING_EVENTS.
+measure_flush_roundtrips() {
+    local before=${FLUSH_SAMPLE[0]} after=${FLUSH_SAMPLE[1]} requests=${FLUSH_SAMPLE[2]} \
+        decisions=${FLUSH_SAMPLE[3]} trips events dropped note
+    trips=$((after - before))
+    events=$((requests + decisions))
+    # Served decisions are summed in memory per campaign, slot and day before a flush, so they
+    # weigh little in a batch: the figure for the beacons alone is the stricter one.
+    note="target <= 10; $trips round trips for $events events ($requests beacons"
+    note+=" + $decisions decisions); beacons alone: $(per_thousand "$trips" "$requests")"
+    add_row "flush round trips / 1 000 events" "$(per_thousand "$trips" "$events")" "-" "-" "$note"
+    dropped=$(metric_sum "$REGIE_URL" regie_events_dropped_total)
+    add_row "regie_events_dropped_total" "$dropped" "-" "-" "should be 0"
+}
+
+# Decisions with caps and frequency caps active. A second regie, on the same Redis under its
+# own key prefix, serves loadtest/inventory-capped.json: the default inventory with lifetime
+# and daily caps (leased from Redis in blocks) and a frequency cap on every paid campaign, all
+# far above what a run reaches, so delivery is unchanged and only their cost shows. Frequency
+# caps apply only with a uid, so every request has a random one: one Redis round trip per
+# request by design, and a background release of the reservation the decision did not use.
+# The references are the default-inventory regie under the same script, without uid and with
+# the same random uids (no Redis round trip there: no campaign has a frequency cap).
+measure_capped_decisions() {
+    local capped_url capped_pid capped_rps free_uid_rps free_rps requests freq_before \
+        release_before lease_before freq release lease sample note anomalies
+    "$REGIE_BIN" check "$CAPPED_INVENTORY" >"$OUT/inventory-capped.check.txt" 2>&1 ||
+        die "$CAPPED_INVENTORY is not valid (see $OUT/inventory-capped.check.txt)"
+    spawn_regie regie-capped REGIE_KEY_PREFIX=loadcaps REGIE_INVENTORY="$CAPPED_INVENTORY"
+    capped_url=$SPAWNED_URL
+    capped_pid=$LAST_PID
+
+    freq_before=$(metric_sum "$capped_url" regie_store_roundtrips_total 'op="frequency"')
+    release_before=$(metric_sum "$capped_url" regie_store_roundtrips_total 'op="frequency_release"')
+    lease_before=$(metric_sum "$capped_url" regie_store_roundtrips_total 'op="lease"')
+    capped_rps=$(run_wrk regie-capped-uid "$capped_url" "$UID_SCRIPT" "$SLOT_PATH" uid)
+    requests=$(wrk_requests regie-capped-uid)
+    freq=$(($(metric_sum "$capped_url" regie_store_roundtrips_total 'op="frequency"') - freq_before))
+    release=$(($(metric_sum "$capped_url" regie_store_roundtrips_total 'op="frequency_release"') - release_before))
+    lease=$(($(metric_sum "$capped_url" regie_store_roundtrips_total 'op="lease"') - lease_before))
+    sample=$(status_sample "$capped_url$SLOT_PATH?uid=loadtest-sample" 20)
+    anomalies=$(wrk_anomalies regie-capped-uid)
+    # Stopped before the references run: it would only poll, but it should not take CPU.
+    stop "$capped_pid"
+
+    free_rps=$(run_wrk regie-uncapped-nouid "$REGIE_URL" "$UID_SCRIPT" "$SLOT_PATH" none)
+    free_uid_rps=$(run_wrk regie-uncapped-uid "$REGIE_URL" "$UID_SCRIPT" "$SLOT_PATH" uid)
+
+    add_row "GET {slot}/ad uncapped, no uid (req/s)" "$free_rps" "-" "-" \
+        "$(with_anomalies regie-uncapped-nouid "default inventory, random_uid.lua without uid")"
+    add_row "GET {slot}/ad uncapped, uid (req/s)" "$free_uid_rps" "-" "-" \
+        "$(with_anomalies regie-uncapped-uid "default inventory, a random uid per request")"
+    note="baseline: uncapped without uid (target >= 0.5); Redis round trips per request:"
+    note+=" frequency $(ratio "$freq" "$requests"), release $(ratio "$release" "$requests"),"
+    note+=" lease $(awk -v l="$lease" -v r="$requests" 'BEGIN { if (r > 0) printf "%.3f", l / r }'); after: $sample"
+    [[ -n $anomalies ]] && note+="; $anomalies"
+    add_row "GET {slot}/ad caps+freq, uid (req/s)" "$capped_rps" "$free_rps" \
+        "$(ratio "$capped_rps" "$free_rps")" "$note"
+    add_row "  caps+freq uid / uncapped uid" "$capped_rps" "$free_uid_rps" \
+        "$(ratio "$capped_rps" "$free_uid_rps")" "baseline: uncapped with the same random uids"
 }
 
 main() {
@@ -306,6 +519,9 @@ main() {
     fetch_decision
     measure_decision
     measure_impression
+    measure_distinct_impressions
+    measure_flush_roundtrips
+    measure_capped_decisions
     print_table | tee "$OUT/table.txt"
 }
 
