@@ -27,7 +27,7 @@ use crate::counting::reporting_day;
 use crate::decision::{DeliveryCheck, Ineligible};
 use crate::inventory::{Campaign, Id, Pacing};
 use crate::snapshot::CompiledCampaign;
-use crate::store::{LeaseRequest, Store};
+use crate::store::{FrequencyRelease, LeaseRequest, Store};
 
 /// How often budgets are topped up and click totals read, besides the wake-ups.
 const REFILL_EVERY: Duration = Duration::from_millis(100);
@@ -392,6 +392,59 @@ impl RequestDelivery<'_> {
                 taken
             }
             None => true,
+        }
+    }
+}
+
+/// Cancels unused frequency reservations in the background, many requests' in one round trip,
+/// so that a frequency-capped request costs one round trip on its path and a fraction of one
+/// after it.
+#[derive(Debug, Clone)]
+pub struct Releaser {
+    queue: tokio::sync::mpsc::Sender<FrequencyRelease>,
+}
+
+/// Releases waiting for the background task; past this, a release is dropped and its
+/// reservation counts as a view until its window ends (erring on the advertiser's side).
+const RELEASE_QUEUE: usize = 65_536;
+/// Most releases sent in one round trip.
+const RELEASE_BATCH: usize = 1_024;
+
+impl Releaser {
+    /// Starts the background task, which drains the queue until `shutdown`.
+    pub fn start(
+        store: Store,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> (Self, tokio::task::JoinHandle<()>) {
+        let (queue, mut pending) = tokio::sync::mpsc::channel::<FrequencyRelease>(RELEASE_QUEUE);
+        let task = tokio::spawn(async move {
+            loop {
+                let first = tokio::select! {
+                    next = pending.recv() => match next {
+                        Some(release) => release,
+                        None => return,
+                    },
+                    _ = shutdown.changed() => return,
+                };
+                let mut batch = vec![first];
+                while batch.len() < RELEASE_BATCH {
+                    match pending.try_recv() {
+                        Ok(release) => batch.push(release),
+                        Err(_) => break,
+                    }
+                }
+                if let Err(e) = store.frequency_release(&batch).await {
+                    tracing::warn!(error = %e, releases = batch.len(), "cannot cancel frequency reservations");
+                }
+            }
+        });
+        (Self { queue }, task)
+    }
+
+    /// Queues a release.
+    pub fn release(&self, release: FrequencyRelease) {
+        if self.queue.try_send(release).is_err() {
+            tracing::debug!("frequency release queue full; the reservation stands");
         }
     }
 }

@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 use crate::catalog::{watch_redis, Catalog, LoadError};
 use crate::clock::{SharedClock, SystemClock};
 use crate::counting::{Flusher, Recorder};
-use crate::delivery::Budgets;
+use crate::delivery::{Budgets, Releaser};
 use crate::metrics::Metrics;
 use crate::routes;
 use crate::settings::Settings;
@@ -129,7 +129,10 @@ impl Application {
             settings.timezone(),
             settings.lease_block,
         ));
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let (releaser, release_task) = Releaser::start(store.clone(), shutdown_rx.clone());
         let state = web::Data::new(AppState {
+            releaser,
             store: store.clone(),
             catalog: catalog.clone(),
             signer,
@@ -144,12 +147,14 @@ impl Application {
             click_ttl_secs: settings.click_token_ttl_secs,
         });
 
-        let (shutdown, shutdown_rx) = watch::channel(false);
-        let mut tasks = vec![tokio::spawn(
-            catalog
-                .clone()
-                .run(settings.poll_interval(), shutdown_rx.clone()),
-        )];
+        let mut tasks = vec![
+            release_task,
+            tokio::spawn(
+                catalog
+                    .clone()
+                    .run(settings.poll_interval(), shutdown_rx.clone()),
+            ),
+        ];
         if let Store::Redis(redis) = &store {
             tasks.push(tokio::spawn(watch_redis(
                 catalog.clone(),

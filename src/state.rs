@@ -23,6 +23,8 @@ pub struct AppState {
     pub catalog: Arc<Catalog>,
     /// Signs and verifies tracking tokens.
     pub signer: Signer,
+    /// Cancels unused frequency reservations in the background.
+    pub releaser: crate::delivery::Releaser,
     /// Budgets of capped campaigns.
     pub budgets: Arc<crate::delivery::Budgets>,
     /// Counts events in memory until they are flushed.

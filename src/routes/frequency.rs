@@ -13,7 +13,7 @@ use super::serve::in_flight;
 use crate::inventory::Id;
 use crate::snapshot::{CompiledSlot, Snapshot};
 use crate::state::AppState;
-use crate::store::FrequencyItem;
+use crate::store::{FrequencyItem, FrequencyRelease};
 
 /// The most frequency-capped campaigns checked for one request.
 const MAX_CHECKED: usize = 1_000;
@@ -58,26 +58,24 @@ impl FrequencyGrant {
         if campaigns.is_empty() {
             return;
         }
-        let store = state.store.clone();
-        let viewer = self.viewer.clone();
-        let reservation = self.reservation.clone();
-        tokio::spawn(async move {
-            if let Err(e) = store
-                .frequency_release(&viewer, &reservation, &campaigns)
-                .await
-            {
-                tracing::warn!(error = %e, "cannot cancel frequency reservations");
-            }
+        state.releaser.release(FrequencyRelease {
+            viewer: self.viewer.clone(),
+            reservation: self.reservation.clone(),
+            campaigns,
         });
     }
 }
 
+/// The stored form of a viewer id: the first 128 bits of its SHA-256, in hex.
 fn viewer_key(uid: &str) -> String {
-    Sha256::digest(uid.as_bytes())
-        .iter()
-        .take(16)
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digest = Sha256::digest(uid.as_bytes());
+    let mut key = String::with_capacity(32);
+    for byte in &digest[..16] {
+        key.push(HEX[usize::from(byte >> 4)] as char);
+        key.push(HEX[usize::from(byte & 0x0f)] as char);
+    }
+    key
 }
 
 /// Checks and reserves the viewer's frequency allowances for the campaigns `slots` could serve.
@@ -89,12 +87,11 @@ pub(crate) async fn reserve_frequency(
 ) -> FrequencyGrant {
     let mut grant = FrequencyGrant {
         viewer: String::new(),
-        reservation: Ulid::new().to_string(),
+        reservation: String::new(),
         reserved: Vec::new(),
         allowed: None,
     };
     let Some(uid) = uid else { return grant };
-    grant.viewer = viewer_key(uid);
     let now = state.clock.now();
     let mut candidates: Vec<usize> = Vec::new();
     let members = slots.iter().flat_map(|slot| {
@@ -119,6 +116,8 @@ pub(crate) async fn reserve_frequency(
         grant.allowed = Some(Vec::new());
         return grant;
     }
+    grant.viewer = viewer_key(uid);
+    grant.reservation = Ulid::new().to_string();
     let items: Vec<FrequencyItem> = candidates
         .iter()
         .map(|&index| {

@@ -304,12 +304,28 @@ pub(crate) fn decide<'s>(
             height: creative.height,
             html: creative.html.as_deref(),
         },
-        impression_url: format!("{base}/v1/i/{token}"),
-        viewable_url: format!("{base}/v1/v/{token}"),
-        click_url: format!("{base}/v1/c/{token}"),
+        impression_url: tracking_url(base, "/v1/i/", &token),
+        viewable_url: tracking_url(base, "/v1/v/", &token),
+        click_url: tracking_url(base, "/v1/c/", &token),
     };
     timer.observe_duration();
     Some((choice, out))
+}
+
+fn tracking_url(base: &str, path: &str, token: &str) -> String {
+    let mut url = String::with_capacity(base.len() + path.len() + token.len());
+    url.push_str(base);
+    url.push_str(path);
+    url.push_str(token);
+    url
+}
+
+/// Serialises an answer into a buffer sized for a decision, sparing the reallocations of
+/// growing from empty.
+fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut body = Vec::with_capacity(1_024);
+    serde_json::to_writer(&mut body, value).expect("answers serialise");
+    body
 }
 
 fn split_list(raw: Option<String>) -> impl Iterator<Item = String> {
@@ -370,7 +386,8 @@ async fn get_ad(
     Ok(match decided {
         Some((_, decision)) => HttpResponse::Ok()
             .insert_header(("Cache-Control", "no-store"))
-            .json(decision),
+            .content_type("application/json")
+            .body(to_json(&decision)),
         None => HttpResponse::NoContent()
             .insert_header(("Cache-Control", "no-store"))
             .finish(),
@@ -447,5 +464,6 @@ async fn post_decisions(
     frequency.release_unused(&state, excluded[inputs.excluded.len()..].iter().copied());
     Ok(HttpResponse::Ok()
         .insert_header(("Cache-Control", "no-store"))
-        .json(serde_json::json!({ "decisions": entries })))
+        .content_type("application/json")
+        .body(to_json(&serde_json::json!({ "decisions": entries }))))
 }

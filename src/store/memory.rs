@@ -8,8 +8,8 @@ use parking_lot::Mutex;
 use ulid::Ulid;
 
 use super::{
-    counter_field, grant, Batch, Counts, FlushReport, FrequencyItem, Lease, LeaseRequest,
-    PutOutcome, StoreError, StoredInventory,
+    counter_field, grant, Batch, Counts, FlushReport, FrequencyItem, FrequencyRelease, Lease,
+    LeaseRequest, PutOutcome, StoreError, StoredInventory,
 };
 use crate::inventory::Id;
 use crate::tracking::EventKind;
@@ -278,17 +278,17 @@ impl MemoryStore {
 
     pub(super) async fn frequency_release(
         &self,
-        viewer: &str,
-        reservation: &str,
-        campaigns: &[Id],
+        releases: &[FrequencyRelease],
     ) -> Result<(), StoreError> {
         let mut data = self.data.lock();
-        for campaign in campaigns {
-            if let Some(views) = data
-                .frequency
-                .get_mut(&(viewer.to_owned(), campaign.clone()))
-            {
-                views.retain(|(_, r)| r != reservation);
+        for release in releases {
+            for campaign in &release.campaigns {
+                if let Some(views) = data
+                    .frequency
+                    .get_mut(&(release.viewer.clone(), campaign.clone()))
+                {
+                    views.retain(|(_, r)| *r != release.reservation);
+                }
             }
         }
         Ok(())

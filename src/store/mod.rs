@@ -201,6 +201,17 @@ pub struct FrequencyItem {
     pub window_ms: i64,
 }
 
+/// The reservations of one request that its decisions did not use.
+#[derive(Debug, Clone)]
+pub struct FrequencyRelease {
+    /// The hashed viewer id.
+    pub viewer: String,
+    /// The request's reservation id.
+    pub reservation: String,
+    /// The campaigns whose reservation is cancelled.
+    pub campaigns: Vec<Id>,
+}
+
 /// The store, either Redis or embedded. An enum rather than a trait object: the set is closed
 /// and async methods stay plain.
 #[derive(Debug, Clone)]
@@ -315,14 +326,9 @@ impl Store {
         dispatch!(self, s => s.frequency_reserve(viewer, now_ms, reservation, items).await)
     }
 
-    /// Cancels reservations that were not used for a decision.
-    pub async fn frequency_release(
-        &self,
-        viewer: &str,
-        reservation: &str,
-        campaigns: &[Id],
-    ) -> Result<(), StoreError> {
-        dispatch!(self, s => s.frequency_release(viewer, reservation, campaigns).await)
+    /// Cancels reservations that were not used for a decision, many requests' at once.
+    pub async fn frequency_release(&self, releases: &[FrequencyRelease]) -> Result<(), StoreError> {
+        dispatch!(self, s => s.frequency_release(releases).await)
     }
 
     /// Whether the store answers.

@@ -20,8 +20,8 @@ use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
 
 use super::{
-    split_stats_field, Batch, Counts, FlushReport, FrequencyItem, Lease, LeaseRequest, PutOutcome,
-    StoreError, StoredInventory,
+    split_stats_field, Batch, Counts, FlushReport, FrequencyItem, FrequencyRelease, Lease,
+    LeaseRequest, PutOutcome, StoreError, StoredInventory,
 };
 use crate::inventory::Id;
 use crate::metrics::Metrics;
@@ -518,15 +518,15 @@ impl RedisStore {
 
     pub(super) async fn frequency_release(
         &self,
-        viewer: &str,
-        reservation: &str,
-        campaigns: &[Id],
+        releases: &[FrequencyRelease],
     ) -> Result<(), StoreError> {
-        let prefix = self.frequency_prefix(viewer);
         let mut pipe = redis::pipe();
-        for campaign in campaigns {
-            pipe.zrem(format!("{prefix}{campaign}"), reservation)
-                .ignore();
+        for release in releases {
+            let prefix = self.frequency_prefix(&release.viewer);
+            for campaign in &release.campaigns {
+                pipe.zrem(format!("{prefix}{campaign}"), &release.reservation)
+                    .ignore();
+            }
         }
         let mut conn = self.conn.clone();
         self.observe("frequency_release", pipe.query_async::<()>(&mut conn).await)

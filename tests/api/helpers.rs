@@ -351,20 +351,28 @@ where
 }
 
 /// Waits until the campaign's lifetime totals of `field` reach `expected`, then returns what
-/// they are a little later (so an over-count would show).
+/// they are a little later (so an over-count would show). A store that is still reconnecting
+/// (503) is asked again.
 pub async fn settled_total(app: &TestApp, campaign: &str, field: &str, expected: u64) -> u64 {
     let read = || async {
-        let stats = app.stats(campaign, "").await;
-        stats["totals"][field].as_u64().unwrap()
+        let response = app
+            .get_as(&format!("/v1/campaigns/{campaign}/stats"), ADMIN_TOKEN)
+            .await;
+        if response.status() != 200 {
+            return None;
+        }
+        let stats: Value = response.json().await.ok()?;
+        stats["totals"][field].as_u64()
     };
     eventually(Duration::from_secs(5), || async {
-        let n = read().await;
-        (n >= expected).then_some(n)
+        read().await.filter(|n| *n >= expected)
     })
     .await;
     // Two more flush intervals for anything that would wrongly come later.
     tokio::time::sleep(Duration::from_millis(150)).await;
-    read().await
+    eventually(Duration::from_secs(5), read)
+        .await
+        .expect("the stats answer")
 }
 
 /// An inventory document with `slots` slots and `campaigns` campaigns each eligible in every
