@@ -137,6 +137,13 @@ return table.concat(out)
 /// How long a daily lease counter is kept: the day and a margin for time zones.
 const DAILY_LEASE_TTL_SECS: u64 = 3 * 86_400;
 
+static NEXT_STORE_ID: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+thread_local! {
+    /// This thread's connection to each store.
+    static CONNECTIONS: std::cell::RefCell<Vec<(usize, ConnectionManager)>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// How long a batch id is remembered: far longer than any retry takes.
 const BATCH_TTL_SECS: u64 = 86_400;
 
@@ -144,7 +151,9 @@ const BATCH_TTL_SECS: u64 = 86_400;
 #[derive(Clone)]
 pub struct RedisStore {
     client: redis::Client,
-    conn: ConnectionManager,
+    /// Distinguishes stores in the per-thread connection table (tests run several).
+    id: usize,
+    config: redis::aio::ConnectionManagerConfig,
     prefix: String,
     metrics: Metrics,
     put_script: Script,
@@ -189,16 +198,17 @@ impl RedisStore {
             // Fail fast and let regie's own loops retry: a request must not hang on Redis.
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(500));
-        let conn =
-            ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(|source| {
-                StoreError::Redis {
-                    op: "connect",
-                    source,
-                }
-            })?;
+        // Checks the configuration now rather than on first use.
+        ConnectionManager::new_lazy_with_config(client.clone(), config.clone()).map_err(
+            |source| StoreError::Redis {
+                op: "connect",
+                source,
+            },
+        )?;
         Ok(Self {
             client,
-            conn,
+            id: NEXT_STORE_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            config,
             prefix: prefix.to_owned(),
             metrics,
             put_script: Script::new(PUT_SCRIPT),
@@ -207,6 +217,24 @@ impl RedisStore {
             lease_script: Script::new(LEASE_SCRIPT),
             release_script: Script::new(RELEASE_SCRIPT),
             frequency_script: Script::new(FREQUENCY_SCRIPT),
+        })
+    }
+
+    /// This thread's connection to Redis. Each actix worker runs its own single-threaded
+    /// runtime; a connection driven by another thread's runtime would cost two cross-thread
+    /// wake-ups per command, so every thread gets one connection, made on first use and
+    /// re-made by the manager after failures. Never a connection per request.
+    fn conn(&self) -> ConnectionManager {
+        CONNECTIONS.with(|connections| {
+            let mut connections = connections.borrow_mut();
+            if let Some((_, conn)) = connections.iter().find(|(id, _)| *id == self.id) {
+                return conn.clone();
+            }
+            let conn =
+                ConnectionManager::new_lazy_with_config(self.client.clone(), self.config.clone())
+                    .expect("the configuration was checked when the store was built");
+            connections.push((self.id, conn.clone()));
+            conn
         })
     }
 
@@ -230,16 +258,27 @@ impl RedisStore {
         result.map_err(|source| StoreError::Redis { op, source })
     }
 
+    /// Runs a read-only pipeline; sends it once more when this thread's connection turns out
+    /// to be broken (Redis restarted): the manager has reconnected by then, and a read is safe
+    /// to repeat.
+    async fn read<T: redis::FromRedisValue>(
+        &self,
+        op: &'static str,
+        pipe: &redis::Pipeline,
+    ) -> Result<T, StoreError> {
+        let mut result = pipe.query_async(&mut self.conn()).await;
+        if matches!(&result, Err(e) if e.is_io_error() || e.is_connection_dropped()) {
+            result = pipe.query_async(&mut self.conn()).await;
+        }
+        self.observe(op, result)
+    }
+
     pub(super) async fn load_inventory(&self) -> Result<Option<StoredInventory>, StoreError> {
-        let mut conn = self.conn.clone();
-        let (json, version): (Option<String>, Option<String>) = self.observe(
-            "load_inventory",
-            redis::pipe()
-                .get(self.key("inventory"))
-                .get(self.key("inventory:version"))
-                .query_async(&mut conn)
-                .await,
-        )?;
+        let mut pipe = redis::pipe();
+        pipe.get(self.key("inventory"))
+            .get(self.key("inventory:version"));
+        let (json, version): (Option<String>, Option<String>) =
+            self.read("load_inventory", &pipe).await?;
         match (json, version) {
             (Some(json), Some(version)) => {
                 let version = version
@@ -252,11 +291,9 @@ impl RedisStore {
     }
 
     pub(super) async fn inventory_version(&self) -> Result<Option<u64>, StoreError> {
-        let mut conn = self.conn.clone();
-        let version: Option<String> = self.observe(
-            "poll_version",
-            conn.get(self.key("inventory:version")).await,
-        )?;
+        let mut pipe = redis::pipe();
+        pipe.get(self.key("inventory:version"));
+        let (version,): (Option<String>,) = self.read("poll_version", &pipe).await?;
         version
             .map(|v| {
                 v.parse()
@@ -271,7 +308,7 @@ impl RedisStore {
         expected: Option<u64>,
         floor: u64,
     ) -> Result<PutOutcome, StoreError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         let (written, version): (u8, u64) = self.observe(
             "put_inventory",
             self.put_script
@@ -296,7 +333,7 @@ impl RedisStore {
         json: &str,
         version: u64,
     ) -> Result<bool, StoreError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         let written: u8 = self.observe(
             "restore_inventory",
             self.restore_script
@@ -334,7 +371,7 @@ impl RedisStore {
                 .arg(e.day.to_string())
                 .arg(e.slot.as_str());
         }
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         let answer: redis::Value =
             self.observe("flush", invocation.invoke_async(&mut conn).await)?;
         match answer {
@@ -365,9 +402,7 @@ impl RedisStore {
         for day in days {
             pipe.hgetall(self.key(&format!("stats:{campaign}:{day}")));
         }
-        let mut conn = self.conn.clone();
-        let hashes: Vec<Vec<(String, u64)>> =
-            self.observe("read_stats", pipe.query_async(&mut conn).await)?;
+        let hashes: Vec<Vec<(String, u64)>> = self.read("read_stats", &pipe).await?;
         Ok(hashes
             .into_iter()
             .map(|fields| {
@@ -395,9 +430,7 @@ impl RedisStore {
         for campaign in campaigns {
             pipe.hgetall(self.key(&format!("totals:{campaign}")));
         }
-        let mut conn = self.conn.clone();
-        let hashes: Vec<Vec<(String, u64)>> =
-            self.observe("read_totals", pipe.query_async(&mut conn).await)?;
+        let hashes: Vec<Vec<(String, u64)>> = self.read("read_totals", &pipe).await?;
         Ok(hashes
             .into_iter()
             .map(|fields| {
@@ -413,7 +446,7 @@ impl RedisStore {
         advertiser: &Id,
         key_hash: &str,
     ) -> Result<(), StoreError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         let pointer = self.key(&format!("advertiser-key:{advertiser}"));
         let old: Option<String> = self.observe("set_api_key", conn.get(&pointer).await)?;
         let mut pipe = redis::pipe();
@@ -430,11 +463,9 @@ impl RedisStore {
         &self,
         key_hash: &str,
     ) -> Result<Option<Id>, StoreError> {
-        let mut conn = self.conn.clone();
-        let id: Option<String> = self.observe(
-            "read_api_key",
-            conn.get(self.key(&format!("apikey:{key_hash}"))).await,
-        )?;
+        let mut pipe = redis::pipe();
+        pipe.get(self.key(&format!("apikey:{key_hash}")));
+        let (id,): (Option<String>,) = self.read("read_api_key", &pipe).await?;
         Ok(id.and_then(|id| Id::parse(&id).ok()))
     }
 
@@ -447,7 +478,7 @@ impl RedisStore {
 
     pub(super) async fn lease(&self, request: &LeaseRequest<'_>) -> Result<Lease, StoreError> {
         let (total_key, day_key) = self.lease_keys(request.campaign, request.day);
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         let (granted, total_leased, day_leased): (u64, u64, u64) = self.observe(
             "lease",
             self.lease_script
@@ -474,7 +505,7 @@ impl RedisStore {
         units: u64,
     ) -> Result<(), StoreError> {
         let (total_key, day_key) = self.lease_keys(campaign, day);
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         self.observe(
             "release",
             self.release_script
@@ -508,7 +539,7 @@ impl RedisStore {
                 .arg(item.max)
                 .arg(item.window_ms);
         }
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         let flags: String = self.observe("frequency", invocation.invoke_async(&mut conn).await)?;
         if flags.len() != items.len() {
             return Err(StoreError::Corrupt("frequency answer"));
@@ -528,12 +559,12 @@ impl RedisStore {
                     .ignore();
             }
         }
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         self.observe("frequency_release", pipe.query_async::<()>(&mut conn).await)
     }
 
     pub(super) async fn ping(&self) -> Result<(), StoreError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         self.observe(
             "ping",
             redis::cmd("PING").query_async::<()>(&mut conn).await,
