@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::auth::{hash_key, new_api_key, require_admin};
-use super::errors::method_not_allowed;
+use super::errors::allow;
 use super::MAX_INVENTORY_BYTES;
 use crate::error::ApiError;
 use crate::inventory::{parse_inventory, FieldError, Id, InvalidInventory, SlotName};
@@ -27,26 +27,26 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig) {
             .app_data(big_body)
             .route(web::get().to(get_inventory))
             .route(web::put().to(put_inventory))
-            .default_service(web::to(method_not_allowed)),
+            .default_service(allow("GET, PUT")),
     )
     .service(
         super::resource("/v1/admin/campaigns/{id}")
             .route(web::get().to(get_campaign))
             .route(web::put().to(put_campaign))
             .route(web::delete().to(delete_campaign))
-            .default_service(web::to(method_not_allowed)),
+            .default_service(allow("GET, PUT, DELETE")),
     )
     .service(
         super::resource("/v1/admin/slots/{slot}")
             .route(web::get().to(get_slot))
             .route(web::put().to(put_slot))
             .route(web::delete().to(delete_slot))
-            .default_service(web::to(method_not_allowed)),
+            .default_service(allow("GET, PUT, DELETE")),
     )
     .service(
         super::resource("/v1/admin/advertisers/{id}")
             .route(web::put().to(put_advertiser))
-            .default_service(web::to(method_not_allowed)),
+            .default_service(allow("PUT")),
     );
 }
 

@@ -28,7 +28,7 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         super::resource("/creatives/{file}")
             .route(web::get().to(creative))
-            .default_service(web::to(super::errors::method_not_allowed)),
+            .default_service(super::errors::allow("GET")),
     );
 }
 

@@ -52,7 +52,15 @@ pub async fn not_found(req: HttpRequest) -> HttpResponse {
     ApiError::not_found("not_found", "no such endpoint").error_response()
 }
 
-/// The answer to a method a route does not support.
-pub async fn method_not_allowed() -> HttpResponse {
-    ApiError::MethodNotAllowed.error_response()
+/// The default service of a resource: 405 in the contract's shape, with the `Allow` header
+/// naming the methods the resource answers.
+pub fn allow(methods: &'static str) -> actix_web::Route {
+    web::to(move || async move {
+        let mut response = ApiError::MethodNotAllowed.error_response();
+        response.headers_mut().insert(
+            actix_web::http::header::ALLOW,
+            actix_web::http::header::HeaderValue::from_static(methods),
+        );
+        response
+    })
 }

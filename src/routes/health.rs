@@ -3,24 +3,24 @@
 use actix_web::{web, HttpResponse};
 use serde_json::json;
 
-use super::errors::method_not_allowed;
+use super::errors::allow;
 use crate::state::AppState;
 
 pub(super) fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         super::resource("/healthz")
             .route(web::get().to(healthz))
-            .default_service(web::to(method_not_allowed)),
+            .default_service(allow("GET")),
     )
     .service(
         super::resource("/readyz")
             .route(web::get().to(readyz))
-            .default_service(web::to(method_not_allowed)),
+            .default_service(allow("GET")),
     )
     .service(
         super::resource("/metrics")
             .route(web::get().to(metrics))
-            .default_service(web::to(method_not_allowed)),
+            .default_service(allow("GET")),
     );
 }
 

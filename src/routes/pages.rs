@@ -10,7 +10,7 @@ use actix_web::http::header::{self, ContentType};
 use actix_web::{guard, web, FromRequest, Handler, HttpResponse, Resource, Responder};
 use serde::Deserialize;
 
-use super::errors::method_not_allowed;
+use super::errors::allow;
 use crate::inventory::SlotName;
 use crate::state::AppState;
 
@@ -47,7 +47,7 @@ where
                 .guard(guard::Any(guard::Get()).or(guard::Head()))
                 .to(handler),
         )
-        .default_service(web::to(method_not_allowed))
+        .default_service(allow("GET, HEAD"))
 }
 
 /// What a page that shows ads may load: scripts, styles and requests from regie only, images

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use ulid::Ulid;
 
 use super::auth::is_admin;
-use super::errors::method_not_allowed;
+use super::errors::allow;
 use super::frequency::{reserve_frequency, FrequencyGrant};
 use crate::decision::{choose, Choice, Context};
 use crate::delivery::RequestDelivery;
@@ -29,13 +29,13 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig) {
         super::resource("/v1/slots/{slot}/ad")
             .wrap(super::cors())
             .route(web::get().to(get_ad))
-            .default_service(web::to(method_not_allowed)),
+            .default_service(allow("GET")),
     )
     .service(
         super::resource("/v1/decisions")
             .wrap(super::cors())
             .route(web::post().to(post_decisions))
-            .default_service(web::to(method_not_allowed)),
+            .default_service(allow("POST")),
     );
 }
 

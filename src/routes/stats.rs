@@ -5,7 +5,7 @@ use chrono::{Duration, NaiveDate};
 use serde::{Deserialize, Serialize};
 
 use super::auth::{caller, Caller};
-use super::errors::method_not_allowed;
+use super::errors::allow;
 use crate::error::ApiError;
 use crate::inventory::Id;
 use crate::state::AppState;
@@ -20,12 +20,12 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         super::resource("/v1/campaigns/{id}/stats")
             .route(web::get().to(campaign_stats))
-            .default_service(web::to(method_not_allowed)),
+            .default_service(allow("GET")),
     )
     .service(
         super::resource("/v1/advertisers/me/campaigns")
             .route(web::get().to(my_campaigns))
-            .default_service(web::to(method_not_allowed)),
+            .default_service(allow("GET")),
     );
 }
 

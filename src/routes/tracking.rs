@@ -8,7 +8,7 @@
 use actix_web::http::header;
 use actix_web::{web, HttpResponse};
 
-use super::errors::method_not_allowed;
+use super::errors::allow;
 use crate::inventory::SlotName;
 use crate::state::AppState;
 use crate::store::Event;
@@ -34,7 +34,7 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig) {
                 .wrap(super::cors())
                 .route(web::get().to(move |state, token| beacon(state, token, kind)))
                 .route(web::head().to(pixel))
-                .default_service(web::to(method_not_allowed)),
+                .default_service(allow("GET, HEAD")),
         );
     }
     cfg.service(
@@ -43,7 +43,7 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig) {
             .route(
                 web::head().to(|| async { HttpResponse::Ok().insert_header(no_store()).finish() }),
             )
-            .default_service(web::to(method_not_allowed)),
+            .default_service(allow("GET, HEAD")),
     );
 }
 
