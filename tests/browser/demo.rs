@@ -26,6 +26,29 @@ async fn top_of(browser: &Browser, slot: &str) -> f64 {
         .unwrap()
 }
 
+/// Waits for the tab the ad opened, switches to it and waits until it shows the landing page
+/// of the campaign served in `slot`; answers that page's URL.
+async fn switch_to_landing_tab(
+    browser: &Browser,
+    demo_window: &fantoccini::wd::WindowHandle,
+    app: &TestApp,
+    slot: &str,
+) -> String {
+    let landing = eventually("the landing tab", Duration::from_secs(5), || async {
+        let windows = browser.client.windows().await.ok()?;
+        windows.into_iter().find(|w| w != demo_window)
+    })
+    .await;
+    browser.client.switch_to_window(landing).await.unwrap();
+    let expected = format!("{}/landing/{}", app.site.url, campaign_of(slot));
+    eventually("the landing page", Duration::from_secs(5), || async {
+        let url = browser.client.current_url().await.ok()?;
+        (url.as_str() == expected).then_some(())
+    })
+    .await;
+    expected
+}
+
 #[tokio::test]
 async fn every_slot_of_the_demo_page_shows_an_ad_counted_as_one_impression() {
     let _one = exclusive().await;
@@ -139,18 +162,7 @@ async fn a_click_reaches_the_landing_page_and_is_counted_once() {
         .unwrap();
 
     // The ad opens in a new tab, through the click URL, on the advertiser's landing page.
-    let landing = eventually("the landing tab", Duration::from_secs(5), || async {
-        let windows = browser.client.windows().await.ok()?;
-        windows.into_iter().find(|w| *w != demo_window)
-    })
-    .await;
-    browser.client.switch_to_window(landing).await.unwrap();
-    let expected = format!("{}/landing/{}", app.site.url, campaign_of("banner"));
-    eventually("the landing page", Duration::from_secs(5), || async {
-        let url = browser.client.current_url().await.ok()?;
-        (url.as_str() == expected).then_some(())
-    })
-    .await;
+    let expected = switch_to_landing_tab(&browser, &demo_window, &app, "banner").await;
     assert_eq!(app.site.landing_hits(campaign_of("banner")), 1);
     app.expect_total(campaign_of("banner"), "clicks", 1).await;
 
@@ -200,18 +212,7 @@ async fn a_link_in_an_html_creative_goes_through_the_click_url() {
         .await
         .unwrap();
 
-    let landing = eventually("the landing tab", Duration::from_secs(5), || async {
-        let windows = browser.client.windows().await.ok()?;
-        windows.into_iter().find(|w| *w != demo_window)
-    })
-    .await;
-    browser.client.switch_to_window(landing).await.unwrap();
-    let expected = format!("{}/landing/{}", app.site.url, campaign_of("Publicité 4"));
-    eventually("the landing page", Duration::from_secs(5), || async {
-        let url = browser.client.current_url().await.ok()?;
-        (url.as_str() == expected).then_some(())
-    })
-    .await;
+    switch_to_landing_tab(&browser, &demo_window, &app, "Publicité 4").await;
     app.expect_total(campaign_of("Publicité 4"), "clicks", 1)
         .await;
     browser.close().await;
