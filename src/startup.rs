@@ -218,11 +218,6 @@ impl Application {
         self.port
     }
 
-    /// The shared state (tests read metrics and the catalog through it).
-    pub fn state(&self) -> web::Data<AppState> {
-        self.state.clone()
-    }
-
     /// A handle that stops the application gracefully, as SIGTERM does.
     pub fn stop_handle(&self) -> StopHandle {
         StopHandle(self.stop_requested.clone())

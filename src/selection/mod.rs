@@ -62,11 +62,6 @@ impl TierRotation {
         self.weights.is_empty()
     }
 
-    /// The members' weights, in member order.
-    pub fn weights(&self) -> &[u64] {
-        &self.weights
-    }
-
     /// Picks a member among those `eligible` accepts, by the tier's rotation mode.
     pub fn pick<R: Rng + ?Sized>(
         &self,

@@ -196,10 +196,6 @@ impl MemoryStore {
         Ok(self.data.lock().key_hashes.get(key_hash).cloned())
     }
 
-    pub(super) async fn ping(&self) -> Result<(), StoreError> {
-        Ok(())
-    }
-
     pub(super) async fn lease(&self, request: &LeaseRequest<'_>) -> Result<Lease, StoreError> {
         let mut data = self.data.lock();
         let total = data

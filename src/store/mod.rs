@@ -330,11 +330,6 @@ impl Store {
     pub async fn frequency_release(&self, releases: &[FrequencyRelease]) -> Result<(), StoreError> {
         dispatch!(self, s => s.frequency_release(releases).await)
     }
-
-    /// Whether the store answers.
-    pub async fn ping(&self) -> Result<(), StoreError> {
-        dispatch!(self, s => s.ping().await)
-    }
 }
 
 /// Parses a stats field `metric|slot`.

@@ -562,12 +562,4 @@ impl RedisStore {
         let mut conn = self.conn();
         self.observe("frequency_release", pipe.query_async::<()>(&mut conn).await)
     }
-
-    pub(super) async fn ping(&self) -> Result<(), StoreError> {
-        let mut conn = self.conn();
-        self.observe(
-            "ping",
-            redis::cmd("PING").query_async::<()>(&mut conn).await,
-        )
-    }
 }
