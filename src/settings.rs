@@ -44,6 +44,10 @@ pub struct Settings {
     pub max_pending_events: usize,
     /// Time given to in-flight requests and the final flush on shutdown, in seconds.
     pub shutdown_timeout_secs: u64,
+    /// On shutdown, how long `/readyz` answers 503 while requests are still served, so that
+    /// load balancers stop sending traffic before connections are refused, in milliseconds.
+    /// Part of the shutdown timeout.
+    pub drain_delay_ms: u64,
     /// Largest block of a capped campaign's budget an instance leases at once. Smaller blocks
     /// share a budget more evenly between instances; larger ones cost fewer round trips.
     pub lease_block: u64,

@@ -57,6 +57,7 @@ pub struct Application {
     flusher: JoinHandle<()>,
     budget_task: JoinHandle<()>,
     shutdown_timeout: Duration,
+    drain_delay: Duration,
     stop_requested: Arc<tokio::sync::Notify>,
 }
 
@@ -209,6 +210,8 @@ impl Application {
             flusher,
             budget_task,
             shutdown_timeout: settings.shutdown_timeout(),
+            drain_delay: Duration::from_millis(settings.drain_delay_ms)
+                .min(settings.shutdown_timeout() / 2),
             stop_requested: Arc::new(tokio::sync::Notify::new()),
         })
     }
@@ -236,6 +239,8 @@ impl Application {
         }
         let started = Instant::now();
         catalog.draining.store(true, Ordering::Relaxed);
+        // Still serving, but no longer ready: load balancers move traffic away first.
+        tokio::time::sleep(self.drain_delay).await;
         handle.stop(true).await;
         let served = server.await.map_err(std::io::Error::other)?;
         let _ = self.shutdown.send(true);

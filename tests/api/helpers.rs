@@ -319,6 +319,11 @@ impl TestApp {
             .unwrap()
     }
 
+    /// Starts a graceful shutdown, as SIGTERM would.
+    pub fn begin_shutdown(&self) {
+        self.stop.stop();
+    }
+
     /// The text of /metrics.
     pub async fn metrics(&self) -> String {
         self.get("/metrics").await.text().await.unwrap()

@@ -7,7 +7,8 @@ use rand::{rngs::StdRng, Rng, SeedableRng};
 use serde_json::Value;
 
 use crate::helpers::{
-    ad_path, free_port, redis_for, spawn_app, spawn_app_with, urlencode, AppOptions, StoreKind,
+    ad_path, eventually, free_port, redis_for, spawn_app, spawn_app_with, urlencode, AppOptions,
+    StoreKind,
 };
 use crate::on_both_stores;
 
@@ -128,4 +129,28 @@ async fn readiness_is_503_until_an_inventory_is_loaded_and_says_why() {
     assert_eq!(response.status(), 503);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "not_ready");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_says_draining_once_a_shutdown_begins_while_ads_are_still_served() {
+    let mut options = AppOptions::new(None);
+    options.tweak = Box::new(|s| s.drain_delay_ms = 3_000);
+    let app = spawn_app_with(options).await;
+    assert_eq!(app.get("/readyz").await.status(), 200);
+
+    app.begin_shutdown();
+
+    let draining = eventually(std::time::Duration::from_secs(2), || async {
+        let response = app.get("/readyz").await;
+        let status = response.status();
+        let body: Value = response.json().await.ok()?;
+        (status == 503 && body["status"] == "draining").then_some(())
+    })
+    .await;
+    assert!(draining.is_some(), "/readyz did not say draining");
+    assert_eq!(
+        app.get(&ad_path("banner")).await.status(),
+        200,
+        "still serving while draining"
+    );
 }
