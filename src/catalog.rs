@@ -118,6 +118,9 @@ impl Catalog {
 
     fn set_status(&self, reachable: bool, detail: impl Into<String>) {
         let mut status = self.status.lock();
+        if reachable && !status.reachable {
+            tracing::info!("store reachable");
+        }
         status.reachable = reachable;
         status.detail = detail.into();
     }
@@ -241,7 +244,12 @@ impl Catalog {
     }
 
     fn note_unreachable(&self, e: &StoreError, serving: bool) {
-        tracing::warn!(error = %e, "store unreachable");
+        // Once per outage at warning level; every poll of it would flood the log.
+        if self.status.lock().reachable {
+            tracing::warn!(error = %e, "store unreachable");
+        } else {
+            tracing::debug!(error = %e, "store still unreachable");
+        }
         let detail = if serving {
             "the store is unreachable; serving the last good inventory"
         } else {

@@ -147,6 +147,8 @@ pub struct Flusher {
     metrics: Metrics,
     dedup_ttl_secs: u64,
     retry: VecDeque<Batch>,
+    /// Whether the last write failed: an outage is logged when it starts and when it ends.
+    failing: bool,
 }
 
 impl Flusher {
@@ -166,6 +168,7 @@ impl Flusher {
             metrics,
             dedup_ttl_secs,
             retry: VecDeque::new(),
+            failing: false,
         }
     }
 
@@ -191,9 +194,18 @@ impl Flusher {
                     self.recorder.queued.fetch_sub(size, Ordering::Relaxed);
                     self.metrics.pending_events.sub(size as i64);
                     self.retry.pop_front();
+                    if std::mem::take(&mut self.failing) {
+                        tracing::info!("counter flushes succeed again");
+                    }
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, queued = self.retry.len(), "counter flush failed; will retry");
+                    let queued = self.retry.len();
+                    if self.failing {
+                        tracing::debug!(error = %e, queued, "counter flush failed again");
+                    } else {
+                        tracing::warn!(error = %e, queued, "counter flush failed; counts wait in memory and will be retried");
+                    }
+                    self.failing = true;
                     return false;
                 }
             }
