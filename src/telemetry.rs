@@ -58,9 +58,8 @@ pub async fn observe(
     let started = Instant::now();
     let method = method_label(req.method());
     let request_id = REQUEST_IDS.fetch_add(1, Ordering::Relaxed);
-    let metrics = req
-        .app_data::<web::Data<AppState>>()
-        .map(|s| s.metrics.clone());
+    // The state handle (one reference count), not a clone of every metric handle.
+    let state = req.app_data::<web::Data<AppState>>().cloned();
     let span = tracing::info_span!("request", request_id, method, route = tracing::field::Empty);
     let response = next.call(req).instrument(span.clone()).await?;
     // The matched pattern, never the raw path: `/v1/i/{token}`, not the token.
@@ -71,8 +70,9 @@ pub async fn observe(
     span.record("route", route);
     let status = response.status();
     let elapsed = started.elapsed();
-    if let Some(metrics) = metrics {
-        metrics
+    if let Some(state) = state {
+        state
+            .metrics
             .http_duration
             .with_label_values(&[route, method, status.as_str()])
             .observe(elapsed.as_secs_f64());

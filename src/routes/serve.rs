@@ -175,17 +175,19 @@ pub(crate) fn parse_inputs(
     })
 }
 
-/// Parses a slot name from a request: malformed is 400, unknown is 404.
-pub(crate) fn parse_slot(raw: &str, snapshot: &Snapshot) -> Result<SlotName, ApiError> {
+/// Finds the slot a request names: malformed is 400, unknown is 404.
+pub(crate) fn parse_slot<'s>(
+    raw: &str,
+    snapshot: &'s Snapshot,
+) -> Result<&'s CompiledSlot, ApiError> {
     let name = SlotName::parse(raw)
         .map_err(|e| ApiError::bad_request("invalid_slot", format!("slot name {e}")))?;
-    if snapshot.slot(&name).is_none() {
-        return Err(ApiError::not_found(
+    snapshot.slot(&name).ok_or_else(|| {
+        ApiError::not_found(
             "unknown_slot",
             format!("there is no slot named {:?}", name.as_str()),
-        ));
-    }
-    Ok(name)
+        )
+    })
 }
 
 pub(crate) fn current_snapshot(state: &AppState) -> Result<Arc<Snapshot>, ApiError> {
@@ -236,15 +238,12 @@ fn choose_and_take(
 pub(crate) fn decide<'s>(
     state: &AppState,
     snapshot: &'s Snapshot,
-    slot: &SlotName,
+    compiled: &'s CompiledSlot,
     inputs: &Inputs,
     excluded: &[usize],
     delivery: &RequestDelivery<'_>,
 ) -> Option<(Choice, DecisionOut<'s>)> {
     let timer = state.metrics.decision_duration.start_timer();
-    let compiled = snapshot
-        .slot(slot)
-        .expect("the caller checked the slot exists");
     let now = delivery.now;
     let choice = choose_and_take(snapshot, compiled, inputs, excluded, delivery);
     let slot_name = compiled.slot.name.as_str();
@@ -357,14 +356,13 @@ async fn get_ad(
         return Err(ApiError::Forbidden("explain needs the admin token".into()));
     }
     let snapshot = current_snapshot(&state)?;
-    let slot = parse_slot(&slot, &snapshot)?;
+    let compiled = parse_slot(&slot, &snapshot)?;
     let inputs = parse_inputs(
         &snapshot,
         query.uid,
         split_list(query.kw),
         split_list(query.exclude),
     )?;
-    let compiled = snapshot.slot(&slot).expect("parse_slot checked it");
     let frequency = reserve_frequency(&state, &snapshot, &[compiled], inputs.uid.as_deref()).await;
     let delivery = request_delivery(&state, &frequency);
     if explain {
@@ -377,7 +375,7 @@ async fn get_ad(
     let decided = decide(
         &state,
         &snapshot,
-        &slot,
+        compiled,
         &inputs,
         &inputs.excluded,
         &delivery,
@@ -441,15 +439,15 @@ async fn post_decisions(
     let mut excluded = inputs.excluded.clone();
     let mut entries = Vec::with_capacity(names.len());
     for name in &names {
-        if snapshot.slot(name).is_none() {
+        let Some(compiled) = snapshot.slot(name) else {
             entries.push(BatchEntry::Empty {
                 slot: name.to_string(),
                 decision: None,
                 error: Some("unknown_slot"),
             });
             continue;
-        }
-        match decide(&state, &snapshot, name, &inputs, &excluded, &delivery) {
+        };
+        match decide(&state, &snapshot, compiled, &inputs, &excluded, &delivery) {
             Some((choice, decision)) => {
                 excluded.push(choice.campaign);
                 entries.push(BatchEntry::Filled(Box::new(decision)));
