@@ -40,13 +40,8 @@ async fn seed_traffic(app: &TestApp) {
         .await;
 }
 
-#[tokio::test]
-async fn the_dashboard_shows_the_stats_api_numbers_for_the_advertiser() {
-    let _one = exclusive().await;
-    let app = TestApp::start().await;
-    seed_traffic(&app).await;
-    let browser = Browser::start().await;
-
+/// Opens the dashboard and submits `key` in its sign-in form.
+async fn sign_in(browser: &Browser, app: &TestApp, key: &str) {
     browser
         .client
         .goto(&format!("{}/dashboard", app.url))
@@ -58,7 +53,7 @@ async fn the_dashboard_shows_the_stats_api_numbers_for_the_advertiser() {
         .for_element(Locator::Id("api-key"))
         .await
         .unwrap();
-    key_field.send_keys(&app.api_key).await.unwrap();
+    key_field.send_keys(key).await.unwrap();
     browser
         .client
         .find(Locator::Css("#login-form button"))
@@ -67,6 +62,16 @@ async fn the_dashboard_shows_the_stats_api_numbers_for_the_advertiser() {
         .click()
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn the_dashboard_shows_the_stats_api_numbers_for_the_advertiser() {
+    let _one = exclusive().await;
+    let app = TestApp::start().await;
+    seed_traffic(&app).await;
+    let browser = Browser::start().await;
+
+    sign_in(&browser, &app, &app.api_key).await;
     eventually(
         "the dashboard's numbers",
         Duration::from_secs(10),
@@ -152,26 +157,7 @@ async fn the_dashboard_refuses_a_wrong_key() {
     let app = TestApp::start().await;
     let browser = Browser::start().await;
 
-    browser
-        .client
-        .goto(&format!("{}/dashboard", app.url))
-        .await
-        .unwrap();
-    let key_field = browser
-        .client
-        .wait()
-        .for_element(Locator::Id("api-key"))
-        .await
-        .unwrap();
-    key_field.send_keys("not-a-key").await.unwrap();
-    browser
-        .client
-        .find(Locator::Css("#login-form button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    sign_in(&browser, &app, "not-a-key").await;
 
     let message = eventually("the refusal", Duration::from_secs(5), || async {
         let text = browser
