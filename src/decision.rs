@@ -59,6 +59,9 @@ pub struct Choice {
     pub creative: usize,
     /// The tier it was drawn from; `None` when it is the slot's fallback.
     pub tier: Option<Priority>,
+    /// Where it was drawn: the tier's index in the slot and the member's in the tier; `None`
+    /// for the fallback.
+    pub drawn: Option<(usize, usize)>,
 }
 
 /// Whether the campaign at `index` may be served in this context.
@@ -101,24 +104,86 @@ pub fn choose<R: Rng + ?Sized>(
     ctx: &Context<'_>,
     rng: &mut R,
 ) -> Option<Choice> {
-    for tier in &slot.tiers {
-        let picked = tier.rotation.pick(rng, |m| {
-            eligibility(snapshot, tier.members[m].campaign, ctx).is_ok()
-        });
-        if let Some(m) = picked {
-            return Some(choice(&tier.members[m], Some(tier.priority), rng));
-        }
-    }
-    let fallback = slot.fallback.as_ref()?;
-    eligibility(snapshot, fallback.campaign, ctx).ok()?;
-    Some(choice(fallback, None, rng))
+    let choice = draw_order(snapshot, slot, ctx, rng, 1, |_| true).pop()?;
+    commit(snapshot, slot, ctx, &choice, &[]);
+    Some(choice)
 }
 
-fn choice<R: Rng + ?Sized>(member: &SlotMember, tier: Option<Priority>, rng: &mut R) -> Choice {
+/// Draws the slot's candidates one after another, each as [`choose`] would among the eligible
+/// campaigns not drawn before it, until `enough` says so of the last one drawn or `limit` are
+/// drawn; the fallback comes last when it is eligible and was not drawn from a tier. Nothing
+/// is recorded: a smooth rotation is only peeked at (see [`commit`]).
+///
+/// Serving the first candidate that passes a check made later (a viewer's frequency cap, in
+/// the store) is the same as drawing among the campaigns that pass it: a weighted draw without
+/// replacement visits the members of any subset in proportion to their weights.
+pub fn draw_order<R: Rng + ?Sized>(
+    snapshot: &Snapshot,
+    slot: &CompiledSlot,
+    ctx: &Context<'_>,
+    rng: &mut R,
+    limit: usize,
+    mut enough: impl FnMut(&Choice) -> bool,
+) -> Vec<Choice> {
+    let mut drawn: Vec<Choice> = Vec::new();
+    'tiers: for (t, tier) in slot.tiers.iter().enumerate() {
+        loop {
+            if drawn.len() >= limit {
+                break 'tiers;
+            }
+            let picked = tier.rotation.peek(rng, |m| {
+                let campaign = tier.members[m].campaign;
+                !drawn.iter().any(|c| c.campaign == campaign)
+                    && eligibility(snapshot, campaign, ctx).is_ok()
+            });
+            let Some(m) = picked else { break };
+            let choice = choice(&tier.members[m], Some((t, tier.priority, m)), rng);
+            drawn.push(choice);
+            if enough(&choice) {
+                return drawn;
+            }
+        }
+    }
+    if let Some(fallback) = &slot.fallback {
+        if !drawn.iter().any(|c| c.campaign == fallback.campaign)
+            && eligibility(snapshot, fallback.campaign, ctx).is_ok()
+        {
+            drawn.push(choice(fallback, None, rng));
+        }
+    }
+    drawn
+}
+
+/// Records that `choice`, drawn by [`draw_order`], is served: a smooth rotation moves on, as
+/// if it had picked it among the campaigns eligible in `ctx` except those `passed_over`
+/// (drawn before it and refused).
+pub fn commit(
+    snapshot: &Snapshot,
+    slot: &CompiledSlot,
+    ctx: &Context<'_>,
+    choice: &Choice,
+    passed_over: &[usize],
+) {
+    let Some((t, member)) = choice.drawn else {
+        return;
+    };
+    let tier = &slot.tiers[t];
+    tier.rotation.commit(member, |m| {
+        let campaign = tier.members[m].campaign;
+        !passed_over.contains(&campaign) && eligibility(snapshot, campaign, ctx).is_ok()
+    });
+}
+
+fn choice<R: Rng + ?Sized>(
+    member: &SlotMember,
+    drawn: Option<(usize, Priority, usize)>,
+    rng: &mut R,
+) -> Choice {
     Choice {
         campaign: member.campaign,
         creative: member.creatives[member.creative_table.sample(rng)],
-        tier,
+        tier: drawn.map(|(_, priority, _)| priority),
+        drawn: drawn.map(|(t, _, m)| (t, m)),
     }
 }
 
@@ -264,5 +329,86 @@ mod tests {
             decide(&snap, &[], &kw(&["politique"]), &mut rng).as_deref(),
             Some("other")
         );
+    }
+    /// No keywords, no exclusion, no delivery rules.
+    fn plain_context() -> Context<'static> {
+        Context {
+            now: now(),
+            keywords: &[],
+            excluded: &[],
+            delivery: None,
+        }
+    }
+
+    fn ids(snapshot: &Snapshot, choices: &[Choice]) -> Vec<String> {
+        choices
+            .iter()
+            .map(|c| snapshot.campaigns[c.campaign].campaign.id.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn candidates_are_drawn_tier_by_tier_then_the_fallback() {
+        let snap = snapshot(
+            vec![
+                campaign("sponsor", "sponsorship", 1),
+                campaign("one", "standard", 1),
+                campaign("two", "standard", 1),
+            ],
+            Some("house-ad"),
+        );
+        let slot = snap.slot(&SlotName::parse("Publicité 2").unwrap()).unwrap();
+        let ctx = plain_context();
+        let mut rng = StdRng::seed_from_u64(9);
+        let mut orders = std::collections::HashSet::new();
+        for _ in 0..50 {
+            let order = ids(
+                &snap,
+                &draw_order(&snap, slot, &ctx, &mut rng, 10, |_| false),
+            );
+            assert_eq!(order.len(), 4, "{order:?}");
+            assert_eq!(order[0], "sponsor");
+            assert_eq!(order[3], "house-ad");
+            orders.insert(order);
+        }
+        assert_eq!(orders.len(), 2, "both orders of the standard tier occur");
+
+        // Drawing stops where asked, and a truncated draw still ends with the fallback.
+        let first = draw_order(&snap, slot, &ctx, &mut rng, 10, |_| true);
+        assert_eq!(ids(&snap, &first), ["sponsor"]);
+        let truncated = draw_order(&snap, slot, &ctx, &mut rng, 2, |_| false);
+        assert_eq!(ids(&snap, &truncated)[2], "house-ad");
+    }
+
+    #[test]
+    fn serving_the_first_candidate_that_passes_a_later_check_keeps_the_weights() {
+        // "capped" stands for a campaign the viewer has seen too often, found out only after
+        // the draw: the others must still be served in proportion 3:2.
+        let snap = snapshot(
+            vec![
+                campaign("capped", "standard", 5),
+                campaign("three", "standard", 3),
+                campaign("two", "standard", 2),
+            ],
+            None,
+        );
+        let slot = snap.slot(&SlotName::parse("Publicité 2").unwrap()).unwrap();
+        let ctx = plain_context();
+        let capped = snap.campaign_index[&crate::inventory::Id::parse("capped").unwrap()];
+        let mut rng = StdRng::seed_from_u64(0xf00d);
+        let mut counts: std::collections::HashMap<String, u64> = Default::default();
+        for _ in 0..50_000 {
+            let order = draw_order(&snap, slot, &ctx, &mut rng, 10, |c| c.campaign != capped);
+            let served = order.iter().find(|c| c.campaign != capped).unwrap();
+            *counts
+                .entry(snap.campaigns[served.campaign].campaign.id.to_string())
+                .or_default() += 1;
+        }
+        let (three, two) = (counts["three"] as f64, counts["two"] as f64);
+        let n = three + two;
+        let chi2 = (three - n * 0.6).powi(2) / (n * 0.6) + (two - n * 0.4).powi(2) / (n * 0.4);
+        // 1 degree of freedom, p = 0.001; the seed is fixed, so the test is deterministic.
+        assert!(chi2 < 10.828, "chi2 = {chi2:.2}, counts = {counts:?}");
+        assert!(!counts.contains_key("capped"));
     }
 }

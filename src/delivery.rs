@@ -348,7 +348,8 @@ pub struct RequestDelivery<'a> {
     /// The reporting time zone.
     pub timezone: Tz,
     /// Frequency-capped campaigns this viewer may still see (indexes into the snapshot); the
-    /// others with a frequency cap may not. `None`: no viewer id, no frequency cap applies.
+    /// others with a frequency cap may not. `None`: not checked here (no viewer id, or the
+    /// store checks the caps as it serves the candidates, see [`crate::routes`]).
     pub frequency_allowed: Option<&'a [usize]>,
 }
 

@@ -38,7 +38,8 @@ pub struct Metrics {
     pub inventory_age_seconds: IntGauge,
     /// HTTP request latency by route pattern, method and status.
     pub http_duration: HistogramVec,
-    /// Time to decide one slot, from parsed request to answer.
+    /// Time to decide one request's slots, from parsed request to answer, with the frequency
+    /// caps' store round trip when there is one.
     pub decision_duration: Histogram,
 }
 
@@ -142,11 +143,11 @@ impl Metrics {
         registry
             .register(Box::new(http_duration.clone()))
             .expect("unique metric");
-        // Decisions are pure in-memory work: buckets from 10 µs to 10 ms.
+        // Decisions are in-memory work and at most one store round trip: 10 µs to 10 ms.
         let decision_duration = Histogram::with_opts(
             HistogramOpts::new(
                 "regie_decision_duration_seconds",
-                "Time to decide one slot.",
+                "Time to decide the slots of one request.",
             )
             .buckets(vec![
                 0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.01,

@@ -1,10 +1,10 @@
 //! `explain=1`: why each campaign of a slot was or was not eligible, and how the draw would go.
-//! A dry run: nothing is counted, no budget is taken, frequency reservations are cancelled.
+//! A dry run: nothing is counted, no budget is taken, no frequency reservation is made.
 
 use serde_json::{json, Value};
 
 use super::serve::Inputs;
-use crate::decision::{choose, eligibility, Context};
+use crate::decision::{draw_order, eligibility, Context};
 use crate::delivery::RequestDelivery;
 use crate::snapshot::{CompiledSlot, SlotMember, Snapshot};
 
@@ -75,15 +75,17 @@ pub(crate) fn explain(
     if chosen_tier.is_none() && fallback.as_ref().is_some_and(|f| f["eligible"] == true) {
         chosen_tier = Some("fallback");
     }
-    // The draw itself, without taking budget or counting anything.
-    let preview = choose(snapshot, slot, &ctx, &mut rand::rng()).map(|choice| {
-        let campaign = &snapshot.campaigns[choice.campaign].campaign;
-        json!({
-            "campaign_id": campaign.id.as_str(),
-            "creative_id": campaign.creatives[choice.creative].id.as_str(),
-            "tier": choice.tier.map_or("fallback", |t| t.as_str()),
-        })
-    });
+    // The draw itself, without taking budget, counting anything or moving a smooth rotation.
+    let preview = draw_order(snapshot, slot, &ctx, &mut rand::rng(), 1, |_| true)
+        .pop()
+        .map(|choice| {
+            let campaign = &snapshot.campaigns[choice.campaign].campaign;
+            json!({
+                "campaign_id": campaign.id.as_str(),
+                "creative_id": campaign.creatives[choice.creative].id.as_str(),
+                "tier": choice.tier.map_or("fallback", |t| t.as_str()),
+            })
+        });
     json!({
         "decision": preview,
         "dry_run": true,

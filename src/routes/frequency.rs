@@ -1,70 +1,35 @@
-//! Per-viewer frequency caps for one request: one store round trip checks every
-//! frequency-capped campaign the request could be served and reserves a view of those under
-//! their cap; reservations not used by a decision are cancelled in the background.
+//! Choosing the campaigns of one request, with per-viewer frequency caps.
+//!
+//! Each slot's candidates are drawn in the order they would be served
+//! ([`crate::decision::draw_order`]), as far as the first campaign without a frequency cap
+//! (for a page, one more per slot before it, since an earlier slot may take one). When serving
+//! them reaches a frequency-capped campaign, one store round trip walks the same order, serves
+//! each slot its first candidate under its cap and reserves that view, atomically across
+//! instances. When it does not (no `uid`, or an uncapped campaign drawn first), the request
+//! costs no round trip at all. Nothing is reserved that is not served, so nothing has to be
+//! given back, except in the rare case where a budget's last unit went to another request.
 //!
 //! Without a `uid` no frequency cap applies: regie cannot tell viewers apart. Viewer ids are
 //! hashed before they reach the store. When the store cannot be reached, frequency-capped
 //! campaigns are not served (the cap is a promise to the advertiser); others are.
 
+use rand::Rng;
 use sha2::{Digest, Sha256};
 use ulid::Ulid;
 
-use super::serve::in_flight;
-use crate::inventory::Id;
+use super::serve::{in_flight, Inputs};
+use crate::decision::{commit, draw_order, Choice, Context};
+use crate::delivery::RequestDelivery;
 use crate::snapshot::{CompiledSlot, Snapshot};
 use crate::state::AppState;
-use crate::store::{FrequencyItem, FrequencyRelease};
+use crate::store::{FrequencyCap, FrequencyItem, FrequencyRelease};
 
-/// The most frequency-capped campaigns checked for one request.
+/// The most candidates drawn for one slot. A viewer who has reached the frequency cap of
+/// every one of them is served the slot's fallback, or nothing.
+const MAX_CANDIDATES: usize = 32;
+
+/// The most frequency-capped campaigns `explain` checks.
 const MAX_CHECKED: usize = 1_000;
-
-/// What a request's viewer may still see.
-pub(crate) struct FrequencyGrant {
-    viewer: String,
-    reservation: String,
-    /// Frequency-capped campaigns reserved for this request, by snapshot index.
-    reserved: Vec<(usize, Id)>,
-    /// `None` without a viewer id: no frequency cap applies.
-    allowed: Option<Vec<usize>>,
-}
-
-impl FrequencyGrant {
-    /// The frequency-capped campaigns the viewer may see; `None` when caps do not apply.
-    pub fn allowed(&self) -> Option<&[usize]> {
-        self.allowed.as_deref()
-    }
-
-    /// Cancels the reservations of campaigns that were not chosen.
-    pub fn release_unused(&self, state: &AppState, chosen: impl Iterator<Item = usize>) {
-        let chosen: Vec<usize> = chosen.collect();
-        let unused: Vec<Id> = self
-            .reserved
-            .iter()
-            .filter(|(index, _)| !chosen.contains(index))
-            .map(|(_, id)| id.clone())
-            .collect();
-        self.release(state, unused);
-    }
-
-    /// Cancels every reservation (a dry run).
-    pub fn release_all(&self, state: &AppState) {
-        self.release(
-            state,
-            self.reserved.iter().map(|(_, id)| id.clone()).collect(),
-        );
-    }
-
-    fn release(&self, state: &AppState, campaigns: Vec<Id>) {
-        if campaigns.is_empty() {
-            return;
-        }
-        state.releaser.release(FrequencyRelease {
-            viewer: self.viewer.clone(),
-            reservation: self.reservation.clone(),
-            campaigns,
-        });
-    }
-}
 
 /// The stored form of a viewer id: the first 128 bits of its SHA-256, in hex.
 fn viewer_key(uid: &str) -> String {
@@ -78,31 +43,221 @@ fn viewer_key(uid: &str) -> String {
     key
 }
 
-/// Checks and reserves the viewer's frequency allowances for the campaigns `slots` could serve.
-pub(crate) async fn reserve_frequency(
+/// A campaign's frequency cap, as the store checks it.
+fn cap_of(snapshot: &Snapshot, index: usize) -> Option<FrequencyCap> {
+    snapshot.campaigns[index]
+        .campaign
+        .frequency
+        .as_ref()
+        .map(|frequency| FrequencyCap {
+            max: frequency.max,
+            window_ms: (frequency.per_seconds as i64).saturating_mul(1_000),
+        })
+}
+
+/// The viewer of a request, when frequency caps apply to it.
+struct Viewer {
+    key: String,
+    reservation: String,
+}
+
+/// A campaign chosen for a slot.
+struct Pick {
+    choice: Choice,
+    /// Whether a view of it was reserved under its frequency cap.
+    reserved: bool,
+}
+
+/// Chooses a campaign for each slot of a request, never the same one twice, and takes a unit
+/// of its budget; a campaign whose last unit another request took meanwhile is set aside and
+/// its slot chosen again without it.
+pub(crate) async fn choose_slots(
     state: &AppState,
     snapshot: &Snapshot,
     slots: &[&CompiledSlot],
-    uid: Option<&str>,
-) -> FrequencyGrant {
-    let mut grant = FrequencyGrant {
-        viewer: String::new(),
-        reservation: String::new(),
-        reserved: Vec::new(),
-        allowed: None,
-    };
-    let Some(uid) = uid else { return grant };
-    let now = state.clock.now();
-    let mut candidates: Vec<usize> = Vec::new();
-    let members = slots.iter().flat_map(|slot| {
-        slot.tiers
-            .iter()
-            .flat_map(|t| t.members.iter())
-            .chain(slot.fallback.iter())
+    inputs: &Inputs,
+    delivery: &RequestDelivery<'_>,
+) -> Vec<Option<Choice>> {
+    let viewer = inputs.uid.as_deref().map(|uid| Viewer {
+        key: viewer_key(uid),
+        reservation: Ulid::new().to_string(),
     });
+    let viewer = viewer.as_ref();
+    let mut rng = rand::rng();
+    let picks = pick(
+        state,
+        snapshot,
+        slots,
+        inputs,
+        &inputs.excluded,
+        delivery,
+        viewer,
+        &mut rng,
+    )
+    .await;
+    let mut excluded = inputs.excluded.clone();
+    excluded.extend(picks.iter().flatten().map(|p| p.choice.campaign));
+    let mut chosen = Vec::with_capacity(slots.len());
+    for (slot, mut next) in slots.iter().zip(picks) {
+        loop {
+            let Some(p) = next else {
+                chosen.push(None);
+                break;
+            };
+            let id = &snapshot.campaigns[p.choice.campaign].campaign.id;
+            if delivery.take(id) {
+                chosen.push(Some(p.choice));
+                break;
+            }
+            if let (true, Some(viewer)) = (p.reserved, viewer) {
+                state.releaser.release(FrequencyRelease {
+                    viewer: viewer.key.clone(),
+                    reservation: viewer.reservation.clone(),
+                    campaigns: vec![id.clone()],
+                });
+            }
+            next = pick(
+                state,
+                snapshot,
+                &[slot],
+                inputs,
+                &excluded,
+                delivery,
+                viewer,
+                &mut rng,
+            )
+            .await
+            .pop()
+            .flatten();
+            excluded.extend(next.iter().map(|p| p.choice.campaign));
+        }
+    }
+    chosen
+}
+
+/// Chooses a campaign for each slot, none twice and none of `excluded`, under the viewer's
+/// frequency caps; takes no budget.
+#[allow(clippy::too_many_arguments)]
+async fn pick<R: Rng + ?Sized>(
+    state: &AppState,
+    snapshot: &Snapshot,
+    slots: &[&CompiledSlot],
+    inputs: &Inputs,
+    excluded: &[usize],
+    delivery: &RequestDelivery<'_>,
+    viewer: Option<&Viewer>,
+    rng: &mut R,
+) -> Vec<Option<Pick>> {
+    let ctx = Context {
+        now: delivery.now,
+        keywords: &inputs.keywords,
+        excluded,
+        delivery: Some(delivery),
+    };
+    let capped = |index: usize| viewer.is_some() && cap_of(snapshot, index).is_some();
+    let orders: Vec<Vec<Choice>> = slots
+        .iter()
+        .enumerate()
+        .map(|(before, slot)| {
+            let mut uncapped = 0;
+            draw_order(snapshot, slot, &ctx, rng, MAX_CANDIDATES, |choice| {
+                if !capped(choice.campaign) {
+                    uncapped += 1;
+                }
+                uncapped > before
+            })
+        })
+        .collect();
+    let positions = match (walk(&orders, |c| (!capped(c)).then_some(true)), viewer) {
+        (Some(positions), _) => positions,
+        (None, None) => unreachable!("without a viewer no candidate is frequency-capped"),
+        (None, Some(viewer)) => {
+            let chains: Vec<Vec<FrequencyItem>> = orders
+                .iter()
+                .map(|order| {
+                    order
+                        .iter()
+                        .map(|c| FrequencyItem {
+                            campaign: snapshot.campaigns[c.campaign].campaign.id.clone(),
+                            cap: cap_of(snapshot, c.campaign),
+                        })
+                        .collect()
+                })
+                .collect();
+            let now_ms = delivery.now.timestamp_millis();
+            match state
+                .store
+                .frequency_pick(&viewer.key, now_ms, &viewer.reservation, &chains)
+                .await
+            {
+                Ok(positions) => positions,
+                Err(e) => {
+                    tracing::warn!(error = %e, "frequency caps unavailable; frequency-capped campaigns are not served");
+                    walk(&orders, |c| Some(!capped(c))).expect("every verdict is known")
+                }
+            }
+        }
+    };
+    orders
+        .iter()
+        .zip(slots)
+        .zip(positions)
+        .map(|((order, slot), position)| {
+            let choice = *order.get(position?)?;
+            let passed_over: Vec<usize> = order[..position?].iter().map(|c| c.campaign).collect();
+            commit(snapshot, slot, &ctx, &choice, &passed_over);
+            Some(Pick {
+                choice,
+                reserved: capped(choice.campaign),
+            })
+        })
+        .collect()
+}
+
+/// Serves each slot, in order, its first candidate that `verdict` allows and no earlier slot
+/// took, as the store does; `None` as soon as a verdict is not known here.
+fn walk(
+    orders: &[Vec<Choice>],
+    verdict: impl Fn(usize) -> Option<bool>,
+) -> Option<Vec<Option<usize>>> {
+    let mut served: Vec<usize> = Vec::with_capacity(orders.len());
+    let mut positions = Vec::with_capacity(orders.len());
+    for order in orders {
+        let mut pick = None;
+        for (position, candidate) in order.iter().enumerate() {
+            if served.contains(&candidate.campaign) {
+                continue;
+            }
+            if verdict(candidate.campaign)? {
+                served.push(candidate.campaign);
+                pick = Some(position);
+                break;
+            }
+        }
+        positions.push(pick);
+    }
+    Some(positions)
+}
+
+/// For `explain`: the frequency-capped campaigns of the slot the viewer may still see, read
+/// without reserving anything; `None` without a `uid` (no frequency cap applies).
+pub(crate) async fn frequency_allowed(
+    state: &AppState,
+    snapshot: &Snapshot,
+    slot: &CompiledSlot,
+    uid: Option<&str>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Option<Vec<usize>> {
+    let uid = uid?;
+    let mut candidates: Vec<usize> = Vec::new();
+    let members = slot
+        .tiers
+        .iter()
+        .flat_map(|t| t.members.iter())
+        .chain(slot.fallback.iter());
     for member in members {
         let index = member.campaign;
-        if snapshot.campaigns[index].campaign.frequency.is_some()
+        if cap_of(snapshot, index).is_some()
             && !candidates.contains(&index)
             && in_flight(snapshot, index, now)
         {
@@ -113,46 +268,28 @@ pub(crate) async fn reserve_frequency(
         }
     }
     if candidates.is_empty() {
-        grant.allowed = Some(Vec::new());
-        return grant;
+        return Some(Vec::new());
     }
-    grant.viewer = viewer_key(uid);
-    grant.reservation = Ulid::new().to_string();
     let items: Vec<FrequencyItem> = candidates
         .iter()
-        .map(|&index| {
-            let campaign = &snapshot.campaigns[index].campaign;
-            let frequency = campaign.frequency.as_ref().expect("filtered on frequency");
-            FrequencyItem {
-                campaign: campaign.id.clone(),
-                max: frequency.max,
-                window_ms: (frequency.per_seconds as i64).saturating_mul(1_000),
-            }
+        .map(|&index| FrequencyItem {
+            campaign: snapshot.campaigns[index].campaign.id.clone(),
+            cap: cap_of(snapshot, index),
         })
         .collect();
-    let now_ms = now.timestamp_millis();
-    match state
+    let checked = state
         .store
-        .frequency_reserve(&grant.viewer, now_ms, &grant.reservation, &items)
-        .await
-    {
-        Ok(flags) => {
-            let allowed: Vec<usize> = candidates
-                .iter()
-                .zip(&flags)
-                .filter(|(_, ok)| **ok)
-                .map(|(i, _)| *i)
-                .collect();
-            grant.reserved = allowed
-                .iter()
-                .map(|&i| (i, snapshot.campaigns[i].campaign.id.clone()))
-                .collect();
-            grant.allowed = Some(allowed);
-        }
+        .frequency_check(&viewer_key(uid), now.timestamp_millis(), &items)
+        .await;
+    Some(match checked {
+        Ok(flags) => candidates
+            .into_iter()
+            .zip(flags)
+            .filter_map(|(index, ok)| ok.then_some(index))
+            .collect(),
         Err(e) => {
-            tracing::warn!(error = %e, "frequency caps unavailable; frequency-capped campaigns are not served");
-            grant.allowed = Some(Vec::new());
+            tracing::warn!(error = %e, "frequency caps unavailable");
+            Vec::new()
         }
-    }
-    grant
+    })
 }

@@ -8,8 +8,8 @@ use ulid::Ulid;
 
 use super::auth::is_admin;
 use super::errors::allow;
-use super::frequency::{reserve_frequency, FrequencyGrant};
-use crate::decision::{choose, Choice, Context};
+use super::frequency::{choose_slots, frequency_allowed};
+use crate::decision::Choice;
 use crate::delivery::RequestDelivery;
 use crate::error::ApiError;
 use crate::inventory::{Format, Id, SlotName, Status};
@@ -194,10 +194,11 @@ pub(crate) fn current_snapshot(state: &AppState) -> Result<Arc<Snapshot>, ApiErr
     state.catalog.snapshot().ok_or(ApiError::NotReady)
 }
 
-/// The delivery rules of a request, for its time and viewer.
+/// The delivery rules of a request, for its time; `frequency_allowed` as
+/// [`RequestDelivery::frequency_allowed`].
 pub(crate) fn request_delivery<'a>(
     state: &'a AppState,
-    frequency: &'a FrequencyGrant,
+    frequency_allowed: Option<&'a [usize]>,
 ) -> RequestDelivery<'a> {
     let now = state.clock.now();
     RequestDelivery {
@@ -205,47 +206,19 @@ pub(crate) fn request_delivery<'a>(
         now,
         today: crate::counting::reporting_day(now, state.timezone),
         timezone: state.timezone,
-        frequency_allowed: frequency.allowed(),
+        frequency_allowed,
     }
 }
 
-/// Chooses a campaign and takes a unit of its budget; a campaign whose last unit another
-/// request took meanwhile is set aside and the choice made again.
-fn choose_and_take(
-    snapshot: &Snapshot,
-    compiled: &CompiledSlot,
-    inputs: &Inputs,
-    excluded: &[usize],
-    delivery: &RequestDelivery<'_>,
-) -> Option<Choice> {
-    let mut excluded = excluded.to_vec();
-    loop {
-        let ctx = Context {
-            now: delivery.now,
-            keywords: &inputs.keywords,
-            excluded: &excluded,
-            delivery: Some(delivery),
-        };
-        let choice = choose(snapshot, compiled, &ctx, &mut rand::rng())?;
-        if delivery.take(&snapshot.campaigns[choice.campaign].campaign.id) {
-            return Some(choice);
-        }
-        excluded.push(choice.campaign);
-    }
-}
-
-/// Decides one slot, counts the served decision and builds the answer.
-pub(crate) fn decide<'s>(
+/// Counts one slot's decision and builds its answer.
+fn answer<'s>(
     state: &AppState,
     snapshot: &'s Snapshot,
     compiled: &'s CompiledSlot,
-    inputs: &Inputs,
-    excluded: &[usize],
+    choice: Option<Choice>,
     delivery: &RequestDelivery<'_>,
-) -> Option<(Choice, DecisionOut<'s>)> {
-    let timer = state.metrics.decision_duration.start_timer();
+) -> Option<DecisionOut<'s>> {
     let now = delivery.now;
-    let choice = choose_and_take(snapshot, compiled, inputs, excluded, delivery);
     let slot_name = compiled.slot.name.as_str();
     let Some(choice) = choice else {
         state
@@ -253,7 +226,6 @@ pub(crate) fn decide<'s>(
             .decisions
             .with_label_values(&[slot_name, "no_fill"])
             .inc();
-        timer.observe_duration();
         return None;
     };
     let outcome = if choice.tier.is_some() {
@@ -280,7 +252,7 @@ pub(crate) fn decide<'s>(
         slot: slot_name.to_owned(),
     });
     let base = &state.public_url;
-    let out = DecisionOut {
+    Some(DecisionOut {
         slot: slot_name,
         decision_id: decision_id.to_string(),
         campaign_id: campaign.id.as_str(),
@@ -306,9 +278,7 @@ pub(crate) fn decide<'s>(
         impression_url: tracking_url(base, "/v1/i/", &token),
         viewable_url: tracking_url(base, "/v1/v/", &token),
         click_url: tracking_url(base, "/v1/c/", &token),
-    };
-    timer.observe_duration();
-    Some((choice, out))
+    })
 }
 
 fn tracking_url(base: &str, path: &str, token: &str) -> String {
@@ -363,26 +333,26 @@ async fn get_ad(
         split_list(query.kw),
         split_list(query.exclude),
     )?;
-    let frequency = reserve_frequency(&state, &snapshot, &[compiled], inputs.uid.as_deref()).await;
-    let delivery = request_delivery(&state, &frequency);
     if explain {
+        let now = state.clock.now();
+        let allowed =
+            frequency_allowed(&state, &snapshot, compiled, inputs.uid.as_deref(), now).await;
+        let delivery = request_delivery(&state, allowed.as_deref());
         let body = super::explain::explain(&snapshot, compiled, &inputs, &delivery);
-        frequency.release_all(&state);
         return Ok(HttpResponse::Ok()
             .insert_header(("Cache-Control", "no-store"))
             .json(body));
     }
-    let decided = decide(
-        &state,
-        &snapshot,
-        compiled,
-        &inputs,
-        &inputs.excluded,
-        &delivery,
-    );
-    frequency.release_unused(&state, decided.iter().map(|(c, _)| c.campaign));
+    let timer = state.metrics.decision_duration.start_timer();
+    let delivery = request_delivery(&state, None);
+    let choice = choose_slots(&state, &snapshot, &[compiled], &inputs, &delivery)
+        .await
+        .pop()
+        .flatten();
+    let decided = answer(&state, &snapshot, compiled, choice, &delivery);
+    timer.observe_duration();
     Ok(match decided {
-        Some((_, decision)) => HttpResponse::Ok()
+        Some(decision) => HttpResponse::Ok()
             .insert_header(("Cache-Control", "no-store"))
             .content_type("application/json")
             .body(to_json(&decision)),
@@ -432,11 +402,13 @@ async fn post_decisions(
         body.keywords.into_iter(),
         body.exclude.into_iter(),
     )?;
+    let timer = state.metrics.decision_duration.start_timer();
     let known: Vec<&CompiledSlot> = names.iter().filter_map(|n| snapshot.slot(n)).collect();
-    let frequency = reserve_frequency(&state, &snapshot, &known, inputs.uid.as_deref()).await;
-    let delivery = request_delivery(&state, &frequency);
+    let delivery = request_delivery(&state, None);
     // Campaigns chosen for earlier slots of this page are excluded from the later ones.
-    let mut excluded = inputs.excluded.clone();
+    let mut choices = choose_slots(&state, &snapshot, &known, &inputs, &delivery)
+        .await
+        .into_iter();
     let mut entries = Vec::with_capacity(names.len());
     for name in &names {
         let Some(compiled) = snapshot.slot(name) else {
@@ -447,11 +419,9 @@ async fn post_decisions(
             });
             continue;
         };
-        match decide(&state, &snapshot, compiled, &inputs, &excluded, &delivery) {
-            Some((choice, decision)) => {
-                excluded.push(choice.campaign);
-                entries.push(BatchEntry::Filled(Box::new(decision)));
-            }
+        let choice = choices.next().flatten();
+        match answer(&state, &snapshot, compiled, choice, &delivery) {
+            Some(decision) => entries.push(BatchEntry::Filled(Box::new(decision))),
             None => entries.push(BatchEntry::Empty {
                 slot: name.to_string(),
                 decision: None,
@@ -459,7 +429,7 @@ async fn post_decisions(
             }),
         }
     }
-    frequency.release_unused(&state, excluded[inputs.excluded.len()..].iter().copied());
+    timer.observe_duration();
     Ok(HttpResponse::Ok()
         .insert_header(("Cache-Control", "no-store"))
         .content_type("application/json")

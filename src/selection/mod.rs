@@ -83,6 +83,31 @@ impl TierRotation {
     }
 }
 
+impl TierRotation {
+    /// The member [`Self::pick`] would choose, without advancing a smooth rotation: a choice
+    /// that still has to be confirmed (a frequency cap checked in the store) before
+    /// [`Self::commit`] records it.
+    pub fn peek<R: Rng + ?Sized>(
+        &self,
+        rng: &mut R,
+        eligible: impl FnMut(usize) -> bool,
+    ) -> Option<usize> {
+        match &self.mode {
+            Mode::Smooth(rotation) => rotation.lock().peek(&self.weights, eligible),
+            // A random draw has no state to advance.
+            Mode::Random(_) => self.pick(rng, eligible),
+        }
+    }
+
+    /// Records that `member`, found by [`Self::peek`], was served among the eligible members.
+    /// Only a smooth rotation keeps state; `eligible` is not called for a random one.
+    pub fn commit(&self, member: usize, eligible: impl FnMut(usize) -> bool) {
+        if let Mode::Smooth(rotation) = &self.mode {
+            rotation.lock().commit(&self.weights, eligible, member);
+        }
+    }
+}
+
 /// Draws among the eligible members in one pass, with probability proportional to weight.
 fn pick_by_scan<R: Rng + ?Sized>(
     weights: &[u64],

@@ -43,6 +43,42 @@ impl SmoothRotation {
         self.scores[best] -= total;
         Some(best)
     }
+
+    /// The member [`Self::pick`] would choose now, without changing the scores: the eligible
+    /// member with the highest score once its weight is added (the first one on a tie). So the
+    /// members in the order of successive peeks, each without the ones before, are the order in
+    /// which `pick` would prefer them.
+    pub fn peek(&self, weights: &[u64], mut eligible: impl FnMut(usize) -> bool) -> Option<usize> {
+        let mut best: Option<(usize, i64)> = None;
+        for (i, &weight) in weights.iter().enumerate() {
+            if !eligible(i) {
+                continue;
+            }
+            let score = self.scores[i] + weight as i64;
+            if best.is_none_or(|(_, b)| score > b) {
+                best = Some((i, score));
+            }
+        }
+        best.map(|(i, _)| i)
+    }
+
+    /// Records a pick of `chosen` among the eligible members, as [`Self::pick`] does once it
+    /// has chosen: for a choice made by [`Self::peek`] and confirmed later.
+    pub fn commit(
+        &mut self,
+        weights: &[u64],
+        mut eligible: impl FnMut(usize) -> bool,
+        chosen: usize,
+    ) {
+        let mut total: i64 = 0;
+        for (i, &weight) in weights.iter().enumerate() {
+            if i == chosen || eligible(i) {
+                self.scores[i] += weight as i64;
+                total += weight as i64;
+            }
+        }
+        self.scores[chosen] -= total;
+    }
 }
 
 #[cfg(test)]
@@ -83,6 +119,27 @@ mod tests {
                 assert_eq!(window.iter().filter(|&&p| p == 2).count(), 2);
             }
         }
+    }
+
+    #[test]
+    fn peek_then_commit_is_pick() {
+        let weights = [5, 3, 2];
+        let mut picked = SmoothRotation::new(3);
+        let mut peeked = SmoothRotation::new(3);
+        for n in 0..100 {
+            // Member 2 drops out now and then, as a capped campaign would.
+            let eligible = |i: usize| i != 2 || n % 3 != 0;
+            let expected = picked.pick(&weights, eligible).unwrap();
+            let chosen = peeked.peek(&weights, eligible).unwrap();
+            assert_eq!(chosen, expected, "pick {n}");
+            // Peeking again without the first gives the next preference, not the same one.
+            assert_ne!(
+                peeked.peek(&weights, |i| eligible(i) && i != chosen),
+                Some(chosen)
+            );
+            peeked.commit(&weights, eligible, chosen);
+        }
+        assert_eq!(picked.scores, peeked.scores);
     }
 
     #[test]

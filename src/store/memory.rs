@@ -240,13 +240,13 @@ impl MemoryStore {
         Ok(())
     }
 
-    pub(super) async fn frequency_reserve(
+    pub(super) async fn frequency_pick(
         &self,
         viewer: &str,
         now_ms: i64,
         reservation: &str,
-        items: &[FrequencyItem],
-    ) -> Result<Vec<bool>, StoreError> {
+        chains: &[Vec<FrequencyItem>],
+    ) -> Result<Vec<Option<usize>>, StoreError> {
         let mut data = self.data.lock();
         data.frequency_calls += 1;
         if data.frequency_calls % FREQUENCY_SWEEP_EVERY == 0 {
@@ -255,19 +255,61 @@ impl MemoryStore {
             data.frequency
                 .retain(|_, views| views.iter().any(|(t, _)| *t > oldest));
         }
+        let mut served: Vec<&Id> = Vec::new();
+        let mut picks = Vec::with_capacity(chains.len());
+        for chain in chains {
+            let mut pick = None;
+            for (position, item) in chain.iter().enumerate() {
+                if served.contains(&&item.campaign) {
+                    continue;
+                }
+                let allowed = match item.cap {
+                    None => true,
+                    Some(cap) => {
+                        let views = data
+                            .frequency
+                            .entry((viewer.to_owned(), item.campaign.clone()))
+                            .or_default();
+                        views.retain(|(t, _)| *t > now_ms - cap.window_ms);
+                        let allowed = views.len() < cap.max as usize;
+                        if allowed {
+                            views.push((now_ms, reservation.to_owned()));
+                        }
+                        allowed
+                    }
+                };
+                if allowed {
+                    served.push(&item.campaign);
+                    pick = Some(position);
+                    break;
+                }
+            }
+            picks.push(pick);
+        }
+        Ok(picks)
+    }
+
+    pub(super) async fn frequency_check(
+        &self,
+        viewer: &str,
+        now_ms: i64,
+        items: &[FrequencyItem],
+    ) -> Result<Vec<bool>, StoreError> {
+        let data = self.data.lock();
         Ok(items
             .iter()
             .map(|item| {
-                let views = data
+                let Some(cap) = item.cap else { return true };
+                let seen = data
                     .frequency
-                    .entry((viewer.to_owned(), item.campaign.clone()))
-                    .or_default();
-                views.retain(|(t, _)| *t > now_ms - item.window_ms);
-                let allowed = views.len() < item.max as usize;
-                if allowed {
-                    views.push((now_ms, reservation.to_owned()));
-                }
-                allowed
+                    .get(&(viewer.to_owned(), item.campaign.clone()))
+                    .map_or(0, |views| {
+                        views
+                            .iter()
+                            .filter(|(t, _)| *t > now_ms - cap.window_ms)
+                            .count()
+                    });
+                seen < cap.max as usize
             })
             .collect())
     }

@@ -190,18 +190,25 @@ pub(crate) fn grant(request: &LeaseRequest<'_>, total_leased: u64, day_leased: u
     request.wanted.min((remaining / 4).max(1))
 }
 
-/// One frequency-capped campaign to check for a viewer.
-#[derive(Debug, Clone)]
-pub struct FrequencyItem {
-    /// The campaign.
-    pub campaign: Id,
+/// A per-viewer frequency cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrequencyCap {
     /// Decisions allowed in the window.
     pub max: u32,
     /// The window, in milliseconds.
     pub window_ms: i64,
 }
 
-/// The reservations of one request that its decisions did not use.
+/// A campaign a viewer may be served, with its frequency cap if one applies.
+#[derive(Debug, Clone)]
+pub struct FrequencyItem {
+    /// The campaign.
+    pub campaign: Id,
+    /// Its cap; `None`: always allowed.
+    pub cap: Option<FrequencyCap>,
+}
+
+/// Reservations of one request that were not served after all.
 #[derive(Debug, Clone)]
 pub struct FrequencyRelease {
     /// The hashed viewer id.
@@ -314,16 +321,28 @@ impl Store {
         dispatch!(self, s => s.release(campaign, day, units).await)
     }
 
-    /// For one viewer, checks each frequency-capped campaign and reserves a view of those under
-    /// their cap, atomically, in one round trip. Answers, per item, whether it is allowed.
-    pub async fn frequency_reserve(
+    /// For one viewer, atomically and in one round trip, serves each chain (a slot's candidates
+    /// in the order they would be served) its first campaign that is under its cap and not
+    /// already served by an earlier chain of the call, and reserves a view of it under
+    /// `reservation`. Answers, per chain, the position of the campaign served.
+    pub async fn frequency_pick(
         &self,
         viewer: &str,
         now_ms: i64,
         reservation: &str,
+        chains: &[Vec<FrequencyItem>],
+    ) -> Result<Vec<Option<usize>>, StoreError> {
+        dispatch!(self, s => s.frequency_pick(viewer, now_ms, reservation, chains).await)
+    }
+
+    /// For one viewer, whether each campaign is under its cap; reserves nothing.
+    pub async fn frequency_check(
+        &self,
+        viewer: &str,
+        now_ms: i64,
         items: &[FrequencyItem],
     ) -> Result<Vec<bool>, StoreError> {
-        dispatch!(self, s => s.frequency_reserve(viewer, now_ms, reservation, items).await)
+        dispatch!(self, s => s.frequency_check(viewer, now_ms, items).await)
     }
 
     /// Cancels reservations that were not used for a decision, many requests' at once.

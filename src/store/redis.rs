@@ -115,23 +115,43 @@ return 1
 /// ARGV: key prefix for the viewer, now (ms), reservation id, then (campaign, max, window ms)
 /// per item. Answers '0'/'1' per item.
 const FREQUENCY_SCRIPT: &str = r"
-local now = tonumber(ARGV[2])
-local out = {}
-local i = 4
-while i <= #ARGV do
-  local key = ARGV[1] .. ARGV[i]
-  local max, window = tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
-  if redis.call('ZCARD', key) < max then
-    redis.call('ZADD', key, now, ARGV[3])
-    redis.call('PEXPIRE', key, window)
-    out[#out + 1] = '1'
-  else
-    out[#out + 1] = '0'
+local base, now, member = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local served, out = {}, {}
+local i = 5
+for chain = 1, tonumber(ARGV[4]) do
+  local n = tonumber(ARGV[i])
+  i = i + 1
+  local pick = 0
+  for position = 1, n do
+    local campaign = ARGV[i]
+    if pick == 0 and not served[campaign] then
+      local max = tonumber(ARGV[i + 1])
+      if max < 0 then
+        pick = position
+      else
+        local key, window = base .. campaign, tonumber(ARGV[i + 2])
+        -- Views past the window are trimmed only when they could make a difference: the set
+        -- never holds more than max views, and a new viewer costs three calls, not four.
+        local seen = redis.call('ZCARD', key)
+        if seen >= max then
+          redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+          seen = redis.call('ZCARD', key)
+        end
+        if seen < max then
+          redis.call('ZADD', key, now, member)
+          redis.call('PEXPIRE', key, window)
+          pick = position
+        end
+      end
+      if pick ~= 0 then
+        served[campaign] = true
+      end
+    end
+    i = i + 3
   end
-  i = i + 3
+  out[chain] = pick
 end
-return table.concat(out)
+return out
 ";
 
 /// How long a daily lease counter is kept: the day and a margin for time zones.
@@ -521,30 +541,67 @@ impl RedisStore {
         self.key(&format!("freq:{viewer}:"))
     }
 
-    pub(super) async fn frequency_reserve(
+    pub(super) async fn frequency_pick(
         &self,
         viewer: &str,
         now_ms: i64,
         reservation: &str,
-        items: &[FrequencyItem],
-    ) -> Result<Vec<bool>, StoreError> {
+        chains: &[Vec<FrequencyItem>],
+    ) -> Result<Vec<Option<usize>>, StoreError> {
         let mut invocation = self.frequency_script.prepare_invoke();
         invocation
             .arg(self.frequency_prefix(viewer))
             .arg(now_ms)
-            .arg(reservation);
-        for item in items {
-            invocation
-                .arg(item.campaign.as_str())
-                .arg(item.max)
-                .arg(item.window_ms);
+            .arg(reservation)
+            .arg(chains.len());
+        for chain in chains {
+            invocation.arg(chain.len());
+            for item in chain {
+                let (max, window_ms) = item
+                    .cap
+                    .map_or((-1, 0), |cap| (i64::from(cap.max), cap.window_ms));
+                invocation
+                    .arg(item.campaign.as_str())
+                    .arg(max)
+                    .arg(window_ms);
+            }
         }
         let mut conn = self.conn();
-        let flags: String = self.observe("frequency", invocation.invoke_async(&mut conn).await)?;
-        if flags.len() != items.len() {
+        let picks: Vec<usize> =
+            self.observe("frequency", invocation.invoke_async(&mut conn).await)?;
+        if picks.len() != chains.len()
+            || picks.iter().zip(chains).any(|(&p, chain)| p > chain.len())
+        {
             return Err(StoreError::Corrupt("frequency answer"));
         }
-        Ok(flags.bytes().map(|b| b == b'1').collect())
+        Ok(picks.into_iter().map(|p| p.checked_sub(1)).collect())
+    }
+
+    pub(super) async fn frequency_check(
+        &self,
+        viewer: &str,
+        now_ms: i64,
+        items: &[FrequencyItem],
+    ) -> Result<Vec<bool>, StoreError> {
+        let prefix = self.frequency_prefix(viewer);
+        let mut pipe = redis::pipe();
+        for item in items {
+            let since = item.cap.map_or(now_ms, |cap| now_ms - cap.window_ms);
+            pipe.zcount(
+                format!("{prefix}{}", item.campaign),
+                format!("({since}"),
+                "+inf",
+            );
+        }
+        let seen: Vec<u64> = self.read("frequency_check", &pipe).await?;
+        if seen.len() != items.len() {
+            return Err(StoreError::Corrupt("frequency check answer"));
+        }
+        Ok(items
+            .iter()
+            .zip(seen)
+            .map(|(item, seen)| item.cap.is_none_or(|cap| seen < u64::from(cap.max)))
+            .collect())
     }
 
     pub(super) async fn frequency_release(

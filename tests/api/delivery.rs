@@ -16,6 +16,7 @@ on_both_stores!(
     a_daily_cap_stops_delivery_and_resets_at_midnight_of_the_reporting_zone,
     even_pacing_holds_a_campaign_to_its_delivery_line,
     a_frequency_cap_limits_what_one_viewer_sees,
+    a_page_shows_each_frequency_capped_campaign_within_its_cap,
     keywords_select_and_exclude_campaigns,
     explain_gives_each_reason_and_needs_the_admin_token,
 );
@@ -69,6 +70,16 @@ async fn served(app: &TestApp, path: &str, n: usize) -> HashMap<String, usize> {
             .or_insert(0) += 1;
     }
     counts
+}
+
+/// How many slots of a batch answer were filled.
+fn filled(body: &Value) -> usize {
+    body["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["campaign_id"].is_string())
+        .count()
 }
 
 /// Serves until the campaign has been served `target` times, allowing for budget refills.
@@ -274,6 +285,86 @@ async fn a_frequency_cap_limits_what_one_viewer_sees(kind: StoreKind) {
     );
 }
 
+async fn a_page_shows_each_frequency_capped_campaign_within_its_cap(kind: StoreKind) {
+    let redis = redis_for(kind);
+    let slots = ["banner", "Publicité 2", "Publicité 3", "Publicité 4"];
+    let doc = json!({
+        "slots": slots.iter().map(|s| json!({ "name": s })).collect::<Vec<_>>(),
+        "advertisers": [{ "id": "adv", "name": "Advertiser" }],
+        "campaigns": [
+            text_campaign("once", &slots, "sponsorship", json!({ "frequency": { "max": 1, "per_seconds": 3600 } })),
+            text_campaign("twice", &slots, "sponsorship", json!({ "frequency": { "max": 2, "per_seconds": 3600 } })),
+            text_campaign("filler", &slots, "standard", json!({})),
+        ],
+    });
+    let (app, _file) = app_with(kind, redis.as_ref(), &doc, |_| {}).await;
+    let page = |uid: &str| json!({ "slots": slots, "uid": uid });
+
+    let mut pages = Vec::new();
+    for _ in 0..4 {
+        let response = app.batch(page("viewer-1")).await;
+        assert_eq!(response.status(), 200);
+        let body: Value = response.json().await.unwrap();
+        let mut shown: Vec<String> = body["decisions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|d| d["campaign_id"].as_str().map(str::to_owned))
+            .collect();
+        shown.sort();
+        pages.push(shown);
+    }
+
+    // Three campaigns for four slots, never one twice on a page; then the capped ones drop out
+    // as the viewer reaches their caps, and the uncapped one is left.
+    assert_eq!(
+        pages,
+        [
+            vec!["filler", "once", "twice"],
+            vec!["filler", "twice"],
+            vec!["filler"],
+            vec!["filler"],
+        ]
+    );
+    let response = app.batch(page("viewer-2")).await;
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(filled(&body), 3, "another viewer starts afresh: {body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_costs_a_store_round_trip_only_when_the_draw_reaches_a_frequency_cap() {
+    let redis = RedisServer::start();
+    let doc = json!({
+        "slots": [{ "name": "Publicité 2" }, { "name": "banner" }],
+        "advertisers": [{ "id": "adv", "name": "Advertiser" }],
+        "campaigns": [
+            text_campaign("sponsor", &["Publicité 2"], "sponsorship", json!({})),
+            text_campaign("freq", &["Publicité 2", "banner"], "standard", json!({ "frequency": { "max": 100, "per_seconds": 3600 } })),
+        ],
+    });
+    let (app, _file) = app_with(StoreKind::Redis, Some(&redis), &doc, |_| {}).await;
+    let round_trips = |metrics: &str| -> u64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with("regie_store_roundtrips_total{op=\"frequency\"}"))
+            .map_or(0, |l| l.rsplit(' ').next().unwrap().parse().unwrap())
+    };
+
+    // The uncapped sponsorship is drawn first: the frequency cap below it is never consulted.
+    for n in 0..20 {
+        let path = format!("{}?uid=viewer-{n}", ad_path("Publicité 2"));
+        assert_eq!(app.decision_at(&path).await["campaign_id"], "sponsor");
+    }
+    assert_eq!(round_trips(&app.metrics().await), 0);
+
+    // On "banner" the frequency-capped campaign comes first: one round trip per request.
+    for n in 0..20 {
+        let path = format!("{}?uid=viewer-{n}", ad_path("banner"));
+        assert_eq!(app.decision_at(&path).await["campaign_id"], "freq");
+    }
+    assert_eq!(round_trips(&app.metrics().await), 20);
+}
+
 async fn keywords_select_and_exclude_campaigns(kind: StoreKind) {
     let redis = redis_for(kind);
     let doc = inventory_with(text_campaign(
@@ -354,13 +445,7 @@ async fn explain_gives_each_reason_and_needs_the_admin_token(kind: StoreKind) {
             .json()
             .await
             .unwrap();
-        let filled = body["decisions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|d| d["campaign_id"].is_string())
-            .count();
-        (filled == 3).then_some(())
+        (filled(&body) == 3).then_some(())
     })
     .await;
     assert!(
