@@ -20,6 +20,8 @@
 //! - [`tracking`]: signed tracking tokens.
 //! - [`counting`]: counters buffered in memory and flushed to the store in idempotent batches.
 //! - [`metrics`]: Prometheus metrics, owned by one struct.
+//! - [`render`]: decision answers, with what an inventory version's decisions share
+//!   serialised once.
 //! - [`routes`]: the HTTP endpoints, one module per group; [`error`] maps errors to HTTP.
 //! - [`settings`], [`telemetry`], [`clock`], [`state`], [`startup`]: configuration, logs,
 //!   injected time, shared handles, and [`startup::Application`], used by `main` and tests.
@@ -32,6 +34,7 @@ pub mod delivery;
 pub mod error;
 pub mod inventory;
 pub mod metrics;
+pub mod render;
 pub mod routes;
 pub mod selection;
 pub mod settings;

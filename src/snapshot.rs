@@ -40,6 +40,8 @@ pub struct CompiledCampaign {
 pub struct CompiledSlot {
     /// The slot as the inventory describes it.
     pub slot: Slot,
+    /// Its position in the inventory's list of slots.
+    pub position: usize,
     /// Tiers that have at least one campaign, highest priority first.
     pub tiers: Vec<Tier>,
     /// The fallback campaign, served when nothing else is eligible.
@@ -103,10 +105,11 @@ impl Snapshot {
         let slots = inventory
             .slots
             .iter()
-            .map(|slot| {
+            .enumerate()
+            .map(|(position, slot)| {
                 (
                     slot.name.clone(),
-                    compile_slot(slot, &campaigns, &campaign_index),
+                    compile_slot(slot, position, &campaigns, &campaign_index),
                 )
             })
             .collect();
@@ -133,6 +136,7 @@ impl Snapshot {
 
 fn compile_slot(
     slot: &Slot,
+    position: usize,
     campaigns: &[CompiledCampaign],
     index: &HashMap<Id, usize>,
 ) -> CompiledSlot {
@@ -167,6 +171,7 @@ fn compile_slot(
         .map(|&i| member(i, &campaigns[i].campaign, size));
     CompiledSlot {
         slot: slot.clone(),
+        position,
         tiers,
         fallback,
     }

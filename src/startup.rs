@@ -17,6 +17,7 @@ use crate::clock::{SharedClock, SystemClock};
 use crate::counting::{Flusher, Recorder};
 use crate::delivery::{Budgets, Releaser};
 use crate::metrics::Metrics;
+use crate::render::Renderer;
 use crate::routes;
 use crate::settings::Settings;
 use crate::state::AppState;
@@ -141,6 +142,7 @@ impl Application {
             budgets: budgets.clone(),
             metrics: metrics.clone(),
             clock: clock.clone(),
+            renderer: Renderer::new(public_url.trim_end_matches('/'), metrics.clone()),
             public_url: public_url.trim_end_matches('/').to_owned(),
             admin_token: settings.admin_token.clone(),
             timezone: settings.timezone(),

@@ -35,6 +35,8 @@ pub struct AppState {
     pub clock: SharedClock,
     /// Base of the tracking URLs, without a trailing slash.
     pub public_url: String,
+    /// Writes decision answers.
+    pub renderer: crate::render::Renderer,
     /// The admin token, if the admin API is enabled.
     pub admin_token: Option<SecretString>,
     /// Reporting time zone.

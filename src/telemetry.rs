@@ -3,16 +3,19 @@
 //! tokens.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 use std::time::Instant;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::Method;
+use actix_web::http::{Method, StatusCode};
 use actix_web::middleware::Next;
 use actix_web::web;
+use prometheus::Histogram;
 use tracing::Instrument;
 use tracing_subscriber::{fmt, EnvFilter};
 
+use crate::metrics::Metrics;
 use crate::settings::LogFormat;
 use crate::state::AppState;
 
@@ -45,10 +48,42 @@ fn method_label(method: &Method) -> &'static str {
     }
 }
 
-/// The route pattern of a resource, attached to it as resource data, so that the request
-/// middleware can label a request by its pattern without matching the path a second time.
-#[derive(Debug, Clone, Copy)]
-pub struct RouteLabel(pub &'static str);
+/// The route pattern of a resource, for the request metrics and logs: resource data, so that
+/// the request middleware need not match the path a second time. It also keeps the latency
+/// histogram of the route's first successful kind of answer (method and status),
+/// almost always its usual one, so that most requests do not hash their labels.
+#[derive(Debug)]
+pub struct RouteLabel {
+    pattern: &'static str,
+    usual: OnceLock<(&'static str, StatusCode, Histogram)>,
+}
+
+impl RouteLabel {
+    /// The label of a resource with this pattern.
+    pub fn new(pattern: &'static str) -> Self {
+        Self {
+            pattern,
+            usual: OnceLock::new(),
+        }
+    }
+
+    /// The latency histogram of this route for `method` and `status`.
+    fn histogram(&self, metrics: &Metrics, method: &'static str, status: StatusCode) -> Histogram {
+        if let Some((m, s, histogram)) = self.usual.get() {
+            if *m == method && *s == status {
+                return histogram.clone();
+            }
+        }
+        let histogram =
+            metrics
+                .http_duration
+                .with_label_values(&[self.pattern, method, status.as_str()]);
+        if status.is_success() {
+            let _ = self.usual.set((method, status, histogram.clone()));
+        }
+        histogram
+    }
+}
 
 /// Wraps every request in a span and observes its latency.
 pub async fn observe(
@@ -63,19 +98,22 @@ pub async fn observe(
     let span = tracing::info_span!("request", request_id, method, route = tracing::field::Empty);
     let response = next.call(req).instrument(span.clone()).await?;
     // The matched pattern, never the raw path: `/v1/i/{token}`, not the token.
-    let route = response
-        .request()
-        .app_data::<RouteLabel>()
-        .map_or("unmatched", |r| r.0);
+    let label = response.request().app_data::<RouteLabel>();
+    let route = label.map_or("unmatched", |r| r.pattern);
     span.record("route", route);
     let status = response.status();
     let elapsed = started.elapsed();
     if let Some(state) = state {
-        state
-            .metrics
-            .http_duration
-            .with_label_values(&[route, method, status.as_str()])
-            .observe(elapsed.as_secs_f64());
+        let histogram = match label {
+            Some(label) => label.histogram(&state.metrics, method, status),
+            None => {
+                state
+                    .metrics
+                    .http_duration
+                    .with_label_values(&[route, method, status.as_str()])
+            }
+        };
+        histogram.observe(elapsed.as_secs_f64());
     }
     span.in_scope(|| {
         tracing::debug!(

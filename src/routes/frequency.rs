@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 use ulid::Ulid;
 
 use super::serve::{in_flight, Inputs};
-use crate::decision::{commit, draw_order, Choice, Context};
+use crate::decision::{choose, commit, draw_order, Choice, Context};
 use crate::delivery::RequestDelivery;
 use crate::snapshot::{CompiledSlot, Snapshot};
 use crate::state::AppState;
@@ -78,12 +78,14 @@ pub(crate) async fn choose_slots(
     inputs: &Inputs,
     delivery: &RequestDelivery<'_>,
 ) -> Vec<Option<Choice>> {
-    let viewer = inputs.uid.as_deref().map(|uid| Viewer {
+    let mut rng = rand::rng();
+    let Some(uid) = inputs.uid.as_deref() else {
+        return choose_without_viewer(snapshot, slots, inputs, delivery, &mut rng);
+    };
+    let viewer = &Viewer {
         key: viewer_key(uid),
         reservation: Ulid::new().to_string(),
-    });
-    let viewer = viewer.as_ref();
-    let mut rng = rand::rng();
+    };
     let picks = pick(
         state,
         snapshot,
@@ -109,7 +111,7 @@ pub(crate) async fn choose_slots(
                 chosen.push(Some(p.choice));
                 break;
             }
-            if let (true, Some(viewer)) = (p.reserved, viewer) {
+            if p.reserved {
                 state.releaser.release(FrequencyRelease {
                     viewer: viewer.key.clone(),
                     reservation: viewer.reservation.clone(),
@@ -135,8 +137,36 @@ pub(crate) async fn choose_slots(
     chosen
 }
 
+/// [`choose_slots`] when no frequency cap applies: each slot in turn, without the campaigns
+/// chosen before it, and never a round trip.
+fn choose_without_viewer<R: Rng + ?Sized>(
+    snapshot: &Snapshot,
+    slots: &[&CompiledSlot],
+    inputs: &Inputs,
+    delivery: &RequestDelivery<'_>,
+    rng: &mut R,
+) -> Vec<Option<Choice>> {
+    let mut excluded = inputs.excluded.clone();
+    let mut choose_one = |slot: &CompiledSlot| loop {
+        let ctx = Context {
+            now: delivery.now,
+            keywords: &inputs.keywords,
+            excluded: &excluded,
+            delivery: Some(delivery),
+        };
+        let choice = choose(snapshot, slot, &ctx, rng)?;
+        // Set aside for the later slots, and for this one if its budget is spent.
+        excluded.push(choice.campaign);
+        if delivery.take(&snapshot.campaigns[choice.campaign].campaign.id) {
+            return Some(choice);
+        }
+    };
+    slots.iter().map(|slot| choose_one(slot)).collect()
+}
+
 /// Chooses a campaign for each slot, none twice and none of `excluded`, under the viewer's
-/// frequency caps; takes no budget.
+/// frequency caps, with one round trip when the draw reaches a frequency-capped campaign;
+/// takes no budget.
 #[allow(clippy::too_many_arguments)]
 async fn pick<R: Rng + ?Sized>(
     state: &AppState,
@@ -145,7 +175,7 @@ async fn pick<R: Rng + ?Sized>(
     inputs: &Inputs,
     excluded: &[usize],
     delivery: &RequestDelivery<'_>,
-    viewer: Option<&Viewer>,
+    viewer: &Viewer,
     rng: &mut R,
 ) -> Vec<Option<Pick>> {
     let ctx = Context {
@@ -154,7 +184,7 @@ async fn pick<R: Rng + ?Sized>(
         excluded,
         delivery: Some(delivery),
     };
-    let capped = |index: usize| viewer.is_some() && cap_of(snapshot, index).is_some();
+    let capped = |index: usize| cap_of(snapshot, index).is_some();
     let orders: Vec<Vec<Choice>> = slots
         .iter()
         .enumerate()
@@ -168,10 +198,9 @@ async fn pick<R: Rng + ?Sized>(
             })
         })
         .collect();
-    let positions = match (walk(&orders, |c| (!capped(c)).then_some(true)), viewer) {
-        (Some(positions), _) => positions,
-        (None, None) => unreachable!("without a viewer no candidate is frequency-capped"),
-        (None, Some(viewer)) => {
+    let positions = match walk(&orders, |c| (!capped(c)).then_some(true)) {
+        Some(positions) => positions,
+        None => {
             let chains: Vec<Vec<FrequencyItem>> = orders
                 .iter()
                 .map(|order| {

@@ -32,7 +32,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 
 /// A resource labelled with its pattern for the request metrics and logs.
 pub(crate) fn resource(path: &'static str) -> actix_web::Resource {
-    web::resource(path).app_data(crate::telemetry::RouteLabel(path))
+    web::resource(path).app_data(crate::telemetry::RouteLabel::new(path))
 }
 
 /// CORS for the public endpoints that publisher pages call from their own origin.

@@ -12,10 +12,11 @@ use super::frequency::{choose_slots, frequency_allowed};
 use crate::decision::Choice;
 use crate::delivery::RequestDelivery;
 use crate::error::ApiError;
-use crate::inventory::{Format, Id, SlotName, Status};
+use crate::inventory::{Id, SlotName, Status};
+use crate::render::Prepared;
 use crate::snapshot::{normalize_keyword, CompiledSlot, Snapshot};
 use crate::state::AppState;
-use crate::tracking::TokenPayload;
+use serde_json::value::RawValue;
 
 /// Most slots in one batch request (the contract's limit).
 pub const MAX_BATCH_SLOTS: usize = 20;
@@ -59,40 +60,6 @@ struct BatchRequest {
     keywords: Vec<String>,
     #[serde(default)]
     exclude: Vec<String>,
-}
-
-/// The creative as the page renders it (no landing URL: clicks go through the click URL).
-#[derive(Debug, Serialize)]
-struct CreativeOut<'a> {
-    id: &'a str,
-    format: Format,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    title: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    body: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    image_url: Option<std::borrow::Cow<'a, str>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    alt: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    width: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    height: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    html: Option<&'a str>,
-}
-
-/// One decision, as the contract describes it.
-#[derive(Debug, Serialize)]
-pub struct DecisionOut<'a> {
-    slot: &'a str,
-    decision_id: String,
-    campaign_id: &'a str,
-    advertiser_id: &'a str,
-    creative: CreativeOut<'a>,
-    impression_url: String,
-    viewable_url: String,
-    click_url: String,
 }
 
 /// The request's targeting inputs, validated.
@@ -210,83 +177,44 @@ pub(crate) fn request_delivery<'a>(
     }
 }
 
-/// Counts one slot's decision and builds its answer.
-fn answer<'s>(
+/// Counts one slot's decision and writes its answer.
+fn answer(
     state: &AppState,
-    snapshot: &'s Snapshot,
-    compiled: &'s CompiledSlot,
+    snapshot: &Snapshot,
+    prepared: &Prepared,
+    compiled: &CompiledSlot,
     choice: Option<Choice>,
     delivery: &RequestDelivery<'_>,
-) -> Option<DecisionOut<'s>> {
-    let now = delivery.now;
-    let slot_name = compiled.slot.name.as_str();
+) -> Option<Vec<u8>> {
+    let counters = prepared.counters(compiled.position);
     let Some(choice) = choice else {
-        state
-            .metrics
-            .decisions
-            .with_label_values(&[slot_name, "no_fill"])
-            .inc();
+        counters.no_fill.inc();
         return None;
     };
-    let outcome = if choice.tier.is_some() {
-        "filled"
+    if choice.tier.is_some() {
+        counters.filled.inc();
     } else {
-        "fallback"
-    };
-    state
-        .metrics
-        .decisions
-        .with_label_values(&[slot_name, outcome])
-        .inc();
+        counters.fallback.inc();
+    }
     let campaign = &snapshot.campaigns[choice.campaign].campaign;
     state
         .recorder
         .served(&campaign.id, &compiled.slot.name, delivery.today);
     let creative = &campaign.creatives[choice.creative];
     let decision_id = Ulid::new();
-    let token = state.signer.sign(&TokenPayload {
+    let slot = compiled.slot.name.as_str();
+    let token = state.signer.sign_fields(
         decision_id,
-        issued_at: now.timestamp(),
-        campaign: campaign.id.to_string(),
-        creative: creative.id.to_string(),
-        slot: slot_name.to_owned(),
-    });
-    let base = &state.public_url;
-    Some(DecisionOut {
-        slot: slot_name,
-        decision_id: decision_id.to_string(),
-        campaign_id: campaign.id.as_str(),
-        advertiser_id: campaign.advertiser_id.as_str(),
-        creative: CreativeOut {
-            id: creative.id.as_str(),
-            format: creative.format,
-            title: creative.title.as_deref(),
-            body: creative.body.as_deref(),
-            image_url: creative.image_url.as_deref().map(|url| {
-                // Images regie serves itself are named by path in the inventory.
-                if url.starts_with('/') {
-                    std::borrow::Cow::Owned(format!("{base}{url}"))
-                } else {
-                    std::borrow::Cow::Borrowed(url)
-                }
-            }),
-            alt: creative.alt.as_deref(),
-            width: creative.width,
-            height: creative.height,
-            html: creative.html.as_deref(),
-        },
-        impression_url: tracking_url(base, "/v1/i/", &token),
-        viewable_url: tracking_url(base, "/v1/v/", &token),
-        click_url: tracking_url(base, "/v1/c/", &token),
-    })
-}
-
-fn tracking_url(base: &str, path: &str, token: &str) -> String {
-    let mut url = String::with_capacity(base.len() + path.len() + token.len());
-    url.push_str(base);
-    url.push_str(path);
-    url.push_str(token);
-    url
+        delivery.now.timestamp(),
+        [campaign.id.as_str(), creative.id.as_str(), slot],
+    );
+    Some(state.renderer.decision(
+        prepared,
+        slot,
+        (choice.campaign, choice.creative),
+        decision_id,
+        &token,
+    ))
 }
 
 /// Serialises an answer into a buffer sized for a decision, sparing the reallocations of
@@ -349,13 +277,14 @@ async fn get_ad(
         .await
         .pop()
         .flatten();
-    let decided = answer(&state, &snapshot, compiled, choice, &delivery);
+    let prepared = state.renderer.prepared(&snapshot);
+    let decided = answer(&state, &snapshot, &prepared, compiled, choice, &delivery);
     timer.observe_duration();
     Ok(match decided {
         Some(decision) => HttpResponse::Ok()
             .insert_header(("Cache-Control", "no-store"))
             .content_type("application/json")
-            .body(to_json(&decision)),
+            .body(decision),
         None => HttpResponse::NoContent()
             .insert_header(("Cache-Control", "no-store"))
             .finish(),
@@ -365,8 +294,8 @@ async fn get_ad(
 /// One entry of a batch answer: a decision, or `{"slot": …, "decision": null}`.
 #[derive(Serialize)]
 #[serde(untagged)]
-enum BatchEntry<'a> {
-    Filled(Box<DecisionOut<'a>>),
+enum BatchEntry {
+    Filled(Box<RawValue>),
     Empty {
         slot: String,
         decision: Option<()>,
@@ -409,6 +338,7 @@ async fn post_decisions(
     let mut choices = choose_slots(&state, &snapshot, &known, &inputs, &delivery)
         .await
         .into_iter();
+    let prepared = state.renderer.prepared(&snapshot);
     let mut entries = Vec::with_capacity(names.len());
     for name in &names {
         let Some(compiled) = snapshot.slot(name) else {
@@ -420,8 +350,12 @@ async fn post_decisions(
             continue;
         };
         let choice = choices.next().flatten();
-        match answer(&state, &snapshot, compiled, choice, &delivery) {
-            Some(decision) => entries.push(BatchEntry::Filled(Box::new(decision))),
+        match answer(&state, &snapshot, &prepared, compiled, choice, &delivery) {
+            Some(decision) => {
+                let json = String::from_utf8(decision).expect("answers are UTF-8");
+                let raw = RawValue::from_string(json).expect("answers are JSON");
+                entries.push(BatchEntry::Filled(raw));
+            }
             None => entries.push(BatchEntry::Empty {
                 slot: name.to_string(),
                 decision: None,

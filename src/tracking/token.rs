@@ -155,17 +155,25 @@ impl Signer {
 
     /// Signs a payload into a URL-safe token.
     pub fn sign(&self, payload: &TokenPayload) -> String {
+        self.sign_fields(
+            payload.decision_id,
+            payload.issued_at,
+            [&payload.campaign, &payload.creative, &payload.slot],
+        )
+    }
+
+    /// [`Self::sign`] from borrowed fields (campaign, creative and slot), as the serve path
+    /// has them, without building a [`TokenPayload`].
+    pub fn sign_fields(&self, decision_id: Ulid, issued_at: i64, fields: [&str; 3]) -> String {
         let key = &self.keys[0];
-        let mut bytes = Vec::with_capacity(
-            64 + payload.campaign.len() + payload.creative.len() + payload.slot.len(),
-        );
+        let mut bytes = Vec::with_capacity(64 + fields.iter().map(|f| f.len()).sum::<usize>());
         bytes.push(FORMAT_VERSION);
         push_field(&mut bytes, key.id.as_bytes());
-        bytes.extend_from_slice(&payload.decision_id.to_bytes());
-        bytes.extend_from_slice(&payload.issued_at.to_be_bytes());
-        push_field(&mut bytes, payload.campaign.as_bytes());
-        push_field(&mut bytes, payload.creative.as_bytes());
-        push_field(&mut bytes, payload.slot.as_bytes());
+        bytes.extend_from_slice(&decision_id.to_bytes());
+        bytes.extend_from_slice(&issued_at.to_be_bytes());
+        for field in fields {
+            push_field(&mut bytes, field.as_bytes());
+        }
         let mut mac = key.mac.clone();
         mac.update(&bytes);
         let tag = mac.finalize().into_bytes();
