@@ -12,7 +12,8 @@
 //!   smooth weighted round robin (`smooth`). Pure, seeded in tests.
 //! - [`snapshot`]: one inventory version compiled for serving: per-slot, per-tier tables.
 //! - [`decision`]: eligibility (status, flight, exclusions, keywords, delivery checks), tiers
-//!   and fallback: the choice of a campaign and creative for a slot.
+//!   and fallback: the choice of a campaign and creative for a slot, and the order in which a
+//!   slot's candidates would be served (for frequency caps checked in the store).
 //! - [`delivery`]: caps (budgets leased from the store), even pacing, click caps and
 //!   per-viewer frequency caps.
 //! - [`catalog`]: the served snapshot behind an `ArcSwap`, and the task that follows the store.
