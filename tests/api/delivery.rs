@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
 use serde_json::{json, Value};
+use sha2::Digest;
 
 use crate::helpers::{
     ad_path, eventually, inventory_file, redis_for, spawn_app_with, AppOptions, RedisServer,
@@ -329,6 +330,57 @@ async fn a_page_shows_each_frequency_capped_campaign_within_its_cap(kind: StoreK
     let response = app.batch(page("viewer-2")).await;
     let body: Value = response.json().await.unwrap();
     assert_eq!(filled(&body), 3, "another viewer starts afresh: {body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_keeps_only_the_views_served_when_concurrent_requests_race_for_a_cap() {
+    let redis = RedisServer::start();
+    let doc = inventory_with(text_campaign(
+        "capped",
+        &["Publicité 2"],
+        "sponsorship",
+        json!({ "caps": { "total_impressions": 5 },
+                "frequency": { "max": 1000, "per_seconds": 86400 } }),
+    ));
+    let (app, _file) = app_with(StoreKind::Redis, Some(&redis), &doc, |_| {}).await;
+    let url = format!("{}{}?uid=viewer-1", app.address, ad_path("Publicité 2"));
+
+    // Concurrent requests of one viewer: several may draw "capped" and reserve a view of it
+    // before one of them takes the budget's last leased unit; the others are served "filler"
+    // and their reservations must be cancelled.
+    let mut requests = tokio::task::JoinSet::new();
+    for _ in 0..60 {
+        let (client, url) = (app.client.clone(), url.clone());
+        requests.spawn(async move {
+            let response = client.get(&url).send().await.unwrap();
+            assert_eq!(response.status(), 200);
+            let decision: Value = response.json().await.unwrap();
+            decision["campaign_id"].as_str().unwrap().to_owned()
+        });
+    }
+    let mut capped = 0u64;
+    while let Some(campaign) = requests.join_next().await {
+        if campaign.unwrap() == "capped" {
+            capped += 1;
+        }
+    }
+    assert!(capped <= 5, "the cap of 5 was overshot: {capped}");
+
+    let viewer: String = sha2::Sha256::digest(b"viewer-1")[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let key = format!("regie:freq:{viewer}:capped");
+    let views = eventually(Duration::from_secs(5), || {
+        let mut conn = redis.connection();
+        let key = key.clone();
+        async move {
+            let views: u64 = redis::cmd("ZCARD").arg(&key).query(&mut conn).unwrap();
+            (views == capped).then_some(views)
+        }
+    })
+    .await;
+    assert_eq!(views, Some(capped), "views recorded for the viewer");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
