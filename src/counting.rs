@@ -37,9 +37,29 @@ struct Pending {
     events: Vec<Event>,
 }
 
+/// How many shards the pending counts are split into.
+const SHARDS: usize = 16;
+
+static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// The shard this thread appends to.
+    static SHARD: usize = NEXT_SHARD.fetch_add(1, Ordering::Relaxed) % SHARDS;
+}
+
+/// One shard, alone on its cache lines so that two workers' shards do not share one.
+#[derive(Default)]
+#[repr(align(128))]
+struct Shard(Mutex<Pending>);
+
 /// The in-memory side of counting, shared by every request.
+///
+/// Each thread appends to its own shard, so requests on different workers never wait for
+/// one another; only the flusher visits every shard.
 pub struct Recorder {
-    pending: Mutex<Pending>,
+    shards: Box<[Shard]>,
+    /// Events and served entries held in the shards.
+    held: AtomicUsize,
     /// Events and served entries held by batches that failed and wait for a retry.
     queued: AtomicUsize,
     max_pending: usize,
@@ -58,46 +78,66 @@ impl Recorder {
     /// A recorder holding at most `max_pending` events and served entries in memory.
     pub fn new(max_pending: usize, metrics: Metrics) -> Self {
         Self {
-            pending: Mutex::new(Pending::default()),
+            shards: (0..SHARDS).map(|_| Shard::default()).collect(),
+            held: AtomicUsize::new(0),
             queued: AtomicUsize::new(0),
             max_pending,
             metrics,
         }
     }
 
-    fn has_room(&self, pending: &Pending) -> bool {
-        pending.served.len() + pending.events.len() + self.queued.load(Ordering::Relaxed)
-            < self.max_pending
+    fn shard(&self) -> &Mutex<Pending> {
+        &self.shards[SHARD.with(|shard| *shard)].0
+    }
+
+    /// Makes room for one more entry, if the bound allows it.
+    fn reserve_room(&self) -> bool {
+        let held = self.held.fetch_add(1, Ordering::Relaxed);
+        if held + self.queued.load(Ordering::Relaxed) < self.max_pending {
+            self.metrics.pending_events.inc();
+            true
+        } else {
+            self.held.fetch_sub(1, Ordering::Relaxed);
+            self.metrics.dropped_events.inc();
+            false
+        }
     }
 
     /// Counts one served decision.
     pub fn served(&self, campaign: &Id, slot: &SlotName, day: NaiveDate) {
-        let mut pending = self.pending.lock();
+        let mut pending = self.shard().lock();
         let key = (campaign.clone(), slot.clone(), day);
         if let Some(n) = pending.served.get_mut(&key) {
             *n += 1;
-        } else if self.has_room(&pending) {
+        } else if self.reserve_room() {
             pending.served.insert(key, 1);
-            self.metrics.pending_events.inc();
-        } else {
-            self.metrics.dropped_events.inc();
         }
     }
 
     /// Records one tracking event (de-duplicated later by the store).
     pub fn event(&self, event: Event) {
-        let mut pending = self.pending.lock();
-        if self.has_room(&pending) {
-            pending.events.push(event);
-            self.metrics.pending_events.inc();
-        } else {
-            self.metrics.dropped_events.inc();
+        if self.reserve_room() {
+            self.shard().lock().events.push(event);
         }
     }
 
     /// Takes everything pending, as batches ready to write.
     fn take_batches(&self, dedup_ttl_secs: u64, now_secs: i64) -> Vec<Batch> {
-        let Pending { served, events } = std::mem::take(&mut *self.pending.lock());
+        let mut served: HashMap<(Id, SlotName, NaiveDate), u64> = HashMap::new();
+        let mut events = Vec::new();
+        let mut taken = 0;
+        for shard in self.shards.iter() {
+            let pending = std::mem::take(&mut *shard.0.lock());
+            taken += pending.served.len() + pending.events.len();
+            events.extend(pending.events);
+            for (key, count) in pending.served {
+                *served.entry(key).or_insert(0) += count;
+            }
+        }
+        self.held.fetch_sub(taken, Ordering::Relaxed);
+        // The same count kept by two shards is one entry from here on.
+        let merged = served.len() + events.len();
+        self.metrics.pending_events.sub((taken - merged) as i64);
         let served: Vec<ServedCount> = served
             .into_iter()
             .map(|((campaign, slot, day), count)| ServedCount {
@@ -256,5 +296,71 @@ impl Flusher {
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names() -> (Id, SlotName, NaiveDate) {
+        (
+            Id::parse("camp").unwrap(),
+            SlotName::parse("Publicité 2").unwrap(),
+            NaiveDate::from_ymd_opt(2026, 11, 30).unwrap(),
+        )
+    }
+
+    #[test]
+    fn counts_kept_by_every_worker_are_merged_into_one_entry_per_campaign_slot_and_day() {
+        let metrics = Metrics::new();
+        let recorder = Recorder::new(1_000, metrics.clone());
+        let (campaign, slot, day) = names();
+        std::thread::scope(|scope| {
+            for _ in 0..4 {
+                scope.spawn(|| {
+                    for _ in 0..250 {
+                        recorder.served(&campaign, &slot, day);
+                    }
+                });
+            }
+        });
+
+        let batches = recorder.take_batches(60, 0);
+        let served: Vec<(&str, u64)> = batches
+            .iter()
+            .flat_map(|b| b.served.iter().map(|s| (s.campaign.as_str(), s.count)))
+            .collect();
+        assert_eq!(served, [("camp", 1_000)]);
+        assert_eq!(
+            metrics.pending_events.get(),
+            1,
+            "one entry waits for the store"
+        );
+        assert!(recorder.take_batches(60, 0).is_empty(), "taken once");
+    }
+
+    #[test]
+    fn past_the_bound_events_are_dropped_and_counted() {
+        let metrics = Metrics::new();
+        let recorder = Recorder::new(2, metrics.clone());
+        let (campaign, slot, day) = names();
+        for _ in 0..5 {
+            recorder.event(Event {
+                kind: EventKind::Impression,
+                decision_id: Ulid::new(),
+                campaign: campaign.clone(),
+                slot: slot.clone(),
+                day,
+            });
+        }
+        assert_eq!(metrics.dropped_events.get(), 3);
+        assert_eq!(metrics.pending_events.get(), 2);
+        let events: usize = recorder
+            .take_batches(60, 0)
+            .iter()
+            .map(|b| b.events.len())
+            .sum();
+        assert_eq!(events, 2);
     }
 }

@@ -11,12 +11,12 @@
 //! a crash loses at most the instance's last block (under-delivery, never overshoot).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use chrono_tz::Tz;
 use parking_lot::Mutex;
 use tokio::sync::{watch, Notify};
@@ -35,6 +35,9 @@ const REFILL_EVERY: Duration = Duration::from_millis(100);
 /// reset, or an operator may raise the cap).
 const SPENT_RECHECK_EVERY: Duration = Duration::from_secs(1);
 
+/// [`Budget::day`] before the first lease.
+const NO_DAY: i32 = i32::MIN;
+
 /// One capped campaign's local share of its budget.
 #[derive(Debug)]
 pub struct Budget {
@@ -43,7 +46,9 @@ pub struct Budget {
     click_cap: Option<u64>,
     /// Units leased and not yet served, for `day`.
     tokens: AtomicI64,
-    day: Mutex<Option<NaiveDate>>,
+    /// The day `tokens` are for, as days from the common era; [`NO_DAY`] before the first
+    /// lease. An atomic, not a lock: every decision that considers the campaign reads it.
+    day: AtomicI32,
     /// What every instance had leased at the last lease: over the campaign's life, and today.
     total_leased: AtomicU64,
     day_leased: AtomicU64,
@@ -60,7 +65,7 @@ impl Budget {
             daily_cap: campaign.caps.daily_impressions,
             click_cap: campaign.caps.total_clicks,
             tokens: AtomicI64::new(0),
-            day: Mutex::new(None),
+            day: AtomicI32::new(NO_DAY),
             total_leased: AtomicU64::new(0),
             day_leased: AtomicU64::new(0),
             spent: AtomicBool::new(false),
@@ -79,9 +84,19 @@ impl Budget {
         self.total_cap.is_some() || self.daily_cap.is_some()
     }
 
+    fn day(&self) -> Option<NaiveDate> {
+        match self.day.load(Ordering::Acquire) {
+            NO_DAY => None,
+            days => NaiveDate::from_num_days_from_ce_opt(days),
+        }
+    }
+
+    fn set_day(&self, day: NaiveDate) {
+        self.day.store(day.num_days_from_ce(), Ordering::Release);
+    }
+
     fn available(&self, today: NaiveDate) -> bool {
-        !self.leases()
-            || (*self.day.lock() == Some(today) && self.tokens.load(Ordering::Acquire) > 0)
+        !self.leases() || (self.day() == Some(today) && self.tokens.load(Ordering::Acquire) > 0)
     }
 
     /// Takes one unit; false when none is left (another request took the last one).
@@ -89,7 +104,7 @@ impl Budget {
         if !self.leases() {
             return true;
         }
-        if *self.day.lock() != Some(today) {
+        if self.day() != Some(today) {
             return false;
         }
         if self.tokens.fetch_sub(1, Ordering::AcqRel) > 0 {
@@ -196,7 +211,7 @@ impl Budgets {
         };
         for (id, old) in self.sync_with(&snapshot.campaigns) {
             // A campaign removed, or whose caps changed, gives its units back.
-            let day = *old.day.lock();
+            let day = old.day();
             if let Some(day) = day {
                 self.give_back(&old, &id, day).await;
             }
@@ -211,12 +226,12 @@ impl Budgets {
             if !budget.leases() {
                 continue;
             }
-            let day = *budget.day.lock();
+            let day = budget.day();
             if day != Some(today) {
                 if let Some(past) = day {
                     self.give_back(budget, id, past).await;
                 }
-                *budget.day.lock() = Some(today);
+                budget.set_day(today);
                 budget.tokens.store(0, Ordering::Release);
                 budget.spent.store(false, Ordering::Release);
             }
@@ -286,8 +301,7 @@ impl Budgets {
     pub async fn release_all(&self) {
         let budgets = self.by_campaign.load_full();
         for (id, budget) in budgets.iter() {
-            let day = *budget.day.lock();
-            if let Some(day) = day {
+            if let Some(day) = budget.day() {
                 self.give_back(budget, id, day).await;
             }
         }
@@ -363,7 +377,10 @@ impl DeliveryCheck for RequestDelivery<'_> {
                 }
             }
         }
-        let Some(budget) = self.budgets.get(&campaign.id) else {
+        // The map's guard, not a clone of the budget's `Arc`: no reference count to bump on a
+        // cache line every worker shares.
+        let budgets = self.budgets.by_campaign.load();
+        let Some(budget) = budgets.get(&campaign.id) else {
             return Ok(());
         };
         if budget.clicks_reached.load(Ordering::Acquire) || !budget.available(self.today) {
@@ -373,7 +390,7 @@ impl DeliveryCheck for RequestDelivery<'_> {
             }
             return Err(Ineligible::Capped);
         }
-        if ahead_of_line(campaign, &budget, self.now, self.timezone) {
+        if ahead_of_line(campaign, budget, self.now, self.timezone) {
             return Err(Ineligible::Paced);
         }
         Ok(())
@@ -384,7 +401,7 @@ impl RequestDelivery<'_> {
     /// Takes one unit of the chosen campaign's budget; false when another request took the
     /// last one first (the caller chooses again without it).
     pub fn take(&self, campaign: &Id) -> bool {
-        match self.budgets.get(campaign) {
+        match self.budgets.by_campaign.load().get(campaign) {
             Some(budget) => {
                 let taken = budget.take(self.today);
                 if budget.tokens.load(Ordering::Acquire) < (self.budgets.block / 4).max(1) as i64 {
@@ -397,9 +414,8 @@ impl RequestDelivery<'_> {
     }
 }
 
-/// Cancels unused frequency reservations in the background, many requests' in one round trip,
-/// so that a frequency-capped request costs one round trip on its path and a fraction of one
-/// after it.
+/// Cancels, in the background and many at once, frequency reservations that were not served
+/// after all: another request took the campaign's last leased unit in between.
 #[derive(Debug, Clone)]
 pub struct Releaser {
     queue: tokio::sync::mpsc::Sender<FrequencyRelease>,
