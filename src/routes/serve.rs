@@ -16,7 +16,6 @@ use crate::inventory::{Id, SlotName, Status};
 use crate::render::Prepared;
 use crate::snapshot::{normalize_keyword, CompiledSlot, Snapshot};
 use crate::state::AppState;
-use serde_json::value::RawValue;
 
 /// Most slots in one batch request (the contract's limit).
 pub const MAX_BATCH_SLOTS: usize = 20;
@@ -217,14 +216,6 @@ fn answer(
     ))
 }
 
-/// Serialises an answer into a buffer sized for a decision, sparing the reallocations of
-/// growing from empty.
-fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
-    let mut body = Vec::with_capacity(1_024);
-    serde_json::to_writer(&mut body, value).expect("answers serialise");
-    body
-}
-
 fn split_list(raw: Option<String>) -> impl Iterator<Item = String> {
     raw.unwrap_or_default()
         .split(',')
@@ -262,10 +253,16 @@ async fn get_ad(
         split_list(query.exclude),
     )?;
     if explain {
-        let now = state.clock.now();
-        let allowed =
-            frequency_allowed(&state, &snapshot, compiled, inputs.uid.as_deref(), now).await;
-        let delivery = request_delivery(&state, allowed.as_deref());
+        let mut delivery = request_delivery(&state, None);
+        let allowed = frequency_allowed(
+            &state,
+            &snapshot,
+            compiled,
+            inputs.uid.as_deref(),
+            delivery.now,
+        )
+        .await;
+        delivery.frequency_allowed = allowed.as_deref();
         let body = super::explain::explain(&snapshot, compiled, &inputs, &delivery);
         return Ok(HttpResponse::Ok()
             .insert_header(("Cache-Control", "no-store"))
@@ -291,17 +288,14 @@ async fn get_ad(
     })
 }
 
-/// One entry of a batch answer: a decision, or `{"slot": …, "decision": null}`.
+/// A batch entry without a decision: `{"slot": …, "decision": null}`, with the error of an
+/// unknown slot.
 #[derive(Serialize)]
-#[serde(untagged)]
-enum BatchEntry {
-    Filled(Box<RawValue>),
-    Empty {
-        slot: String,
-        decision: Option<()>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        error: Option<&'static str>,
-    },
+struct EmptyEntry<'a> {
+    slot: &'a str,
+    decision: Option<()>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'static str>,
 }
 
 async fn post_decisions(
@@ -339,33 +333,37 @@ async fn post_decisions(
         .await
         .into_iter();
     let prepared = state.renderer.prepared(&snapshot);
-    let mut entries = Vec::with_capacity(names.len());
-    for name in &names {
-        let Some(compiled) = snapshot.slot(name) else {
-            entries.push(BatchEntry::Empty {
-                slot: name.to_string(),
-                decision: None,
-                error: Some("unknown_slot"),
-            });
-            continue;
-        };
-        let choice = choices.next().flatten();
-        match answer(&state, &snapshot, &prepared, compiled, choice, &delivery) {
-            Some(decision) => {
-                let json = String::from_utf8(decision).expect("answers are UTF-8");
-                let raw = RawValue::from_string(json).expect("answers are JSON");
-                entries.push(BatchEntry::Filled(raw));
+    // Decisions come written already; the answer is written around them.
+    let mut out = Vec::with_capacity(1_024 * names.len());
+    out.extend_from_slice(b"{\"decisions\":[");
+    for (n, name) in names.iter().enumerate() {
+        if n > 0 {
+            out.push(b',');
+        }
+        let (decision, error) = match snapshot.slot(name) {
+            Some(compiled) => {
+                let choice = choices.next().flatten();
+                let decision = answer(&state, &snapshot, &prepared, compiled, choice, &delivery);
+                (decision, None)
             }
-            None => entries.push(BatchEntry::Empty {
-                slot: name.to_string(),
-                decision: None,
-                error: None,
-            }),
+            None => (None, Some("unknown_slot")),
+        };
+        match decision {
+            Some(decision) => out.extend_from_slice(&decision),
+            None => {
+                let empty = EmptyEntry {
+                    slot: name.as_str(),
+                    decision: None,
+                    error,
+                };
+                serde_json::to_writer(&mut out, &empty).expect("answers serialise");
+            }
         }
     }
+    out.extend_from_slice(b"]}");
     timer.observe_duration();
     Ok(HttpResponse::Ok()
         .insert_header(("Cache-Control", "no-store"))
         .content_type("application/json")
-        .body(to_json(&serde_json::json!({ "decisions": entries }))))
+        .body(out))
 }
