@@ -214,6 +214,20 @@ async fn excluded_campaigns_are_not_served(kind: StoreKind) {
         decisions[3],
         json!({ "slot": "Publicité 2", "decision": null })
     );
+
+    // A slot the inventory does not have gets its own entry; the others are still served.
+    let body: Value = app
+        .batch(json!({ "slots": ["Publicité 99", "banner"] }))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        body["decisions"][0],
+        json!({ "slot": "Publicité 99", "decision": null, "error": "unknown_slot" })
+    );
+    assert_eq!(body["decisions"][1]["slot"], "banner");
+    assert!(body["decisions"][1]["campaign_id"].is_string());
 }
 
 async fn unknown_paths_and_methods_answer_in_the_error_shape(kind: StoreKind) {
