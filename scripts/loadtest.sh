@@ -21,7 +21,9 @@
 #        - GET /v1/slots/Publicit%C3%A9%202/ad?uid=<random> on a second regie whose inventory
 #          (loadtest/inventory-capped.json) puts caps and a frequency cap on every paid
 #          campaign, against the default-inventory regie with and without a random uid
-#          (loadtest/random_uid.lua for all three);
+#          (loadtest/random_uid.lua for all three), and regie's own CPU time per request
+#          (/proc) in the capped and the uncapped run: their ratio is the throughput ratio
+#          where regie alone is the bottleneck, Redis and wrk running elsewhere;
 #   5. prints requests/s of each and the ratio regie / baseline in a table.
 # Everything it started is stopped on exit (trap). Raw outputs go to artifacts/loadtest/.
 # With the defaults the measurements take about two minutes, after the build.
@@ -166,6 +168,15 @@ run_wrk() {
     rps=$(awk '/^Requests\/sec:/ { print $2 }' "$file")
     [[ -n $rps ]] || die "no Requests/sec in $file"
     printf '%s' "$rps"
+}
+
+# CPU time (user and system) PID has used so far, in clock ticks.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+
+# Microseconds of CPU per request: TICKS of CPU over REQUESTS.
+cpu_us_per_request() {
+    awk -v t="$1" -v r="$2" -v hz="$(getconf CLK_TCK)" \
+        'BEGIN { if (r > 0) printf "%.1f", t / hz * 1e6 / r; else print "-" }'
 }
 
 # The anomalies wrk saw (non-2xx/3xx answers, socket errors), as a short note.
@@ -326,9 +337,11 @@ spawn_regie() {
 # The main instance: config/inventory.json, loaded into the empty Redis at start, under the
 # default key prefix.
 REGIE_URL=""
+REGIE_PID=""
 start_regie() {
     spawn_regie regie
     REGIE_URL=$SPAWNED_URL
+    REGIE_PID=$LAST_PID
 }
 
 # ----------------------------------------------------------------------- measurements
@@ -473,7 +486,8 @@ measure_flush_roundtrips() {
 # the same random uids (no Redis round trip there: no campaign has a frequency cap).
 measure_capped_decisions() {
     local capped_url capped_pid capped_rps free_uid_rps free_rps requests freq_before \
-        release_before lease_before freq release lease sample note anomalies
+        release_before lease_before freq release lease sample note anomalies ticks \
+        capped_cpu free_cpu
     "$REGIE_BIN" check "$CAPPED_INVENTORY" >"$OUT/inventory-capped.check.txt" 2>&1 ||
         die "$CAPPED_INVENTORY is not valid (see $OUT/inventory-capped.check.txt)"
     spawn_regie regie-capped REGIE_KEY_PREFIX=loadcaps REGIE_INVENTORY="$CAPPED_INVENTORY"
@@ -483,8 +497,10 @@ measure_capped_decisions() {
     freq_before=$(metric_sum "$capped_url" regie_store_roundtrips_total 'op="frequency"')
     release_before=$(metric_sum "$capped_url" regie_store_roundtrips_total 'op="frequency_release"')
     lease_before=$(metric_sum "$capped_url" regie_store_roundtrips_total 'op="lease"')
+    ticks=$(cpu_ticks "$capped_pid")
     capped_rps=$(run_wrk regie-capped-uid "$capped_url" "$UID_SCRIPT" "$SLOT_PATH" uid)
     requests=$(wrk_requests regie-capped-uid)
+    capped_cpu=$(cpu_us_per_request $(($(cpu_ticks "$capped_pid") - ticks)) "$requests")
     freq=$(($(metric_sum "$capped_url" regie_store_roundtrips_total 'op="frequency"') - freq_before))
     release=$(($(metric_sum "$capped_url" regie_store_roundtrips_total 'op="frequency_release"') - release_before))
     lease=$(($(metric_sum "$capped_url" regie_store_roundtrips_total 'op="lease"') - lease_before))
@@ -493,7 +509,10 @@ measure_capped_decisions() {
     # Stopped before the references run: it would only poll, but it should not take CPU.
     stop "$capped_pid"
 
+    ticks=$(cpu_ticks "$REGIE_PID")
     free_rps=$(run_wrk regie-uncapped-nouid "$REGIE_URL" "$UID_SCRIPT" "$SLOT_PATH" none)
+    free_cpu=$(cpu_us_per_request $(($(cpu_ticks "$REGIE_PID") - ticks)) \
+        "$(wrk_requests regie-uncapped-nouid)")
     free_uid_rps=$(run_wrk regie-uncapped-uid "$REGIE_URL" "$UID_SCRIPT" "$SLOT_PATH" uid)
 
     add_row "GET {slot}/ad uncapped, no uid (req/s)" "$free_rps" "-" "-" \
@@ -508,6 +527,11 @@ measure_capped_decisions() {
         "$(ratio "$capped_rps" "$free_rps")" "$note"
     add_row "  caps+freq uid / uncapped uid" "$capped_rps" "$free_uid_rps" \
         "$(ratio "$capped_rps" "$free_uid_rps")" "baseline: uncapped with the same random uids"
+    # Redis and wrk take much of the two cores in the capped run; regie's own CPU per request
+    # gives the ratio regie would reach where it alone is the bottleneck.
+    add_row "  regie CPU per decision (us), caps+freq" "$capped_cpu" "$free_cpu" \
+        "$(ratio "$free_cpu" "$capped_cpu")" \
+        "baseline: uncapped, no uid; ratio = uncapped / capped CPU: throughput ratio with Redis and wrk on other cores"
 }
 
 main() {
