@@ -1,8 +1,9 @@
 //! Decision answers, written without running a serializer over the whole answer per request.
 //!
 //! Most of a decision is fixed for an inventory version: the campaign and advertiser ids and
-//! the creative. Those are serialised once per creative, the first time a version is served,
-//! and each decision only adds its slot, its id and its three tracking URLs around them.
+//! the creative. Those are serialised once per creative, the first time the creative is
+//! served from a version (only what is served is kept), and each decision only adds its slot,
+//! its id and its three tracking URLs around them.
 //! Escaping every byte of an answer of about 750 bytes was the largest single cost of a
 //! decision on the CPU (see the README's figures); the pieces written per request are either
 //! escaped (the slot) or made of characters JSON never escapes (a ULID, base64url tokens,
@@ -11,9 +12,9 @@
 //! The same version also gets its per-slot decision counters resolved once, so that a
 //! decision does not hash its metric labels.
 
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 
-use arc_swap::ArcSwapOption;
+use arc_swap::ArcSwap;
 use prometheus::IntCounter;
 use serde::Serialize;
 use ulid::Ulid;
@@ -64,8 +65,9 @@ pub struct SlotCounters {
 /// What one inventory version's decisions share.
 pub struct Prepared {
     snapshot: Weak<Snapshot>,
-    /// Per campaign, per creative: `"campaign_id":…,"advertiser_id":…,"creative":{…}`.
-    fixed: Vec<Vec<Box<str>>>,
+    /// Per campaign, per creative: `"campaign_id":…,"advertiser_id":…,"creative":{…}`,
+    /// written when first served.
+    fixed: Vec<Vec<OnceLock<Box<str>>>>,
     /// Per slot, by [`crate::snapshot::CompiledSlot::position`].
     counters: Vec<SlotCounters>,
 }
@@ -85,7 +87,9 @@ pub struct Renderer {
     /// The same, unescaped, for creatives whose image regie serves itself.
     public_url: String,
     metrics: Metrics,
-    prepared: ArcSwapOption<Prepared>,
+    /// The version served now, and the one before it: requests that started on the previous
+    /// version when it was replaced still find theirs, rather than preparing it again.
+    prepared: ArcSwap<[Option<Arc<Prepared>>; 2]>,
 }
 
 impl std::fmt::Debug for Renderer {
@@ -104,21 +108,22 @@ impl Renderer {
             base: quoted[1..quoted.len() - 1].to_owned(),
             public_url: public_url.to_owned(),
             metrics,
-            prepared: ArcSwapOption::empty(),
+            prepared: ArcSwap::from_pointee([None, None]),
         }
     }
 
     /// What `snapshot`'s decisions share, prepared the first time it is asked for.
     pub fn prepared(&self, snapshot: &Arc<Snapshot>) -> Arc<Prepared> {
-        if let Some(prepared) = self.prepared.load_full() {
-            // The weak reference keeps the snapshot's allocation, so no other snapshot can
-            // have the same address while it is held.
-            if std::ptr::eq(prepared.snapshot.as_ptr(), Arc::as_ptr(snapshot)) {
-                return prepared;
-            }
+        let cached = self.prepared.load();
+        // The weak reference keeps the snapshot's allocation, so no other snapshot can have
+        // the same address while it is held.
+        let same = |p: &&Arc<Prepared>| std::ptr::eq(p.snapshot.as_ptr(), Arc::as_ptr(snapshot));
+        if let Some(prepared) = cached.iter().flatten().find(same) {
+            return prepared.clone();
         }
         let prepared = Arc::new(self.prepare(snapshot));
-        self.prepared.store(Some(prepared.clone()));
+        self.prepared
+            .store(Arc::new([Some(prepared.clone()), cached[0].clone()]));
         prepared
     }
 
@@ -127,20 +132,8 @@ impl Renderer {
             .campaigns
             .iter()
             .map(|compiled| {
-                let campaign = &compiled.campaign;
-                campaign
-                    .creatives
-                    .iter()
-                    .map(|creative| {
-                        let out = FixedOut {
-                            campaign_id: campaign.id.as_str(),
-                            advertiser_id: campaign.advertiser_id.as_str(),
-                            creative: self.creative_out(creative),
-                        };
-                        let json = serde_json::to_string(&out).expect("answers serialise");
-                        // Without the braces: the fragment goes inside the decision's object.
-                        json[1..json.len() - 1].into()
-                    })
+                (0..compiled.campaign.creatives.len())
+                    .map(|_| OnceLock::new())
                     .collect()
             })
             .collect();
@@ -163,6 +156,18 @@ impl Renderer {
             fixed,
             counters,
         }
+    }
+
+    /// The fixed part of a decision for one creative, without the object's braces.
+    fn fixed(&self, snapshot: &Snapshot, campaign: usize, creative: usize) -> Box<str> {
+        let campaign = &snapshot.campaigns[campaign].campaign;
+        let out = FixedOut {
+            campaign_id: campaign.id.as_str(),
+            advertiser_id: campaign.advertiser_id.as_str(),
+            creative: self.creative_out(&campaign.creatives[creative]),
+        };
+        let json = serde_json::to_string(&out).expect("answers serialise");
+        json[1..json.len() - 1].into()
     }
 
     fn creative_out<'a>(&'a self, creative: &'a Creative) -> CreativeOut<'a> {
@@ -189,13 +194,15 @@ impl Renderer {
     /// One decision as the contract describes it, as JSON.
     pub fn decision(
         &self,
+        snapshot: &Snapshot,
         prepared: &Prepared,
         slot: &str,
         (campaign, creative): (usize, usize),
         decision_id: Ulid,
         token: &str,
     ) -> Vec<u8> {
-        let fixed = &prepared.fixed[campaign][creative];
+        let fixed = prepared.fixed[campaign][creative]
+            .get_or_init(|| self.fixed(snapshot, campaign, creative));
         let url_bytes = self.base.len() + "/v1/i/".len() + token.len();
         let mut out = Vec::with_capacity(fixed.len() + slot.len() + 3 * (url_bytes + 20) + 64);
         out.extend_from_slice(b"{\"slot\":");
@@ -260,9 +267,15 @@ mod tests {
         let id = Ulid::new();
         let slot = "Publicité \"2\"";
 
-        let image: Value =
-            serde_json::from_slice(&renderer.decision(&prepared, slot, (0, 0), id, "tok_-en"))
-                .expect("valid JSON");
+        let image: Value = serde_json::from_slice(&renderer.decision(
+            &snapshot,
+            &prepared,
+            slot,
+            (0, 0),
+            id,
+            "tok_-en",
+        ))
+        .expect("valid JSON");
         let base = "https://ads.example\"/x";
         assert_eq!(
             image,
@@ -282,7 +295,7 @@ mod tests {
             })
         );
         let html: Value =
-            serde_json::from_slice(&renderer.decision(&prepared, slot, (0, 1), id, "t"))
+            serde_json::from_slice(&renderer.decision(&snapshot, &prepared, slot, (0, 1), id, "t"))
                 .expect("valid JSON");
         assert_eq!(
             html["creative"],
@@ -291,12 +304,24 @@ mod tests {
     }
 
     #[test]
-    fn a_new_snapshot_is_prepared_again_and_the_same_one_is_not() {
+    fn a_version_is_prepared_once_and_the_one_before_is_kept_for_requests_still_on_it() {
         let renderer = Renderer::new("http://x", Metrics::new());
         let first = snapshot();
         let a = renderer.prepared(&first);
         assert!(Arc::ptr_eq(&a, &renderer.prepared(&first)));
         let second = snapshot();
-        assert!(!Arc::ptr_eq(&a, &renderer.prepared(&second)));
+        let b = renderer.prepared(&second);
+        assert!(!Arc::ptr_eq(&a, &b));
+        assert!(
+            Arc::ptr_eq(&a, &renderer.prepared(&first)),
+            "the previous one is kept"
+        );
+        assert!(Arc::ptr_eq(&b, &renderer.prepared(&second)));
+        let third = snapshot();
+        renderer.prepared(&third);
+        assert!(
+            !Arc::ptr_eq(&a, &renderer.prepared(&first)),
+            "two versions back is gone"
+        );
     }
 }

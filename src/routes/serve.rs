@@ -208,6 +208,7 @@ fn answer(
         [campaign.id.as_str(), creative.id.as_str(), slot],
     );
     Some(state.renderer.decision(
+        snapshot,
         prepared,
         slot,
         (choice.campaign, choice.creative),
