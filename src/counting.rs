@@ -33,8 +33,20 @@ pub fn reporting_day(now: DateTime<Utc>, tz: Tz) -> NaiveDate {
 
 #[derive(Default)]
 struct Pending {
-    served: HashMap<(Id, SlotName, NaiveDate), u64>,
+    /// hashbrown's map, for lookups by [`ServedKey`].
+    served: hashbrown::HashMap<(Id, SlotName, NaiveDate), u64>,
     events: Vec<Event>,
+}
+
+/// The key of a served count, borrowed: counting a decision copies the campaign and slot
+/// names only the first time that count is made. It hashes as the owned tuple does.
+#[derive(Hash)]
+struct ServedKey<'a>(&'a Id, &'a SlotName, NaiveDate);
+
+impl hashbrown::Equivalent<(Id, SlotName, NaiveDate)> for ServedKey<'_> {
+    fn equivalent(&self, key: &(Id, SlotName, NaiveDate)) -> bool {
+        *self.0 == key.0 && *self.1 == key.1 && self.2 == key.2
+    }
 }
 
 /// How many shards the pending counts are split into.
@@ -106,11 +118,12 @@ impl Recorder {
     /// Counts one served decision.
     pub fn served(&self, campaign: &Id, slot: &SlotName, day: NaiveDate) {
         let mut pending = self.shard().lock();
-        let key = (campaign.clone(), slot.clone(), day);
-        if let Some(n) = pending.served.get_mut(&key) {
+        if let Some(n) = pending.served.get_mut(&ServedKey(campaign, slot, day)) {
             *n += 1;
         } else if self.reserve_room() {
-            pending.served.insert(key, 1);
+            pending
+                .served
+                .insert((campaign.clone(), slot.clone(), day), 1);
         }
     }
 

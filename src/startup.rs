@@ -182,13 +182,12 @@ impl Application {
         let server_state = state.clone();
         let mut server = HttpServer::new(move || {
             App::new()
-                .wrap(from_fn(telemetry::observe))
                 .app_data(server_state.clone())
                 .app_data(routes::json_config())
                 .app_data(routes::query_config())
                 .app_data(routes::path_config())
                 .configure(routes::configure)
-                .default_service(web::to(routes::not_found))
+                .default_service(web::to(routes::not_found).wrap(from_fn(telemetry::observe)))
         })
         .disable_signals()
         .shutdown_timeout((settings.shutdown_timeout_secs / 2).max(1)); // the rest is for the final flush

@@ -2,6 +2,9 @@
 //! latency histogram by route pattern. Raw paths are never logged, since tracking paths carry
 //! tokens.
 
+mod json_fields;
+
+use std::io::IsTerminal;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::Instant;
@@ -24,9 +27,17 @@ use crate::state::AppState;
 pub fn init(format: LogFormat, default_filter: &str) {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
-    let builder = fmt().with_env_filter(filter).with_target(false);
+    // Colours only on a terminal: in a file or a collector they are noise, and cost time.
+    let builder = fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(std::io::stdout().is_terminal());
     let _ = match format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .fmt_fields(json_fields::JsonSpanFields)
+            .try_init(),
         LogFormat::Pretty => builder.compact().try_init(),
     };
 }
@@ -85,26 +96,34 @@ impl RouteLabel {
     }
 }
 
-/// Wraps every request in a span and observes its latency.
+/// Runs a request in its span (request id, method, route) and observes its latency by route.
+/// The route is the matched pattern, never the raw path: `/v1/i/{token}`, not the token. This
+/// wraps each resource and the default service rather than the whole application, so that the
+/// route is known when the span is made: a field recorded later would make the JSON log format
+/// write all the span's fields again.
 pub async fn observe(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = Instant::now();
     let method = method_label(req.method());
-    let request_id = REQUEST_IDS.fetch_add(1, Ordering::Relaxed);
-    // The state handle (one reference count), not a clone of every metric handle.
+    let route = req
+        .app_data::<RouteLabel>()
+        .map_or("unmatched", |r| r.pattern);
+    let span = tracing::info_span!(
+        "request",
+        request_id = REQUEST_IDS.fetch_add(1, Ordering::Relaxed),
+        method,
+        route,
+    );
+    // The request is moved into the next service: what is needed afterwards is taken first
+    // (a reference count each).
     let state = req.app_data::<web::Data<AppState>>().cloned();
-    let span = tracing::info_span!("request", request_id, method, route = tracing::field::Empty);
     let response = next.call(req).instrument(span.clone()).await?;
-    // The matched pattern, never the raw path: `/v1/i/{token}`, not the token.
-    let label = response.request().app_data::<RouteLabel>();
-    let route = label.map_or("unmatched", |r| r.pattern);
-    span.record("route", route);
     let status = response.status();
     let elapsed = started.elapsed();
     if let Some(state) = state {
-        let histogram = match label {
+        let histogram = match response.request().app_data::<RouteLabel>() {
             Some(label) => label.histogram(&state.metrics, method, status),
             None => {
                 state

@@ -12,6 +12,9 @@ mod serve;
 mod stats;
 mod tracking;
 
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
+use actix_web::middleware::from_fn;
 use actix_web::web;
 
 pub use errors::{json_config, not_found, path_config, query_config};
@@ -30,13 +33,53 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     pages::configure(cfg);
 }
 
-/// A resource labelled with its pattern for the request metrics and logs.
-pub(crate) fn resource(path: &'static str) -> actix_web::Resource {
-    web::resource(path).app_data(crate::telemetry::RouteLabel::new(path))
+/// A resource labelled with its pattern for the request metrics and logs, its requests each
+/// observed in their span ([`crate::telemetry::observe`]).
+pub(crate) fn resource(path: &'static str) -> actix_web::Resource<impl ResourceFactory> {
+    web::resource(path)
+        .app_data(crate::telemetry::RouteLabel::new(path))
+        .wrap(from_fn(crate::telemetry::observe))
+}
+
+/// A [`resource`] that publisher pages call from their own origin: CORS inside the
+/// observation, so that preflights are measured too.
+pub(crate) fn public_resource(path: &'static str) -> actix_web::Resource<impl ResourceFactory> {
+    web::resource(path)
+        .app_data(crate::telemetry::RouteLabel::new(path))
+        .wrap(cors())
+        .wrap(from_fn(crate::telemetry::observe))
+}
+
+/// What a resource wrapped in middleware is.
+pub(crate) trait ResourceFactory:
+    ServiceFactory<
+    ServiceRequest,
+    Config = (),
+    Response = ServiceResponse<Self::Body>,
+    Error = actix_web::Error,
+    InitError = (),
+>
+{
+    /// The body of its responses.
+    type Body: MessageBody;
+}
+
+impl<T, B> ResourceFactory for T
+where
+    T: ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<B>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+    B: MessageBody,
+{
+    type Body = B;
 }
 
 /// CORS for the public endpoints that publisher pages call from their own origin.
-pub(crate) fn cors() -> actix_cors::Cors {
+fn cors() -> actix_cors::Cors {
     actix_cors::Cors::default()
         .allow_any_origin()
         .allowed_methods(["GET", "POST"])

@@ -6,8 +6,9 @@
 //! Content-Security-Policy enforces; the tag and the frame are meant for publishers' pages and
 //! `<iframe>`s, so they stay embeddable.
 
+use actix_web::dev::HttpServiceFactory;
 use actix_web::http::header::{self, ContentType};
-use actix_web::{guard, web, FromRequest, Handler, HttpResponse, Resource, Responder};
+use actix_web::{guard, web, FromRequest, Handler, HttpResponse, Responder};
 use serde::Deserialize;
 
 use super::errors::allow;
@@ -35,7 +36,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 /// A resource answering GET and HEAD (actix drops the body of HEAD answers).
-fn get<F, Args>(path: &'static str, handler: F) -> Resource
+fn get<F, Args>(path: &'static str, handler: F) -> impl HttpServiceFactory
 where
     F: Handler<Args>,
     Args: FromRequest + 'static,

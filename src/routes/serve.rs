@@ -26,14 +26,12 @@ const MAX_UID_BYTES: usize = 128;
 
 pub(super) fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
-        super::resource("/v1/slots/{slot}/ad")
-            .wrap(super::cors())
+        super::public_resource("/v1/slots/{slot}/ad")
             .route(web::get().to(get_ad))
             .default_service(allow("GET")),
     )
     .service(
-        super::resource("/v1/decisions")
-            .wrap(super::cors())
+        super::public_resource("/v1/decisions")
             .route(web::post().to(post_decisions))
             .default_service(allow("POST")),
     );
@@ -200,7 +198,8 @@ fn answer(
         .recorder
         .served(&campaign.id, &compiled.slot.name, delivery.today);
     let creative = &campaign.creatives[choice.creative];
-    let decision_id = Ulid::new();
+    // The id's time is the decision's, read once per request rather than again here.
+    let decision_id = Ulid::from_datetime(delivery.now.into());
     let slot = compiled.slot.name.as_str();
     let token = state.signer.sign_fields(
         decision_id,

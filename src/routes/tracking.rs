@@ -30,8 +30,7 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig) {
         ("/v1/v/{token}", EventKind::Viewable),
     ] {
         cfg.service(
-            super::resource(path)
-                .wrap(super::cors())
+            super::public_resource(path)
                 .route(web::get().to(move |state, token| beacon(state, token, kind)))
                 .route(web::head().to(pixel))
                 .default_service(allow("GET, HEAD")),

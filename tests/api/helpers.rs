@@ -426,3 +426,82 @@ macro_rules! on_both_stores {
 pub fn redis_for(kind: StoreKind) -> Option<RedisServer> {
     (kind == StoreKind::Redis).then(RedisServer::start)
 }
+
+/// The real `regie` binary, running with only the settings a test gives it.
+pub struct Binary {
+    child: Child,
+    /// Its base URL.
+    pub base: String,
+}
+
+impl Binary {
+    /// Starts the binary in the crate's directory with `settings` (and `PATH`, nothing else
+    /// inherited) on a free port, its standard output to `stdout`, and waits until it is ready.
+    pub async fn start(settings: &[(&str, &str)], stdout: Stdio) -> Self {
+        let port = free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_regie"))
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("REGIE_LISTEN", format!("127.0.0.1:{port}"))
+            .envs(settings.iter().copied())
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .stdout(stdout)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let binary = Self {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        };
+        let client = reqwest::Client::new();
+        let ready = async {
+            loop {
+                if let Ok(r) = client.get(format!("{}/readyz", binary.base)).send().await {
+                    if r.status() == 200 {
+                        return;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(20), ready)
+            .await
+            .expect("regie became ready");
+        binary
+    }
+
+    /// The decision answered at `path` (`/v1/slots/{slot}/ad`).
+    pub async fn decision(&self, path: &str) -> Value {
+        reqwest::get(format!("{}{path}", self.base))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Sends SIGTERM and waits for the exit, at most `within`.
+    pub async fn terminate(mut self, within: Duration) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                started.elapsed() < within,
+                "regie did not exit within {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,55 +1,32 @@
 //! Graceful shutdown of the real binary: SIGTERM right after a burst loses nothing.
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
+use std::time::Duration;
 
-use crate::helpers::{free_port, RedisServer, TRACKING_KEYS};
+use crate::helpers::{Binary, RedisServer, TRACKING_KEYS};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_right_after_a_burst_flushes_every_count_before_exit() {
     let redis = RedisServer::start();
-    let port = free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_regie"))
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("REGIE_LISTEN", format!("127.0.0.1:{port}"))
-        .env("REGIE_REDIS_URL", redis.url())
-        .env("REGIE_TRACKING_KEYS", TRACKING_KEYS)
-        // Nothing is flushed on the way: every count below must come from the final flush.
-        .env("REGIE_FLUSH_INTERVAL_MS", "600000")
-        .env("REGIE_SHUTDOWN_TIMEOUT_SECS", "10")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
+    let redis_url = redis.url();
+    let regie = Binary::start(
+        &[
+            ("REGIE_REDIS_URL", redis_url.as_str()),
+            ("REGIE_TRACKING_KEYS", TRACKING_KEYS),
+            // Nothing is flushed on the way: every count below must come from the final flush.
+            ("REGIE_FLUSH_INTERVAL_MS", "600000"),
+            ("REGIE_SHUTDOWN_TIMEOUT_SECS", "10"),
+            ("RUST_LOG", "warn"),
+        ],
+        Stdio::null(),
+    )
+    .await;
     let client = reqwest::Client::new();
-    let ready = async {
-        loop {
-            if let Ok(r) = client.get(format!("{base}/readyz")).send().await {
-                if r.status() == 200 {
-                    return;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(20), ready)
-        .await
-        .expect("regie became ready");
 
     let mut served = 0u64;
     let mut impressions = 0u64;
     for _ in 0..100 {
-        let decision: serde_json::Value = client
-            .get(format!("{base}/v1/slots/Publicit%C3%A9%204/ad"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let decision = regie.decision("/v1/slots/Publicit%C3%A9%204/ad").await;
         served += 1;
         client
             .get(decision["impression_url"].as_str().unwrap())
@@ -58,21 +35,7 @@ async fn sigterm_right_after_a_burst_flushes_every_count_before_exit() {
             .unwrap();
         impressions += 1;
     }
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(15),
-            "regie did not exit within its shutdown timeout"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let status = regie.terminate(Duration::from_secs(15)).await;
     assert!(status.success(), "{status:?}");
 
     let mut conn = redis.connection();
