@@ -8,7 +8,9 @@
 #   2. builds regie and the bare handler (examples/bare.rs) in release;
 #   3. starts its own redis-server on a free port (no persistence, a temporary --dir) and
 #      regie against it, and waits for /readyz;
-#   4. measures, with `wrk -t$THREADS -c$CONNECTIONS -d$DURATION` each:
+#   4. measures, with `wrk -t$THREADS -c$CONNECTIONS -d$DURATION` each (the first two
+#      comparisons alternate regie and the bare handler $LOADTEST_ROUNDS times and give the
+#      median ratio, and the CPU each used per request):
 #        - GET /v1/slots/Publicit%C3%A9%202/ad   against the bare handler answering a JSON
 #          body of the same byte length as one regie decision;
 #        - GET /v1/i/{token} (impression beacon), one token replayed, against the bare
@@ -26,13 +28,14 @@
 #          where regie alone is the bottleneck, Redis and wrk running elsewhere;
 #   5. prints requests/s of each and the ratio regie / baseline in a table.
 # Everything it started is stopped on exit (trap). Raw outputs go to artifacts/loadtest/.
-# With the defaults the measurements take about two minutes, after the build.
+# With the defaults the measurements take about three and a half minutes, after the build.
 #
 # Environment: LOADTEST_DURATION (10s), LOADTEST_THREADS (2), LOADTEST_CONNECTIONS (32),
-# LOADTEST_WORKERS (2: actix workers of both servers), LOADTEST_SKIP_BUILD=1 (reuse the
+# LOADTEST_WORKERS (2: actix workers of both servers), LOADTEST_ROUNDS (3: alternating rounds
+# of the comparisons with the bare handler), LOADTEST_SKIP_BUILD=1 (reuse the
 # binaries in target/release), LOADTEST_BEACONS (distinct impression URLs to collect; by
 # default enough for the whole run at 1.5 × the one-token beacon rate, at most 1 000 000),
-# RUST_LOG (warn).
+# RUST_LOG (regie's production setting when unset).
 #
 # Adding a measurement: write a `measure_…` function that calls `add_row`, and call it from
 # `main`.
@@ -44,6 +47,7 @@ readonly DURATION=${LOADTEST_DURATION:-10s}
 readonly THREADS=${LOADTEST_THREADS:-2}
 readonly CONNECTIONS=${LOADTEST_CONNECTIONS:-32}
 readonly WORKERS=${LOADTEST_WORKERS:-2}
+readonly ROUNDS=${LOADTEST_ROUNDS:-3}
 readonly SLOT_PATH='/v1/slots/Publicit%C3%A9%202/ad'
 readonly ADMIN_TOKEN="loadtest-$RANDOM$RANDOM"
 readonly REGIE_BIN="$ROOT/target/release/regie"
@@ -235,6 +239,49 @@ wait_flushed() {
     done
 }
 
+# median FORMAT NUMBER...: the median of the numbers, printed with the printf FORMAT.
+median() {
+    local format=$1
+    shift
+    printf '%s\n' "$@" | sort -g | awk -v f="$format" '{ v[NR] = $1 }
+        END { m = int((NR + 1) / 2); printf f, (NR % 2 ? v[m] : (v[m] + v[m + 1]) / 2) }'
+}
+
+# compare_rounds NAME REGIE_URL REGIE_PID BARE_URL BARE_PID: regie and the bare handler in
+# turn, $ROUNDS times each. The machine's speed drifts by a quarter within minutes when it is
+# shared, so one run of each would compare two different machines; alternating short runs and
+# taking the median of each round's ratio compares them under the same conditions. Sets
+# CMP_REGIE and CMP_BARE (median req/s), CMP_RATIO (median of the rounds' ratios), CMP_NOTE
+# (every round's ratio), CMP_REGIE_CPU and CMP_BARE_CPU (CPU µs per request over all rounds,
+# user + system, from /proc); CMP_NOTE also names what wrk saw go wrong in regie's rounds.
+CMP_REGIE="" CMP_BARE="" CMP_RATIO="" CMP_NOTE="" CMP_REGIE_CPU="" CMP_BARE_CPU=""
+compare_rounds() {
+    local name=$1 regie_url=$2 regie_pid=$3 bare_url=$4 bare_pid=$5 round
+    local regie_rates=() bare_rates=() ratios=() regie_ticks=0 bare_ticks=0
+    local regie_requests=0 bare_requests=0 ticks rps anomalies="" seen
+    for ((round = 1; round <= ROUNDS; round++)); do
+        ticks=$(cpu_ticks "$regie_pid")
+        rps=$(run_wrk "regie-$name-$round" "$regie_url")
+        regie_ticks=$((regie_ticks + $(cpu_ticks "$regie_pid") - ticks))
+        regie_requests=$((regie_requests + $(wrk_requests "regie-$name-$round")))
+        regie_rates+=("$rps")
+        ticks=$(cpu_ticks "$bare_pid")
+        rps=$(run_wrk "bare-$name-$round" "$bare_url")
+        bare_ticks=$((bare_ticks + $(cpu_ticks "$bare_pid") - ticks))
+        bare_requests=$((bare_requests + $(wrk_requests "bare-$name-$round")))
+        bare_rates+=("$rps")
+        ratios+=("$(ratio "${regie_rates[-1]}" "$rps")")
+        seen=$(wrk_anomalies "regie-$name-$round")
+        [[ -n $seen ]] && anomalies+="; round $round: $seen"
+    done
+    CMP_REGIE=$(median %.0f "${regie_rates[@]}")
+    CMP_BARE=$(median %.0f "${bare_rates[@]}")
+    CMP_RATIO=$(median %.2f "${ratios[@]}")
+    CMP_NOTE="median of $ROUNDS alternating rounds, ratios ${ratios[*]}$anomalies"
+    CMP_REGIE_CPU=$(cpu_us_per_request "$regie_ticks" "$regie_requests")
+    CMP_BARE_CPU=$(cpu_us_per_request "$bare_ticks" "$bare_requests")
+}
+
 # ------------------------------------------------------------------------- the table
 
 ROW_NAMES=()
@@ -323,7 +370,9 @@ spawn_regie() {
         export REGIE_LISTEN="127.0.0.1:$port"
         export REGIE_ADMIN_TOKEN="$ADMIN_TOKEN"
         export REGIE_WORKERS="$WORKERS"
-        export RUST_LOG="${RUST_LOG:-warn}"
+        # As deployed: JSON logs at info, a span per request. No drain delay, so that stopping
+        # one between measurements is quick.
+        export REGIE_ENVIRONMENT=production REGIE_DRAIN_DELAY_MS=0
         # shellcheck disable=SC2163 # exports each VAR=VALUE argument
         if (($#)); then export "$@"; fi
         exec "$REGIE_BIN"
@@ -358,41 +407,34 @@ fetch_decision() {
 }
 
 measure_decision() {
-    local bytes regie_rps bare_rps note anomalies
+    local bytes note
     bytes=$(wc -c <"$FIRST_DECISION")
     start_bare bare-decision "$bytes" application/json
-
-    regie_rps=$(run_wrk regie-decision "$REGIE_URL$SLOT_PATH")
-    note="body $bytes B; after: $(status_sample "$REGIE_URL$SLOT_PATH" 20)"
-    anomalies=$(wrk_anomalies regie-decision)
-    [[ -n $anomalies ]] && note+="; $anomalies"
-    bare_rps=$(run_wrk bare-decision "$BARE_URL$SLOT_PATH")
+    compare_rounds decision "$REGIE_URL$SLOT_PATH" "$REGIE_PID" "$BARE_URL$SLOT_PATH" "$BARE_PID"
     stop "$BARE_PID"
 
-    add_row "GET /v1/slots/{slot}/ad (req/s)" "$regie_rps" "$bare_rps" \
-        "$(ratio "$regie_rps" "$bare_rps")" "$note"
+    note="body $bytes B; $CMP_NOTE; after: $(status_sample "$REGIE_URL$SLOT_PATH" 20)"
+    add_row "GET /v1/slots/{slot}/ad (req/s)" "$CMP_REGIE" "$CMP_BARE" "$CMP_RATIO" "$note"
+    add_row "  CPU per request (us), user + system" "$CMP_REGIE_CPU" "$CMP_BARE_CPU" \
+        "$(ratio "$CMP_BARE_CPU" "$CMP_REGIE_CPU")" \
+        "ratio = bare / regie CPU: the throughput ratio where the server alone is the bottleneck"
 }
 
 # req/s of the one-token beacons: sizes the list of distinct tokens collected next.
 ONE_TOKEN_BEACON_RPS=""
 measure_impression() {
-    local impression_url path regie_rps bare_rps note anomalies
+    local impression_url path
     impression_url=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["impression_url"])' \
         "$FIRST_DECISION")
     # The URL is built from REGIE_PUBLIC_URL; aim at this instance whatever its host.
     path="/v1/i/${impression_url##*/v1/i/}"
     start_bare bare-impression 43 image/gif
-
-    regie_rps=$(run_wrk regie-impression "$REGIE_URL$path")
-    ONE_TOKEN_BEACON_RPS=$regie_rps
-    note="one token: counted once, then deduplicated"
-    anomalies=$(wrk_anomalies regie-impression)
-    [[ -n $anomalies ]] && note+="; $anomalies"
-    bare_rps=$(run_wrk bare-impression "$BARE_URL$path")
+    compare_rounds impression "$REGIE_URL$path" "$REGIE_PID" "$BARE_URL$path" "$BARE_PID"
     stop "$BARE_PID"
+    ONE_TOKEN_BEACON_RPS=$CMP_REGIE
 
-    add_row "GET /v1/i/{token} (req/s)" "$regie_rps" "$bare_rps" \
-        "$(ratio "$regie_rps" "$bare_rps")" "$note"
+    add_row "GET /v1/i/{token} (req/s)" "$CMP_REGIE" "$CMP_BARE" "$CMP_RATIO" \
+        "one token: counted once, then deduplicated; $CMP_NOTE"
 }
 
 # Impression beacons on distinct decisions. The one-token row replays a token the store
