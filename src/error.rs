@@ -130,7 +130,7 @@ impl ResponseError for ApiError {
             response.insert_header(("WWW-Authenticate", "Bearer"));
         }
         response
-            .insert_header(("Cache-Control", "no-store"))
+            .insert_header(crate::routes::no_store())
             .json(Body {
                 error: ErrorBody {
                     code: self.code(),

@@ -116,30 +116,33 @@ pub async fn observe(
         method,
         route,
     );
-    // The request is moved into the next service: what is needed afterwards is taken first
-    // (a reference count each).
-    let state = req.app_data::<web::Data<AppState>>().cloned();
-    let response = next.call(req).instrument(span.clone()).await?;
-    let status = response.status();
-    let elapsed = started.elapsed();
-    if let Some(state) = state {
-        let histogram = match response.request().app_data::<RouteLabel>() {
-            Some(label) => label.histogram(&state.metrics, method, status),
-            None => {
-                state
-                    .metrics
-                    .http_duration
-                    .with_label_values(&[route, method, status.as_str()])
-            }
-        };
-        histogram.observe(elapsed.as_secs_f64());
-    }
-    span.in_scope(|| {
+    // The whole observation runs inside the span, so that the last line is written in it
+    // without entering it once more.
+    async move {
+        let response = next.call(req).await?;
+        let status = response.status();
+        let elapsed = started.elapsed();
+        // Borrowed from the answered request: a clone of the handle would be one more atomic
+        // count that the workers' cores pass back and forth.
+        if let Some(state) = response.request().app_data::<web::Data<AppState>>() {
+            let histogram = match response.request().app_data::<RouteLabel>() {
+                Some(label) => label.histogram(&state.metrics, method, status),
+                None => {
+                    state
+                        .metrics
+                        .http_duration
+                        .with_label_values(&[route, method, status.as_str()])
+                }
+            };
+            histogram.observe(elapsed.as_secs_f64());
+        }
         tracing::debug!(
             status = status.as_u16(),
             latency_ms = elapsed.as_secs_f64() * 1_000.0,
             "answered"
         );
-    });
-    Ok(response)
+        Ok(response)
+    }
+    .instrument(span)
+    .await
 }

@@ -191,7 +191,7 @@ async fn get_inventory(
     let (version, mut doc) = latest(&state).await?;
     doc["version"] = json!(version);
     Ok(HttpResponse::Ok()
-        .insert_header(("Cache-Control", "no-store"))
+        .insert_header(super::no_store())
         .json(doc))
 }
 
@@ -364,6 +364,6 @@ async fn put_advertiser(
     let key = new_api_key();
     state.store.set_api_key(&id, &hash_key(&key)).await?;
     Ok(HttpResponse::Ok()
-        .insert_header(("Cache-Control", "no-store"))
+        .insert_header(super::no_store())
         .json(json!({ "id": id.as_str(), "api_key": key })))
 }

@@ -49,9 +49,7 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     } else {
         HttpResponse::ServiceUnavailable()
     };
-    response
-        .insert_header(("Cache-Control", "no-store"))
-        .json(body)
+    response.insert_header(super::no_store()).json(body)
 }
 
 async fn metrics(state: web::Data<AppState>) -> HttpResponse {

@@ -14,6 +14,7 @@ mod tracking;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
+use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::middleware::from_fn;
 use actix_web::web;
 
@@ -76,6 +77,20 @@ where
     B: MessageBody,
 {
     type Body = B;
+}
+
+/// `Cache-Control: no-store`, for answers no cache may keep or share. Typed constants: the
+/// name and value are not parsed again on every answer.
+pub(crate) fn no_store() -> (HeaderName, HeaderValue) {
+    (header::CACHE_CONTROL, HeaderValue::from_static("no-store"))
+}
+
+/// `Content-Type: application/json`, as [`no_store`].
+pub(crate) fn json_content() -> (HeaderName, HeaderValue) {
+    (
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    )
 }
 
 /// CORS for the public endpoints that publisher pages call from their own origin.

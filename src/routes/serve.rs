@@ -216,6 +216,13 @@ fn answer(
     ))
 }
 
+/// The application state, borrowed from the request. The `web::Data` extractor would clone
+/// its handle: an atomic count on a cache line that every worker's core writes.
+fn state_of(req: &HttpRequest) -> &AppState {
+    req.app_data::<web::Data<AppState>>()
+        .expect("the application registers its state")
+}
+
 fn split_list(raw: Option<String>) -> impl Iterator<Item = String> {
     raw.unwrap_or_default()
         .split(',')
@@ -226,10 +233,11 @@ fn split_list(raw: Option<String>) -> impl Iterator<Item = String> {
 
 async fn get_ad(
     req: HttpRequest,
-    state: web::Data<AppState>,
     slot: web::Path<String>,
     query: web::Query<AdQuery>,
 ) -> Result<HttpResponse, ApiError> {
+    // Borrowed, not extracted: see `state_of`.
+    let state = state_of(&req);
     let query = query.into_inner();
     let explain = match query.explain.as_deref() {
         None | Some("0") | Some("false") => false,
@@ -241,10 +249,10 @@ async fn get_ad(
             ))
         }
     };
-    if explain && !is_admin(&req, &state) {
+    if explain && !is_admin(&req, state) {
         return Err(ApiError::Forbidden("explain needs the admin token".into()));
     }
-    let snapshot = current_snapshot(&state)?;
+    let snapshot = current_snapshot(state)?;
     let compiled = parse_slot(&slot, &snapshot)?;
     let inputs = parse_inputs(
         &snapshot,
@@ -253,9 +261,9 @@ async fn get_ad(
         split_list(query.exclude),
     )?;
     if explain {
-        let mut delivery = request_delivery(&state, None);
+        let mut delivery = request_delivery(state, None);
         let allowed = frequency_allowed(
-            &state,
+            state,
             &snapshot,
             compiled,
             inputs.uid.as_deref(),
@@ -265,25 +273,25 @@ async fn get_ad(
         delivery.frequency_allowed = allowed.as_deref();
         let body = super::explain::explain(&snapshot, compiled, &inputs, &delivery);
         return Ok(HttpResponse::Ok()
-            .insert_header(("Cache-Control", "no-store"))
+            .insert_header(super::no_store())
             .json(body));
     }
     let timer = state.metrics.decision_duration.start_timer();
-    let delivery = request_delivery(&state, None);
-    let choice = choose_slots(&state, &snapshot, &[compiled], &inputs, &delivery)
+    let delivery = request_delivery(state, None);
+    let choice = choose_slots(state, &snapshot, &[compiled], &inputs, &delivery)
         .await
         .pop()
         .flatten();
     let prepared = state.renderer.prepared(&snapshot);
-    let decided = answer(&state, &snapshot, &prepared, compiled, choice, &delivery);
+    let decided = answer(state, &snapshot, &prepared, compiled, choice, &delivery);
     timer.observe_duration();
     Ok(match decided {
         Some(decision) => HttpResponse::Ok()
-            .insert_header(("Cache-Control", "no-store"))
-            .content_type("application/json")
+            .insert_header(super::no_store())
+            .insert_header(super::json_content())
             .body(decision),
         None => HttpResponse::NoContent()
-            .insert_header(("Cache-Control", "no-store"))
+            .insert_header(super::no_store())
             .finish(),
     })
 }
@@ -363,7 +371,7 @@ async fn post_decisions(
     out.extend_from_slice(b"]}");
     timer.observe_duration();
     Ok(HttpResponse::Ok()
-        .insert_header(("Cache-Control", "no-store"))
-        .content_type("application/json")
+        .insert_header(super::no_store())
+        .insert_header(super::json_content())
         .body(out))
 }

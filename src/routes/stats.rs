@@ -166,7 +166,7 @@ async fn campaign_stats(
         })
         .collect();
     Ok(HttpResponse::Ok()
-        .insert_header(("Cache-Control", "no-store"))
+        .insert_header(super::no_store())
         .json(serde_json::json!({
             "campaign_id": campaign.campaign.id.as_str(),
             "from": from,
@@ -210,7 +210,7 @@ async fn my_campaigns(
         Caller::Advertiser(id) => Some(id.as_str()),
     };
     Ok(HttpResponse::Ok()
-        .insert_header(("Cache-Control", "no-store"))
+        .insert_header(super::no_store())
         .json(serde_json::json!({
             "advertiser_id": advertiser_id,
             "campaigns": list,

@@ -9,6 +9,7 @@ use actix_web::http::header;
 use actix_web::{web, HttpResponse};
 
 use super::errors::allow;
+use super::no_store;
 use crate::inventory::SlotName;
 use crate::state::AppState;
 use crate::store::Event;
@@ -44,10 +45,6 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig) {
             )
             .default_service(allow("GET, HEAD")),
     );
-}
-
-fn no_store() -> (header::HeaderName, &'static str) {
-    (header::CACHE_CONTROL, "no-store")
 }
 
 async fn pixel() -> HttpResponse {
