@@ -20,8 +20,10 @@ pub struct Snapshot {
     pub campaigns: Vec<CompiledCampaign>,
     /// Campaign index by id.
     pub campaign_index: HashMap<Id, usize>,
-    /// Slots by NFC name.
-    pub slots: HashMap<SlotName, CompiledSlot>,
+    /// Slots by NFC name, looked up on every request: hashbrown's default hasher is several
+    /// times faster than SipHash on short keys, and lookups cannot flood it (requests insert
+    /// nothing).
+    pub slots: hashbrown::HashMap<SlotName, CompiledSlot>,
 }
 
 /// A campaign with what the serve path needs precomputed.
@@ -124,6 +126,11 @@ impl Snapshot {
 
     /// The slot of that (already NFC) name.
     pub fn slot(&self, name: &SlotName) -> Option<&CompiledSlot> {
+        self.slots.get(name)
+    }
+
+    /// The slot of that NFC text (see [`SlotName::normalize`]).
+    pub fn slot_named(&self, name: &str) -> Option<&CompiledSlot> {
         self.slots.get(name)
     }
 

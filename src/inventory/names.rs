@@ -2,6 +2,7 @@
 //!
 //! Each is parsed once, at the edge (inventory load or request), and trusted afterwards.
 
+use std::borrow::{Borrow, Cow};
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -22,10 +23,17 @@ impl SlotName {
     /// Normalises `raw` to NFC and checks the contract's rules: 1 to 128 bytes, no control
     /// characters.
     pub fn parse(raw: &str) -> Result<Self, String> {
-        // Most names arrive in NFC already; the quick check spares the recomposition.
-        let normalized: String = match unicode_normalization::is_nfc_quick(raw.chars()) {
-            unicode_normalization::IsNormalized::Yes => raw.to_owned(),
-            _ => raw.nfc().collect(),
+        Self::normalize(raw).map(|name| Self(name.into_owned()))
+    }
+
+    /// [`Self::parse`] without keeping the name: its NFC text, borrowed when `raw` is NFC
+    /// already, as names in requests almost always are. A lookup by name (see
+    /// `Borrow<str>`) then copies nothing.
+    pub fn normalize(raw: &str) -> Result<Cow<'_, str>, String> {
+        // The quick check spares the recomposition.
+        let normalized = match unicode_normalization::is_nfc_quick(raw.chars()) {
+            unicode_normalization::IsNormalized::Yes => Cow::Borrowed(raw),
+            _ => Cow::Owned(raw.nfc().collect()),
         };
         if normalized.is_empty() {
             return Err("must not be empty".into());
@@ -40,11 +48,19 @@ impl SlotName {
         if normalized.contains(char::REPLACEMENT_CHARACTER) {
             return Err("must be valid UTF-8".into());
         }
-        Ok(Self(normalized))
+        Ok(normalized)
     }
 
     /// The NFC text of the name.
     pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Maps keyed by slot name are looked up by its text: a `SlotName` hashes and compares as its
+/// `String` does.
+impl Borrow<str> for SlotName {
+    fn borrow(&self) -> &str {
         &self.0
     }
 }

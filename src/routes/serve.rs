@@ -144,13 +144,10 @@ pub(crate) fn parse_slot<'s>(
     raw: &str,
     snapshot: &'s Snapshot,
 ) -> Result<&'s CompiledSlot, ApiError> {
-    let name = SlotName::parse(raw)
+    let name = SlotName::normalize(raw)
         .map_err(|e| ApiError::bad_request("invalid_slot", format!("slot name {e}")))?;
-    snapshot.slot(&name).ok_or_else(|| {
-        ApiError::not_found(
-            "unknown_slot",
-            format!("there is no slot named {:?}", name.as_str()),
-        )
+    snapshot.slot_named(&name).ok_or_else(|| {
+        ApiError::not_found("unknown_slot", format!("there is no slot named {name:?}"))
     })
 }
 
