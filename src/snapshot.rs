@@ -1,6 +1,7 @@
 //! One inventory version compiled for serving: lookup maps and per-slot, per-tier rotation
 //! tables, built once when the version loads and shared read-only by every request.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -124,14 +125,9 @@ impl Snapshot {
         }
     }
 
-    /// The slot of that (already NFC) name.
-    pub fn slot(&self, name: &SlotName) -> Option<&CompiledSlot> {
-        self.slots.get(name)
-    }
-
-    /// The slot of that NFC text (see [`SlotName::normalize`]).
-    pub fn slot_named(&self, name: &str) -> Option<&CompiledSlot> {
-        self.slots.get(name)
+    /// The slot of that name: a [`SlotName`], or NFC text (see [`SlotName::normalize`]).
+    pub fn slot(&self, name: &(impl Borrow<str> + ?Sized)) -> Option<&CompiledSlot> {
+        self.slots.get(Borrow::<str>::borrow(name))
     }
 
     /// The campaign of that id.

@@ -146,7 +146,7 @@ pub(crate) fn parse_slot<'s>(
 ) -> Result<&'s CompiledSlot, ApiError> {
     let name = SlotName::normalize(raw)
         .map_err(|e| ApiError::bad_request("invalid_slot", format!("slot name {e}")))?;
-    snapshot.slot_named(&name).ok_or_else(|| {
+    snapshot.slot(name.as_ref()).ok_or_else(|| {
         ApiError::not_found("unknown_slot", format!("there is no slot named {name:?}"))
     })
 }
