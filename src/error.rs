@@ -36,6 +36,12 @@ pub enum ApiError {
     /// The method is not supported on this path (405).
     #[error("this method is not allowed on this path")]
     MethodNotAllowed,
+    /// The request body is larger than the endpoint takes (413).
+    #[error("the request body is too large for this endpoint")]
+    PayloadTooLarge,
+    /// The request body is compressed (415): regie never inflates what a client sends.
+    #[error("request bodies must not be compressed (Content-Encoding: identity only)")]
+    UnsupportedEncoding,
     /// An inventory write based on an old version (409).
     #[error("the inventory is at version {current}; reload it and apply your change again")]
     VersionConflict {
@@ -76,6 +82,8 @@ impl ApiError {
             ApiError::Unauthorized => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::PayloadTooLarge => "payload_too_large",
+            ApiError::UnsupportedEncoding => "unsupported_encoding",
             ApiError::VersionConflict { .. } => "version_conflict",
             ApiError::InvalidInventory(_) => "invalid_inventory",
             ApiError::NotReady => "not_ready",
@@ -107,6 +115,8 @@ impl ResponseError for ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedEncoding => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::VersionConflict { .. } => StatusCode::CONFLICT,
             ApiError::InvalidInventory(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::NotReady | ApiError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,

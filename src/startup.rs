@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::dev::{Server, ServerHandle};
-use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
 use secrecy::ExposeSecret;
 use tokio::sync::watch;
@@ -22,7 +21,6 @@ use crate::routes;
 use crate::settings::Settings;
 use crate::state::AppState;
 use crate::store::{redis_timeouts, MemoryStore, RedisStore, Store, StoreError};
-use crate::telemetry;
 use crate::tracking::{KeysError, Signer};
 
 /// The application could not start.
@@ -187,7 +185,7 @@ impl Application {
                 .app_data(routes::query_config())
                 .app_data(routes::path_config())
                 .configure(routes::configure)
-                .default_service(web::to(routes::not_found).wrap(from_fn(telemetry::observe)))
+                .default_service(routes::default_service())
         })
         .disable_signals()
         .shutdown_timeout((settings.shutdown_timeout_secs / 2).max(1)); // the rest is for the final flush

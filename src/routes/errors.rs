@@ -4,15 +4,16 @@ use actix_web::{error, web, HttpRequest, HttpResponse, ResponseError};
 
 use crate::error::ApiError;
 
-/// JSON bodies: a malformed or oversized body is a 400 in the contract's shape.
+/// JSON bodies: a malformed body is a 400, an oversized one a 413, in the contract's shape.
 pub fn json_config() -> web::JsonConfig {
     web::JsonConfig::default()
         .limit(64 * 1024)
         .error_handler(|err, _req| {
             let api = match &err {
                 error::JsonPayloadError::OverflowKnownLength { .. }
-                | error::JsonPayloadError::Overflow { .. } => {
-                    ApiError::bad_request("payload_too_large", "the request body is too large")
+                | error::JsonPayloadError::Overflow { .. }
+                | error::JsonPayloadError::Payload(error::PayloadError::Overflow) => {
+                    ApiError::PayloadTooLarge
                 }
                 error::JsonPayloadError::ContentType => ApiError::bad_request(
                     "unsupported_media_type",

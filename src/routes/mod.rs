@@ -2,6 +2,7 @@
 
 mod admin;
 mod auth;
+mod body;
 mod creatives;
 mod errors;
 mod explain;
@@ -18,10 +19,19 @@ use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::middleware::from_fn;
 use actix_web::web;
 
+pub use body::is_identity;
 pub use errors::{json_config, not_found, path_config, query_config};
 
 /// Largest inventory document the admin API takes.
 pub const MAX_INVENTORY_BYTES: usize = 16 * 1024 * 1024;
+
+/// The answer to a path no route matches, its body guarded and its request observed as every
+/// other.
+pub fn default_service() -> actix_web::Route {
+    web::to(not_found)
+        .wrap(from_fn(body::guard))
+        .wrap(from_fn(crate::telemetry::observe))
+}
 
 /// Registers every route.
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -35,10 +45,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 /// A resource labelled with its pattern for the request metrics and logs, its requests each
-/// observed in their span ([`crate::telemetry::observe`]).
+/// observed in their span ([`crate::telemetry::observe`]), their bodies guarded
+/// ([`body::guard`]).
 pub(crate) fn resource(path: &'static str) -> actix_web::Resource<impl ResourceFactory> {
     web::resource(path)
         .app_data(crate::telemetry::RouteLabel::new(path))
+        .wrap(from_fn(body::guard))
         .wrap(from_fn(crate::telemetry::observe))
 }
 
@@ -47,6 +59,7 @@ pub(crate) fn resource(path: &'static str) -> actix_web::Resource<impl ResourceF
 pub(crate) fn public_resource(path: &'static str) -> actix_web::Resource<impl ResourceFactory> {
     web::resource(path)
         .app_data(crate::telemetry::RouteLabel::new(path))
+        .wrap(from_fn(body::guard))
         .wrap(cors())
         .wrap(from_fn(crate::telemetry::observe))
 }

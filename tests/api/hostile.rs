@@ -1,0 +1,182 @@
+//! Hostile input over HTTP: compressed and oversized bodies, and arbitrary paths and queries.
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::helpers::{spawn_app, StoreKind, TestApp};
+
+/// `{"slots": ["banner"]}`, gzipped: a batch regie would fill if it inflated the body.
+const GZIPPED_BATCH: [u8; 41] = [
+    0x1f, 0x8b, 0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x02, 0x03, 0xab, 0x56, 0x2a, 0xce, 0xc9, 0x2f,
+    0x29, 0x56, 0xb2, 0x52, 0x88, 0x56, 0x4a, 0x4a, 0xcc, 0xcb, 0x4b, 0x2d, 0x52, 0x8a, 0xad, 0x05,
+    0x00, 0xa9, 0xb6, 0xa9, 0x7a, 0x15, 0x00, 0x00, 0x00,
+];
+
+async fn error_code(response: reqwest::Response) -> (u16, String) {
+    let status = response.status().as_u16();
+    let body: Value = response
+        .json()
+        .await
+        .expect("an error answer in the contract's JSON shape");
+    let code = body["error"]["code"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+    (status, code)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gzipped_batch_is_refused_with_415_and_never_inflated() {
+    let app = spawn_app(StoreKind::Memory, None).await;
+
+    let response = app
+        .client
+        .post(format!("{}/v1/decisions", app.address))
+        .header("Content-Type", "application/json")
+        .header("Content-Encoding", "gzip")
+        .body(GZIPPED_BATCH.to_vec())
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(
+        error_code(response).await,
+        (415, "unsupported_encoding".to_owned())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_coding_but_identity_is_refused_on_admin_endpoints_too() {
+    let app = spawn_app(StoreKind::Memory, None).await;
+    let doc = app.inventory().await;
+
+    for coding in [
+        "gzip",
+        "br",
+        "deflate",
+        "zstd",
+        "identity, gzip",
+        "x-unknown",
+    ] {
+        let response = app
+            .admin(reqwest::Method::PUT, "/v1/admin/inventory")
+            .header("Content-Encoding", coding)
+            .json(&doc)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            error_code(response).await,
+            (415, "unsupported_encoding".to_owned()),
+            "{coding}"
+        );
+    }
+    let identity = app
+        .admin(reqwest::Method::PUT, "/v1/admin/inventory")
+        .header("Content-Encoding", "identity")
+        .json(&doc)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(identity.status(), 200);
+}
+
+async fn post(app: &TestApp, path: &str, body: Vec<u8>, admin: bool) -> reqwest::Response {
+    let mut request = app
+        .client
+        .request(
+            if admin {
+                reqwest::Method::PUT
+            } else {
+                reqwest::Method::POST
+            },
+            format!("{}{path}", app.address),
+        )
+        .header("Content-Type", "application/json")
+        .body(body);
+    if admin {
+        request = request.bearer_auth(crate::helpers::ADMIN_TOKEN);
+    }
+    request.send().await.unwrap()
+}
+
+/// A JSON document of about `bytes` bytes.
+fn big_json(bytes: usize) -> Vec<u8> {
+    format!("{{\"name\":\"{}\"}}", "x".repeat(bytes)).into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_over_the_limit_is_413_in_the_contracts_shape_on_every_endpoint() {
+    let app = spawn_app(StoreKind::Memory, None).await;
+    let cases: [(&str, usize, bool); 4] = [
+        ("/v1/decisions", 100 * 1024, false),
+        ("/v1/admin/advertisers/3vision", 300 * 1024, true),
+        ("/v1/admin/campaigns/3vision-visitez", 300 * 1024, true),
+        ("/v1/admin/inventory", 17 * 1024 * 1024, true),
+    ];
+
+    for (path, size, admin) in cases {
+        let response = post(&app, path, big_json(size), admin).await;
+        assert_eq!(
+            error_code(response).await,
+            (413, "payload_too_large".to_owned()),
+            "{path}"
+        );
+    }
+}
+
+/// Sends a raw HTTP/1.1 request and returns the status line and body of the answer.
+fn raw_request(address: &str, head: &str, body_chunks: &[Vec<u8>]) -> (String, String) {
+    let mut stream = std::net::TcpStream::connect(address.trim_start_matches("http://")).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(head.as_bytes()).unwrap();
+    for chunk in body_chunks {
+        // The server may answer and close before the whole body is sent.
+        if stream
+            .write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+            .and_then(|()| stream.write_all(chunk))
+            .and_then(|()| stream.write_all(b"\r\n"))
+            .is_err()
+        {
+            break;
+        }
+    }
+    let _ = stream.write_all(b"0\r\n\r\n");
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    (
+        head.lines().next().unwrap_or_default().to_owned(),
+        body.to_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunked_body_without_a_length_is_cut_at_the_limit_with_a_413() {
+    let app = spawn_app(StoreKind::Memory, None).await;
+    let address = app.address.clone();
+
+    let (status, body) = tokio::task::spawn_blocking(move || {
+        let head = "POST /v1/decisions HTTP/1.1\r\nHost: localhost\r\n\
+                    Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\
+                    Connection: close\r\n\r\n";
+        let chunks: Vec<Vec<u8>> = (0..64).map(|_| vec![b' '; 4096]).collect();
+        raw_request(&address, head, &chunks)
+    })
+    .await
+    .unwrap();
+
+    assert!(status.contains(" 413 "), "{status}");
+    assert!(body.contains("\"payload_too_large\""), "{body}");
+}
