@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 cargo build --quiet --bin regie
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-token="contract-check-$RANDOM$RANDOM"
+token="contract-check-$RANDOM$RANDOM-0123456789abcdef"
 log=$(mktemp)
 REGIE_LISTEN="127.0.0.1:$port" REGIE_ADMIN_TOKEN="$token" REGIE_REDIS_URL="" RUST_LOG=warn \
   ./target/debug/regie >"$log" 2>&1 &

@@ -2,10 +2,10 @@
 # Property-based tests of a running regie against openapi.yaml, with schemathesis.
 #
 #   scripts/schemathesis.sh BASE_URL ADMIN_TOKEN [more `st run` options…]
-#   scripts/schemathesis.sh http://127.0.0.1:18080 secret-admin-token
+#   scripts/schemathesis.sh http://127.0.0.1:18080 secret-admin-token-of-at-least-32-bytes
 #
 # The script starts nothing: run regie yourself, on loopback, with the same admin token, e.g.
-#   REGIE_LISTEN=127.0.0.1:18080 REGIE_ADMIN_TOKEN=secret-admin-token cargo run
+#   REGIE_LISTEN=127.0.0.1:18080 REGIE_ADMIN_TOKEN=secret-admin-token-of-at-least-32-bytes cargo run
 # and use a throwaway instance: the admin operations are exercised too, so the inventory is
 # replaced, campaigns and slots are deleted and advertiser keys are reissued.
 #

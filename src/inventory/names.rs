@@ -217,4 +217,39 @@ mod tests {
         assert_eq!(Weight::parse(1_000_000).unwrap().get(), 1_000_000);
         assert!(Weight::parse(1_000_001).is_err());
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn any_text_is_a_slot_name_within_the_rules_or_a_reason(raw in any::<String>()) {
+                match SlotName::parse(&raw) {
+                    Ok(name) => {
+                        prop_assert!(!name.as_str().is_empty());
+                        prop_assert!(name.as_str().len() <= MAX_SLOT_NAME_BYTES);
+                        prop_assert!(!name.as_str().chars().any(char::is_control));
+                        prop_assert_eq!(SlotName::parse(name.as_str()), Ok(name.clone()));
+                    }
+                    Err(reason) => prop_assert!(!reason.is_empty()),
+                }
+            }
+
+            #[test]
+            fn any_text_is_an_identifier_of_the_closed_charset_or_a_reason(raw in any::<String>()) {
+                if let Ok(id) = Id::parse(&raw) {
+                    prop_assert!((1..=MAX_ID_BYTES).contains(&id.as_str().len()));
+                    prop_assert!(id.as_str().bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)));
+                }
+            }
+
+            #[test]
+            fn any_number_is_a_weight_in_range_or_a_reason(raw in any::<u64>()) {
+                if let Ok(weight) = Weight::parse(raw) {
+                    prop_assert!((1..=MAX_WEIGHT).contains(&weight.get()));
+                }
+            }
+        }
+    }
 }

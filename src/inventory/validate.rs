@@ -694,4 +694,128 @@ mod tests {
             Some(7)
         );
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Field names of the document at every level, and a few that are not.
+        const KEYS: [&str; 36] = [
+            "slots",
+            "advertisers",
+            "campaigns",
+            "version",
+            "name",
+            "rotation",
+            "size",
+            "fallback",
+            "id",
+            "advertiser_id",
+            "status",
+            "weight",
+            "priority",
+            "start",
+            "end",
+            "caps",
+            "total_impressions",
+            "daily_impressions",
+            "total_clicks",
+            "pacing",
+            "frequency",
+            "max",
+            "per_seconds",
+            "targeting",
+            "keywords_any",
+            "keywords_none",
+            "creatives",
+            "format",
+            "title",
+            "body",
+            "image_url",
+            "alt",
+            "width",
+            "height",
+            "html",
+            "landing_url",
+        ];
+
+        fn any_leaf() -> impl Strategy<Value = Value> {
+            prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::from),
+                any::<i64>().prop_map(Value::from),
+                any::<u64>().prop_map(Value::from),
+                any::<f64>().prop_map(
+                    |f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)
+                ),
+                any::<String>().prop_map(Value::from),
+                prop_oneof![
+                    Just("https://a.example/"),
+                    Just("javascript:alert(1)"),
+                    Just("https://a.example/\r\nSet-Cookie: x=1"),
+                    Just("/creatives/a.svg"),
+                    Just("image"),
+                    Just("text"),
+                    Just("html"),
+                    Just("smooth"),
+                    Just("house"),
+                    Just("2026-11-01T00:00:00Z"),
+                    Just("300x250"),
+                    Just("Publicité 2"),
+                ]
+                .prop_map(Value::from),
+            ]
+        }
+
+        /// JSON trees whose objects mostly use the document's own field names, so that the
+        /// parser goes deep rather than stopping at the first unknown field.
+        fn any_document() -> impl Strategy<Value = Value> {
+            any_leaf().prop_recursive(5, 64, 6, |inner| {
+                prop_oneof![
+                    proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                    proptest::collection::vec(
+                        (prop_oneof![9 => proptest::sample::select(&KEYS[..]).prop_map(String::from), 1 => any::<String>()], inner),
+                        0..8,
+                    )
+                    .prop_map(|fields| Value::Object(fields.into_iter().collect())),
+                ]
+            })
+        }
+
+        fn assert_valid_or_explained(bytes: &[u8]) -> Result<(), TestCaseError> {
+            match parse_inventory(bytes) {
+                Ok(parsed) => prop_assert!(validate(&parsed.inventory).is_ok()),
+                Err(e) => {
+                    prop_assert!(!e.details.is_empty());
+                    for detail in &e.details {
+                        prop_assert!(!detail.message.is_empty(), "{detail:?}");
+                    }
+                }
+            }
+            Ok(())
+        }
+
+        proptest! {
+            #[test]
+            fn any_bytes_are_an_inventory_or_errors_with_messages(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+                assert_valid_or_explained(&bytes)?;
+            }
+
+            #[test]
+            fn any_json_tree_is_an_inventory_or_errors_with_messages(doc in any_document()) {
+                assert_valid_or_explained(doc.to_string().as_bytes())?;
+            }
+
+            #[test]
+            fn any_value_in_any_field_of_a_valid_campaign_is_accepted_or_named(
+                field in proptest::sample::select(&KEYS[4..]),
+                value in any_leaf(),
+            ) {
+                let mut doc = valid();
+                doc["campaigns"][0]["creatives"][0][field] = value.clone();
+                doc["campaigns"][0][field] = value;
+                assert_valid_or_explained(doc.to_string().as_bytes())?;
+            }
+        }
+    }
 }

@@ -1,7 +1,7 @@
 //! Advertisers' counters: one campaign's stats by day and slot, and the caller's campaigns.
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use chrono::{Duration, NaiveDate};
+use chrono::{Days, NaiveDate};
 use serde::{Deserialize, Serialize};
 
 use super::auth::{caller, Caller};
@@ -14,7 +14,7 @@ use crate::store::Counts;
 /// The longest range one stats request covers.
 const MAX_DAYS: i64 = 366;
 /// The default range: the last 30 days, today included.
-const DEFAULT_DAYS: i64 = 30;
+const DEFAULT_DAYS: u64 = 30;
 
 pub(super) fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -91,14 +91,26 @@ fn parse_day(raw: &str, name: &str) -> Result<NaiveDate, ApiError> {
 }
 
 fn days(state: &AppState, range: &Range) -> Result<(NaiveDate, NaiveDate), ApiError> {
-    let today = state.today();
-    let to = match &range.to {
+    stats_range(state.today(), range.from.as_deref(), range.to.as_deref())
+}
+
+/// The days a stats request covers: `to` defaults to `today`, `from` to 30 days before `to`.
+/// Any date chrono can write is taken, down to its smallest (the default range is then cut at
+/// it rather than overflowing).
+fn stats_range(
+    today: NaiveDate,
+    from: Option<&str>,
+    to: Option<&str>,
+) -> Result<(NaiveDate, NaiveDate), ApiError> {
+    let to = match to {
         Some(raw) => parse_day(raw, "to")?,
         None => today,
     };
-    let from = match &range.from {
+    let from = match from {
         Some(raw) => parse_day(raw, "from")?,
-        None => to - Duration::days(DEFAULT_DAYS - 1),
+        None => to
+            .checked_sub_days(Days::new(DEFAULT_DAYS - 1))
+            .unwrap_or(NaiveDate::MIN),
     };
     if from > to {
         return Err(ApiError::bad_request(
@@ -215,4 +227,65 @@ async fn my_campaigns(
             "advertiser_id": advertiser_id,
             "campaigns": list,
         })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Datelike;
+    use proptest::prelude::*;
+
+    fn day(raw: &str) -> NaiveDate {
+        raw.parse().unwrap()
+    }
+
+    #[test]
+    fn the_default_range_is_the_last_thirty_days_today_included() {
+        let (from, to) = stats_range(day("2026-11-30"), None, None).unwrap();
+        assert_eq!((from, to), (day("2026-11-01"), day("2026-11-30")));
+    }
+
+    #[test]
+    fn the_earliest_date_chrono_writes_is_a_range_not_a_panic() {
+        let (from, to) = stats_range(day("2026-11-30"), None, Some("-262143-01-01")).unwrap();
+        assert_eq!(from, NaiveDate::MIN);
+        assert_eq!(to, day("-262143-01-01"));
+        let latest = NaiveDate::MAX.to_string();
+        assert!(stats_range(day("2026-11-30"), Some(&latest), Some(&latest)).is_ok());
+    }
+
+    /// A date written as chrono writes it, over chrono's whole range.
+    fn any_date() -> impl Strategy<Value = NaiveDate> {
+        (NaiveDate::MIN.num_days_from_ce()..=NaiveDate::MAX.num_days_from_ce())
+            .prop_map(|n| NaiveDate::from_num_days_from_ce_opt(n).unwrap())
+    }
+
+    /// Text that is sometimes a date, sometimes nearly one, sometimes anything.
+    fn date_text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any_date().prop_map(|d| d.to_string()),
+            "[+-]?[0-9]{1,7}-[0-9]{1,3}-[0-9]{1,3}",
+            any::<String>(),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn any_from_and_to_give_a_range_of_at_most_366_days_or_a_clear_error(
+            today in any_date(),
+            from in proptest::option::of(date_text()),
+            to in proptest::option::of(date_text()),
+        ) {
+            match stats_range(today, from.as_deref(), to.as_deref()) {
+                Ok((from, to)) => {
+                    prop_assert!(from <= to);
+                    prop_assert!((to - from).num_days() < MAX_DAYS);
+                }
+                Err(ApiError::BadRequest { code, .. }) => {
+                    prop_assert!(code == "invalid_date" || code == "invalid_range");
+                }
+                Err(other) => prop_assert!(false, "unexpected error {other:?}"),
+            }
+        }
+    }
 }

@@ -2,7 +2,7 @@
 
 mod token;
 
-pub use token::{KeysError, Signer, TokenError, TokenPayload, MAX_TOKEN_CHARS};
+pub use token::{KeysError, Signer, TokenError, TokenPayload, MAX_TOKEN_CHARS, MIN_SECRET_BYTES};
 
 /// The kinds of events a token can report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

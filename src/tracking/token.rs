@@ -18,6 +18,9 @@ const MAC_BYTES: usize = 16;
 /// Longest token accepted, in characters; anything longer is rejected before decoding.
 pub const MAX_TOKEN_CHARS: usize = 1_024;
 const MAX_KEY_ID_BYTES: usize = 16;
+/// Shortest signing secret accepted: HMAC-SHA256's own output size, so that the secret is
+/// never the weaker part of the signature.
+pub const MIN_SECRET_BYTES: usize = 32;
 
 /// What a token says about one decision.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,9 +135,10 @@ impl Signer {
                     "key id {id:?} must be 1 to 16 ASCII letters or digits"
                 )));
             }
-            if secret.len() < 16 {
+            if secret.len() < MIN_SECRET_BYTES {
                 return Err(KeysError(format!(
-                    "the secret of key {id:?} must be at least 16 bytes"
+                    "the secret of key {id:?} must be at least {MIN_SECRET_BYTES} bytes (it is {})",
+                    secret.len()
                 )));
             }
             keys.push(Key::new(id, secret.as_bytes()));
@@ -281,14 +285,14 @@ mod tests {
 
     #[test]
     fn a_signed_token_verifies_to_its_payload() {
-        let s = signer("k1:0123456789abcdef0123");
+        let s = signer("k1:0123456789abcdef0123456789abcdef");
         let p = payload();
         assert_eq!(s.verify(&s.sign(&p)).unwrap(), p);
     }
 
     #[test]
     fn every_flipped_byte_is_detected() {
-        let s = signer("k1:0123456789abcdef0123");
+        let s = signer("k1:0123456789abcdef0123456789abcdef");
         let token = s.sign(&payload());
         let bytes = URL_SAFE_NO_PAD.decode(&token).unwrap();
         for i in 0..bytes.len() {
@@ -301,8 +305,9 @@ mod tests {
 
     #[test]
     fn keys_rotate_the_first_signs_and_all_verify() {
-        let old = signer("old:0123456789abcdef0123");
-        let rotated = signer("new:fedcba9876543210fedc,old:0123456789abcdef0123");
+        let old = signer("old:0123456789abcdef0123456789abcdef");
+        let rotated =
+            signer("new:fedcba9876543210fedcba9876543210,old:0123456789abcdef0123456789abcdef");
         let p = payload();
         assert_eq!(rotated.verify(&old.sign(&p)).unwrap(), p);
         assert_eq!(old.verify(&rotated.sign(&p)), Err(TokenError::UnknownKey));
@@ -310,8 +315,8 @@ mod tests {
 
     #[test]
     fn a_token_signed_with_another_secret_under_the_same_id_is_forged() {
-        let real = signer("k1:0123456789abcdef0123");
-        let forger = signer("k1:not-the-real-secret!!");
+        let real = signer("k1:0123456789abcdef0123456789abcdef");
+        let forger = signer("k1:not-the-real-secret-but-32-bytes!");
         assert_eq!(
             real.verify(&forger.sign(&payload())),
             Err(TokenError::BadSignature)
@@ -320,7 +325,7 @@ mod tests {
 
     #[test]
     fn garbage_is_malformed_and_never_panics() {
-        let s = signer("k1:0123456789abcdef0123");
+        let s = signer("k1:0123456789abcdef0123456789abcdef");
         for junk in ["", "!!!", "AAAA", &"A".repeat(5000), "AQ", "AQEx"] {
             assert!(s.verify(junk).is_err());
         }
@@ -328,18 +333,75 @@ mod tests {
 
     #[test]
     fn the_token_carries_no_url() {
-        let s = signer("k1:0123456789abcdef0123");
+        let s = signer("k1:0123456789abcdef0123456789abcdef");
         let bytes = URL_SAFE_NO_PAD.decode(s.sign(&payload())).unwrap();
         assert!(!String::from_utf8_lossy(&bytes).contains("http"));
     }
 
     #[test]
     fn bad_key_settings_are_refused() {
-        for bad in ["", "nocolon", "k1:short", "bad id:0123456789abcdef"] {
+        for bad in [
+            "",
+            "nocolon",
+            "k1:short",
+            "k1:31-bytes-is-one-byte-too-short!",
+            "bad id:0123456789abcdef0123456789abcdef",
+        ] {
             assert!(
                 Signer::from_setting(&SecretString::from(bad.to_owned())).is_err(),
                 "{bad}"
             );
+        }
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Payloads as the serve path signs them: ids up to 64 bytes, slot names up to 128.
+        fn any_payload() -> impl Strategy<Value = TokenPayload> {
+            (
+                any::<u128>(),
+                any::<i64>(),
+                "[A-Za-z0-9._-]{1,64}",
+                "[A-Za-z0-9._-]{1,64}",
+                "\\PC{1,32}",
+            )
+                .prop_map(|(id, issued_at, campaign, creative, slot)| TokenPayload {
+                    decision_id: Ulid(id),
+                    issued_at,
+                    campaign,
+                    creative,
+                    slot,
+                })
+        }
+
+        proptest! {
+            #[test]
+            fn any_text_verifies_to_a_payload_or_a_reason_never_a_panic(token in any::<String>()) {
+                let s = signer("k1:0123456789abcdef0123456789abcdef");
+                let _ = s.verify(&token);
+            }
+
+            #[test]
+            fn any_bytes_behind_the_format_and_key_id_are_refused(tail in proptest::collection::vec(any::<u8>(), 0..300)) {
+                let s = signer("k1:0123456789abcdef0123456789abcdef");
+                let mut bytes = vec![FORMAT_VERSION, 2, b'k', b'1'];
+                bytes.extend_from_slice(&tail);
+                let verdict = s.verify(&URL_SAFE_NO_PAD.encode(&bytes));
+                prop_assert!(matches!(verdict, Err(TokenError::Malformed | TokenError::BadSignature)), "{verdict:?}");
+            }
+
+            #[test]
+            fn every_payload_signed_verifies_to_itself(payload in any_payload()) {
+                let s = signer("k1:0123456789abcdef0123456789abcdef");
+                prop_assert_eq!(s.verify(&s.sign(&payload)), Ok(payload));
+            }
+
+            #[test]
+            fn any_key_setting_is_keys_or_a_clear_error(setting in any::<String>()) {
+                let _ = Signer::from_setting(&SecretString::from(setting));
+            }
         }
     }
 }

@@ -16,9 +16,9 @@ use secrecy::SecretString;
 use serde_json::Value;
 
 /// The admin token of every test app.
-pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdefghij";
 /// Tracking keys shared by the instances of a test, as a deployment shares them.
-pub const TRACKING_KEYS: &str = "t1:test-tracking-secret-0123456789";
+pub const TRACKING_KEYS: &str = "t1:test-tracking-secret-0123456789abcdefgh";
 
 /// Which store an app runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -180,3 +180,145 @@ async fn a_chunked_body_without_a_length_is_cut_at_the_limit_with_a_413() {
     assert!(status.contains(" 413 "), "{status}");
     assert!(body.contains("\"payload_too_large\""), "{body}");
 }
+
+/// Percent-encodes every byte: the path or query then carries exactly these bytes, invalid
+/// UTF-8, NUL and `/` included.
+fn encode_all(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("%{b:02X}")).collect()
+}
+
+/// What a request made of arbitrary parts asks for.
+#[derive(Debug, Clone)]
+enum Hostile {
+    Ad {
+        slot: Vec<u8>,
+        query: Vec<(Vec<u8>, Vec<u8>)>,
+    },
+    Stats {
+        campaign: Vec<u8>,
+        from: Vec<u8>,
+        to: Vec<u8>,
+    },
+    Beacon {
+        kind: u8,
+        token: Vec<u8>,
+    },
+    Frame {
+        slot: Vec<u8>,
+        kw: Vec<u8>,
+    },
+}
+
+fn any_hostile() -> impl proptest::strategy::Strategy<Value = Hostile> {
+    use proptest::prelude::*;
+    let bytes = || {
+        prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..40),
+            "[ -~]{0,20}".prop_map(String::into_bytes),
+            "\\PC{0,10}".prop_map(String::into_bytes),
+            prop_oneof![
+                Just("-262143-01-01"),
+                Just("+262142-12-31"),
+                Just("2026-02-30"),
+                Just("1"),
+                Just("Publicité 2"),
+                Just("banner"),
+            ]
+            .prop_map(|s| s.as_bytes().to_vec()),
+        ]
+    };
+    let key = prop_oneof![
+        Just(b"uid".to_vec()),
+        Just(b"kw".to_vec()),
+        Just(b"exclude".to_vec()),
+        Just(b"explain".to_vec()),
+        proptest::collection::vec(any::<u8>(), 0..8),
+    ];
+    prop_oneof![
+        (bytes(), proptest::collection::vec((key, bytes()), 0..5))
+            .prop_map(|(slot, query)| Hostile::Ad { slot, query }),
+        (bytes(), bytes(), bytes()).prop_map(|(campaign, from, to)| Hostile::Stats {
+            campaign,
+            from,
+            to
+        }),
+        (0u8..3, bytes()).prop_map(|(kind, token)| Hostile::Beacon { kind, token }),
+        (bytes(), bytes()).prop_map(|(slot, kw)| Hostile::Frame { slot, kw }),
+    ]
+}
+
+impl Hostile {
+    fn path(&self) -> String {
+        match self {
+            Hostile::Ad { slot, query } => {
+                let query: Vec<String> = query
+                    .iter()
+                    .map(|(k, v)| format!("{}={}", encode_all(k), encode_all(v)))
+                    .collect();
+                format!("/v1/slots/{}/ad?{}", encode_all(slot), query.join("&"))
+            }
+            Hostile::Stats { campaign, from, to } => format!(
+                "/v1/campaigns/{}/stats?from={}&to={}",
+                encode_all(campaign),
+                encode_all(from),
+                encode_all(to)
+            ),
+            Hostile::Beacon { kind, token } => {
+                let kind = ["i", "v", "c"][usize::from(*kind)];
+                format!("/v1/{kind}/{}", encode_all(token))
+            }
+            Hostile::Frame { slot, kw } => {
+                format!("/v1/slots/{}/frame?kw={}", encode_all(slot), encode_all(kw))
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn arbitrary_paths_and_queries_get_an_answer_never_a_panic_or_a_500() {
+    use proptest::test_runner::{Config, TestCaseError, TestRunner};
+    let app = spawn_app(StoreKind::Memory, None).await;
+    let runtime = tokio::runtime::Handle::current();
+    let mut runner = TestRunner::new(Config {
+        cases: 400,
+        failure_persistence: None,
+        ..Config::default()
+    });
+
+    let result = tokio::task::block_in_place(|| {
+        runner.run(&any_hostile(), |hostile| {
+            let path = hostile.path();
+            let (status, content_type, body) = runtime.block_on(async {
+                let response = app
+                    .client
+                    .get(format!("{}{path}", app.address))
+                    .bearer_auth(crate::helpers::ADMIN_TOKEN)
+                    .send()
+                    .await
+                    .map_err(|e| TestCaseError::fail(format!("{path}: no answer: {e}")))?;
+                let status = response.status().as_u16();
+                let content_type = response
+                    .headers()
+                    .get("content-type")
+                    .map(|v| v.to_str().unwrap_or_default().to_owned())
+                    .unwrap_or_default();
+                let body = response.bytes().await.unwrap_or_default();
+                Ok::<_, TestCaseError>((status, content_type, body))
+            })?;
+            if status >= 500 {
+                return Err(TestCaseError::fail(format!("{path}: {status}")));
+            }
+            if status >= 400 && content_type.starts_with("application/json") {
+                let error: Value = serde_json::from_slice(&body)
+                    .map_err(|e| TestCaseError::fail(format!("{path}: {e}")))?;
+                if !error["error"]["code"].is_string() {
+                    return Err(TestCaseError::fail(format!("{path}: {error}")));
+                }
+            }
+            Ok(())
+        })
+    });
+
+    result.unwrap();
+    assert_eq!(app.get("/healthz").await.status(), 200);
+}
