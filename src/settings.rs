@@ -7,6 +7,9 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
+/// Shortest admin token accepted (contract section 9): 256 bits when it is random bytes.
+pub const MIN_ADMIN_TOKEN_BYTES: usize = 32;
+
 /// Everything regie can be told.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Settings {
@@ -115,7 +118,7 @@ impl Settings {
         }
         let mut settings: Settings = builder.build()?.try_deserialize()?;
         settings.drop_empty_values();
-        settings.check()?;
+        settings.check(environment)?;
         Ok(settings)
     }
 
@@ -137,33 +140,70 @@ impl Settings {
         }
     }
 
-    fn check(&self) -> Result<(), SettingsError> {
+    /// Refuses values regie cannot work with, and settings that would be unsafe, each named
+    /// by its variable.
+    fn check(&self, environment: &str) -> Result<(), SettingsError> {
+        let invalid = |name, reason: String| Err(SettingsError::Invalid { name, reason });
         if self.reporting_timezone.parse::<chrono_tz::Tz>().is_err() {
-            return Err(SettingsError::Invalid {
-                name: "reporting_timezone",
-                reason: format!("{:?} is not an IANA time zone", self.reporting_timezone),
-            });
+            return invalid(
+                "REGIE_REPORTING_TIMEZONE",
+                format!("{:?} is not an IANA time zone", self.reporting_timezone),
+            );
         }
         if let Some(url) = &self.public_url {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(SettingsError::Invalid {
-                    name: "public_url",
-                    reason: "must start with http:// or https://".into(),
-                });
+                return invalid(
+                    "REGIE_PUBLIC_URL",
+                    "must start with http:// or https://".into(),
+                );
             }
         }
         for (name, value) in [
-            ("flush_interval_ms", self.flush_interval_ms),
-            ("poll_interval_ms", self.poll_interval_ms),
-            ("impression_token_ttl_secs", self.impression_token_ttl_secs),
-            ("click_token_ttl_secs", self.click_token_ttl_secs),
+            ("REGIE_FLUSH_INTERVAL_MS", self.flush_interval_ms),
+            ("REGIE_POLL_INTERVAL_MS", self.poll_interval_ms),
+            (
+                "REGIE_IMPRESSION_TOKEN_TTL_SECS",
+                self.impression_token_ttl_secs,
+            ),
+            ("REGIE_CLICK_TOKEN_TTL_SECS", self.click_token_ttl_secs),
         ] {
             if value == 0 {
+                return invalid(name, "must be positive".into());
+            }
+        }
+        self.check_safety(environment)
+    }
+
+    /// What contract section 9 refuses: secrets short enough to guess, and a production
+    /// deployment whose tracking URLs would point at its own listen address.
+    fn check_safety(&self, environment: &str) -> Result<(), SettingsError> {
+        if let Some(token) = &self.admin_token {
+            let len = token.expose_secret().len();
+            if len < MIN_ADMIN_TOKEN_BYTES {
                 return Err(SettingsError::Invalid {
-                    name,
-                    reason: "must be positive".into(),
+                    name: "REGIE_ADMIN_TOKEN",
+                    reason: format!(
+                        "must be at least {MIN_ADMIN_TOKEN_BYTES} bytes (it is {len}); \
+                         e.g. `openssl rand -base64 32`"
+                    ),
                 });
             }
+        }
+        if let Some(keys) = &self.tracking_keys {
+            if let Err(e) = crate::tracking::Signer::from_setting(keys) {
+                return Err(SettingsError::Invalid {
+                    name: "REGIE_TRACKING_KEYS",
+                    reason: e.reason().to_owned(),
+                });
+            }
+        }
+        if environment == "production" && self.public_url.is_none() {
+            return Err(SettingsError::Invalid {
+                name: "REGIE_PUBLIC_URL",
+                reason: "must be set when REGIE_ENVIRONMENT=production: tracking URLs are \
+                         absolute and browsers must reach them"
+                    .into(),
+            });
         }
         Ok(())
     }

@@ -7,6 +7,9 @@
 //! inside: the landing URL is looked up in the inventory when the click arrives.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use secrecy::{ExposeSecret, SecretString};
@@ -14,6 +17,8 @@ use sha2::Sha256;
 use ulid::Ulid;
 
 const FORMAT_VERSION: u8 = 1;
+/// The key id of the signing key kept in the store.
+const SHARED_KEY_ID: &str = "s";
 const MAC_BYTES: usize = 16;
 /// Longest token accepted, in characters; anything longer is rejected before decoding.
 pub const MAX_TOKEN_CHARS: usize = 1_024;
@@ -84,6 +89,14 @@ impl TokenError {
 #[error("invalid tracking keys: {0}")]
 pub struct KeysError(String);
 
+impl KeysError {
+    /// What is wrong, without naming the setting.
+    pub fn reason(&self) -> &str {
+        &self.0
+    }
+}
+
+#[derive(Clone)]
 struct Key {
     id: String,
     /// The HMAC keyed once: cloning it skips hashing the key's inner and outer pads again
@@ -101,13 +114,18 @@ impl Key {
 }
 
 /// Signs with the first key and verifies with any.
+///
+/// The keys can be replaced while serving ([`Signer::adopt_shared`]): instances that share a
+/// store and have no configured keys sign with a key kept in the store, which may only be
+/// reachable some time after start.
 pub struct Signer {
-    keys: Vec<Key>,
+    keys: ArcSwap<Vec<Key>>,
 }
 
 impl std::fmt::Debug for Signer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let ids: Vec<&str> = self.keys.iter().map(|k| k.id.as_str()).collect();
+        let keys = self.keys.load();
+        let ids: Vec<&str> = keys.iter().map(|k| k.id.as_str()).collect();
         f.debug_struct("Signer")
             .field("key_ids", &ids)
             .finish_non_exhaustive()
@@ -146,15 +164,42 @@ impl Signer {
         if keys.is_empty() {
             return Err(KeysError("no key given".into()));
         }
-        Ok(Self { keys })
+        Ok(Self {
+            keys: ArcSwap::from_pointee(keys),
+        })
     }
 
     /// One random key, for a single instance whose tokens need not survive a restart.
     pub fn random() -> Self {
         let secret: [u8; 32] = rand::random();
         Self {
-            keys: vec![Key::new("r", &secret)],
+            keys: ArcSwap::from_pointee(vec![Key::new("r", &secret)]),
         }
+    }
+
+    /// A new random secret, as text, for [`Self::adopt_shared`] when the store has none yet.
+    pub fn random_secret() -> String {
+        let secret: [u8; 32] = rand::random();
+        URL_SAFE_NO_PAD.encode(secret)
+    }
+
+    /// Signs from now on with the key every instance of the store shares, under the key id
+    /// `s`; tokens signed with the previous keys still verify here.
+    pub fn adopt_shared(&self, secret: &str) {
+        let mut keys = vec![Key::new(SHARED_KEY_ID, secret.as_bytes())];
+        keys.extend(
+            self.keys
+                .load()
+                .iter()
+                .filter(|k| k.id != SHARED_KEY_ID)
+                .cloned(),
+        );
+        self.keys.store(Arc::new(keys));
+    }
+
+    /// Whether tokens are signed with the store's shared key.
+    pub fn signs_with_shared_key(&self) -> bool {
+        self.keys.load()[0].id == SHARED_KEY_ID
     }
 
     /// Signs a payload into a URL-safe token.
@@ -169,7 +214,8 @@ impl Signer {
     /// [`Self::sign`] from borrowed fields (campaign, creative and slot), as the serve path
     /// has them, without building a [`TokenPayload`].
     pub fn sign_fields(&self, decision_id: Ulid, issued_at: i64, fields: [&str; 3]) -> String {
-        let key = &self.keys[0];
+        let keys = self.keys.load();
+        let key = &keys[0];
         let mut bytes = Vec::with_capacity(64 + fields.iter().map(|f| f.len()).sum::<usize>());
         bytes.push(FORMAT_VERSION);
         push_field(&mut bytes, key.id.as_bytes());
@@ -203,8 +249,8 @@ impl Signer {
             return Err(TokenError::Malformed);
         }
         let key_id = reader.field()?;
-        let key = self
-            .keys
+        let keys = self.keys.load();
+        let key = keys
             .iter()
             .find(|k| k.id.as_bytes() == key_id)
             .ok_or(TokenError::UnknownKey)?;
