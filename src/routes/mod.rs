@@ -5,8 +5,6 @@ mod auth;
 mod body;
 mod creatives;
 mod errors;
-mod explain;
-mod frequency;
 mod health;
 mod pages;
 mod serve;
