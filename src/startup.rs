@@ -21,7 +21,7 @@ use crate::routes;
 use crate::settings::Settings;
 use crate::state::AppState;
 use crate::store::{redis_timeouts, MemoryStore, RedisStore, Store, StoreError};
-use crate::tracking::{KeysError, Signer};
+use crate::tracking::{share_through_store, KeysError, Signer};
 
 /// The application could not start.
 #[derive(Debug, thiserror::Error)]
@@ -108,13 +108,10 @@ impl Application {
         let catalog = Arc::new(Catalog::new(store.clone(), metrics.clone()));
         catalog.start(&settings.inventory).await?;
 
-        let signer = match &settings.tracking_keys {
+        let signer = Arc::new(match &settings.tracking_keys {
             Some(keys) => Signer::from_setting(keys)?,
-            None => {
-                tracing::warn!("REGIE_TRACKING_KEYS is unset: signing with a random key, valid for this process only");
-                Signer::random()
-            }
-        };
+            None => Signer::random(),
+        });
         let public_url = settings.public_url.clone().unwrap_or_else(|| {
             let host = settings
                 .listen
@@ -135,7 +132,7 @@ impl Application {
             releaser,
             store: store.clone(),
             catalog: catalog.clone(),
-            signer,
+            signer: signer.clone(),
             recorder: recorder.clone(),
             budgets: budgets.clone(),
             metrics: metrics.clone(),
@@ -148,6 +145,16 @@ impl Application {
             click_ttl_secs: settings.click_token_ttl_secs,
         });
 
+        let shares_key = match (&settings.tracking_keys, &store) {
+            (Some(_), _) => None,
+            (None, Store::Redis(_)) => {
+                share_through_store(signer.clone(), store.clone(), shutdown_rx.clone()).await
+            }
+            (None, Store::Memory(_)) => {
+                tracing::warn!("REGIE_TRACKING_KEYS is unset: signing with a random key, valid for this process only");
+                None
+            }
+        };
         let mut tasks = vec![
             release_task,
             tokio::spawn(
@@ -156,6 +163,7 @@ impl Application {
                     .run(settings.poll_interval(), shutdown_rx.clone()),
             ),
         ];
+        tasks.extend(shares_key);
         if let Store::Redis(redis) = &store {
             tasks.push(tokio::spawn(watch_redis(
                 catalog.clone(),

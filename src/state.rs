@@ -22,7 +22,7 @@ pub struct AppState {
     /// The served inventory.
     pub catalog: Arc<Catalog>,
     /// Signs and verifies tracking tokens.
-    pub signer: Signer,
+    pub signer: Arc<Signer>,
     /// Cancels unused frequency reservations in the background.
     pub releaser: crate::delivery::Releaser,
     /// Budgets of capped campaigns.

@@ -10,8 +10,9 @@
 //! | `P:totals:{campaign}` | hash counter → count | lifetime counters of a campaign | `flush.lua` |
 //! | `P:seen:{counter}:{decision_id}` | string, expiring after the longest token life | de-duplication mark of one event | `flush.lua` |
 //! | `P:batch:{batch_id}` | string, expiring after a day | a flushed batch, so that a retry is not counted twice | `flush.lua` |
-//! | `P:apikey:{sha256}` | string | the advertiser id owning an API key | `set_api_key` |
-//! | `P:advertiser-key:{advertiser}` | string | the hash of the advertiser's current key | `set_api_key` |
+//! | `P:apikey:{sha256}` | string | the advertiser id owning an API key | `set_api_key.lua`, `revoke_api_key.lua` |
+//! | `P:advertiser-key:{advertiser}` | string | the hash of the advertiser's current key | `set_api_key.lua`, `revoke_api_key.lua` |
+//! | `P:tracking-secret` | string | the tracking signing secret of instances without `REGIE_TRACKING_KEYS` | `tracking_secret.lua` |
 //! | `P:lease:{campaign}` | string (integer) | budget units leased over the campaign's life | `lease.lua`, `release.lua` |
 //! | `P:lease:{campaign}:{YYYY-MM-DD}` | string (integer), expiring after three days | units leased for a reporting day | `lease.lua`, `release.lua` |
 //! | `P:freq:{viewer}:{campaign}` | sorted set reservation → time (ms), expiring after the cap's window | a viewer's views of a frequency-capped campaign | `frequency_pick.lua`, `frequency_release` |
@@ -71,6 +72,16 @@ impl Keys {
     /// `P:apikey:{key_hash}`.
     pub(crate) fn api_key(&self, key_hash: &str) -> String {
         format!("{}:apikey:{key_hash}", self.prefix)
+    }
+
+    /// `P:apikey:`, to which the key scripts append a key's hash.
+    pub(crate) fn api_key_prefix(&self) -> String {
+        format!("{}:apikey:", self.prefix)
+    }
+
+    /// `P:tracking-secret`.
+    pub(crate) fn tracking_secret(&self) -> String {
+        format!("{}:tracking-secret", self.prefix)
     }
 
     /// `P:advertiser-key:{advertiser}`.

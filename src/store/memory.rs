@@ -33,6 +33,8 @@ struct Data {
     applied_batches: HashSet<Ulid>,
     key_hashes: HashMap<String, Id>,
     advertiser_keys: HashMap<Id, String>,
+    /// The signing secret shared by the store's users (one process here).
+    tracking_secret: Option<String>,
     leased_total: HashMap<Id, u64>,
     leased_daily: HashMap<(Id, NaiveDate), u64>,
     /// (viewer, campaign) → reservations (time in ms, reservation id) within the window.
@@ -185,6 +187,24 @@ impl Backend for MemoryStore {
 
     async fn advertiser_for_key(&self, key_hash: &str) -> Result<Option<Id>, StoreError> {
         Ok(self.data.lock().key_hashes.get(key_hash).cloned())
+    }
+
+    async fn revoke_api_key(&self, advertiser: &Id) -> Result<bool, StoreError> {
+        let mut data = self.data.lock();
+        let Some(old) = data.advertiser_keys.remove(advertiser) else {
+            return Ok(false);
+        };
+        data.key_hashes.remove(&old);
+        Ok(true)
+    }
+
+    async fn tracking_secret(&self, candidate: &str) -> Result<String, StoreError> {
+        Ok(self
+            .data
+            .lock()
+            .tracking_secret
+            .get_or_insert_with(|| candidate.to_owned())
+            .clone())
     }
 
     async fn lease(&self, request: &LeaseRequest<'_>) -> Result<Lease, StoreError> {

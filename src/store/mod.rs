@@ -81,6 +81,20 @@ pub trait Backend: Send + Sync {
         key_hash: &str,
     ) -> impl Future<Output = Result<Option<Id>, StoreError>> + Send;
 
+    /// Revokes the advertiser's API key, atomically with any concurrent [`Self::set_api_key`].
+    /// True when there was a key.
+    fn revoke_api_key(
+        &self,
+        advertiser: &Id,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// The tracking signing secret shared by every instance of the store: `candidate` when
+    /// the store holds none yet (the first caller's is kept), else the stored one.
+    fn tracking_secret(
+        &self,
+        candidate: &str,
+    ) -> impl Future<Output = Result<String, StoreError>> + Send;
+
     /// Leases up to `wanted` units of a capped campaign's budget for `day`, atomically across
     /// instances: never more than what is left under the lifetime and daily caps, and a
     /// quarter of what is left at most, so blocks shrink as the budget runs out ([`grant`]).
@@ -198,6 +212,14 @@ impl Backend for Store {
 
     async fn advertiser_for_key(&self, key_hash: &str) -> Result<Option<Id>, StoreError> {
         forward!(self, advertiser_for_key(key_hash))
+    }
+
+    async fn revoke_api_key(&self, advertiser: &Id) -> Result<bool, StoreError> {
+        forward!(self, revoke_api_key(advertiser))
+    }
+
+    async fn tracking_secret(&self, candidate: &str) -> Result<String, StoreError> {
+        forward!(self, tracking_secret(candidate))
     }
 
     async fn lease(&self, request: &LeaseRequest<'_>) -> Result<Lease, StoreError> {

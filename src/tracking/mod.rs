@@ -1,6 +1,9 @@
 //! Tracking: signed tokens in the impression, viewable and click URLs.
 
+mod shared;
 mod token;
+
+pub use shared::{adopt_store_key, share_through_store};
 
 pub use token::{KeysError, Signer, TokenError, TokenPayload, MAX_TOKEN_CHARS, MIN_SECRET_BYTES};
 

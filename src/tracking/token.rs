@@ -400,6 +400,28 @@ mod tests {
         }
     }
 
+    #[test]
+    fn instances_that_adopt_the_same_shared_secret_verify_each_others_tokens() {
+        let (a, b) = (Signer::random(), Signer::random());
+        let before = a.sign(&payload());
+        let secret = Signer::random_secret();
+
+        a.adopt_shared(&secret);
+        b.adopt_shared(&secret);
+
+        let p = payload();
+        assert_eq!(b.verify(&a.sign(&p)), Ok(p));
+        assert!(a.signs_with_shared_key());
+        assert!(
+            a.verify(&before).is_ok(),
+            "tokens signed before still verify here"
+        );
+        assert!(
+            b.verify(&before).is_err(),
+            "another process never knew its random key"
+        );
+    }
+
     mod properties {
         use super::*;
         use proptest::prelude::*;

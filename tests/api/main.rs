@@ -15,3 +15,4 @@ mod shutdown;
 mod stats;
 mod store;
 mod tracking;
+mod unsafe_settings;

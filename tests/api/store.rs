@@ -40,6 +40,9 @@ on_both_backends!(
     inventory_writes_are_versioned_and_never_go_backwards,
     a_batch_is_counted_once_and_an_event_once_per_decision_and_kind,
     an_advertiser_has_one_api_key_at_a_time,
+    a_revoked_key_finds_no_advertiser,
+    concurrent_key_rotations_leave_exactly_one_working_key,
+    the_tracking_secret_is_the_first_callers_for_every_caller,
     leases_grant_a_quarter_of_what_is_left_and_never_pass_the_caps,
     the_frequency_walk_serves_each_slot_its_first_campaign_under_its_cap,
     frequency_reservations_can_be_checked_and_cancelled,
@@ -161,6 +164,56 @@ async fn an_advertiser_has_one_api_key_at_a_time(store: &Store) {
         Some(advertiser)
     );
     assert_eq!(store.advertiser_for_key("unknown").await.unwrap(), None);
+}
+
+async fn a_revoked_key_finds_no_advertiser(store: &Store) {
+    let advertiser = id("acme");
+    store.set_api_key(&advertiser, "hash-1").await.unwrap();
+
+    let revoked = store.revoke_api_key(&advertiser).await.unwrap();
+    let again = store.revoke_api_key(&advertiser).await.unwrap();
+
+    assert!(revoked);
+    assert!(!again, "nothing left to revoke");
+    assert_eq!(store.advertiser_for_key("hash-1").await.unwrap(), None);
+    store.set_api_key(&advertiser, "hash-2").await.unwrap();
+    assert_eq!(
+        store.advertiser_for_key("hash-2").await.unwrap(),
+        Some(advertiser)
+    );
+}
+
+async fn concurrent_key_rotations_leave_exactly_one_working_key(store: &Store) {
+    let advertiser = id("acme");
+    let hashes: Vec<String> = (0..64).map(|i| format!("hash-{i}")).collect();
+
+    let rotations = hashes.iter().map(|hash| {
+        let store = store.clone();
+        let advertiser = advertiser.clone();
+        let hash = hash.clone();
+        tokio::spawn(async move { store.set_api_key(&advertiser, &hash).await.unwrap() })
+    });
+    futures_util::future::join_all(rotations).await;
+
+    let mut working = 0;
+    for hash in &hashes {
+        if store.advertiser_for_key(hash).await.unwrap().is_some() {
+            working += 1;
+        }
+    }
+    assert_eq!(working, 1, "one key works after concurrent rotations");
+    assert!(store.revoke_api_key(&advertiser).await.unwrap());
+    for hash in &hashes {
+        assert_eq!(store.advertiser_for_key(hash).await.unwrap(), None);
+    }
+}
+
+async fn the_tracking_secret_is_the_first_callers_for_every_caller(store: &Store) {
+    let first = store.tracking_secret("secret-of-instance-a").await.unwrap();
+    let second = store.tracking_secret("secret-of-instance-b").await.unwrap();
+
+    assert_eq!(first, "secret-of-instance-a");
+    assert_eq!(second, "secret-of-instance-a");
 }
 
 async fn leases_grant_a_quarter_of_what_is_left_and_never_pass_the_caps(store: &Store) {

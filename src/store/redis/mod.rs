@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use chrono::NaiveDate;
 use redis::aio::ConnectionManager;
-use redis::AsyncCommands;
 
 use self::scripts::Scripts;
 use super::keys::Keys;
@@ -245,17 +244,18 @@ impl Backend for RedisStore {
     }
 
     async fn set_api_key(&self, advertiser: &Id, key_hash: &str) -> Result<(), StoreError> {
-        let mut conn = self.conn();
-        let pointer = self.keys.advertiser_key(advertiser);
-        let old: Option<String> = self.observe("set_api_key", conn.get(&pointer).await)?;
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        if let Some(old) = old {
-            pipe.del(self.keys.api_key(&old));
-        }
-        pipe.set(self.keys.api_key(key_hash), advertiser.as_str())
-            .set(&pointer, key_hash);
-        self.observe("set_api_key", pipe.query_async::<()>(&mut conn).await)
+        self.scripts
+            .set_api_key
+            .run(self, advertiser, key_hash)
+            .await
+    }
+
+    async fn revoke_api_key(&self, advertiser: &Id) -> Result<bool, StoreError> {
+        self.scripts.revoke_api_key.run(self, advertiser).await
+    }
+
+    async fn tracking_secret(&self, candidate: &str) -> Result<String, StoreError> {
+        self.scripts.tracking_secret.run(self, candidate).await
     }
 
     async fn advertiser_for_key(&self, key_hash: &str) -> Result<Option<Id>, StoreError> {

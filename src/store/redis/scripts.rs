@@ -23,6 +23,9 @@ pub(super) struct Scripts {
     pub(super) lease: LeaseScript,
     pub(super) release: Release,
     pub(super) frequency_pick: FrequencyPick,
+    pub(super) set_api_key: SetApiKey,
+    pub(super) revoke_api_key: RevokeApiKey,
+    pub(super) tracking_secret: TrackingSecret,
 }
 
 impl Scripts {
@@ -36,6 +39,11 @@ impl Scripts {
             lease: LeaseScript(Script::new(include_str!("../lua/lease.lua"))),
             release: Release(Script::new(include_str!("../lua/release.lua"))),
             frequency_pick: FrequencyPick(Script::new(include_str!("../lua/frequency_pick.lua"))),
+            set_api_key: SetApiKey(Script::new(include_str!("../lua/set_api_key.lua"))),
+            revoke_api_key: RevokeApiKey(Script::new(include_str!("../lua/revoke_api_key.lua"))),
+            tracking_secret: TrackingSecret(Script::new(include_str!(
+                "../lua/tracking_secret.lua"
+            ))),
         }
     }
 }
@@ -251,5 +259,74 @@ impl FrequencyPick {
             return Err(StoreError::Corrupt("frequency answer"));
         }
         Ok(picks.into_iter().map(|p| p.checked_sub(1)).collect())
+    }
+}
+
+/// `set_api_key.lua`: an advertiser's new key, replacing the previous one atomically.
+#[derive(Clone)]
+pub(super) struct SetApiKey(Script);
+
+impl SetApiKey {
+    pub(super) async fn run(
+        &self,
+        store: &RedisStore,
+        advertiser: &crate::inventory::Id,
+        key_hash: &str,
+    ) -> Result<(), StoreError> {
+        let keys = &store.keys;
+        store.observe(
+            "set_api_key",
+            self.0
+                .key(keys.advertiser_key(advertiser))
+                .arg(keys.api_key_prefix())
+                .arg(key_hash)
+                .arg(advertiser.as_str())
+                .invoke_async::<()>(&mut store.conn())
+                .await,
+        )
+    }
+}
+
+/// `revoke_api_key.lua`: an advertiser's key revoked.
+#[derive(Clone)]
+pub(super) struct RevokeApiKey(Script);
+
+impl RevokeApiKey {
+    pub(super) async fn run(
+        &self,
+        store: &RedisStore,
+        advertiser: &crate::inventory::Id,
+    ) -> Result<bool, StoreError> {
+        let keys = &store.keys;
+        let revoked: u8 = store.observe(
+            "revoke_api_key",
+            self.0
+                .key(keys.advertiser_key(advertiser))
+                .arg(keys.api_key_prefix())
+                .invoke_async(&mut store.conn())
+                .await,
+        )?;
+        Ok(revoked == 1)
+    }
+}
+
+/// `tracking_secret.lua`: the signing secret shared by the store's instances.
+#[derive(Clone)]
+pub(super) struct TrackingSecret(Script);
+
+impl TrackingSecret {
+    pub(super) async fn run(
+        &self,
+        store: &RedisStore,
+        candidate: &str,
+    ) -> Result<String, StoreError> {
+        store.observe(
+            "tracking_secret",
+            self.0
+                .key(store.keys.tracking_secret())
+                .arg(candidate)
+                .invoke_async(&mut store.conn())
+                .await,
+        )
     }
 }
