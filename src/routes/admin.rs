@@ -46,7 +46,13 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig) {
     .service(
         super::resource("/v1/admin/advertisers/{id}")
             .route(web::put().to(put_advertiser))
-            .default_service(allow("PUT")),
+            .route(web::delete().to(delete_advertiser))
+            .default_service(allow("PUT, DELETE")),
+    )
+    .service(
+        super::resource("/v1/admin/advertisers/{id}/key")
+            .route(web::delete().to(revoke_key))
+            .default_service(allow("DELETE")),
     );
 }
 
@@ -74,11 +80,27 @@ async fn write(
     let bytes = serde_json::to_vec(doc).expect("a Value serialises");
     let parsed = parse_inventory(&bytes)?;
     let json = serde_json::to_string(&parsed.inventory).expect("an inventory serialises");
-    let floor = state.catalog.snapshot().map_or(0, |s| s.version);
+    let served = state.catalog.snapshot();
+    let floor = served.as_ref().map_or(0, |s| s.version);
     let outcome = state.store.put_inventory(&json, expected, floor).await?;
     if let PutOutcome::Written(version) = outcome {
         tracing::info!(version, "inventory written through the admin API");
         state.catalog.refresh().await;
+        // An advertiser the new version drops loses its key, so that adding it again later
+        // does not bring an old key back to life.
+        let removed = served
+            .iter()
+            .flat_map(|s| s.document.advertisers.iter())
+            .filter(|old| {
+                !parsed
+                    .inventory
+                    .advertisers
+                    .iter()
+                    .any(|new| new.id == old.id)
+            });
+        for advertiser in removed {
+            state.store.revoke_api_key(&advertiser.id).await?;
+        }
     }
     Ok(outcome)
 }
@@ -91,7 +113,13 @@ async fn edit<T>(
 ) -> Result<(u64, T), ApiError> {
     for _ in 0..EDIT_ATTEMPTS {
         let (version, mut doc) = latest(state).await?;
+        let before = doc.clone();
         let (out, item) = edit(&mut doc)?;
+        // Nothing changed (an advertiser given the name it has, to get a new key): no new
+        // version, and nothing for concurrent editors to conflict over.
+        if doc == before {
+            return Ok((version, out));
+        }
         match write(state, &doc, Some(version)).await {
             Ok(PutOutcome::Written(new_version)) => return Ok((new_version, out)),
             Ok(PutOutcome::Conflict { .. }) => continue,
@@ -333,6 +361,63 @@ async fn delete_slot(
     Ok(HttpResponse::Ok().json(json!({ "version": version })))
 }
 
+fn advertiser_id(raw: &str) -> Result<Id, ApiError> {
+    Id::parse(raw).map_err(|e| ApiError::bad_request("invalid_id", format!("advertiser id {e}")))
+}
+
+fn no_advertiser(id: &Id) -> ApiError {
+    ApiError::not_found(
+        "unknown_advertiser",
+        format!("there is no advertiser {:?}", id.as_str()),
+    )
+}
+
+/// Removes an advertiser from the inventory (422 while campaigns still name it) and revokes
+/// its key.
+async fn delete_advertiser(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    require_admin(&req, &state)?;
+    let id = advertiser_id(&id)?;
+    let (version, _) = edit(&state, |doc| {
+        let advertisers = array(doc, "advertisers");
+        let index = position(advertisers, "id", id.as_str()).ok_or_else(|| no_advertiser(&id))?;
+        advertisers.remove(index);
+        Ok(((), None))
+    })
+    .await?;
+    state.store.revoke_api_key(&id).await?;
+    Ok(HttpResponse::Ok().json(json!({ "version": version })))
+}
+
+/// Revokes an advertiser's API key at once, on every instance (keys are read from the store
+/// on every request, never cached). 204 also when it had no key; 404 for an advertiser the
+/// inventory does not have and that had no key.
+async fn revoke_key(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    require_admin(&req, &state)?;
+    let id = advertiser_id(&id)?;
+    let revoked = state.store.revoke_api_key(&id).await?;
+    if !revoked {
+        let (_, doc) = latest(&state).await?;
+        let known = doc["advertisers"]
+            .as_array()
+            .is_some_and(|list| position(list, "id", id.as_str()).is_some());
+        if !known {
+            return Err(no_advertiser(&id));
+        }
+    }
+    tracing::info!(advertiser = id.as_str(), revoked, "advertiser key revoked");
+    Ok(HttpResponse::NoContent()
+        .insert_header(super::no_store())
+        .finish())
+}
+
 /// Body of `PUT /v1/admin/advertisers/{id}`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -347,8 +432,7 @@ async fn put_advertiser(
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     require_admin(&req, &state)?;
-    let id = Id::parse(&id)
-        .map_err(|e| ApiError::bad_request("invalid_id", format!("advertiser id {e}")))?;
+    let id = advertiser_id(&id)?;
     let body: AdvertiserBody = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(
             "invalid_body",

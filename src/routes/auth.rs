@@ -63,10 +63,19 @@ pub async fn caller(req: &HttpRequest, state: &AppState) -> Result<Caller, ApiEr
     if token.len() > 128 {
         return Err(ApiError::Unauthorized);
     }
-    match state.store.advertiser_for_key(&hash_key(token)).await? {
-        Some(id) => Ok(Caller::Advertiser(id)),
-        None => Err(ApiError::Unauthorized),
+    let Some(id) = state.store.advertiser_for_key(&hash_key(token)).await? else {
+        return Err(ApiError::Unauthorized);
+    };
+    // The key of an advertiser the served inventory no longer has works nowhere, whichever
+    // write removed it.
+    let removed = state
+        .catalog
+        .snapshot()
+        .is_some_and(|s| !s.document.advertisers.iter().any(|a| a.id == id));
+    if removed {
+        return Err(ApiError::Unauthorized);
     }
+    Ok(Caller::Advertiser(id))
 }
 
 /// A new API key: a recognisable prefix and 256 random bits.

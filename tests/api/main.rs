@@ -7,6 +7,7 @@ mod admin;
 mod delivery;
 mod faults;
 mod hostile;
+mod keys;
 mod logs;
 mod multi_instance;
 mod ops;

@@ -41,6 +41,7 @@ on_both_backends!(
     a_batch_is_counted_once_and_an_event_once_per_decision_and_kind,
     an_advertiser_has_one_api_key_at_a_time,
     a_revoked_key_finds_no_advertiser,
+    nothing_asked_is_nothing_answered,
     concurrent_key_rotations_leave_exactly_one_working_key,
     the_tracking_secret_is_the_first_callers_for_every_caller,
     leases_grant_a_quarter_of_what_is_left_and_never_pass_the_caps,
@@ -164,6 +165,15 @@ async fn an_advertiser_has_one_api_key_at_a_time(store: &Store) {
         Some(advertiser)
     );
     assert_eq!(store.advertiser_for_key("unknown").await.unwrap(), None);
+}
+
+async fn nothing_asked_is_nothing_answered(store: &Store) {
+    assert!(store.totals(&[]).await.unwrap().is_empty());
+    assert!(store
+        .daily_stats(&id("acme"), &[])
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 async fn a_revoked_key_finds_no_advertiser(store: &Store) {

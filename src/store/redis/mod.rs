@@ -200,6 +200,9 @@ impl Backend for RedisStore {
         campaign: &Id,
         days: &[NaiveDate],
     ) -> Result<Vec<Vec<(String, Counts)>>, StoreError> {
+        if days.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut pipe = redis::pipe();
         for day in days {
             pipe.hgetall(self.keys.stats(campaign, *day));
@@ -228,6 +231,11 @@ impl Backend for RedisStore {
     }
 
     async fn totals(&self, campaigns: &[Id]) -> Result<Vec<Counts>, StoreError> {
+        // An empty pipeline is a client error, not an empty answer: an advertiser without
+        // campaigns has no totals to read.
+        if campaigns.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut pipe = redis::pipe();
         for campaign in campaigns {
             pipe.hgetall(self.keys.totals(campaign));
