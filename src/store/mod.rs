@@ -294,6 +294,15 @@ impl Store {
         dispatch!(self, s => s.totals(campaigns).await)
     }
 
+    /// Lifetime counters of tracking events (impressions, viewable, clicks) of each
+    /// campaign, by slot.
+    pub async fn slot_totals(
+        &self,
+        campaigns: &[Id],
+    ) -> Result<Vec<Vec<(String, Counts)>>, StoreError> {
+        dispatch!(self, s => s.slot_totals(campaigns).await)
+    }
+
     /// Makes `key_hash` the advertiser's only API key (the previous one stops working).
     pub async fn set_api_key(&self, advertiser: &Id, key_hash: &str) -> Result<(), StoreError> {
         dispatch!(self, s => s.set_api_key(advertiser, key_hash).await)

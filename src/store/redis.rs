@@ -6,6 +6,8 @@
 //!   `P:inventory:changed`.
 //! - `P:stats:{campaign}:{YYYY-MM-DD}`: hash of `{counter}|{slot}` → count.
 //! - `P:totals:{campaign}`: hash of counter → lifetime count.
+//! - `P:slot-totals:{campaign}`: hash of `{counter}|{slot}` → lifetime count of tracking
+//!   events (the `optimize` rotation's evidence).
 //! - `P:seen:{kind}:{decision_id}`: de-duplication mark, expiring after the longest token life.
 //! - `P:batch:{id}`: a flushed batch, so that a retry is not counted twice.
 //! - `P:apikey:{sha256}` → advertiser id, and `P:advertiser-key:{id}` → its key's hash.
@@ -68,6 +70,7 @@ while i <= #ARGV do
   if redis.call('SET', p .. ':seen:' .. f .. ':' .. id, '1', 'NX', 'EX', ttl) then
     redis.call('HINCRBY', p .. ':stats:' .. c .. ':' .. d, f .. '|' .. s, 1)
     redis.call('HINCRBY', p .. ':totals:' .. c, f, 1)
+    redis.call('HINCRBY', p .. ':slot-totals:' .. c, f .. '|' .. s, 1)
     counted[#counted + 1] = '1'
   else
     counted[#counted + 1] = '0'
@@ -153,6 +156,25 @@ for chain = 1, tonumber(ARGV[4]) do
 end
 return out
 ";
+
+/// Counters by slot from a hash of `{counter}|{slot}` fields.
+fn by_slot(fields: Vec<(String, u64)>) -> Vec<(String, Counts)> {
+    let mut by_slot: Vec<(String, Counts)> = Vec::new();
+    for (field, n) in fields {
+        let Some((counter, slot)) = split_stats_field(&field) else {
+            continue;
+        };
+        match by_slot.iter_mut().find(|(s, _)| s == slot) {
+            Some((_, counts)) => counts.add_field(counter, n),
+            None => {
+                let mut counts = Counts::default();
+                counts.add_field(counter, n);
+                by_slot.push((slot.to_owned(), counts));
+            }
+        }
+    }
+    by_slot
+}
 
 /// How long a daily lease counter is kept: the day and a margin for time zones.
 const DAILY_LEASE_TTL_SECS: u64 = 3 * 86_400;
@@ -423,26 +445,7 @@ impl RedisStore {
             pipe.hgetall(self.key(&format!("stats:{campaign}:{day}")));
         }
         let hashes: Vec<Vec<(String, u64)>> = self.read("read_stats", &pipe).await?;
-        Ok(hashes
-            .into_iter()
-            .map(|fields| {
-                let mut by_slot: Vec<(String, Counts)> = Vec::new();
-                for (field, n) in fields {
-                    let Some((counter, slot)) = split_stats_field(&field) else {
-                        continue;
-                    };
-                    match by_slot.iter_mut().find(|(s, _)| s == slot) {
-                        Some((_, counts)) => counts.add_field(counter, n),
-                        None => {
-                            let mut counts = Counts::default();
-                            counts.add_field(counter, n);
-                            by_slot.push((slot.to_owned(), counts));
-                        }
-                    }
-                }
-                by_slot
-            })
-            .collect())
+        Ok(hashes.into_iter().map(by_slot).collect())
     }
 
     pub(super) async fn totals(&self, campaigns: &[Id]) -> Result<Vec<Counts>, StoreError> {
@@ -459,6 +462,18 @@ impl RedisStore {
                 counts
             })
             .collect())
+    }
+
+    pub(super) async fn slot_totals(
+        &self,
+        campaigns: &[Id],
+    ) -> Result<Vec<Vec<(String, Counts)>>, StoreError> {
+        let mut pipe = redis::pipe();
+        for campaign in campaigns {
+            pipe.hgetall(self.key(&format!("slot-totals:{campaign}")));
+        }
+        let hashes: Vec<Vec<(String, u64)>> = self.read("read_slot_totals", &pipe).await?;
+        Ok(hashes.into_iter().map(by_slot).collect())
     }
 
     pub(super) async fn set_api_key(
