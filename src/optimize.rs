@@ -18,7 +18,7 @@ use crate::catalog::Catalog;
 use crate::inventory::{Id, Rotation};
 use crate::selection::Trials;
 use crate::snapshot::Snapshot;
-use crate::store::{Store, StoreError};
+use crate::store::{Backend, Store, StoreError};
 
 /// Counts of the campaigns of `optimize` slots, by slot.
 #[derive(Debug, Default, Clone)]
@@ -141,7 +141,7 @@ pub const EXPLAIN_DRAWS: u32 = 10_000;
 /// decisions (never under 100), so an explanation stays well under a second.
 pub const EXPLAIN_SAMPLE_BUDGET: u64 = 1_000_000;
 /// The explanation's generator is seeded: the same counts give the same shares.
-const EXPLAIN_SEED: u64 = 0x5eed_0b7;
+const EXPLAIN_SEED: u64 = 0x5eed;
 
 /// The shares an `optimize` tier's members would get now, estimated for `explain=1`.
 #[derive(Debug, Clone)]

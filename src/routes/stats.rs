@@ -14,7 +14,7 @@ use crate::error::ApiError;
 use crate::inventory::Id;
 use crate::reporting::{by_day_and_slot, ctr, write_csv, DayReport};
 use crate::state::AppState;
-use crate::store::Counts;
+use crate::store::{Backend, Counts};
 
 /// The longest range one stats request covers.
 const MAX_DAYS: i64 = 366;

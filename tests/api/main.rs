@@ -14,4 +14,5 @@ mod optimize;
 mod serve;
 mod shutdown;
 mod stats;
+mod store;
 mod tracking;
