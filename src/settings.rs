@@ -42,6 +42,8 @@ pub struct Settings {
     pub flush_interval_ms: u64,
     /// How often the inventory version is polled, in milliseconds.
     pub poll_interval_ms: u64,
+    /// How often the `optimize` rotation reads its counts from the store, in milliseconds.
+    pub optimize_refresh_ms: u64,
     /// Counter events kept in memory while the store is unreachable; past this they are dropped
     /// (and counted as dropped).
     pub max_pending_events: usize,
@@ -161,6 +163,7 @@ impl Settings {
         for (name, value) in [
             ("REGIE_FLUSH_INTERVAL_MS", self.flush_interval_ms),
             ("REGIE_POLL_INTERVAL_MS", self.poll_interval_ms),
+            ("REGIE_OPTIMIZE_REFRESH_MS", self.optimize_refresh_ms),
             (
                 "REGIE_IMPRESSION_TOKEN_TTL_SECS",
                 self.impression_token_ttl_secs,
@@ -221,6 +224,11 @@ impl Settings {
     /// The inventory poll interval.
     pub fn poll_interval(&self) -> Duration {
         Duration::from_millis(self.poll_interval_ms)
+    }
+
+    /// How often the `optimize` rotation's counts are read.
+    pub fn optimize_refresh(&self) -> Duration {
+        Duration::from_millis(self.optimize_refresh_ms)
     }
 
     /// The shutdown timeout.

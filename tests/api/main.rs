@@ -5,12 +5,14 @@ mod helpers;
 
 mod admin;
 mod delivery;
+mod export;
 mod faults;
 mod hostile;
 mod keys;
 mod logs;
 mod multi_instance;
 mod ops;
+mod optimize;
 mod serve;
 mod shutdown;
 mod stats;
