@@ -436,13 +436,17 @@ pub struct Binary {
 
 impl Binary {
     /// Starts the binary in the crate's directory with `settings` (and `PATH`, nothing else
-    /// inherited) on a free port, its standard output to `stdout`, and waits until it is ready.
+    /// inherited) on a free port, its public URL that port's unless `settings` say otherwise,
+    /// its standard output to `stdout`, and waits until it is ready.
     pub async fn start(settings: &[(&str, &str)], stdout: Stdio) -> Self {
         let port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_regie"))
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("REGIE_LISTEN", format!("127.0.0.1:{port}"))
+            // As a deployment sets it (production refuses to start without it); a test may
+            // give its own.
+            .env("REGIE_PUBLIC_URL", format!("http://127.0.0.1:{port}"))
             .envs(settings.iter().copied())
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .stdout(stdout)

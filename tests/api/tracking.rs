@@ -120,7 +120,7 @@ async fn forged_tampered_and_expired_tokens_count_nothing_and_never_redirect(kin
     bytes[middle] ^= 0x01;
     let tampered = URL_SAFE_NO_PAD.encode(&bytes);
     let stranger = Signer::from_setting(&SecretString::from(
-        "zz:a-key-this-deployment-never-had".to_owned(),
+        "zz:a-key-this-deployment-never-had-at-all".to_owned(),
     ))
     .unwrap();
     let unknown_key = stranger.sign(&TokenPayload {
