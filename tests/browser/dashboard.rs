@@ -178,12 +178,16 @@ async fn the_dashboard_refuses_a_wrong_key() {
 
 /// Waits until the dashboard has shown the stats.
 async fn loaded(browser: &Browser) {
-    eventually("the dashboard's numbers", Duration::from_secs(10), || async {
-        let loaded = browser
-            .js("return document.body.hasAttribute('data-loaded')")
-            .await;
-        (loaded == true).then_some(())
-    })
+    eventually(
+        "the dashboard's numbers",
+        Duration::from_secs(10),
+        || async {
+            let loaded = browser
+                .js("return document.body.hasAttribute('data-loaded')")
+                .await;
+            (loaded == true).then_some(())
+        },
+    )
     .await;
 }
 
