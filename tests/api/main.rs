@@ -4,6 +4,7 @@
 mod helpers;
 
 mod admin;
+mod cardinality;
 mod delivery;
 mod faults;
 mod logs;
@@ -11,5 +12,6 @@ mod multi_instance;
 mod ops;
 mod serve;
 mod shutdown;
+mod standalone;
 mod stats;
 mod tracking;
