@@ -19,7 +19,7 @@ use crate::inventory::{parse_inventory, DEMO_INVENTORY};
 use crate::metrics::Metrics;
 use crate::settings::InventorySeed;
 use crate::snapshot::Snapshot;
-use crate::store::{Store, StoreError};
+use crate::store::{Backend, Store, StoreError};
 
 /// What this instance knows of its store, for `/readyz`.
 #[derive(Debug, Clone, Serialize)]

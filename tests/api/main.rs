@@ -14,4 +14,5 @@ mod serve;
 mod shutdown;
 mod standalone;
 mod stats;
+mod store;
 mod tracking;
