@@ -154,7 +154,9 @@ impl Settings {
             Some(dir) => PathBuf::from(dir),
             None => PathBuf::from("config"),
         };
-        Self::load_from(&dir, &environment, true)
+        let settings = Self::load_from(&dir, &environment, true)?;
+        settings.check_safety(&environment)?;
+        Ok(settings)
     }
 
     /// Loads the compiled-in defaults, the files of `dir` that exist (`base.toml`, then
@@ -183,7 +185,7 @@ impl Settings {
         }
         let mut settings: Settings = builder.build()?.try_deserialize()?;
         settings.drop_empty_values();
-        settings.check(environment)?;
+        settings.check()?;
         Ok(settings)
     }
 
@@ -212,9 +214,8 @@ impl Settings {
         }
     }
 
-    /// Refuses values regie cannot work with, and settings that would be unsafe, each named
-    /// by its variable.
-    fn check(&self, environment: &str) -> Result<(), SettingsError> {
+    /// Refuses values regie cannot work with, each named by its variable.
+    fn check(&self) -> Result<(), SettingsError> {
         let invalid = |name, reason: String| Err(SettingsError::Invalid { name, reason });
         if self.reporting_timezone.parse::<chrono_tz::Tz>().is_err() {
             return invalid(
@@ -244,12 +245,13 @@ impl Settings {
                 return invalid(name, "must be positive".into());
             }
         }
-        self.check_safety(environment)
+        Ok(())
     }
 
-    /// What contract section 9 refuses: secrets short enough to guess, and a production
-    /// deployment whose tracking URLs would point at its own listen address.
-    fn check_safety(&self, environment: &str) -> Result<(), SettingsError> {
+    /// What contract section 9 refuses at start: secrets short enough to guess, and a
+    /// production deployment whose tracking URLs would point at its own listen address.
+    /// [`Settings::load`] applies it to what the process was given.
+    pub fn check_safety(&self, environment: &str) -> Result<(), SettingsError> {
         if let Some(token) = &self.admin_token {
             let len = token.expose_secret().len();
             if len < MIN_ADMIN_TOKEN_BYTES {
@@ -328,6 +330,48 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unsafe_settings_are_refused_by_their_variable() {
+        let dir = tempfile::tempdir().unwrap();
+        let refused = |tweak: &dyn Fn(&mut Settings), environment: &str| {
+            let mut settings = Settings::load_from(dir.path(), environment, false).unwrap();
+            tweak(&mut settings);
+            match settings.check_safety(environment) {
+                Err(SettingsError::Invalid { name, .. }) => Some(name),
+                _ => None,
+            }
+        };
+        let token = |t: &str| Some(SecretString::from(t.to_owned()));
+
+        assert_eq!(refused(&|_| {}, "local"), None);
+        assert_eq!(
+            refused(
+                &|s| s.admin_token = token("0123456789abcdef0123456789abcde"),
+                "local"
+            ),
+            Some("REGIE_ADMIN_TOKEN")
+        );
+        assert_eq!(
+            refused(
+                &|s| s.admin_token = token("0123456789abcdef0123456789abcdef"),
+                "local"
+            ),
+            None
+        );
+        assert_eq!(
+            refused(&|s| s.tracking_keys = token("k1:0123456789abcdef"), "local"),
+            Some("REGIE_TRACKING_KEYS")
+        );
+        assert_eq!(refused(&|_| {}, "production"), Some("REGIE_PUBLIC_URL"));
+        assert_eq!(
+            refused(
+                &|s| s.public_url = Some("https://ads.example".into()),
+                "production"
+            ),
+            None
+        );
+    }
 
     #[test]
     fn every_setting_has_a_compiled_in_default() {
