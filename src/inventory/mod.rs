@@ -8,7 +8,10 @@ pub use document::{
     Advertiser, Campaign, Caps, Creative, Format, Frequency, Inventory, Pacing, Priority, Rotation,
     Slot, Status, Targeting,
 };
-pub use names::{Id, SlotName, Weight, MAX_ID_BYTES, MAX_SLOT_NAME_BYTES, MAX_WEIGHT};
+pub use names::{
+    AdvertiserId, CampaignId, CreativeId, SlotName, Weight, MAX_ID_BYTES, MAX_SLOT_NAME_BYTES,
+    MAX_WEIGHT,
+};
 pub use validate::{
     parse_inventory, parse_size, validate, FieldError, InvalidInventory, ParsedInventory,
 };

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::auth::{caller, Caller};
 use super::errors::allow;
 use crate::error::ApiError;
-use crate::inventory::Id;
+use crate::inventory::CampaignId;
 use crate::state::AppState;
 use crate::store::{Backend, Counts};
 
@@ -125,7 +125,11 @@ async fn campaign_stats(
     let not_found =
         || ApiError::not_found("unknown_campaign", "there is no such campaign for this key");
     let snapshot = state.catalog.snapshot().ok_or(ApiError::NotReady)?;
-    let campaign = snapshot.campaign(&id).ok_or_else(not_found)?;
+    // A malformed id names no campaign: 404 as well.
+    let campaign = CampaignId::parse(&id)
+        .ok()
+        .and_then(|id| snapshot.campaign(&id))
+        .ok_or_else(not_found)?;
     // Another advertiser's campaign answers exactly as a missing one: ids are not disclosed.
     if !caller.may_see(&campaign.campaign.advertiser_id) {
         return Err(not_found());
@@ -188,7 +192,7 @@ async fn my_campaigns(
         .iter()
         .filter(|c| caller.may_see(&c.campaign.advertiser_id))
         .collect();
-    let ids: Vec<Id> = campaigns.iter().map(|c| c.campaign.id.clone()).collect();
+    let ids: Vec<CampaignId> = campaigns.iter().map(|c| c.campaign.id.clone()).collect();
     let totals = state.store.totals(&ids).await?;
     let list: Vec<_> = campaigns
         .iter()

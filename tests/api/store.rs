@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::NaiveDate;
-use regie::inventory::{Id, SlotName};
+use regie::inventory::{AdvertiserId, CampaignId, SlotName};
 use regie::metrics::Metrics;
 use regie::store::{
     Backend, Batch, Event, FrequencyCap, FrequencyItem, FrequencyRelease, Lease, LeaseRequest,
@@ -59,8 +59,8 @@ fn redis(server: &RedisServer) -> Store {
     ))
 }
 
-fn id(raw: &str) -> Id {
-    Id::parse(raw).unwrap()
+fn id(raw: &str) -> CampaignId {
+    CampaignId::parse(raw).unwrap()
 }
 
 fn day(d: u32) -> NaiveDate {
@@ -148,7 +148,7 @@ async fn a_batch_is_counted_once_and_an_event_once_per_decision_and_kind(store: 
 }
 
 async fn an_advertiser_has_one_api_key_at_a_time(store: &Store) {
-    let advertiser = id("acme");
+    let advertiser = AdvertiserId::parse("acme").unwrap();
 
     store.set_api_key(&advertiser, "hash-1").await.unwrap();
     let first = store.advertiser_for_key("hash-1").await.unwrap();
