@@ -9,13 +9,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwapOption;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use parking_lot::Mutex;
 use serde::Serialize;
 use tokio::sync::{watch, Notify};
 
 use crate::inventory::parse_inventory;
 use crate::metrics::Metrics;
+use crate::optimize::CtrStats;
 use crate::snapshot::Snapshot;
 use crate::store::{Backend, Store, StoreError};
 
@@ -41,6 +42,8 @@ pub struct Catalog {
     pub wake: Notify,
     /// The version served, for tasks that follow each new one.
     served: watch::Sender<u64>,
+    /// The last counts of the `optimize` slots, handed to every snapshot installed.
+    ctr_stats: ArcSwap<CtrStats>,
 }
 
 impl std::fmt::Debug for Catalog {
@@ -89,6 +92,7 @@ impl Catalog {
             metrics,
             wake: Notify::new(),
             served: watch::Sender::new(0),
+            ctr_stats: ArcSwap::from_pointee(CtrStats::default()),
         }
     }
 
@@ -121,9 +125,19 @@ impl Catalog {
         status.detail = detail.into();
     }
 
+    /// Keeps the `optimize` slots' latest counts and hands them to the served snapshot.
+    pub fn set_ctr_stats(&self, stats: CtrStats) {
+        self.ctr_stats.store(Arc::new(stats));
+        if let Some(snapshot) = self.snapshot() {
+            self.ctr_stats.load().apply(&snapshot);
+        }
+    }
+
     fn install(&self, snapshot: Snapshot) {
         let snapshot_version = snapshot.version;
         tracing::info!(version = snapshot.version, "serving inventory version");
+        // A new version learns from the counts already read rather than from the prior.
+        self.ctr_stats.load().apply(&snapshot);
         self.metrics.inventory_version.set(snapshot.version as i64);
         self.current.store(Some(Arc::new(snapshot)));
         *self.loaded_at.lock() = Some(Instant::now());

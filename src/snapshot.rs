@@ -32,7 +32,7 @@ pub struct Snapshot {
 /// A campaign's position in one snapshot's [`Snapshot::campaigns`]: meaningful for that
 /// snapshot only, which is why requests carry it rather than an id (no lookup by id per
 /// candidate).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CampaignIndex(usize);
 
 impl CampaignIndex {
