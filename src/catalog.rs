@@ -14,9 +14,10 @@ use parking_lot::Mutex;
 use serde::Serialize;
 use tokio::sync::{watch, Notify};
 
-use crate::inventory::parse_inventory;
+use crate::inventory::{parse_inventory, DEMO_INVENTORY};
 use crate::metrics::Metrics;
 use crate::optimize::CtrStats;
+use crate::settings::InventorySeed;
 use crate::snapshot::Snapshot;
 use crate::store::{Backend, Store, StoreError};
 
@@ -144,15 +145,25 @@ impl Catalog {
         self.served.send_replace(snapshot_version);
     }
 
-    /// Seeds the store from the inventory file when it holds no inventory (always so for the
-    /// embedded store), then loads what the store holds. A store that cannot be reached is
-    /// not an error: the refresh task keeps trying and `/readyz` says so.
-    pub async fn start(&self, file: &std::path::Path) -> Result<(), LoadError> {
-        let path = file.display().to_string();
-        let bytes = std::fs::read(file).map_err(|source| LoadError::File {
-            path: path.clone(),
-            source,
-        })?;
+    /// Seeds the store from the inventory file (or the compiled-in demo) when it holds no
+    /// inventory (always so for the embedded store), then loads what the store holds. A store
+    /// that cannot be reached is not an error: the refresh task keeps trying and `/readyz`
+    /// says so.
+    pub async fn start(&self, seed: &InventorySeed) -> Result<(), LoadError> {
+        let (path, bytes) = match seed {
+            InventorySeed::File(file) => {
+                let path = file.display().to_string();
+                let bytes = std::fs::read(file).map_err(|source| LoadError::File {
+                    path: path.clone(),
+                    source,
+                })?;
+                (path, std::borrow::Cow::Owned(bytes))
+            }
+            InventorySeed::Demo => (
+                "(the compiled-in demo inventory)".to_owned(),
+                std::borrow::Cow::Borrowed(DEMO_INVENTORY.as_bytes()),
+            ),
+        };
         let parsed = parse_inventory(&bytes).map_err(|e| LoadError::Invalid {
             path: path.clone(),
             details: e
@@ -165,8 +176,13 @@ impl Catalog {
         let json = serde_json::to_string(&parsed.inventory).expect("an inventory serialises");
         match self.store.inventory_version().await {
             Ok(None) => match self.store.restore_inventory(&json, 1).await {
-                Ok(_) => {
-                    tracing::info!(file = %path, "store was empty: seeded it from the inventory file")
+                Ok(written) => {
+                    tracing::info!(file = %path, "store was empty: seeded it with the inventory");
+                    if written {
+                        // What the store now holds is what was just parsed: serve it without
+                        // reading and parsing it back (seconds, on a large inventory).
+                        self.install(Snapshot::compile(1, parsed.inventory));
+                    }
                 }
                 Err(e) => tracing::warn!(error = %e, "cannot seed the store"),
             },

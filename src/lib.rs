@@ -31,6 +31,7 @@
 //! - [`render`]: decision answers, with what an inventory version's decisions share
 //!   serialised once.
 //! - [`routes`]: the HTTP endpoints, one module per group; [`error`] maps errors to HTTP.
+//! - [`local_admin`]: the admin token a developer's instance makes up when none is set.
 //! - [`settings`], [`telemetry`], [`clock`], [`state`], [`startup`]: configuration, logs,
 //!   injected time and the reporting time zone (where "today" is computed), shared handles,
 //!   and [`startup::Application`], used by `main` and tests.
@@ -45,6 +46,7 @@ pub mod counting;
 pub mod delivery;
 pub mod error;
 pub mod inventory;
+pub mod local_admin;
 pub mod metrics;
 pub mod optimize;
 pub mod render;

@@ -4,6 +4,7 @@
 mod helpers;
 
 mod admin;
+mod cardinality;
 mod delivery;
 mod export;
 mod faults;
@@ -13,6 +14,7 @@ mod ops;
 mod optimize;
 mod serve;
 mod shutdown;
+mod standalone;
 mod stats;
 mod store;
 mod tracking;
