@@ -20,7 +20,7 @@ use super::{
     split_stats_field, Backend, Batch, Counts, FlushReport, FrequencyItem, FrequencyRelease, Lease,
     LeaseRequest, PutOutcome, StoreError, StoredInventory,
 };
-use crate::inventory::Id;
+use crate::inventory::{AdvertiserId, CampaignId};
 use crate::metrics::Metrics;
 
 static NEXT_STORE_ID: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -197,7 +197,7 @@ impl Backend for RedisStore {
 
     async fn daily_stats(
         &self,
-        campaign: &Id,
+        campaign: &CampaignId,
         days: &[NaiveDate],
     ) -> Result<Vec<Vec<(String, Counts)>>, StoreError> {
         if days.is_empty() {
@@ -211,7 +211,7 @@ impl Backend for RedisStore {
         Ok(hashes.into_iter().map(by_slot).collect())
     }
 
-    async fn totals(&self, campaigns: &[Id]) -> Result<Vec<Counts>, StoreError> {
+    async fn totals(&self, campaigns: &[CampaignId]) -> Result<Vec<Counts>, StoreError> {
         // An empty pipeline is a client error, not an empty answer: an advertiser without
         // campaigns has no totals to read.
         if campaigns.is_empty() {
@@ -234,7 +234,7 @@ impl Backend for RedisStore {
 
     async fn slot_totals(
         &self,
-        campaigns: &[Id],
+        campaigns: &[CampaignId],
     ) -> Result<Vec<Vec<(String, Counts)>>, StoreError> {
         let mut pipe = redis::pipe();
         for campaign in campaigns {
@@ -244,14 +244,18 @@ impl Backend for RedisStore {
         Ok(hashes.into_iter().map(by_slot).collect())
     }
 
-    async fn set_api_key(&self, advertiser: &Id, key_hash: &str) -> Result<(), StoreError> {
+    async fn set_api_key(
+        &self,
+        advertiser: &AdvertiserId,
+        key_hash: &str,
+    ) -> Result<(), StoreError> {
         self.scripts
             .set_api_key
             .run(self, advertiser, key_hash)
             .await
     }
 
-    async fn revoke_api_key(&self, advertiser: &Id) -> Result<bool, StoreError> {
+    async fn revoke_api_key(&self, advertiser: &AdvertiserId) -> Result<bool, StoreError> {
         self.scripts.revoke_api_key.run(self, advertiser).await
     }
 
@@ -259,18 +263,23 @@ impl Backend for RedisStore {
         self.scripts.tracking_secret.run(self, candidate).await
     }
 
-    async fn advertiser_for_key(&self, key_hash: &str) -> Result<Option<Id>, StoreError> {
+    async fn advertiser_for_key(&self, key_hash: &str) -> Result<Option<AdvertiserId>, StoreError> {
         let mut pipe = redis::pipe();
         pipe.get(self.keys.api_key(key_hash));
         let (id,): (Option<String>,) = self.read("read_api_key", &pipe).await?;
-        Ok(id.and_then(|id| Id::parse(&id).ok()))
+        Ok(id.and_then(|id| AdvertiserId::parse(&id).ok()))
     }
 
     async fn lease(&self, request: &LeaseRequest<'_>) -> Result<Lease, StoreError> {
         self.scripts.lease.run(self, request).await
     }
 
-    async fn release(&self, campaign: &Id, day: NaiveDate, units: u64) -> Result<(), StoreError> {
+    async fn release(
+        &self,
+        campaign: &CampaignId,
+        day: NaiveDate,
+        units: u64,
+    ) -> Result<(), StoreError> {
         self.scripts.release.run(self, campaign, day, units).await
     }
 

@@ -201,7 +201,7 @@ impl Release {
     pub(super) async fn run(
         &self,
         store: &RedisStore,
-        campaign: &crate::inventory::Id,
+        campaign: &crate::inventory::CampaignId,
         day: chrono::NaiveDate,
         units: u64,
     ) -> Result<(), StoreError> {
@@ -270,7 +270,7 @@ impl SetApiKey {
     pub(super) async fn run(
         &self,
         store: &RedisStore,
-        advertiser: &crate::inventory::Id,
+        advertiser: &crate::inventory::AdvertiserId,
         key_hash: &str,
     ) -> Result<(), StoreError> {
         let keys = &store.keys;
@@ -295,7 +295,7 @@ impl RevokeApiKey {
     pub(super) async fn run(
         &self,
         store: &RedisStore,
-        advertiser: &crate::inventory::Id,
+        advertiser: &crate::inventory::AdvertiserId,
     ) -> Result<bool, StoreError> {
         let keys = &store.keys;
         let revoked: u8 = store.observe(
