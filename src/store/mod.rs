@@ -1,12 +1,17 @@
 //! The shared store: the inventory document with its version, counters, de-duplication marks
-//! and advertiser keys. Two implementations with the same behaviour: Redis, shared by every
-//! instance, and an embedded in-memory store for a single process.
+//! and advertiser keys. Two implementations with the same behaviour: Redis (one primary or a
+//! Redis Cluster), shared by every instance, and an embedded in-memory store for a single
+//! process.
 
+pub mod connection;
+pub mod keys;
 mod memory;
 mod redis;
+mod redis_flush;
 
+pub use self::connection::{Durability, RedisTarget, RedisTimeouts};
 pub use self::memory::MemoryStore;
-pub use self::redis::{RedisStore, RedisTimeouts};
+pub use self::redis::RedisStore;
 
 use chrono::NaiveDate;
 use serde::Serialize;
@@ -354,6 +359,36 @@ impl Store {
 /// Parses a stats field `metric|slot`.
 pub(crate) fn split_stats_field(field: &str) -> Option<(&str, &str)> {
     field.split_once('|')
+}
+
+/// Where the Redis store is, from the settings, if it is not the embedded one.
+pub fn redis_target(settings: &crate::settings::Settings) -> Option<RedisTarget> {
+    use secrecy::ExposeSecret;
+    if let Some(seeds) = &settings.redis_cluster {
+        let seeds = seeds
+            .expose_secret()
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect();
+        return Some(RedisTarget::Cluster(seeds));
+    }
+    settings
+        .redis_url
+        .as_ref()
+        .map(|url| RedisTarget::Single(url.expose_secret().to_owned()))
+}
+
+/// How writes that count wait for replicas, from the settings: by default one replica on a
+/// cluster (each primary has one), none on a single Redis.
+pub fn durability(settings: &crate::settings::Settings) -> Durability {
+    Durability {
+        replicas: settings
+            .redis_wait_replicas
+            .unwrap_or(u32::from(settings.redis_cluster.is_some())),
+        timeout: std::time::Duration::from_millis(settings.redis_wait_timeout_ms),
+    }
 }
 
 /// The Redis timeouts from the settings.

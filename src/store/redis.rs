@@ -1,24 +1,20 @@
-//! The Redis store: one connection manager built at start-up and shared by every request and
-//! task, with explicit connect and response timeouts; every key under the configured prefix.
+//! The Redis store, on one primary or a Redis Cluster: connections built at start-up and shared
+//! by every request and task, with explicit connect and response timeouts. Key names come
+//! from [`Keys`]; every script touches keys of one hash slot.
 //!
-//! Keys (`P` is the prefix):
-//! - `P:inventory` (JSON) and `P:inventory:version` (integer); changes are published on
-//!   `P:inventory:changed`.
-//! - `P:stats:{campaign}:{YYYY-MM-DD}`: hash of `{counter}|{slot}` → count.
-//! - `P:totals:{campaign}`: hash of counter → lifetime count.
-//! - `P:seen:{kind}:{decision_id}`: de-duplication mark, expiring after the longest token life.
-//! - `P:batch:{id}`: a flushed batch, so that a retry is not counted twice.
-//! - `P:apikey:{sha256}` → advertiser id, and `P:advertiser-key:{id}` → its key's hash.
-//!
-//! The flush script builds its keys from the prefix, so it needs every key on one node: plain
-//! Redis or a single-shard deployment (see the README on Redis Cluster).
+//! Writes that count (a flush's marks and counters, a budget lease) are acknowledged by a
+//! replica (`WAIT`, see [`Durability`]) before the caller lets go of them: a primary that fails
+//! over loses none of them. A flush spans many slots; it is written in two rounds of one
+//! pipeline per node (`redis_flush`).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::NaiveDate;
-use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
 
+use super::connection::{Connections, Durability, RedisTarget, RedisTimeouts, SlotCmd};
+use super::keys::Keys;
 use super::{
     split_stats_field, Batch, Counts, FlushReport, FrequencyItem, FrequencyRelease, Lease,
     LeaseRequest, PutOutcome, StoreError, StoredInventory,
@@ -47,34 +43,22 @@ redis.call('PUBLISH', ARGV[3], ARGV[2])
 return 1
 ";
 
-/// ARGV: prefix, batch id, batch ttl, dedup ttl, number of served entries, then
-/// (campaign, day, slot, count) per served entry, then (field, decision id, campaign, day,
-/// slot) per event. Answers -1 for a batch already applied, else a string of '0'/'1', one per
-/// event: whether it was counted.
-const FLUSH_SCRIPT: &str = r"
-local p = ARGV[1]
-if not redis.call('SET', p .. ':batch:' .. ARGV[2], '1', 'NX', 'EX', ARGV[3]) then return -1 end
-local ttl = ARGV[4]
-local i = 6
-for _ = 1, tonumber(ARGV[5]) do
-  local c, d, s, n = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-  redis.call('HINCRBY', p .. ':stats:' .. c .. ':' .. d, 'served|' .. s, n)
-  redis.call('HINCRBY', p .. ':totals:' .. c, 'served', n)
-  i = i + 4
+/// A flushed batch's share for one campaign. KEYS: the batch marker, the campaign's totals,
+/// then its stats hash of each day the share counts. ARGV: marker TTL, number of totals
+/// fields, (field, count) per totals field, then (index into KEYS, field, count) per stats
+/// field. Answers 1 when applied, 0 when the marker says it already was (a retry).
+const SHARE_SCRIPT: &str = r"
+if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return 0 end
+local i = 3
+for _ = 1, tonumber(ARGV[2]) do
+  redis.call('HINCRBY', KEYS[2], ARGV[i], ARGV[i + 1])
+  i = i + 2
 end
-local counted = {}
 while i <= #ARGV do
-  local f, id, c, d, s = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
-  if redis.call('SET', p .. ':seen:' .. f .. ':' .. id, '1', 'NX', 'EX', ttl) then
-    redis.call('HINCRBY', p .. ':stats:' .. c .. ':' .. d, f .. '|' .. s, 1)
-    redis.call('HINCRBY', p .. ':totals:' .. c, f, 1)
-    counted[#counted + 1] = '1'
-  else
-    counted[#counted + 1] = '0'
-  end
-  i = i + 5
+  redis.call('HINCRBY', KEYS[tonumber(ARGV[i])], ARGV[i + 1], ARGV[i + 2])
+  i = i + 3
 end
-return table.concat(counted)
+return 1
 ";
 
 /// KEYS: lifetime and daily lease counters. ARGV: total cap ('' for none), daily cap, units
@@ -112,13 +96,15 @@ end
 return 1
 ";
 
-/// ARGV: key prefix for the viewer, now (ms), reservation id, then (campaign, max, window ms)
-/// per item. Answers '0'/'1' per item.
+/// KEYS: the start of the viewer's frequency keys (every key the script touches shares its
+/// hash tag, so it names the viewer's slot). ARGV: now (ms), reservation id, number of
+/// chains, then per chain its length and (campaign, max, window ms) per item. Answers the
+/// position served per chain, 0 for none.
 const FREQUENCY_SCRIPT: &str = r"
-local base, now, member = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local base, now, member = KEYS[1], tonumber(ARGV[1]), ARGV[2]
 local served, out = {}, {}
-local i = 5
-for chain = 1, tonumber(ARGV[4]) do
+local i = 4
+for chain = 1, tonumber(ARGV[3]) do
   local n = tonumber(ARGV[i])
   i = i + 1
   local pick = 0
@@ -157,146 +143,139 @@ return out
 /// How long a daily lease counter is kept: the day and a margin for time zones.
 const DAILY_LEASE_TTL_SECS: u64 = 3 * 86_400;
 
-static NEXT_STORE_ID: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-
-thread_local! {
-    /// This thread's connection to each store.
-    static CONNECTIONS: std::cell::RefCell<Vec<(usize, ConnectionManager)>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// How long a batch id is remembered: far longer than any retry takes.
-const BATCH_TTL_SECS: u64 = 86_400;
+/// How long a batch marker is kept when its batch is never acknowledged (the flusher deletes
+/// it once it is): longer than any outage a batch waits through in memory.
+pub(super) const BATCH_TTL_SECS: u64 = 86_400;
 
 /// The Redis store.
 #[derive(Clone)]
 pub struct RedisStore {
-    client: redis::Client,
-    /// Distinguishes stores in the per-thread connection table (tests run several).
-    id: usize,
-    config: redis::aio::ConnectionManagerConfig,
-    prefix: String,
-    metrics: Metrics,
+    pub(super) connections: Arc<Connections>,
+    pub(super) keys: Keys,
+    pub(super) durability: Durability,
+    pub(super) metrics: Metrics,
     put_script: Script,
     restore_script: Script,
-    flush_script: Script,
+    pub(super) share_script: Script,
     lease_script: Script,
     release_script: Script,
     frequency_script: Script,
+    /// Markers of batches acknowledged in full, deleted with the next flush.
+    pub(super) acknowledged: Arc<parking_lot::Mutex<Vec<String>>>,
 }
 
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisStore")
-            .field("prefix", &self.prefix)
+            .field("keys", &self.keys)
+            .field("cluster", &self.connections.is_cluster())
             .finish_non_exhaustive()
     }
 }
 
-/// Timeouts of the Redis connection.
-#[derive(Debug, Clone, Copy)]
-pub struct RedisTimeouts {
-    /// Time allowed to connect.
-    pub connect: Duration,
-    /// Time allowed for an answer.
-    pub response: Duration,
-}
-
 impl RedisStore {
-    /// Prepares the store; the connection is made on first use and re-made after failures, so
-    /// an instance starts even while Redis is down.
+    /// A store on one Redis primary at `url`, waiting for no replica.
     pub fn new(
         url: &str,
         prefix: &str,
         timeouts: RedisTimeouts,
         metrics: Metrics,
     ) -> Result<Self, StoreError> {
-        let client =
-            redis::Client::open(url).map_err(|source| StoreError::Redis { op: "open", source })?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeouts.connect))
-            .set_response_timeout(Some(timeouts.response))
-            // Fail fast and let regie's own loops retry: a request must not hang on Redis.
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        // Checks the configuration now rather than on first use.
-        ConnectionManager::new_lazy_with_config(client.clone(), config.clone()).map_err(
-            |source| StoreError::Redis {
-                op: "connect",
-                source,
-            },
-        )?;
+        let durability = Durability {
+            replicas: 0,
+            timeout: Duration::ZERO,
+        };
+        Self::connect(
+            &RedisTarget::Single(url.to_owned()),
+            prefix,
+            timeouts,
+            durability,
+            metrics,
+        )
+    }
+
+    /// Prepares the store on `target`; connections are made on first use and re-made after
+    /// failures, so an instance starts even while Redis is down.
+    pub fn connect(
+        target: &RedisTarget,
+        prefix: &str,
+        timeouts: RedisTimeouts,
+        durability: Durability,
+        metrics: Metrics,
+    ) -> Result<Self, StoreError> {
+        let connections = Connections::new(target, timeouts, &[SHARE_SCRIPT, LEASE_SCRIPT])
+            .map_err(|source| StoreError::Redis { op: "open", source })?;
         Ok(Self {
-            client,
-            id: NEXT_STORE_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-            config,
-            prefix: prefix.to_owned(),
+            connections: Arc::new(connections),
+            keys: Keys::new(prefix),
+            durability,
             metrics,
             put_script: Script::new(PUT_SCRIPT),
             restore_script: Script::new(RESTORE_SCRIPT),
-            flush_script: Script::new(FLUSH_SCRIPT),
+            share_script: Script::new(SHARE_SCRIPT),
             lease_script: Script::new(LEASE_SCRIPT),
             release_script: Script::new(RELEASE_SCRIPT),
             frequency_script: Script::new(FREQUENCY_SCRIPT),
+            acknowledged: Arc::default(),
         })
     }
 
-    /// This thread's connection to Redis. Each actix worker runs its own single-threaded
-    /// runtime; a connection driven by another thread's runtime would cost two cross-thread
-    /// wake-ups per command, so every thread gets one connection, made on first use and
-    /// re-made by the manager after failures. Never a connection per request.
-    fn conn(&self) -> ConnectionManager {
-        CONNECTIONS.with(|connections| {
-            let mut connections = connections.borrow_mut();
-            if let Some((_, conn)) = connections.iter().find(|(id, _)| *id == self.id) {
-                return conn.clone();
-            }
-            let conn =
-                ConnectionManager::new_lazy_with_config(self.client.clone(), self.config.clone())
-                    .expect("the configuration was checked when the store was built");
-            connections.push((self.id, conn.clone()));
-            conn
-        })
+    /// Clients for the pub/sub connection of the inventory watcher (any node of a cluster).
+    pub fn pubsub_clients(&self) -> &[redis::Client] {
+        self.connections.pubsub_clients()
     }
 
-    /// The client, for the pub/sub connection of the inventory watcher.
-    pub fn client(&self) -> &redis::Client {
-        &self.client
+    /// Whether the store is a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        self.connections.is_cluster()
     }
 
     /// The channel on which inventory changes are published.
     pub fn changes_channel(&self) -> String {
-        format!("{}:inventory:changed", self.prefix)
-    }
-
-    fn key(&self, suffix: &str) -> String {
-        format!("{}:{suffix}", self.prefix)
+        self.keys.changes_channel()
     }
 
     /// Records the outcome of one round trip and adds the operation to an error.
-    fn observe<T>(&self, op: &'static str, result: redis::RedisResult<T>) -> Result<T, StoreError> {
+    pub(super) fn observe<T>(
+        &self,
+        op: &'static str,
+        result: redis::RedisResult<T>,
+    ) -> Result<T, StoreError> {
         self.metrics.store_call(op, result.is_ok());
         result.map_err(|source| StoreError::Redis { op, source })
     }
 
-    /// Runs a read-only pipeline; sends it once more when this thread's connection turns out
-    /// to be broken (Redis restarted): the manager has reconnected by then, and a read is safe
-    /// to repeat.
+    /// Like [`Self::observe`] for `pipelines` round trips made at once.
+    pub(super) fn observe_many<T>(
+        &self,
+        op: &'static str,
+        (pipelines, result): (usize, redis::RedisResult<T>),
+    ) -> Result<T, StoreError> {
+        for _ in 1..pipelines {
+            self.metrics.store_call(op, result.is_ok());
+        }
+        self.observe(op, result)
+    }
+
+    /// Runs a read-only pipeline on one slot; sends it once more when the connection turns
+    /// out to be broken (Redis restarted): it has reconnected by then, and a read is safe to
+    /// repeat.
     async fn read<T: redis::FromRedisValue>(
         &self,
         op: &'static str,
         pipe: &redis::Pipeline,
     ) -> Result<T, StoreError> {
-        let mut result = pipe.query_async(&mut self.conn()).await;
+        let mut result = pipe.query_async(&mut self.connections.conn()).await;
         if matches!(&result, Err(e) if e.is_io_error() || e.is_connection_dropped()) {
-            result = pipe.query_async(&mut self.conn()).await;
+            result = pipe.query_async(&mut self.connections.conn()).await;
         }
         self.observe(op, result)
     }
 
     pub(super) async fn load_inventory(&self) -> Result<Option<StoredInventory>, StoreError> {
         let mut pipe = redis::pipe();
-        pipe.get(self.key("inventory"))
-            .get(self.key("inventory:version"));
+        pipe.get(self.keys.inventory())
+            .get(self.keys.inventory_version());
         let (json, version): (Option<String>, Option<String>) =
             self.read("load_inventory", &pipe).await?;
         match (json, version) {
@@ -312,7 +291,7 @@ impl RedisStore {
 
     pub(super) async fn inventory_version(&self) -> Result<Option<u64>, StoreError> {
         let mut pipe = redis::pipe();
-        pipe.get(self.key("inventory:version"));
+        pipe.get(self.keys.inventory_version());
         let (version,): (Option<String>,) = self.read("poll_version", &pipe).await?;
         version
             .map(|v| {
@@ -328,12 +307,12 @@ impl RedisStore {
         expected: Option<u64>,
         floor: u64,
     ) -> Result<PutOutcome, StoreError> {
-        let mut conn = self.conn();
+        let mut conn = self.connections.conn();
         let (written, version): (u8, u64) = self.observe(
             "put_inventory",
             self.put_script
-                .key(self.key("inventory"))
-                .key(self.key("inventory:version"))
+                .key(self.keys.inventory())
+                .key(self.keys.inventory_version())
                 .arg(json)
                 .arg(expected.map(|v| v.to_string()).unwrap_or_default())
                 .arg(floor)
@@ -353,12 +332,12 @@ impl RedisStore {
         json: &str,
         version: u64,
     ) -> Result<bool, StoreError> {
-        let mut conn = self.conn();
+        let mut conn = self.connections.conn();
         let written: u8 = self.observe(
             "restore_inventory",
             self.restore_script
-                .key(self.key("inventory"))
-                .key(self.key("inventory:version"))
+                .key(self.keys.inventory())
+                .key(self.keys.inventory_version())
                 .arg(json)
                 .arg(version)
                 .arg(self.changes_channel())
@@ -369,48 +348,7 @@ impl RedisStore {
     }
 
     pub(super) async fn flush(&self, batch: &Batch) -> Result<FlushReport, StoreError> {
-        let mut invocation = self.flush_script.prepare_invoke();
-        invocation
-            .arg(&self.prefix)
-            .arg(batch.id.to_string())
-            .arg(BATCH_TTL_SECS)
-            .arg(batch.dedup_ttl_secs)
-            .arg(batch.served.len());
-        for s in &batch.served {
-            invocation
-                .arg(s.campaign.as_str())
-                .arg(s.day.to_string())
-                .arg(s.slot.as_str())
-                .arg(s.count);
-        }
-        for e in &batch.events {
-            invocation
-                .arg(super::counter_field(e.kind))
-                .arg(e.decision_id.to_string())
-                .arg(e.campaign.as_str())
-                .arg(e.day.to_string())
-                .arg(e.slot.as_str());
-        }
-        let mut conn = self.conn();
-        let answer: redis::Value =
-            self.observe("flush", invocation.invoke_async(&mut conn).await)?;
-        match answer {
-            redis::Value::Int(-1) => Ok(FlushReport {
-                counted: vec![false; batch.events.len()],
-                already_applied: true,
-            }),
-            redis::Value::BulkString(flags) if flags.len() == batch.events.len() => {
-                Ok(FlushReport {
-                    counted: flags.iter().map(|&f| f == b'1').collect(),
-                    already_applied: false,
-                })
-            }
-            // An empty table.concat comes back as an empty string.
-            redis::Value::SimpleString(s) if s.is_empty() && batch.events.is_empty() => {
-                Ok(FlushReport::default())
-            }
-            _ => Err(StoreError::Corrupt("flush answer")),
-        }
+        super::redis_flush::flush(self, batch).await
     }
 
     pub(super) async fn daily_stats(
@@ -420,7 +358,7 @@ impl RedisStore {
     ) -> Result<Vec<Vec<(String, Counts)>>, StoreError> {
         let mut pipe = redis::pipe();
         for day in days {
-            pipe.hgetall(self.key(&format!("stats:{campaign}:{day}")));
+            pipe.hgetall(self.keys.stats(campaign.as_str(), *day));
         }
         let hashes: Vec<Vec<(String, u64)>> = self.read("read_stats", &pipe).await?;
         Ok(hashes
@@ -446,19 +384,30 @@ impl RedisStore {
     }
 
     pub(super) async fn totals(&self, campaigns: &[Id]) -> Result<Vec<Counts>, StoreError> {
-        let mut pipe = redis::pipe();
-        for campaign in campaigns {
-            pipe.hgetall(self.key(&format!("totals:{campaign}")));
-        }
-        let hashes: Vec<Vec<(String, u64)>> = self.read("read_totals", &pipe).await?;
-        Ok(hashes
+        // Campaigns live in different slots: one pipeline per node.
+        let cmds = campaigns
+            .iter()
+            .map(|campaign| {
+                let key = self.keys.totals(campaign.as_str());
+                let mut cmd = redis::cmd("HGETALL");
+                cmd.arg(&key);
+                SlotCmd::new(&key, cmd)
+            })
+            .collect();
+        let values = self.observe_many(
+            "read_totals",
+            self.connections.by_node(cmds, false, None).await,
+        )?;
+        values
             .into_iter()
-            .map(|fields| {
+            .map(|value| {
+                let fields: Vec<(String, u64)> = redis::from_redis_value(value)
+                    .map_err(|_| StoreError::Corrupt("campaign totals"))?;
                 let mut counts = Counts::default();
                 fields.iter().for_each(|(f, n)| counts.add_field(f, *n));
-                counts
+                Ok(counts)
             })
-            .collect())
+            .collect()
     }
 
     pub(super) async fn set_api_key(
@@ -466,15 +415,15 @@ impl RedisStore {
         advertiser: &Id,
         key_hash: &str,
     ) -> Result<(), StoreError> {
-        let mut conn = self.conn();
-        let pointer = self.key(&format!("advertiser-key:{advertiser}"));
+        let mut conn = self.connections.conn();
+        let pointer = self.keys.advertiser_key(advertiser);
         let old: Option<String> = self.observe("set_api_key", conn.get(&pointer).await)?;
         let mut pipe = redis::pipe();
         pipe.atomic();
         if let Some(old) = old {
-            pipe.del(self.key(&format!("apikey:{old}")));
+            pipe.del(self.keys.api_key(&old));
         }
-        pipe.set(self.key(&format!("apikey:{key_hash}")), advertiser.as_str())
+        pipe.set(self.keys.api_key(key_hash), advertiser.as_str())
             .set(&pointer, key_hash);
         self.observe("set_api_key", pipe.query_async::<()>(&mut conn).await)
     }
@@ -484,33 +433,42 @@ impl RedisStore {
         key_hash: &str,
     ) -> Result<Option<Id>, StoreError> {
         let mut pipe = redis::pipe();
-        pipe.get(self.key(&format!("apikey:{key_hash}")));
+        pipe.get(self.keys.api_key(key_hash));
         let (id,): (Option<String>,) = self.read("read_api_key", &pipe).await?;
         Ok(id.and_then(|id| Id::parse(&id).ok()))
     }
 
-    fn lease_keys(&self, campaign: &Id, day: NaiveDate) -> (String, String) {
-        (
-            self.key(&format!("lease:{campaign}")),
-            self.key(&format!("lease:{campaign}:{day}")),
-        )
-    }
-
+    /// Leases budget units. The grant is used only once a replica acknowledged it: units
+    /// granted by a primary that then fails over, unreplicated, would be granted again by its
+    /// successor. A grant that is not acknowledged is not used (under-delivery by one block at
+    /// worst, never a budget granted twice).
     pub(super) async fn lease(&self, request: &LeaseRequest<'_>) -> Result<Lease, StoreError> {
-        let (total_key, day_key) = self.lease_keys(request.campaign, request.day);
-        let mut conn = self.conn();
-        let (granted, total_leased, day_leased): (u64, u64, u64) = self.observe(
+        let total_key = self.keys.lease_total(request.campaign);
+        let day_key = self.keys.lease_day(request.campaign, request.day);
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(self.lease_script.get_hash())
+            .arg(2)
+            .arg(&total_key)
+            .arg(&day_key)
+            .arg(request.total_cap.map(|c| c.to_string()).unwrap_or_default())
+            .arg(request.daily_cap.map(|c| c.to_string()).unwrap_or_default())
+            .arg(request.wanted)
+            .arg(DAILY_LEASE_TTL_SECS);
+        let values = self.observe_many(
             "lease",
-            self.lease_script
-                .key(total_key)
-                .key(day_key)
-                .arg(request.total_cap.map(|c| c.to_string()).unwrap_or_default())
-                .arg(request.daily_cap.map(|c| c.to_string()).unwrap_or_default())
-                .arg(request.wanted)
-                .arg(DAILY_LEASE_TTL_SECS)
-                .invoke_async(&mut conn)
+            self.connections
+                .by_node(
+                    vec![SlotCmd::new(&total_key, cmd)],
+                    true,
+                    Some(self.durability),
+                )
                 .await,
         )?;
+        let (granted, total_leased, day_leased): (u64, u64, u64) = values
+            .into_iter()
+            .next()
+            .and_then(|v| redis::from_redis_value(v).ok())
+            .ok_or(StoreError::Corrupt("lease answer"))?;
         Ok(Lease {
             granted,
             total_leased,
@@ -524,21 +482,16 @@ impl RedisStore {
         day: NaiveDate,
         units: u64,
     ) -> Result<(), StoreError> {
-        let (total_key, day_key) = self.lease_keys(campaign, day);
-        let mut conn = self.conn();
+        let mut conn = self.connections.conn();
         self.observe(
             "release",
             self.release_script
-                .key(total_key)
-                .key(day_key)
+                .key(self.keys.lease_total(campaign))
+                .key(self.keys.lease_day(campaign, day))
                 .arg(units)
                 .invoke_async::<()>(&mut conn)
                 .await,
         )
-    }
-
-    fn frequency_prefix(&self, viewer: &str) -> String {
-        self.key(&format!("freq:{viewer}:"))
     }
 
     pub(super) async fn frequency_pick(
@@ -550,7 +503,7 @@ impl RedisStore {
     ) -> Result<Vec<Option<usize>>, StoreError> {
         let mut invocation = self.frequency_script.prepare_invoke();
         invocation
-            .arg(self.frequency_prefix(viewer))
+            .key(self.keys.frequency_base(viewer))
             .arg(now_ms)
             .arg(reservation)
             .arg(chains.len());
@@ -566,7 +519,7 @@ impl RedisStore {
                     .arg(window_ms);
             }
         }
-        let mut conn = self.conn();
+        let mut conn = self.connections.conn();
         let picks: Vec<usize> =
             self.observe("frequency", invocation.invoke_async(&mut conn).await)?;
         if picks.len() != chains.len()
@@ -583,12 +536,11 @@ impl RedisStore {
         now_ms: i64,
         items: &[FrequencyItem],
     ) -> Result<Vec<bool>, StoreError> {
-        let prefix = self.frequency_prefix(viewer);
         let mut pipe = redis::pipe();
         for item in items {
             let since = item.cap.map_or(now_ms, |cap| now_ms - cap.window_ms);
             pipe.zcount(
-                format!("{prefix}{}", item.campaign),
+                self.keys.frequency(viewer, item.campaign.as_str()),
                 format!("({since}"),
                 "+inf",
             );
@@ -608,15 +560,20 @@ impl RedisStore {
         &self,
         releases: &[FrequencyRelease],
     ) -> Result<(), StoreError> {
-        let mut pipe = redis::pipe();
+        // Viewers live in different slots: one pipeline per node.
+        let mut cmds = Vec::new();
         for release in releases {
-            let prefix = self.frequency_prefix(&release.viewer);
             for campaign in &release.campaigns {
-                pipe.zrem(format!("{prefix}{campaign}"), &release.reservation)
-                    .ignore();
+                let key = self.keys.frequency(&release.viewer, campaign.as_str());
+                let mut cmd = redis::cmd("ZREM");
+                cmd.arg(&key).arg(&release.reservation);
+                cmds.push(SlotCmd::new(&key, cmd));
             }
         }
-        let mut conn = self.conn();
-        self.observe("frequency_release", pipe.query_async::<()>(&mut conn).await)
+        self.observe_many(
+            "frequency_release",
+            self.connections.by_node(cmds, false, None).await,
+        )
+        .map(drop)
     }
 }
