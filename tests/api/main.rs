@@ -4,6 +4,7 @@
 mod helpers;
 
 mod admin;
+mod cluster;
 mod delivery;
 mod faults;
 mod logs;
