@@ -1,97 +1,120 @@
-//! Every Redis key regie uses, in one place.
+//! Every Redis key regie writes, built in one place. `P` is the configured prefix
+//! (`REGIE_KEY_PREFIX`, `regie` by default).
 //!
 //! The part between braces is the Redis Cluster hash tag: keys with the same tag share a hash
-//! slot, so each script and transaction touches one slot. Tags spread the load: per campaign
-//! for its counters, budget leases and flushed-batch markers; per viewer for frequency
-//! history; per decision for de-duplication marks (most of the keys); the inventory's two
-//! keys together; advertiser keys together. One layout serves one Redis and a cluster.
-//! docs/scaling.md explains the choice.
+//! slot, so every script and transaction touches keys of one slot, on one Redis or a cluster
+//! alike. Tags spread the load: per campaign for its counters, leases and batch markers; per
+//! viewer for frequency history; per decision for de-duplication marks (most of the keys);
+//! the inventory's keys together; advertiser keys together. docs/scaling.md explains the
+//! choice.
+//!
+//! | key | type | what it holds | written by |
+//! | --- | --- | --- | --- |
+//! | `P:{inventory}:json` | string | the inventory document (JSON) | `put_inventory.lua`, `restore_inventory.lua` |
+//! | `P:{inventory}:version` | string (integer) | its version | `put_inventory.lua`, `restore_inventory.lua` |
+//! | `P:inventory:changed` | pub/sub channel | a new version, published on every write (on a cluster, to every node's subscribers) | `put_inventory.lua`, `restore_inventory.lua` |
+//! | `P:{c:CAMPAIGN}:stats:YYYY-MM-DD` | hash `{counter}\|{slot}` → count | counters of a campaign for a reporting day | `flush_share.lua` |
+//! | `P:{c:CAMPAIGN}:totals` | hash counter → count | lifetime counters of a campaign | `flush_share.lua` |
+//! | `P:{c:CAMPAIGN}:batch:BATCH` | string, expiring after a day, deleted once the batch is acknowledged | a flushed batch's share for the campaign, so that a retry is not counted twice | `flush_share.lua` |
+//! | `P:{d:DECISION}:seen:COUNTER` | string (the id of the batch that counted it), expiring after the longest token life | de-duplication mark of one event | the flush (`SET … NX GET`) |
+//! | `P:{keys}:apikey:SHA256` | string | the advertiser id owning an API key | `set_api_key` |
+//! | `P:{keys}:advertiser-key:ADVERTISER` | string | the hash of the advertiser's current key | `set_api_key` |
+//! | `P:{c:CAMPAIGN}:lease` | string (integer) | budget units leased over the campaign's life | `lease.lua`, `release.lua` |
+//! | `P:{c:CAMPAIGN}:lease:YYYY-MM-DD` | string (integer), expiring after three days | units leased for a reporting day | `lease.lua`, `release.lua` |
+//! | `P:{v:VIEWER}:freq:CAMPAIGN` | sorted set reservation → time (ms), expiring after the cap's window | a viewer's views of a frequency-capped campaign | `frequency_pick.lua`, `frequency_release` |
+//!
+//! `VIEWER` is the hex of the first 128 bits of the SHA-256 of the viewer id: raw ids never
+//! reach the store. The frequency script appends campaign ids to `P:{v:VIEWER}:freq:`, which
+//! it is given as its key, so the viewer's slot routes it.
 
 use chrono::NaiveDate;
 use ulid::Ulid;
 
 use crate::inventory::Id;
 
-/// Key names under one prefix (`REGIE_KEY_PREFIX`).
+/// The key names under one prefix.
 #[derive(Debug, Clone)]
-pub struct Keys {
+pub(crate) struct Keys {
     prefix: String,
 }
 
 impl Keys {
-    /// Keys under `prefix`, which must not contain braces (they would change the hash tag).
-    pub fn new(prefix: &str) -> Self {
+    /// Keys under `prefix`, which holds no braces (the settings refuse them: they would change
+    /// the hash tags).
+    pub(crate) fn new(prefix: &str) -> Self {
         Self {
             prefix: prefix.to_owned(),
         }
     }
 
-    /// The inventory document (JSON).
-    pub fn inventory(&self) -> String {
+    /// The prefix itself.
+    pub(crate) fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// `P:{inventory}:json`.
+    pub(crate) fn inventory(&self) -> String {
         format!("{}:{{inventory}}:json", self.prefix)
     }
 
-    /// The inventory's version (an integer).
-    pub fn inventory_version(&self) -> String {
+    /// `P:{inventory}:version`.
+    pub(crate) fn inventory_version(&self) -> String {
         format!("{}:{{inventory}}:version", self.prefix)
     }
 
-    /// The channel on which inventory changes are published (a channel, not a key: in a
-    /// cluster it reaches the subscribers of every node).
-    pub fn changes_channel(&self) -> String {
+    /// `P:inventory:changed`, the channel of inventory changes.
+    pub(crate) fn inventory_changed(&self) -> String {
         format!("{}:inventory:changed", self.prefix)
     }
 
-    /// A campaign's counters of one reporting day: hash `{counter}|{slot}` → count.
-    pub fn stats(&self, campaign: &str, day: NaiveDate) -> String {
+    /// `P:{c:CAMPAIGN}:stats:DAY`.
+    pub(crate) fn stats(&self, campaign: &Id, day: NaiveDate) -> String {
         format!("{}:{{c:{campaign}}}:stats:{day}", self.prefix)
     }
 
-    /// A campaign's lifetime counters: hash counter → count.
-    pub fn totals(&self, campaign: &str) -> String {
+    /// `P:{c:CAMPAIGN}:totals`.
+    pub(crate) fn totals(&self, campaign: &Id) -> String {
         format!("{}:{{c:{campaign}}}:totals", self.prefix)
     }
 
-    /// Budget units of a campaign leased by every instance over its life.
-    pub fn lease_total(&self, campaign: &Id) -> String {
-        format!("{}:{{c:{campaign}}}:lease", self.prefix)
-    }
-
-    /// Budget units of a campaign leased by every instance for one day.
-    pub fn lease_day(&self, campaign: &Id, day: NaiveDate) -> String {
-        format!("{}:{{c:{campaign}}}:lease:{day}", self.prefix)
-    }
-
-    /// The marker of a flushed batch's share for one campaign: a retry is not counted twice.
-    pub fn batch(&self, campaign: &str, batch: Ulid) -> String {
+    /// `P:{c:CAMPAIGN}:batch:BATCH`.
+    pub(crate) fn batch(&self, campaign: &Id, batch: Ulid) -> String {
         format!("{}:{{c:{campaign}}}:batch:{batch}", self.prefix)
     }
 
-    /// The de-duplication mark of one event kind of one decision; it holds the id of the
-    /// batch that counted it.
-    pub fn seen(&self, field: &str, decision: Ulid) -> String {
-        format!("{}:{{d:{decision}}}:seen:{field}", self.prefix)
+    /// `P:{d:DECISION}:seen:COUNTER`.
+    pub(crate) fn seen(&self, counter: &str, decision: Ulid) -> String {
+        format!("{}:{{d:{decision}}}:seen:{counter}", self.prefix)
     }
 
-    /// The common start of a viewer's frequency keys; a campaign's key is this followed by
-    /// the campaign id. Scripts name this as their key, so the viewer's slot routes them.
-    pub fn frequency_base(&self, viewer: &str) -> String {
-        format!("{}:{{v:{viewer}}}:freq:", self.prefix)
-    }
-
-    /// A viewer's recent views of a campaign (sorted set scored by time).
-    pub fn frequency(&self, viewer: &str, campaign: &str) -> String {
-        format!("{}{campaign}", self.frequency_base(viewer))
-    }
-
-    /// The advertiser owning an API key, by the key's hash.
-    pub fn api_key(&self, key_hash: &str) -> String {
+    /// `P:{keys}:apikey:HASH`.
+    pub(crate) fn api_key(&self, key_hash: &str) -> String {
         format!("{}:{{keys}}:apikey:{key_hash}", self.prefix)
     }
 
-    /// The hash of an advertiser's current API key.
-    pub fn advertiser_key(&self, advertiser: &Id) -> String {
+    /// `P:{keys}:advertiser-key:ADVERTISER`.
+    pub(crate) fn advertiser_key(&self, advertiser: &Id) -> String {
         format!("{}:{{keys}}:advertiser-key:{advertiser}", self.prefix)
+    }
+
+    /// `P:{c:CAMPAIGN}:lease`.
+    pub(crate) fn lease_total(&self, campaign: &Id) -> String {
+        format!("{}:{{c:{campaign}}}:lease", self.prefix)
+    }
+
+    /// `P:{c:CAMPAIGN}:lease:DAY`.
+    pub(crate) fn lease_day(&self, campaign: &Id, day: NaiveDate) -> String {
+        format!("{}:{{c:{campaign}}}:lease:{day}", self.prefix)
+    }
+
+    /// `P:{v:VIEWER}:freq:`, to which the frequency script appends a campaign id.
+    pub(crate) fn frequency_prefix(&self, viewer: &str) -> String {
+        format!("{}:{{v:{viewer}}}:freq:", self.prefix)
+    }
+
+    /// `P:{v:VIEWER}:freq:CAMPAIGN`.
+    pub(crate) fn frequency(&self, viewer: &str, campaign: &Id) -> String {
+        format!("{}{campaign}", self.frequency_prefix(viewer))
     }
 }
 
@@ -101,16 +124,16 @@ mod tests {
     use crate::store::connection::slot_of;
 
     #[test]
-    fn what_one_script_touches_shares_a_slot() {
+    fn what_one_script_or_transaction_touches_shares_a_slot() {
         let keys = Keys::new("regie");
         let day = NaiveDate::from_ymd_opt(2026, 11, 30).unwrap();
         let campaign = Id::parse("3vision-visitez").unwrap();
-        let slot = slot_of(&keys.totals("3vision-visitez"));
+        let slot = slot_of(&keys.totals(&campaign));
         for key in [
-            keys.stats("3vision-visitez", day),
+            keys.stats(&campaign, day),
             keys.lease_total(&campaign),
             keys.lease_day(&campaign, day),
-            keys.batch("3vision-visitez", Ulid::nil()),
+            keys.batch(&campaign, Ulid::nil()),
         ] {
             assert_eq!(slot_of(&key), slot, "{key}");
         }
@@ -119,8 +142,8 @@ mod tests {
             slot_of(&keys.inventory_version())
         );
         assert_eq!(
-            slot_of(&keys.frequency_base("abc")),
-            slot_of(&keys.frequency("abc", "c1"))
+            slot_of(&keys.frequency_prefix("abc")),
+            slot_of(&keys.frequency("abc", &campaign))
         );
         assert_eq!(
             slot_of(&keys.api_key("h")),
@@ -129,11 +152,11 @@ mod tests {
     }
 
     #[test]
-    fn decisions_spread_their_marks_over_the_slots() {
+    fn marks_of_different_decisions_spread_over_the_slots() {
         let keys = Keys::new("regie");
         let slots: std::collections::HashSet<u16> = (0..1_000u128)
-            .map(|i| slot_of(&keys.seen("impressions", Ulid::from(i * 7_919 + 1))))
+            .map(|i| slot_of(&keys.seen("impressions", Ulid::from(i.wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835)))))
             .collect();
-        assert!(slots.len() > 950, "{} distinct slots", slots.len());
+        assert!(slots.len() > 900, "{} distinct slots", slots.len());
     }
 }

@@ -20,9 +20,14 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use chrono::NaiveDate;
 use redis::Value;
 
-use super::connection::SlotCmd;
-use super::redis::{RedisStore, BATCH_TTL_SECS};
-use super::{counter_field, Batch, FlushReport, StoreError};
+use super::RedisStore;
+use crate::inventory::Id;
+use crate::store::connection::SlotCmd;
+use crate::store::{counter_field, Batch, FlushReport, StoreError};
+
+/// How long a batch marker is kept when its batch is never acknowledged (the flusher deletes
+/// it once it is): longer than any outage a batch waits through in memory.
+const BATCH_TTL_SECS: u64 = 86_400;
 
 /// The most acknowledged markers kept for deletion; past it they are left to expire.
 const MAX_ACKNOWLEDGED: usize = 100_000;
@@ -87,9 +92,9 @@ pub(super) async fn flush(store: &RedisStore, batch: &Batch) -> Result<FlushRepo
     }
 
     // Round 2: one share per campaign.
-    let mut shares: HashMap<&str, Share> = HashMap::new();
+    let mut shares: HashMap<&Id, Share> = HashMap::new();
     for s in &batch.served {
-        shares.entry(s.campaign.as_str()).or_default().add(
+        shares.entry(&s.campaign).or_default().add(
             "served",
             s.slot.as_str(),
             s.day,
@@ -97,7 +102,7 @@ pub(super) async fn flush(store: &RedisStore, batch: &Batch) -> Result<FlushRepo
         );
     }
     for (event, _) in batch.events.iter().zip(&counted).filter(|(_, c)| **c) {
-        shares.entry(event.campaign.as_str()).or_default().add(
+        shares.entry(&event.campaign).or_default().add(
             counter_field(event.kind),
             event.slot.as_str(),
             event.day,
@@ -109,7 +114,7 @@ pub(super) async fn flush(store: &RedisStore, batch: &Batch) -> Result<FlushRepo
     for (campaign, share) in &shares {
         let marker = store.keys.batch(campaign, batch.id);
         let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(store.share_script.get_hash())
+        cmd.arg(store.scripts.flush_share.0.get_hash())
             .arg(2 + share.days.len())
             .arg(&marker)
             .arg(store.keys.totals(campaign));

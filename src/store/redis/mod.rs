@@ -1,0 +1,343 @@
+//! The Redis store, on one primary or a Redis Cluster: connections built at start-up and
+//! shared by every request and task ([`super::connection`]), with explicit connect and
+//! response timeouts; every key under the configured prefix.
+//!
+//! Every key is named in [`super::keys`], with hash tags so that each script touches one slot;
+//! every script lives in `src/store/lua/` behind a wrapper in [`scripts`]. Writes that count
+//! (a flush, a budget lease) are acknowledged by replicas ([`Durability`]) before regie lets
+//! go of them, so a primary that fails over loses none; a flush spans slots and is written in
+//! two rounds of one pipeline per node ([`flush`]).
+
+mod flush;
+mod scripts;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::NaiveDate;
+use redis::AsyncCommands;
+
+use self::scripts::Scripts;
+use super::connection::{Conn, Connections, Durability, RedisTarget, RedisTimeouts, SlotCmd};
+use super::keys::Keys;
+use super::{
+    split_stats_field, Backend, Batch, Counts, FlushReport, FrequencyItem, FrequencyRelease, Lease,
+    LeaseRequest, PutOutcome, StoreError, StoredInventory,
+};
+use crate::inventory::Id;
+use crate::metrics::Metrics;
+
+/// The Redis store.
+#[derive(Clone)]
+pub struct RedisStore {
+    connections: Arc<Connections>,
+    keys: Keys,
+    durability: Durability,
+    metrics: Metrics,
+    scripts: Scripts,
+    /// Markers of batches acknowledged in full, deleted with the next flush.
+    acknowledged: Arc<parking_lot::Mutex<Vec<String>>>,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("prefix", &self.keys.prefix())
+            .field("cluster", &self.connections.is_cluster())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisStore {
+    /// A store on the Redis primary at `url`, waiting for no replica.
+    pub fn new(
+        url: &str,
+        prefix: &str,
+        timeouts: RedisTimeouts,
+        metrics: Metrics,
+    ) -> Result<Self, StoreError> {
+        let durability = Durability {
+            replicas: 0,
+            timeout: Duration::ZERO,
+        };
+        Self::connect(
+            &RedisTarget::Single(url.to_owned()),
+            prefix,
+            timeouts,
+            durability,
+            metrics,
+        )
+    }
+
+    /// Prepares the store on `target`. Connections are made on first use and re-made after
+    /// failures, so an instance starts even while Redis is down.
+    pub fn connect(
+        target: &RedisTarget,
+        prefix: &str,
+        timeouts: RedisTimeouts,
+        durability: Durability,
+        metrics: Metrics,
+    ) -> Result<Self, StoreError> {
+        let scripts = Scripts::load();
+        let connections = Connections::new(target, timeouts, &scripts.pipelined())
+            .map_err(|source| StoreError::Redis { op: "open", source })?;
+        Ok(Self {
+            connections: Arc::new(connections),
+            keys: Keys::new(prefix),
+            durability,
+            metrics,
+            scripts,
+            acknowledged: Arc::default(),
+        })
+    }
+
+    /// A connection for commands on one slot (see [`Connections::conn`]).
+    fn conn(&self) -> Conn {
+        self.connections.conn()
+    }
+
+    /// Clients for the pub/sub connection of the inventory watcher (any node of a cluster).
+    pub fn pubsub_clients(&self) -> &[redis::Client] {
+        self.connections.pubsub_clients()
+    }
+
+    /// Whether the store is a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        self.connections.is_cluster()
+    }
+
+    /// The channel on which inventory changes are published.
+    pub fn changes_channel(&self) -> String {
+        self.keys.inventory_changed()
+    }
+
+    /// Records the outcome of one round trip and adds the operation to an error.
+    fn observe<T>(&self, op: &'static str, result: redis::RedisResult<T>) -> Result<T, StoreError> {
+        self.metrics.store_call(op, result.is_ok());
+        result.map_err(|source| StoreError::Redis { op, source })
+    }
+
+    /// [`Self::observe`] for the pipelines of [`Connections::by_node`], one round trip each.
+    fn observe_many<T>(
+        &self,
+        op: &'static str,
+        (pipelines, result): (usize, redis::RedisResult<T>),
+    ) -> Result<T, StoreError> {
+        for _ in 1..pipelines {
+            self.metrics.store_call(op, result.is_ok());
+        }
+        self.observe(op, result)
+    }
+
+    /// Runs a read-only pipeline on one slot; sends it once more when the connection turns
+    /// out to be broken (Redis restarted): it has reconnected by then, and a read is safe to
+    /// repeat.
+    async fn read<T: redis::FromRedisValue>(
+        &self,
+        op: &'static str,
+        pipe: &redis::Pipeline,
+    ) -> Result<T, StoreError> {
+        let mut result = pipe.query_async(&mut self.conn()).await;
+        if matches!(&result, Err(e) if e.is_io_error() || e.is_connection_dropped()) {
+            result = pipe.query_async(&mut self.conn()).await;
+        }
+        self.observe(op, result)
+    }
+}
+
+impl Backend for RedisStore {
+    async fn load_inventory(&self) -> Result<Option<StoredInventory>, StoreError> {
+        let mut pipe = redis::pipe();
+        pipe.get(self.keys.inventory())
+            .get(self.keys.inventory_version());
+        let (json, version): (Option<String>, Option<String>) =
+            self.read("load_inventory", &pipe).await?;
+        match (json, version) {
+            (Some(json), Some(version)) => {
+                let version = version
+                    .parse()
+                    .map_err(|_| StoreError::Corrupt("inventory version"))?;
+                Ok(Some(StoredInventory { version, json }))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    async fn inventory_version(&self) -> Result<Option<u64>, StoreError> {
+        let mut pipe = redis::pipe();
+        pipe.get(self.keys.inventory_version());
+        let (version,): (Option<String>,) = self.read("poll_version", &pipe).await?;
+        version
+            .map(|v| {
+                v.parse()
+                    .map_err(|_| StoreError::Corrupt("inventory version"))
+            })
+            .transpose()
+    }
+
+    async fn put_inventory(
+        &self,
+        json: &str,
+        expected: Option<u64>,
+        floor: u64,
+    ) -> Result<PutOutcome, StoreError> {
+        (self.scripts.put_inventory)
+            .run(self, json, expected, floor)
+            .await
+    }
+
+    async fn restore_inventory(&self, json: &str, version: u64) -> Result<bool, StoreError> {
+        self.scripts
+            .restore_inventory
+            .run(self, json, version)
+            .await
+    }
+
+    async fn flush(&self, batch: &Batch) -> Result<FlushReport, StoreError> {
+        flush::flush(self, batch).await
+    }
+
+    async fn daily_stats(
+        &self,
+        campaign: &Id,
+        days: &[NaiveDate],
+    ) -> Result<Vec<Vec<(String, Counts)>>, StoreError> {
+        let mut pipe = redis::pipe();
+        for day in days {
+            pipe.hgetall(self.keys.stats(campaign, *day));
+        }
+        let hashes: Vec<Vec<(String, u64)>> = self.read("read_stats", &pipe).await?;
+        Ok(hashes
+            .into_iter()
+            .map(|fields| {
+                let mut by_slot: Vec<(String, Counts)> = Vec::new();
+                for (field, n) in fields {
+                    let Some((counter, slot)) = split_stats_field(&field) else {
+                        continue;
+                    };
+                    match by_slot.iter_mut().find(|(s, _)| s == slot) {
+                        Some((_, counts)) => counts.add_field(counter, n),
+                        None => {
+                            let mut counts = Counts::default();
+                            counts.add_field(counter, n);
+                            by_slot.push((slot.to_owned(), counts));
+                        }
+                    }
+                }
+                by_slot
+            })
+            .collect())
+    }
+
+    async fn totals(&self, campaigns: &[Id]) -> Result<Vec<Counts>, StoreError> {
+        // Campaigns live in different slots: one pipeline per node.
+        let cmds = campaigns
+            .iter()
+            .map(|campaign| {
+                let key = self.keys.totals(campaign);
+                let mut cmd = redis::cmd("HGETALL");
+                cmd.arg(&key);
+                SlotCmd::new(&key, cmd)
+            })
+            .collect();
+        let values = self.observe_many(
+            "read_totals",
+            self.connections.by_node(cmds, false, None).await,
+        )?;
+        values
+            .into_iter()
+            .map(|value| {
+                let fields: Vec<(String, u64)> = redis::from_redis_value(value)
+                    .map_err(|_| StoreError::Corrupt("campaign totals"))?;
+                let mut counts = Counts::default();
+                fields.iter().for_each(|(f, n)| counts.add_field(f, *n));
+                Ok(counts)
+            })
+            .collect()
+    }
+
+    async fn set_api_key(&self, advertiser: &Id, key_hash: &str) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let pointer = self.keys.advertiser_key(advertiser);
+        let old: Option<String> = self.observe("set_api_key", conn.get(&pointer).await)?;
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        if let Some(old) = old {
+            pipe.del(self.keys.api_key(&old));
+        }
+        pipe.set(self.keys.api_key(key_hash), advertiser.as_str())
+            .set(&pointer, key_hash);
+        self.observe("set_api_key", pipe.query_async::<()>(&mut conn).await)
+    }
+
+    async fn advertiser_for_key(&self, key_hash: &str) -> Result<Option<Id>, StoreError> {
+        let mut pipe = redis::pipe();
+        pipe.get(self.keys.api_key(key_hash));
+        let (id,): (Option<String>,) = self.read("read_api_key", &pipe).await?;
+        Ok(id.and_then(|id| Id::parse(&id).ok()))
+    }
+
+    async fn lease(&self, request: &LeaseRequest<'_>) -> Result<Lease, StoreError> {
+        self.scripts.lease.run(self, request).await
+    }
+
+    async fn release(&self, campaign: &Id, day: NaiveDate, units: u64) -> Result<(), StoreError> {
+        self.scripts.release.run(self, campaign, day, units).await
+    }
+
+    async fn frequency_pick(
+        &self,
+        viewer: &str,
+        now_ms: i64,
+        reservation: &str,
+        chains: &[Vec<FrequencyItem>],
+    ) -> Result<Vec<Option<usize>>, StoreError> {
+        (self.scripts.frequency_pick)
+            .run(self, viewer, now_ms, reservation, chains)
+            .await
+    }
+
+    async fn frequency_check(
+        &self,
+        viewer: &str,
+        now_ms: i64,
+        items: &[FrequencyItem],
+    ) -> Result<Vec<bool>, StoreError> {
+        let mut pipe = redis::pipe();
+        for item in items {
+            let since = item.cap.map_or(now_ms, |cap| now_ms - cap.window_ms);
+            pipe.zcount(
+                self.keys.frequency(viewer, &item.campaign),
+                format!("({since}"),
+                "+inf",
+            );
+        }
+        let seen: Vec<u64> = self.read("frequency_check", &pipe).await?;
+        if seen.len() != items.len() {
+            return Err(StoreError::Corrupt("frequency check answer"));
+        }
+        Ok(items
+            .iter()
+            .zip(seen)
+            .map(|(item, seen)| item.cap.is_none_or(|cap| seen < u64::from(cap.max)))
+            .collect())
+    }
+
+    async fn frequency_release(&self, releases: &[FrequencyRelease]) -> Result<(), StoreError> {
+        // Viewers live in different slots: one pipeline per node.
+        let mut cmds = Vec::new();
+        for release in releases {
+            for campaign in &release.campaigns {
+                let key = self.keys.frequency(&release.viewer, campaign);
+                let mut cmd = redis::cmd("ZREM");
+                cmd.arg(&key).arg(&release.reservation);
+                cmds.push(SlotCmd::new(&key, cmd));
+            }
+        }
+        self.observe_many(
+            "frequency_release",
+            self.connections.by_node(cmds, false, None).await,
+        )
+        .map(drop)
+    }
+}
