@@ -165,18 +165,21 @@ impl ConnectionLike for Conn {
 }
 
 enum Kind {
-    Single {
-        client: redis::Client,
-        config: ConnectionManagerConfig,
-        /// Distinguishes stores in the per-thread connection table (tests run several).
-        id: usize,
-        durable: ConnectionManager,
-    },
+    Single(Box<Single>),
     Cluster {
         serving: ClusterConnection,
         durable: ClusterConnection,
         slots: Mutex<SlotMap>,
     },
+}
+
+/// Connections to one primary.
+struct Single {
+    client: redis::Client,
+    config: ConnectionManagerConfig,
+    /// Distinguishes stores in the per-thread connection table (tests run several).
+    id: usize,
+    durable: ConnectionManager,
 }
 
 /// The connections of one store.
@@ -222,13 +225,14 @@ impl Connections {
                     // Fail fast and let regie's own loops retry: a request must not hang.
                     .set_number_of_retries(1)
                     .set_max_delay(Duration::from_millis(500));
-                let durable = ConnectionManager::new_lazy_with_config(client.clone(), config.clone())?;
-                Kind::Single {
+                let durable =
+                    ConnectionManager::new_lazy_with_config(client.clone(), config.clone())?;
+                Kind::Single(Box::new(Single {
                     client,
                     config,
                     id: NEXT_STORE_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
                     durable,
-                }
+                }))
             }
             RedisTarget::Cluster(seeds) => {
                 let client = redis::cluster::ClusterClient::builder(seeds.clone())
@@ -281,9 +285,10 @@ impl Connections {
     /// per request.
     pub fn conn(&self) -> Conn {
         match &self.kind {
-            Kind::Single {
-                client, config, id, ..
-            } => CONNECTIONS.with(|connections| {
+            Kind::Single(single) => CONNECTIONS.with(|connections| {
+                let Single {
+                    client, config, id, ..
+                } = &**single;
                 let mut connections = connections.borrow_mut();
                 if let Some((_, conn)) = connections.iter().find(|(i, _)| i == id) {
                     return Conn::Single(conn.clone());
@@ -300,7 +305,7 @@ impl Connections {
     /// The connection of writes that wait for replicas.
     pub fn durable(&self) -> Conn {
         match &self.kind {
-            Kind::Single { durable, .. } => Conn::Single(durable.clone()),
+            Kind::Single(single) => Conn::Single(single.durable.clone()),
             Kind::Cluster { durable, .. } => Conn::Cluster(durable.clone()),
         }
     }
@@ -321,7 +326,7 @@ impl Connections {
         }
         let wait = wait.filter(|w| w.replicas > 0);
         match &self.kind {
-            Kind::Single { .. } => {
+            Kind::Single(_) => {
                 let mut conn = if durable { self.durable() } else { self.conn() };
                 let indices: Vec<usize> = (0..cmds.len()).collect();
                 (
@@ -517,6 +522,10 @@ mod tests {
         assert_eq!(slot_of("{foo}bar"), 12_182);
         assert_eq!(slot_of("regie:{foo}:totals"), 12_182);
         assert_eq!(slot_of("{}foo"), slot_of("{}foo"));
-        assert_ne!(slot_of("{}foo"), slot_of("foo"), "an empty tag hashes the whole key");
+        assert_ne!(
+            slot_of("{}foo"),
+            slot_of("foo"),
+            "an empty tag hashes the whole key"
+        );
     }
 }

@@ -155,7 +155,12 @@ mod tests {
     fn marks_of_different_decisions_spread_over_the_slots() {
         let keys = Keys::new("regie");
         let slots: std::collections::HashSet<u16> = (0..1_000u128)
-            .map(|i| slot_of(&keys.seen("impressions", Ulid::from(i.wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835)))))
+            .map(|i| {
+                slot_of(&keys.seen(
+                    "impressions",
+                    Ulid::from(i.wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835)),
+                ))
+            })
             .collect();
         assert!(slots.len() > 900, "{} distinct slots", slots.len());
     }

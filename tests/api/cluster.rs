@@ -2,6 +2,10 @@
 //! primaries, three replicas), each on its own ports and in its own directory, made into one
 //! cluster with `redis-cli --cluster create` and killed on drop. A short node timeout makes a
 //! replica take over from a killed primary within a couple of seconds.
+//!
+//! Tests that only read and write share one cluster ([`RedisCluster::shared`]), each under its
+//! own key prefix, so the suite starts six processes once; tests that kill nodes start their
+//! own.
 
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
@@ -34,6 +38,27 @@ impl Node {
         };
         node.launch();
         node
+    }
+
+    /// Kills the server when the test process exits, for a node never dropped (the shared
+    /// cluster lives in a static). The watchdog also ends when the server does.
+    // The watchdog must outlive the test process, so it is not waited for; init reaps it.
+    #[allow(clippy::zombie_processes)]
+    fn watch_for_exit(&self) {
+        let Some(child) = &self.child else { return };
+        let script = format!(
+            "while kill -0 {test} 2>/dev/null && kill -0 {server} 2>/dev/null; do sleep 0.5; done; \
+             kill -0 {test} 2>/dev/null || kill {server} 2>/dev/null",
+            test = std::process::id(),
+            server = child.id()
+        );
+        Command::new("sh")
+            .args(["-c", &script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("sh");
     }
 
     fn launch(&mut self) {
@@ -171,6 +196,20 @@ impl RedisCluster {
         cluster
     }
 
+    /// A cluster shared by the tests of this process that neither kill nor restart nodes;
+    /// each test keeps to its own key prefix. Started on first use, killed when the process
+    /// exits.
+    pub fn shared() -> &'static RedisCluster {
+        static SHARED: std::sync::OnceLock<RedisCluster> = std::sync::OnceLock::new();
+        SHARED.get_or_init(|| {
+            let cluster = RedisCluster::start();
+            for node in &cluster.nodes {
+                node.watch_for_exit();
+            }
+            cluster
+        })
+    }
+
     /// The seed nodes, as `REGIE_REDIS_CLUSTER` takes them: `redis://host:port,…`.
     pub fn seeds(&self) -> String {
         self.nodes
@@ -289,6 +328,17 @@ impl RedisCluster {
             .kill();
     }
 
+    /// Starts a killed node again, with its cluster configuration: it rejoins as a replica of
+    /// the primary that took over its slots. Waits until every primary has an online replica.
+    pub fn restart_node(&mut self, port: u16) {
+        self.nodes
+            .iter_mut()
+            .find(|n| n.port == port)
+            .expect("a node of this cluster")
+            .launch();
+        self.wait_until_whole("the restarted node did not rejoin as a replica");
+    }
+
     /// Waits until the replica of a killed primary has been promoted and the cluster serves
     /// every slot again. The new primary has no replica of its own, so this does not ask for
     /// one there.
@@ -354,25 +404,4 @@ impl RedisCluster {
             .map(|n| n.port)
             .expect("the primary has a replica")
     }
-
-    /// A synchronous connection to the node on `port`, for assertions on what it holds.
-    pub fn node_connection(&self, port: u16) -> redis::Connection {
-        self.nodes
-            .iter()
-            .find(|n| n.port == port && n.is_running())
-            .and_then(Node::try_connection)
-            .expect("a running node of this cluster")
-    }
-}
-
-#[test]
-fn harness_smoke() {
-    let mut cluster = RedisCluster::start();
-    let t = Instant::now();
-    let port = cluster.kill_primary_for("{c:x}");
-    let replica_port_before = port;
-    cluster.wait_for_failover(port);
-    eprintln!("failover took {:?}, seeds {}", t.elapsed(), cluster.seeds());
-    let new = cluster.primary_port_for("{c:x}");
-    assert_ne!(new, replica_port_before);
 }

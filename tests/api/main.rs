@@ -9,6 +9,7 @@ mod delivery;
 mod faults;
 mod logs;
 mod multi_instance;
+mod on_cluster;
 mod ops;
 mod serve;
 mod shutdown;

@@ -78,10 +78,7 @@ pub(super) async fn flush(store: &RedisStore, batch: &Batch) -> Result<FlushRepo
         cmds.push(SlotCmd::new(&key, cmd));
         marked.push(i);
     }
-    let answers = store.observe_many(
-        "flush",
-        store.connections.by_node(cmds, true, wait).await,
-    )?;
+    let answers = store.observe_many("flush", store.connections.by_node(cmds, true, wait).await)?;
     let mut counted = vec![false; batch.events.len()];
     for (&i, answer) in marked.iter().zip(answers) {
         counted[i] = match answer {
@@ -94,12 +91,10 @@ pub(super) async fn flush(store: &RedisStore, batch: &Batch) -> Result<FlushRepo
     // Round 2: one share per campaign.
     let mut shares: HashMap<&Id, Share> = HashMap::new();
     for s in &batch.served {
-        shares.entry(&s.campaign).or_default().add(
-            "served",
-            s.slot.as_str(),
-            s.day,
-            s.count,
-        );
+        shares
+            .entry(&s.campaign)
+            .or_default()
+            .add("served", s.slot.as_str(), s.day, s.count);
     }
     for (event, _) in batch.events.iter().zip(&counted).filter(|(_, c)| **c) {
         shares.entry(&event.campaign).or_default().add(
@@ -142,24 +137,29 @@ pub(super) async fn flush(store: &RedisStore, batch: &Batch) -> Result<FlushRepo
         cmd.arg(marker);
         cmds.push(SlotCmd::new(marker, cmd));
     }
-    let answers = match store.observe_many(
-        "flush",
-        store.connections.by_node(cmds, true, wait).await,
-    ) {
-        Ok(answers) => answers,
-        Err(e) => {
-            put_back(store, cleanup);
-            return Err(e);
-        }
-    };
-    let applied = answers[..shares_sent]
-        .iter()
-        .filter(|a| matches!(a, Value::Int(1)))
-        .count();
+    let answers =
+        match store.observe_many("flush", store.connections.by_node(cmds, true, wait).await) {
+            Ok(answers) => answers,
+            Err(e) => {
+                put_back(store, cleanup);
+                return Err(e);
+            }
+        };
+    // An event is counted by this call when its campaign's share was applied now, not by an
+    // earlier attempt whose answer was lost.
+    let applied: HashSet<&Id> = shares
+        .keys()
+        .zip(&answers[..shares_sent])
+        .filter(|(_, answer)| matches!(answer, Value::Int(1)))
+        .map(|(campaign, _)| *campaign)
+        .collect();
+    for (event, counted) in batch.events.iter().zip(counted.iter_mut()) {
+        *counted &= applied.contains(&event.campaign);
+    }
     put_back(store, markers);
     Ok(FlushReport {
         counted,
-        already_applied: shares_sent > 0 && applied == 0,
+        already_applied: shares_sent > 0 && applied.is_empty(),
     })
 }
 
