@@ -17,7 +17,8 @@
 //! - [`delivery`]: caps (budgets leased from the store), even pacing, click caps, and the
 //!   background release of unused frequency reservations.
 //! - [`catalog`]: the served snapshot behind an `ArcSwap`, and the task that follows the store.
-//! - [`store`]: the shared store, Redis or embedded in memory, with the same behaviour.
+//! - [`store`]: the shared store, Redis (one primary or a Redis Cluster) or embedded in
+//!   memory, with the same behaviour.
 //! - [`tracking`]: signed tracking tokens.
 //! - [`counting`]: counters buffered in memory and flushed to the store in idempotent batches.
 //! - [`metrics`]: Prometheus metrics, owned by one struct.

@@ -10,6 +10,7 @@
 pub mod connection;
 mod keys;
 mod memory;
+pub mod migrate;
 mod redis;
 mod types;
 mod walk;

@@ -8,6 +8,7 @@ mod cluster;
 mod delivery;
 mod faults;
 mod logs;
+mod migrate;
 mod multi_instance;
 mod on_cluster;
 mod ops;
