@@ -21,7 +21,6 @@ use crate::clock::SharedClock;
 use crate::inventory::{Id, SlotName};
 use crate::metrics::Metrics;
 use crate::store::{Backend, Batch, Event, ServedCount, Store};
-use crate::tracking::EventKind;
 
 /// Events per batch: one script call each, small enough not to stall Redis for long.
 const MAX_EVENTS_PER_BATCH: usize = 5_000;
@@ -267,14 +266,8 @@ impl Flusher {
     }
 
     fn count_metric(&self, event: &Event) {
-        let counter = match event.kind {
-            EventKind::Impression => &self.metrics.impressions,
-            EventKind::Viewable => &self.metrics.viewable,
-            EventKind::Click => &self.metrics.clicks,
-        };
-        counter
-            .with_label_values(&[event.slot.as_str(), event.campaign.as_str()])
-            .inc();
+        self.metrics
+            .count_event(event.kind, event.slot.as_str(), event.campaign.as_str());
     }
 
     /// Flushes every `interval` until `shutdown` turns true, then flushes what is left, trying
@@ -315,6 +308,7 @@ impl Flusher {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tracking::EventKind;
 
     fn names() -> (Id, SlotName, NaiveDate) {
         (

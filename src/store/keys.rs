@@ -15,6 +15,7 @@
 //! | `P:inventory:changed` | pub/sub channel | a new version, published on every write (on a cluster, to every node's subscribers) | `put_inventory.lua`, `restore_inventory.lua` |
 //! | `P:{c:CAMPAIGN}:stats:YYYY-MM-DD` | hash `{counter}\|{slot}` → count | counters of a campaign for a reporting day | `flush_share.lua` |
 //! | `P:{c:CAMPAIGN}:totals` | hash counter → count | lifetime counters of a campaign | `flush_share.lua` |
+//! | `P:{c:CAMPAIGN}:slot-totals` | hash `{counter}\|{slot}` → count | lifetime counters of a campaign's tracking events by slot (the `optimize` rotation's evidence) | `flush_share.lua` |
 //! | `P:{c:CAMPAIGN}:batch:BATCH` | string, expiring after a day, deleted once the batch is acknowledged | a flushed batch's share for the campaign, so that a retry is not counted twice | `flush_share.lua` |
 //! | `P:{d:DECISION}:seen:COUNTER` | string (the id of the batch that counted it), expiring after the longest token life | de-duplication mark of one event | the flush (`SET … NX GET`) |
 //! | `P:{keys}:apikey:SHA256` | string | the advertiser id owning an API key | `set_api_key` |
@@ -77,6 +78,11 @@ impl Keys {
         format!("{}:{{c:{campaign}}}:totals", self.prefix)
     }
 
+    /// `P:{c:CAMPAIGN}:slot-totals`.
+    pub(crate) fn slot_totals(&self, campaign: &Id) -> String {
+        format!("{}:{{c:{campaign}}}:slot-totals", self.prefix)
+    }
+
     /// `P:{c:CAMPAIGN}:batch:BATCH`.
     pub(crate) fn batch(&self, campaign: &Id, batch: Ulid) -> String {
         format!("{}:{{c:{campaign}}}:batch:{batch}", self.prefix)
@@ -131,6 +137,7 @@ mod tests {
         let slot = slot_of(&keys.totals(&campaign));
         for key in [
             keys.stats(&campaign, day),
+            keys.slot_totals(&campaign),
             keys.lease_total(&campaign),
             keys.lease_day(&campaign, day),
             keys.batch(&campaign, Ulid::nil()),

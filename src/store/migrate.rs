@@ -27,6 +27,9 @@ pub fn new_name(prefix: &str, key: &str) -> Option<String> {
             format!("{{c:{campaign}}}:stats:{day}")
         }
         ("totals", campaign) if !campaign.is_empty() => format!("{{c:{campaign}}}:totals"),
+        ("slot-totals", campaign) if !campaign.is_empty() => {
+            format!("{{c:{campaign}}}:slot-totals")
+        }
         ("lease", tail) if !tail.is_empty() => match tail.split_once(':') {
             Some((campaign, day)) => format!("{{c:{campaign}}}:lease:{day}"),
             None => format!("{{c:{tail}}}:lease"),
@@ -95,6 +98,7 @@ mod tests {
             ("regie:inventory:version", "regie:{inventory}:version"),
             ("regie:stats:c1:2026-11-30", "regie:{c:c1}:stats:2026-11-30"),
             ("regie:totals:c1", "regie:{c:c1}:totals"),
+            ("regie:slot-totals:c1", "regie:{c:c1}:slot-totals"),
             ("regie:lease:c1", "regie:{c:c1}:lease"),
             ("regie:lease:c1:2026-11-30", "regie:{c:c1}:lease:2026-11-30"),
             ("regie:seen:clicks:01JD", "regie:{d:01JD}:seen:clicks"),

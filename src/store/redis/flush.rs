@@ -37,11 +37,21 @@ const MAX_ACKNOWLEDGED: usize = 100_000;
 struct Share {
     /// Lifetime counters: counter → count.
     totals: BTreeMap<&'static str, u64>,
+    /// Lifetime counters of tracking events by slot: `counter|slot` → count.
+    slot_totals: BTreeMap<String, u64>,
     /// Day → (`counter|slot` → count).
     days: BTreeMap<NaiveDate, BTreeMap<String, u64>>,
 }
 
 impl Share {
+    fn add_event(&mut self, counter: &'static str, slot: &str, day: NaiveDate) {
+        self.add(counter, slot, day, 1);
+        *self
+            .slot_totals
+            .entry(format!("{counter}|{slot}"))
+            .or_default() += 1;
+    }
+
     fn add(&mut self, counter: &'static str, slot: &str, day: NaiveDate, n: u64) {
         *self.totals.entry(counter).or_default() += n;
         *self
@@ -97,11 +107,10 @@ pub(super) async fn flush(store: &RedisStore, batch: &Batch) -> Result<FlushRepo
             .add("served", s.slot.as_str(), s.day, s.count);
     }
     for (event, _) in batch.events.iter().zip(&counted).filter(|(_, c)| **c) {
-        shares.entry(&event.campaign).or_default().add(
+        shares.entry(&event.campaign).or_default().add_event(
             counter_field(event.kind),
             event.slot.as_str(),
             event.day,
-            1,
         );
     }
     let mut markers = Vec::with_capacity(shares.len());
@@ -110,9 +119,10 @@ pub(super) async fn flush(store: &RedisStore, batch: &Batch) -> Result<FlushRepo
         let marker = store.keys.batch(campaign, batch.id);
         let mut cmd = redis::cmd("EVALSHA");
         cmd.arg(store.scripts.flush_share.0.get_hash())
-            .arg(2 + share.days.len())
+            .arg(3 + share.days.len())
             .arg(&marker)
-            .arg(store.keys.totals(campaign));
+            .arg(store.keys.totals(campaign))
+            .arg(store.keys.slot_totals(campaign));
         for day in share.days.keys() {
             cmd.arg(store.keys.stats(campaign, *day));
         }
@@ -120,10 +130,14 @@ pub(super) async fn flush(store: &RedisStore, batch: &Batch) -> Result<FlushRepo
         for (counter, n) in &share.totals {
             cmd.arg(*counter).arg(*n);
         }
+        cmd.arg(share.slot_totals.len());
+        for (field, n) in &share.slot_totals {
+            cmd.arg(field).arg(*n);
+        }
         for (index, fields) in share.days.values().enumerate() {
             for (field, n) in fields {
-                // KEYS[1] and KEYS[2] are the marker and the totals; days follow.
-                cmd.arg(index + 3).arg(field).arg(*n);
+                // KEYS[1..=3] are the marker, the totals and the slot totals; days follow.
+                cmd.arg(index + 4).arg(field).arg(*n);
             }
         }
         cmds.push(SlotCmd::new(&marker, cmd));

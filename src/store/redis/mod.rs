@@ -129,6 +129,26 @@ impl RedisStore {
         self.observe(op, result)
     }
 
+    /// Reads hashes that live in different slots (one per campaign): one pipeline per node.
+    async fn hashes(
+        &self,
+        op: &'static str,
+        keys: impl Iterator<Item = String>,
+    ) -> Result<Vec<Vec<(String, u64)>>, StoreError> {
+        let cmds = keys
+            .map(|key| {
+                let mut cmd = redis::cmd("HGETALL");
+                cmd.arg(&key);
+                SlotCmd::new(&key, cmd)
+            })
+            .collect();
+        let values = self.observe_many(op, self.connections.by_node(cmds, false, None).await)?;
+        values
+            .into_iter()
+            .map(|value| redis::from_redis_value(value).map_err(|_| StoreError::Corrupt(op)))
+            .collect()
+    }
+
     /// Runs a read-only pipeline on one slot; sends it once more when the connection turns
     /// out to be broken (Redis restarted): it has reconnected by then, and a read is safe to
     /// repeat.
@@ -207,53 +227,29 @@ impl Backend for RedisStore {
             pipe.hgetall(self.keys.stats(campaign, *day));
         }
         let hashes: Vec<Vec<(String, u64)>> = self.read("read_stats", &pipe).await?;
+        Ok(hashes.into_iter().map(by_slot).collect())
+    }
+
+    async fn totals(&self, campaigns: &[Id]) -> Result<Vec<Counts>, StoreError> {
+        let keys = campaigns.iter().map(|c| self.keys.totals(c));
+        let hashes = self.hashes("read_totals", keys).await?;
         Ok(hashes
             .into_iter()
             .map(|fields| {
-                let mut by_slot: Vec<(String, Counts)> = Vec::new();
-                for (field, n) in fields {
-                    let Some((counter, slot)) = split_stats_field(&field) else {
-                        continue;
-                    };
-                    match by_slot.iter_mut().find(|(s, _)| s == slot) {
-                        Some((_, counts)) => counts.add_field(counter, n),
-                        None => {
-                            let mut counts = Counts::default();
-                            counts.add_field(counter, n);
-                            by_slot.push((slot.to_owned(), counts));
-                        }
-                    }
-                }
-                by_slot
+                let mut counts = Counts::default();
+                fields.iter().for_each(|(f, n)| counts.add_field(f, *n));
+                counts
             })
             .collect())
     }
 
-    async fn totals(&self, campaigns: &[Id]) -> Result<Vec<Counts>, StoreError> {
-        // Campaigns live in different slots: one pipeline per node.
-        let cmds = campaigns
-            .iter()
-            .map(|campaign| {
-                let key = self.keys.totals(campaign);
-                let mut cmd = redis::cmd("HGETALL");
-                cmd.arg(&key);
-                SlotCmd::new(&key, cmd)
-            })
-            .collect();
-        let values = self.observe_many(
-            "read_totals",
-            self.connections.by_node(cmds, false, None).await,
-        )?;
-        values
-            .into_iter()
-            .map(|value| {
-                let fields: Vec<(String, u64)> = redis::from_redis_value(value)
-                    .map_err(|_| StoreError::Corrupt("campaign totals"))?;
-                let mut counts = Counts::default();
-                fields.iter().for_each(|(f, n)| counts.add_field(f, *n));
-                Ok(counts)
-            })
-            .collect()
+    async fn slot_totals(
+        &self,
+        campaigns: &[Id],
+    ) -> Result<Vec<Vec<(String, Counts)>>, StoreError> {
+        let keys = campaigns.iter().map(|c| self.keys.slot_totals(c));
+        let hashes = self.hashes("read_slot_totals", keys).await?;
+        Ok(hashes.into_iter().map(by_slot).collect())
     }
 
     async fn set_api_key(&self, advertiser: &Id, key_hash: &str) -> Result<(), StoreError> {
@@ -340,4 +336,23 @@ impl Backend for RedisStore {
         )
         .map(drop)
     }
+}
+
+/// Counters by slot from a hash of `{counter}|{slot}` fields.
+fn by_slot(fields: Vec<(String, u64)>) -> Vec<(String, Counts)> {
+    let mut by_slot: Vec<(String, Counts)> = Vec::new();
+    for (field, n) in fields {
+        let Some((counter, slot)) = split_stats_field(&field) else {
+            continue;
+        };
+        match by_slot.iter_mut().find(|(s, _)| s == slot) {
+            Some((_, counts)) => counts.add_field(counter, n),
+            None => {
+                let mut counts = Counts::default();
+                counts.add_field(counter, n);
+                by_slot.push((slot.to_owned(), counts));
+            }
+        }
+    }
+    by_slot
 }
