@@ -20,8 +20,8 @@ pub fn new_name(prefix: &str, key: &str) -> Option<String> {
     let rest = key.strip_prefix(prefix)?.strip_prefix(':')?;
     let (kind, tail) = rest.split_once(':').unwrap_or((rest, ""));
     let renamed = match (kind, tail) {
-        ("inventory", "") => format!("{{inventory}}:json"),
-        ("inventory", "version") => format!("{{inventory}}:version"),
+        ("inventory", "") => "{inventory}:json".to_owned(),
+        ("inventory", "version") => "{inventory}:version".to_owned(),
         ("stats", tail) => {
             let (campaign, day) = tail.split_once(':')?;
             format!("{{c:{campaign}}}:stats:{day}")
