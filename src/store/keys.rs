@@ -31,7 +31,7 @@
 use chrono::NaiveDate;
 use ulid::Ulid;
 
-use crate::inventory::Id;
+use crate::inventory::{AdvertiserId, CampaignId};
 
 /// The key names under one prefix.
 #[derive(Debug, Clone)]
@@ -69,22 +69,22 @@ impl Keys {
     }
 
     /// `P:{c:CAMPAIGN}:stats:DAY`.
-    pub(crate) fn stats(&self, campaign: &Id, day: NaiveDate) -> String {
+    pub(crate) fn stats(&self, campaign: &CampaignId, day: NaiveDate) -> String {
         format!("{}:{{c:{campaign}}}:stats:{day}", self.prefix)
     }
 
     /// `P:{c:CAMPAIGN}:totals`.
-    pub(crate) fn totals(&self, campaign: &Id) -> String {
+    pub(crate) fn totals(&self, campaign: &CampaignId) -> String {
         format!("{}:{{c:{campaign}}}:totals", self.prefix)
     }
 
     /// `P:{c:CAMPAIGN}:slot-totals`.
-    pub(crate) fn slot_totals(&self, campaign: &Id) -> String {
+    pub(crate) fn slot_totals(&self, campaign: &CampaignId) -> String {
         format!("{}:{{c:{campaign}}}:slot-totals", self.prefix)
     }
 
     /// `P:{c:CAMPAIGN}:batch:BATCH`.
-    pub(crate) fn batch(&self, campaign: &Id, batch: Ulid) -> String {
+    pub(crate) fn batch(&self, campaign: &CampaignId, batch: Ulid) -> String {
         format!("{}:{{c:{campaign}}}:batch:{batch}", self.prefix)
     }
 
@@ -99,17 +99,17 @@ impl Keys {
     }
 
     /// `P:{keys}:advertiser-key:ADVERTISER`.
-    pub(crate) fn advertiser_key(&self, advertiser: &Id) -> String {
+    pub(crate) fn advertiser_key(&self, advertiser: &AdvertiserId) -> String {
         format!("{}:{{keys}}:advertiser-key:{advertiser}", self.prefix)
     }
 
     /// `P:{c:CAMPAIGN}:lease`.
-    pub(crate) fn lease_total(&self, campaign: &Id) -> String {
+    pub(crate) fn lease_total(&self, campaign: &CampaignId) -> String {
         format!("{}:{{c:{campaign}}}:lease", self.prefix)
     }
 
     /// `P:{c:CAMPAIGN}:lease:DAY`.
-    pub(crate) fn lease_day(&self, campaign: &Id, day: NaiveDate) -> String {
+    pub(crate) fn lease_day(&self, campaign: &CampaignId, day: NaiveDate) -> String {
         format!("{}:{{c:{campaign}}}:lease:{day}", self.prefix)
     }
 
@@ -119,7 +119,7 @@ impl Keys {
     }
 
     /// `P:{v:VIEWER}:freq:CAMPAIGN`.
-    pub(crate) fn frequency(&self, viewer: &str, campaign: &Id) -> String {
+    pub(crate) fn frequency(&self, viewer: &str, campaign: &CampaignId) -> String {
         format!("{}{campaign}", self.frequency_prefix(viewer))
     }
 }
@@ -133,7 +133,8 @@ mod tests {
     fn what_one_script_or_transaction_touches_shares_a_slot() {
         let keys = Keys::new("regie");
         let day = NaiveDate::from_ymd_opt(2026, 11, 30).unwrap();
-        let campaign = Id::parse("3vision-visitez").unwrap();
+        let campaign = CampaignId::parse("3vision-visitez").unwrap();
+        let advertiser = AdvertiserId::parse("3vision").unwrap();
         let slot = slot_of(&keys.totals(&campaign));
         for key in [
             keys.stats(&campaign, day),
@@ -154,7 +155,7 @@ mod tests {
         );
         assert_eq!(
             slot_of(&keys.api_key("h")),
-            slot_of(&keys.advertiser_key(&campaign))
+            slot_of(&keys.advertiser_key(&advertiser))
         );
     }
 

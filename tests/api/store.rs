@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::NaiveDate;
-use regie::inventory::{Id, SlotName};
+use regie::inventory::{AdvertiserId, CampaignId, SlotName};
 use regie::metrics::Metrics;
 use regie::store::{
     Backend, Batch, Durability, Event, FrequencyCap, FrequencyItem, FrequencyRelease, Lease,
@@ -90,8 +90,8 @@ fn cluster(cluster: &RedisCluster, prefix: &str) -> Store {
     ))
 }
 
-fn id(raw: &str) -> Id {
-    Id::parse(raw).unwrap()
+fn id(raw: &str) -> CampaignId {
+    CampaignId::parse(raw).unwrap()
 }
 
 fn day(d: u32) -> NaiveDate {
@@ -231,7 +231,7 @@ async fn slot_totals_add_up_every_day_s_counted_events_by_slot(store: &Store) {
 }
 
 async fn an_advertiser_has_one_api_key_at_a_time(store: &Store) {
-    let advertiser = id("acme");
+    let advertiser = AdvertiserId::parse("acme").unwrap();
 
     store.set_api_key(&advertiser, "hash-1").await.unwrap();
     let first = store.advertiser_for_key("hash-1").await.unwrap();

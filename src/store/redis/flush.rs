@@ -21,7 +21,7 @@ use chrono::NaiveDate;
 use redis::Value;
 
 use super::RedisStore;
-use crate::inventory::Id;
+use crate::inventory::CampaignId;
 use crate::store::connection::SlotCmd;
 use crate::store::{counter_field, Batch, FlushReport, StoreError};
 
@@ -99,7 +99,7 @@ pub(super) async fn flush(store: &RedisStore, batch: &Batch) -> Result<FlushRepo
     }
 
     // Round 2: one share per campaign.
-    let mut shares: HashMap<&Id, Share> = HashMap::new();
+    let mut shares: HashMap<&CampaignId, Share> = HashMap::new();
     for s in &batch.served {
         shares
             .entry(&s.campaign)
@@ -161,7 +161,7 @@ pub(super) async fn flush(store: &RedisStore, batch: &Batch) -> Result<FlushRepo
         };
     // An event is counted by this call when its campaign's share was applied now, not by an
     // earlier attempt whose answer was lost.
-    let applied: HashSet<&Id> = shares
+    let applied: HashSet<&CampaignId> = shares
         .keys()
         .zip(&answers[..shares_sent])
         .filter(|(_, answer)| matches!(answer, Value::Int(1)))
