@@ -176,6 +176,24 @@ async fn a_batch_is_counted_once_and_an_event_once_per_decision_and_kind(store: 
     assert_eq!(daily[0][0].0, "Publicité 2");
     assert_eq!(daily[0][0].1, totals[0]);
     assert!(daily[1].is_empty());
+    // By slot over the campaign's life: tracking events only, not served decisions.
+    let by_slot = store
+        .slot_totals(&[campaign.clone(), id("none")])
+        .await
+        .unwrap();
+    assert_eq!(by_slot[0].len(), 1);
+    assert_eq!(by_slot[0][0].0, "Publicité 2");
+    let events = by_slot[0][0].1;
+    assert_eq!(
+        (
+            events.served,
+            events.impressions,
+            events.viewable,
+            events.clicks
+        ),
+        (0, 1, 1, 1)
+    );
+    assert!(by_slot[1].is_empty());
 }
 
 async fn slot_totals_add_up_every_day_s_counted_events_by_slot(store: &Store) {
