@@ -34,7 +34,7 @@ use rand::Rng;
 
 use self::budget::RequestDelivery;
 use crate::delivery::{Budgets, Releaser};
-use crate::snapshot::{CompiledSlot, Snapshot};
+use crate::snapshot::{CampaignIndex, CompiledSlot, Snapshot};
 use crate::store::Store;
 
 /// Who the page is shown to.
@@ -55,8 +55,8 @@ pub struct PageRequest<'a> {
     pub viewer: Viewer,
     /// The page's keywords, normalised with [`crate::snapshot::normalize_keyword`].
     pub keywords: Vec<String>,
-    /// Campaigns the page asked not to see (indexes into the snapshot).
-    pub excluded: Vec<usize>,
+    /// Campaigns the page asked not to see.
+    pub excluded: Vec<CampaignIndex>,
     /// The time of the request.
     pub now: DateTime<Utc>,
     /// Its reporting day.
@@ -108,7 +108,7 @@ impl Serving<'_> {
             let choice = choose(snapshot, slot, &ctx, rng)?;
             // Set aside for the later slots, and for this one if its budget is spent.
             excluded.push(choice.campaign);
-            if delivery.take(&snapshot.campaigns[choice.campaign].campaign.id) {
+            if delivery.take(&snapshot.campaign_at(choice.campaign).campaign.id) {
                 return Some(choice);
             }
         };
