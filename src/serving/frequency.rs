@@ -63,7 +63,7 @@ struct Reservation {
     id: String,
 }
 
-/// One request's frequency walk: what every [`pick`] of it shares.
+/// One request's frequency walk: what every [`Walk::pick`] of it shares.
 struct Walk<'a> {
     serving: &'a Serving<'a>,
     page: &'a PageRequest<'a>,

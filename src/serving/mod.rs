@@ -8,11 +8,12 @@
 //! 1. [`eligibility`]: a campaign is set aside when it is paused or out of flight, excluded
 //!    by the page or already chosen for an earlier slot, not matching the keywords, or held
 //!    back by its budget, its pacing or the viewer's frequency cap ([`Ineligible`]).
-//! 2. [`order`]: the highest tier with an eligible campaign is drawn by the slot's rotation
-//!    (weighted random or smooth); the slot's fallback comes only when no tier has one.
-//! 3. [`frequency`]: with a viewer id, frequency caps are checked in the store as the
-//!    candidates are served, in one round trip for the whole page, only when the draw reaches
-//!    a frequency-capped campaign.
+//! 2. Order (`order.rs`, [`draw_order`]): the highest tier with an eligible campaign is drawn
+//!    by the slot's rotation (weighted random, smooth or optimize); the slot's fallback comes
+//!    only when no tier has one.
+//! 3. Frequency (`frequency.rs`): with a viewer id, frequency caps are checked in the store
+//!    as the candidates are served, in one round trip for the whole page, only when the draw
+//!    reaches a frequency-capped campaign.
 //! 4. Budget: the chosen campaign takes one unit of its leased budget; when another request
 //!    took the last one meanwhile, the slot is chosen again without it.
 //!
@@ -25,9 +26,8 @@ mod explain;
 mod frequency;
 mod order;
 
-pub use self::eligibility::{eligibility, DeliveryCheck, Ineligible};
+pub use self::eligibility::{eligibility, Context, DeliveryCheck, Ineligible};
 pub use self::order::{choose, commit, draw_order, Choice};
-pub use eligibility::Context;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use rand::Rng;

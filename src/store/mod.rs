@@ -90,7 +90,7 @@ pub trait Backend: Send + Sync {
 
     /// Leases up to `wanted` units of a capped campaign's budget for `day`, atomically across
     /// instances: never more than what is left under the lifetime and daily caps, and a
-    /// quarter of what is left at most, so blocks shrink as the budget runs out ([`grant`]).
+    /// quarter of what is left at most, so blocks shrink as the budget runs out.
     fn lease(
         &self,
         request: &LeaseRequest<'_>,
