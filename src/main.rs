@@ -117,7 +117,10 @@ fn serve() -> ExitCode {
             }
         };
         if let Some(token) = &made_up_token {
-            println!("{}", local_admin::announcement(token, app.public_url()));
+            // Not println!, which panics when standard output is closed.
+            use std::io::Write;
+            let announcement = local_admin::announcement(token, app.public_url());
+            let _ = writeln!(std::io::stdout().lock(), "{announcement}");
         }
         match app.run_until_stopped().await {
             Ok(()) => ExitCode::SUCCESS,
