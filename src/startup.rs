@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{web, App, HttpServer};
-use secrecy::ExposeSecret;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -20,7 +19,9 @@ use crate::render::Renderer;
 use crate::routes;
 use crate::settings::Settings;
 use crate::state::AppState;
-use crate::store::{redis_timeouts, MemoryStore, RedisStore, Store, StoreError};
+use crate::store::{
+    durability, redis_target, redis_timeouts, MemoryStore, RedisStore, Store, StoreError,
+};
 use crate::tracking::{share_through_store, KeysError, Signer};
 
 /// The application could not start.
@@ -94,11 +95,12 @@ impl Application {
             .port();
         let metrics =
             Metrics::with_event_labels(EventLabels::from_setting(settings.metrics_campaign_labels));
-        let store = match &settings.redis_url {
-            Some(url) => Store::Redis(Arc::new(RedisStore::new(
-                url.expose_secret(),
+        let store = match redis_target(&settings) {
+            Some(target) => Store::Redis(Arc::new(RedisStore::connect(
+                &target,
                 &settings.key_prefix,
                 redis_timeouts(&settings),
+                durability(&settings),
                 metrics.clone(),
             )?)),
             None => {
@@ -169,7 +171,7 @@ impl Application {
         if let Store::Redis(redis) = &store {
             tasks.push(tokio::spawn(watch_redis(
                 catalog.clone(),
-                redis.client().clone(),
+                redis.pubsub_clients().to_vec(),
                 redis.changes_channel(),
                 shutdown_rx.clone(),
             )));

@@ -5,13 +5,16 @@ mod helpers;
 
 mod admin;
 mod cardinality;
+mod cluster;
 mod delivery;
 mod export;
 mod faults;
 mod hostile;
 mod keys;
 mod logs;
+mod migrate;
 mod multi_instance;
+mod on_cluster;
 mod ops;
 mod optimize;
 mod serve;
