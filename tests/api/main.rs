@@ -5,6 +5,7 @@ mod helpers;
 
 mod admin;
 mod delivery;
+mod deploy;
 mod faults;
 mod logs;
 mod multi_instance;
