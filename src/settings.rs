@@ -257,6 +257,8 @@ impl Settings {
             ("optimize_refresh_ms", self.optimize_refresh_ms),
             ("impression_token_ttl_secs", self.impression_token_ttl_secs),
             ("click_token_ttl_secs", self.click_token_ttl_secs),
+            // `WAIT n 0` would block forever.
+            ("redis_wait_timeout_ms", self.redis_wait_timeout_ms),
         ] {
             if value == 0 {
                 return Err(SettingsError::Invalid {
@@ -264,6 +266,14 @@ impl Settings {
                     reason: "must be positive".into(),
                 });
             }
+        }
+        // A write waiting for replicas is one Redis answer: it must come before the client
+        // gives up on it, or every acknowledged write would look like a failure.
+        if self.redis_wait_timeout_ms >= self.redis_response_timeout_ms {
+            return Err(SettingsError::Invalid {
+                name: "redis_wait_timeout_ms",
+                reason: "must be shorter than redis_response_timeout_ms".into(),
+            });
         }
         Ok(())
     }
@@ -370,6 +380,32 @@ mod tests {
         assert_eq!(
             settings.inventory_seed(),
             InventorySeed::File(PathBuf::from(DEFAULT_INVENTORY))
+        );
+    }
+
+    #[test]
+    fn redis_settings_that_cannot_work_are_refused_naming_the_setting() {
+        let refused = |base: &str| {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join("base.toml"), base).unwrap();
+            match Settings::load_from(dir.path(), "local", false) {
+                Err(SettingsError::Invalid { name, .. }) => name,
+                other => panic!("{base:?} was not refused: {other:?}"),
+            }
+        };
+
+        assert_eq!(
+            refused("redis_url = \"redis://a\"\nredis_cluster = \"redis://b\"\n"),
+            "redis_cluster"
+        );
+        assert_eq!(refused("key_prefix = \"re{gie}\"\n"), "key_prefix");
+        assert_eq!(
+            refused("redis_wait_timeout_ms = 0\n"),
+            "redis_wait_timeout_ms"
+        );
+        assert_eq!(
+            refused("redis_wait_timeout_ms = 1000\nredis_response_timeout_ms = 1000\n"),
+            "redis_wait_timeout_ms"
         );
     }
 }
