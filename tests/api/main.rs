@@ -5,11 +5,14 @@ mod helpers;
 
 mod admin;
 mod cardinality;
+mod cluster;
 mod delivery;
 mod export;
 mod faults;
 mod logs;
+mod migrate;
 mod multi_instance;
+mod on_cluster;
 mod ops;
 mod optimize;
 mod serve;
