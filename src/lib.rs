@@ -11,6 +11,8 @@
 //! - [`selection`]: weighted rotation within one tier: alias tables (`weighted_random`) and
 //!   smooth weighted round robin (`smooth`). Pure, seeded in tests.
 //! - [`snapshot`]: one inventory version compiled for serving: per-slot, per-tier tables.
+//! - [`targeting`]: country, day-parting, responsive sizes and competitive separation, pure
+//!   rules evaluated per request against the snapshot's compiled forms.
 //! - [`decision`]: eligibility (status, flight, exclusions, keywords, delivery checks), tiers
 //!   and fallback: the choice of a campaign and creative for a slot, and the order in which a
 //!   slot's candidates would be served (for frequency caps checked in the store).
@@ -43,5 +45,6 @@ pub mod snapshot;
 pub mod startup;
 pub mod state;
 pub mod store;
+pub mod targeting;
 pub mod telemetry;
 pub mod tracking;
