@@ -182,6 +182,12 @@ impl Settings {
         self.reporting_timezone.parse().unwrap_or(chrono_tz::UTC)
     }
 
+    /// The header carrying the reader's country (checked to be a header name at load).
+    pub fn country_header(&self) -> actix_web::http::header::HeaderName {
+        actix_web::http::header::HeaderName::try_from(self.country_header.as_str())
+            .unwrap_or_else(|_| actix_web::http::header::HeaderName::from_static("cf-ipcountry"))
+    }
+
     /// The flush interval.
     pub fn flush_interval(&self) -> Duration {
         Duration::from_millis(self.flush_interval_ms)

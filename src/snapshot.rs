@@ -218,6 +218,15 @@ impl Snapshot {
         self.slots.get(Borrow::<str>::borrow(name))
     }
 
+    /// The id of the advertiser at `index` of [`Self::advertiser_index`] (a scan: for
+    /// `explain`, not the serve path).
+    pub fn advertiser_id(&self, index: usize) -> Option<&Id> {
+        self.advertiser_index
+            .iter()
+            .find(|(_, &i)| i == index)
+            .map(|(id, _)| id)
+    }
+
     /// The campaign of that id.
     pub fn campaign(&self, id: &str) -> Option<&CompiledCampaign> {
         let id = Id::parse(id).ok()?;

@@ -14,6 +14,14 @@ pub struct PageShown {
 }
 
 impl PageShown {
+    /// A page that shows nothing yet.
+    pub const fn new() -> Self {
+        Self {
+            advertisers: Vec::new(),
+            labels: Vec::new(),
+        }
+    }
+
     /// A page that shows nothing yet and excludes these advertisers (`exclude_advertisers`).
     pub fn excluding(advertisers: Vec<usize>) -> Self {
         Self {
