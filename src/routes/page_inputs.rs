@@ -40,7 +40,10 @@ pub(super) fn tracking_refused(
 
 /// The reader's country from the header the CDN or proxy sets; `None` when it is missing or
 /// holds no assigned country code.
-pub(super) fn country(headers: &HeaderMap, header: &actix_web::http::header::HeaderName) -> Option<Country> {
+pub(super) fn country(
+    headers: &HeaderMap,
+    header: &actix_web::http::header::HeaderName,
+) -> Option<Country> {
     Country::from_header(headers.get(header).map(|v| v.as_bytes()))
 }
 
@@ -157,7 +160,10 @@ mod tests {
             assert!(width(Some(bad)).is_err(), "{bad}");
         }
         assert_eq!(widths(vec![], 2).unwrap(), vec![None, None]);
-        assert_eq!(widths(vec![Some(320), None], 2).unwrap(), vec![Some(320), None]);
+        assert_eq!(
+            widths(vec![Some(320), None], 2).unwrap(),
+            vec![Some(320), None]
+        );
         assert!(widths(vec![Some(320)], 2).is_err());
         assert!(widths(vec![Some(0), None], 2).is_err());
     }

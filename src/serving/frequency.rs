@@ -98,7 +98,12 @@ pub(super) async fn decide_for_viewer<R: Rng + ?Sized>(
         },
     };
     let snapshot = serving.snapshot;
-    let slots: Vec<PageSlot> = page.slots.iter().copied().zip(page.sizes.iter().copied()).collect();
+    let slots: Vec<PageSlot> = page
+        .slots
+        .iter()
+        .copied()
+        .zip(page.sizes.iter().copied())
+        .collect();
     let mut shown = page.shown();
     let picks = walk.pick(&slots, &page.excluded, &shown, rng).await;
     let mut excluded = page.excluded.clone();
@@ -126,7 +131,11 @@ pub(super) async fn decide_for_viewer<R: Rng + ?Sized>(
                     campaigns: vec![campaign.campaign.id.clone()],
                 });
             }
-            next = walk.pick(&[*slot], &excluded, &shown, rng).await.pop().flatten();
+            next = walk
+                .pick(&[*slot], &excluded, &shown, rng)
+                .await
+                .pop()
+                .flatten();
             excluded.extend(next.iter().map(|p| p.choice.campaign));
         }
     }

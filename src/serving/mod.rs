@@ -154,7 +154,13 @@ impl Serving<'_> {
         for (slot, size) in page.slots.iter().zip(&page.sizes) {
             let allowed = frequency::allowed(self, slot, page).await;
             let delivery = RequestDelivery::new(self.budgets, page, allowed.as_deref());
-            explained.push(explain::explain(self.snapshot, slot, *size, page, &delivery));
+            explained.push(explain::explain(
+                self.snapshot,
+                slot,
+                *size,
+                page,
+                &delivery,
+            ));
         }
         explained
     }

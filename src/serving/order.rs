@@ -144,7 +144,12 @@ mod tests {
             "advertisers": advertisers.iter().map(|a| json!({ "id": a, "name": a })).collect::<Vec<_>>(),
             "campaigns": campaigns,
         });
-        Snapshot::compile(1, parse_inventory(doc.to_string().as_bytes()).unwrap().inventory)
+        Snapshot::compile(
+            1,
+            parse_inventory(doc.to_string().as_bytes())
+                .unwrap()
+                .inventory,
+        )
     }
 
     fn snapshot(campaigns: Vec<serde_json::Value>, fallback: Option<&str>) -> Snapshot {

@@ -12,4 +12,5 @@ mod ops;
 mod serve;
 mod shutdown;
 mod stats;
+mod targeting;
 mod tracking;
