@@ -51,7 +51,6 @@ fn inventory(slots: Value, campaigns: Vec<Value>) -> Value {
 }
 
 async fn app_with(
-    kind: StoreKind,
     redis: Option<&RedisServer>,
     doc: &Value,
     tweak: impl FnOnce(&mut AppOptions),
@@ -104,7 +103,7 @@ async fn a_campaign_with_countries_is_served_only_to_readers_from_them(kind: Sto
             campaign("everywhere", &["Publicité 2"], "standard", json!({})),
         ],
     );
-    let (app, _f) = app_with(kind, redis.as_ref(), &doc, |_| {}).await;
+    let (app, _f) = app_with(redis.as_ref(), &doc, |_| {}).await;
     let path = ad_path("Publicité 2");
 
     for country in ["FR", "be", " LU "] {
@@ -157,7 +156,7 @@ async fn the_country_header_can_be_renamed(kind: StoreKind) {
             campaign("everywhere", &["Publicité 2"], "standard", json!({})),
         ],
     );
-    let (app, _f) = app_with(kind, redis.as_ref(), &doc, |o| {
+    let (app, _f) = app_with(redis.as_ref(), &doc, |o| {
         o.tweak = Box::new(|s| s.country_header = "X-Country-Code".into());
     })
     .await;
@@ -202,7 +201,7 @@ async fn a_schedule_follows_the_wall_clock_of_the_reporting_zone(kind: StoreKind
             campaign("any-time", &["Publicité 2"], "standard", json!({})),
         ],
     );
-    let (app, _f) = app_with(kind, redis.as_ref(), &doc, |o| {
+    let (app, _f) = app_with(redis.as_ref(), &doc, |o| {
         o.tweak = Box::new(|s| s.reporting_timezone = "Europe/Paris".into());
     })
     .await;
@@ -297,7 +296,7 @@ fn crowded_inventory() -> (Value, Vec<&'static str>) {
 async fn a_page_never_shows_two_campaigns_of_one_advertiser_or_sharing_a_label(kind: StoreKind) {
     let redis = redis_for(kind);
     let (doc, slots) = crowded_inventory();
-    let (app, _f) = app_with(kind, redis.as_ref(), &doc, |_| {}).await;
+    let (app, _f) = app_with(redis.as_ref(), &doc, |_| {}).await;
 
     for n in 0..40 {
         // Half the pages with a viewer id (the frequency walk in the store), half without.
@@ -329,7 +328,7 @@ async fn a_page_never_shows_two_campaigns_of_one_advertiser_or_sharing_a_label(k
 async fn a_page_asking_slot_by_slot_excludes_advertisers_already_shown(kind: StoreKind) {
     let redis = redis_for(kind);
     let (doc, slots) = crowded_inventory();
-    let (app, _f) = app_with(kind, redis.as_ref(), &doc, |_| {}).await;
+    let (app, _f) = app_with(redis.as_ref(), &doc, |_| {}).await;
     let path = format!("{}?exclude_advertisers=a,bakery,publisher", ad_path("s1"));
 
     let mut shown = HashSet::new();
@@ -398,7 +397,7 @@ async fn a_reader_who_refuses_tracking_is_neither_read_nor_stored(kind: StoreKin
             campaign("filler", &["Publicité 2"], "standard", json!({})),
         ],
     );
-    let (app, _f) = app_with(kind, redis.as_ref(), &doc, |_| {}).await;
+    let (app, _f) = app_with(redis.as_ref(), &doc, |_| {}).await;
     let path = |query: &str| format!("{}?{query}", ad_path("Publicité 2"));
 
     // Refused three ways: the frequency cap cannot apply, as without an id.
@@ -492,7 +491,7 @@ async fn the_width_selects_the_largest_size_that_fits_and_its_creatives(kind: St
             campaign("house", &["banner"], "house", json!({})),
         ],
     );
-    let (app, _f) = app_with(kind, redis.as_ref(), &doc, |_| {}).await;
+    let (app, _f) = app_with(redis.as_ref(), &doc, |_| {}).await;
     let creative = |d: &Value| d["creative"]["id"].as_str().unwrap_or_default().to_owned();
 
     // The widest size fits: the sponsorship, which has only that size, is served.
@@ -580,7 +579,7 @@ async fn explain_names_country_schedule_separation_and_size(kind: StoreKind) {
             campaign("ok", &["banner"], "standard", json!({})),
         ],
     );
-    let (app, _f) = app_with(kind, redis.as_ref(), &doc, |_| {}).await;
+    let (app, _f) = app_with(redis.as_ref(), &doc, |_| {}).await;
     let path = format!(
         "{}?explain=1&w=400&exclude_advertisers=rival&consent=0&uid=someone",
         ad_path("banner")
