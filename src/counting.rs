@@ -20,7 +20,7 @@ use ulid::Ulid;
 use crate::clock::SharedClock;
 use crate::inventory::{Id, SlotName};
 use crate::metrics::Metrics;
-use crate::store::{Batch, Event, ServedCount, Store};
+use crate::store::{Backend, Batch, Event, ServedCount, Store};
 use crate::tracking::EventKind;
 
 /// Events per batch: one script call each, small enough not to stall Redis for long.

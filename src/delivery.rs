@@ -26,7 +26,7 @@ use crate::clock::SharedClock;
 use crate::counting::reporting_day;
 use crate::inventory::{Campaign, Id, Pacing};
 use crate::snapshot::CompiledCampaign;
-use crate::store::{FrequencyRelease, LeaseRequest, Store};
+use crate::store::{Backend, FrequencyRelease, LeaseRequest, Store};
 
 /// How often budgets are topped up and click totals read, besides the wake-ups.
 const REFILL_EVERY: Duration = Duration::from_millis(100);

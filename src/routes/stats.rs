@@ -9,7 +9,7 @@ use super::errors::allow;
 use crate::error::ApiError;
 use crate::inventory::Id;
 use crate::state::AppState;
-use crate::store::Counts;
+use crate::store::{Backend, Counts};
 
 /// The longest range one stats request covers.
 const MAX_DAYS: i64 = 366;

@@ -21,7 +21,7 @@ use super::budget::RequestDelivery;
 use super::eligibility::in_flight;
 use super::{commit, draw_order, Choice, Context, PageRequest, Serving};
 use crate::snapshot::{CompiledSlot, Snapshot};
-use crate::store::{FrequencyCap, FrequencyItem, FrequencyRelease};
+use crate::store::{first_allowed, Backend, FrequencyCap, FrequencyItem, FrequencyRelease};
 use crate::targeting::{PageShown, SizeChoice};
 
 /// The most candidates drawn for one slot. A viewer who has reached the frequency cap of
@@ -178,7 +178,11 @@ impl Walk<'_> {
                 })
             })
             .collect();
-        let positions = match walk(&orders, |c| (!capped(c)).then_some(true)) {
+        let positions = match first_allowed(
+            &orders,
+            |c| c.campaign,
+            |c| (!capped(c.campaign)).then_some(true),
+        ) {
             Some(positions) => positions,
             None => {
                 let chains: Vec<Vec<FrequencyItem>> = orders
@@ -204,7 +208,8 @@ impl Walk<'_> {
                     Ok(positions) => positions,
                     Err(e) => {
                         tracing::warn!(error = %e, "frequency caps unavailable; frequency-capped campaigns are not served");
-                        walk(&orders, |c| Some(!capped(c))).expect("every verdict is known")
+                        first_allowed(&orders, |c| c.campaign, |c| Some(!capped(c.campaign)))
+                            .expect("every verdict is known")
                     }
                 }
             }
@@ -225,31 +230,6 @@ impl Walk<'_> {
             })
             .collect()
     }
-}
-
-/// Serves each slot, in order, its first candidate that `verdict` allows and no earlier slot
-/// took, as the store does; `None` as soon as a verdict is not known here.
-fn walk(
-    orders: &[Vec<Choice>],
-    verdict: impl Fn(usize) -> Option<bool>,
-) -> Option<Vec<Option<usize>>> {
-    let mut served: Vec<usize> = Vec::with_capacity(orders.len());
-    let mut positions = Vec::with_capacity(orders.len());
-    for order in orders {
-        let mut pick = None;
-        for (position, candidate) in order.iter().enumerate() {
-            if served.contains(&candidate.campaign) {
-                continue;
-            }
-            if verdict(candidate.campaign)? {
-                served.push(candidate.campaign);
-                pick = Some(position);
-                break;
-            }
-        }
-        positions.push(pick);
-    }
-    Some(positions)
 }
 
 /// For `explain`: the frequency-capped campaigns of the slot the viewer may still see, read

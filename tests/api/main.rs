@@ -12,5 +12,6 @@ mod ops;
 mod serve;
 mod shutdown;
 mod stats;
+mod store;
 mod targeting;
 mod tracking;
