@@ -10,13 +10,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwapOption;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use parking_lot::Mutex;
 use serde::Serialize;
 use tokio::sync::{watch, Notify};
 
 use crate::inventory::parse_inventory;
 use crate::metrics::Metrics;
+use crate::optimize::CtrStats;
 use crate::snapshot::Snapshot;
 use crate::store::{Backend, Store, StoreError};
 
@@ -44,6 +45,8 @@ pub struct Catalog {
     pub wake_budgets: Notify,
     /// Set when the process begins to shut down.
     pub draining: AtomicBool,
+    /// The last counts of the `optimize` slots, handed to every snapshot installed.
+    ctr_stats: ArcSwap<CtrStats>,
 }
 
 impl std::fmt::Debug for Catalog {
@@ -93,6 +96,7 @@ impl Catalog {
             wake: Notify::new(),
             wake_budgets: Notify::new(),
             draining: AtomicBool::new(false),
+            ctr_stats: ArcSwap::from_pointee(CtrStats::default()),
         }
     }
 
@@ -125,8 +129,18 @@ impl Catalog {
         status.detail = detail.into();
     }
 
+    /// Keeps the `optimize` slots' latest counts and hands them to the served snapshot.
+    pub fn set_ctr_stats(&self, stats: CtrStats) {
+        self.ctr_stats.store(Arc::new(stats));
+        if let Some(snapshot) = self.snapshot() {
+            self.ctr_stats.load().apply(&snapshot);
+        }
+    }
+
     fn install(&self, snapshot: Snapshot) {
         tracing::info!(version = snapshot.version, "serving inventory version");
+        // A new version learns from the counts already read rather than from the prior.
+        self.ctr_stats.load().apply(&snapshot);
         self.metrics.inventory_version.set(snapshot.version as i64);
         self.current.store(Some(Arc::new(snapshot)));
         *self.loaded_at.lock() = Some(Instant::now());

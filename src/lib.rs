@@ -8,8 +8,10 @@
 //!
 //! - [`inventory`]: the inventory document (contract section 1), its validated names and its
 //!   validation, which names every bad field by its path.
-//! - [`selection`]: weighted rotation within one tier: alias tables (`weighted_random`) and
-//!   smooth weighted round robin (`smooth`). Pure, seeded in tests.
+//! - [`selection`]: weighted rotation within one tier: alias tables (`weighted_random`),
+//!   smooth weighted round robin (`smooth`) and Thompson sampling (`optimize`). Pure, seeded
+//!   in tests.
+//! - [`optimize`]: the `optimize` rotation's counts, read from the store in the background.
 //! - [`snapshot`]: one inventory version compiled for serving: per-slot, per-tier tables.
 //! - [`targeting`]: country, day-parting, responsive sizes and competitive separation, pure
 //!   rules evaluated per request against the snapshot's compiled forms.
@@ -23,6 +25,7 @@
 //! - [`tracking`]: signed tracking tokens.
 //! - [`counting`]: counters buffered in memory and flushed to the store in idempotent batches.
 //! - [`metrics`]: Prometheus metrics, owned by one struct.
+//! - [`reporting`]: advertisers' counters by day and slot, and their CSV export.
 //! - [`render`]: decision answers, with what an inventory version's decisions share
 //!   serialised once.
 //! - [`routes`]: the HTTP endpoints, one module per group; [`error`] maps errors to HTTP.
@@ -37,7 +40,9 @@ pub mod delivery;
 pub mod error;
 pub mod inventory;
 pub mod metrics;
+pub mod optimize;
 pub mod render;
+pub mod reporting;
 pub mod routes;
 pub mod selection;
 pub mod serving;

@@ -42,6 +42,8 @@ pub struct Settings {
     pub flush_interval_ms: u64,
     /// How often the inventory version is polled, in milliseconds.
     pub poll_interval_ms: u64,
+    /// How often the `optimize` rotation reads its counts from the store, in milliseconds.
+    pub optimize_refresh_ms: u64,
     /// Counter events kept in memory while the store is unreachable; past this they are dropped
     /// (and counted as dropped).
     pub max_pending_events: usize,
@@ -164,6 +166,7 @@ impl Settings {
         for (name, value) in [
             ("flush_interval_ms", self.flush_interval_ms),
             ("poll_interval_ms", self.poll_interval_ms),
+            ("optimize_refresh_ms", self.optimize_refresh_ms),
             ("impression_token_ttl_secs", self.impression_token_ttl_secs),
             ("click_token_ttl_secs", self.click_token_ttl_secs),
         ] {
@@ -196,6 +199,11 @@ impl Settings {
     /// The inventory poll interval.
     pub fn poll_interval(&self) -> Duration {
         Duration::from_millis(self.poll_interval_ms)
+    }
+
+    /// How often the `optimize` rotation's counts are read.
+    pub fn optimize_refresh(&self) -> Duration {
+        Duration::from_millis(self.optimize_refresh_ms)
     }
 
     /// The shutdown timeout.

@@ -167,6 +167,12 @@ impl Application {
                 shutdown_rx.clone(),
             )));
         }
+        tasks.push(tokio::spawn(crate::optimize::run(
+            catalog.clone(),
+            store.clone(),
+            settings.optimize_refresh(),
+            shutdown_rx.clone(),
+        )));
         let budget_task = tokio::spawn(budgets.run(catalog.clone(), shutdown_rx.clone()));
         // De-duplication marks outlive every token that could repeat them.
         let dedup_ttl = settings

@@ -55,11 +55,12 @@ pub fn draw_order<R: Rng + ?Sized>(
 ) -> Vec<Choice> {
     let mut drawn: Vec<Choice> = Vec::new();
     'tiers: for (t, tier) in slot.tiers.iter().enumerate() {
+        let mut draw = tier.rotation.draw();
         loop {
             if drawn.len() >= limit {
                 break 'tiers;
             }
-            let picked = tier.rotation.peek(rng, |m| {
+            let picked = draw.next(rng, |m| {
                 let member = &tier.members[m];
                 !drawn.iter().any(|c| c.campaign == member.campaign)
                     && eligibility(snapshot, member, ctx).is_ok()

@@ -26,6 +26,8 @@ struct Data {
     /// (campaign, day) → slot → counters.
     daily: HashMap<(Id, NaiveDate), HashMap<String, Counts>>,
     totals: HashMap<Id, Counts>,
+    /// campaign → slot → lifetime counters of tracking events.
+    slot_totals: HashMap<Id, HashMap<String, Counts>>,
     /// De-duplication marks and their expiry (Unix seconds).
     seen: HashMap<(EventKind, Ulid), i64>,
     /// Marks in insertion order; with one TTL for all, that is expiry order.
@@ -136,6 +138,12 @@ impl Backend for MemoryStore {
                     .entry(event.campaign.clone())
                     .or_default()
                     .add_field(field, 1);
+                data.slot_totals
+                    .entry(event.campaign.clone())
+                    .or_default()
+                    .entry(event.slot.to_string())
+                    .or_default()
+                    .add_field(field, 1);
             }
             counted.push(fresh);
         }
@@ -167,6 +175,22 @@ impl Backend for MemoryStore {
         Ok(campaigns
             .iter()
             .map(|c| data.totals.get(c).copied().unwrap_or_default())
+            .collect())
+    }
+
+    async fn slot_totals(
+        &self,
+        campaigns: &[Id],
+    ) -> Result<Vec<Vec<(String, Counts)>>, StoreError> {
+        let data = self.data.lock();
+        Ok(campaigns
+            .iter()
+            .map(|c| {
+                data.slot_totals
+                    .get(c)
+                    .map(|slots| slots.iter().map(|(s, c)| (s.clone(), *c)).collect())
+                    .unwrap_or_default()
+            })
             .collect())
     }
 

@@ -5,10 +5,12 @@ mod helpers;
 
 mod admin;
 mod delivery;
+mod export;
 mod faults;
 mod logs;
 mod multi_instance;
 mod ops;
+mod optimize;
 mod serve;
 mod shutdown;
 mod stats;

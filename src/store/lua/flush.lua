@@ -21,6 +21,7 @@ while i <= #ARGV do
   if redis.call('SET', p .. ':seen:' .. f .. ':' .. id, '1', 'NX', 'EX', ttl) then
     redis.call('HINCRBY', p .. ':stats:' .. c .. ':' .. d, f .. '|' .. s, 1)
     redis.call('HINCRBY', p .. ':totals:' .. c, f, 1)
+    redis.call('HINCRBY', p .. ':slot-totals:' .. c, f .. '|' .. s, 1)
     counted[#counted + 1] = '1'
   else
     counted[#counted + 1] = '0'
