@@ -6,7 +6,6 @@
 //! admin API of this very instance). It never replaces a good snapshot by an older or empty
 //! one: when the store comes back empty it writes the snapshot back.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,9 +14,10 @@ use parking_lot::Mutex;
 use serde::Serialize;
 use tokio::sync::{watch, Notify};
 
-use crate::inventory::parse_inventory;
+use crate::inventory::{parse_inventory, DEMO_INVENTORY};
 use crate::metrics::Metrics;
 use crate::optimize::CtrStats;
+use crate::settings::InventorySeed;
 use crate::snapshot::Snapshot;
 use crate::store::{Backend, Store, StoreError};
 
@@ -41,10 +41,8 @@ pub struct Catalog {
     metrics: Metrics,
     /// Wakes the refresh task before its next poll.
     pub wake: Notify,
-    /// Woken when a new version is served, so that new caps lease at once.
-    pub wake_budgets: Notify,
-    /// Set when the process begins to shut down.
-    pub draining: AtomicBool,
+    /// The version served, for tasks that follow each new one.
+    served: watch::Sender<u64>,
     /// The last counts of the `optimize` slots, handed to every snapshot installed.
     ctr_stats: ArcSwap<CtrStats>,
 }
@@ -94,8 +92,7 @@ impl Catalog {
             store,
             metrics,
             wake: Notify::new(),
-            wake_budgets: Notify::new(),
-            draining: AtomicBool::new(false),
+            served: watch::Sender::new(0),
             ctr_stats: ArcSwap::from_pointee(CtrStats::default()),
         }
     }
@@ -115,9 +112,9 @@ impl Catalog {
         self.loaded_at.lock().map(|t| t.elapsed())
     }
 
-    /// Whether the process is shutting down.
-    pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::Relaxed)
+    /// Marks each new version served, as it is installed.
+    pub fn versions(&self) -> watch::Receiver<u64> {
+        self.served.subscribe()
     }
 
     fn set_status(&self, reachable: bool, detail: impl Into<String>) {
@@ -138,24 +135,35 @@ impl Catalog {
     }
 
     fn install(&self, snapshot: Snapshot) {
+        let snapshot_version = snapshot.version;
         tracing::info!(version = snapshot.version, "serving inventory version");
         // A new version learns from the counts already read rather than from the prior.
         self.ctr_stats.load().apply(&snapshot);
         self.metrics.inventory_version.set(snapshot.version as i64);
         self.current.store(Some(Arc::new(snapshot)));
         *self.loaded_at.lock() = Some(Instant::now());
-        self.wake_budgets.notify_one();
+        self.served.send_replace(snapshot_version);
     }
 
-    /// Seeds the store from the inventory file when it holds no inventory (always so for the
-    /// embedded store), then loads what the store holds. A store that cannot be reached is
-    /// not an error: the refresh task keeps trying and `/readyz` says so.
-    pub async fn start(&self, file: &std::path::Path) -> Result<(), LoadError> {
-        let path = file.display().to_string();
-        let bytes = std::fs::read(file).map_err(|source| LoadError::File {
-            path: path.clone(),
-            source,
-        })?;
+    /// Seeds the store from the inventory file (or the compiled-in demo) when it holds no
+    /// inventory (always so for the embedded store), then loads what the store holds. A store
+    /// that cannot be reached is not an error: the refresh task keeps trying and `/readyz`
+    /// says so.
+    pub async fn start(&self, seed: &InventorySeed) -> Result<(), LoadError> {
+        let (path, bytes) = match seed {
+            InventorySeed::File(file) => {
+                let path = file.display().to_string();
+                let bytes = std::fs::read(file).map_err(|source| LoadError::File {
+                    path: path.clone(),
+                    source,
+                })?;
+                (path, std::borrow::Cow::Owned(bytes))
+            }
+            InventorySeed::Demo => (
+                "(the compiled-in demo inventory)".to_owned(),
+                std::borrow::Cow::Borrowed(DEMO_INVENTORY.as_bytes()),
+            ),
+        };
         let parsed = parse_inventory(&bytes).map_err(|e| LoadError::Invalid {
             path: path.clone(),
             details: e
@@ -168,8 +176,13 @@ impl Catalog {
         let json = serde_json::to_string(&parsed.inventory).expect("an inventory serialises");
         match self.store.inventory_version().await {
             Ok(None) => match self.store.restore_inventory(&json, 1).await {
-                Ok(_) => {
-                    tracing::info!(file = %path, "store was empty: seeded it from the inventory file")
+                Ok(written) => {
+                    tracing::info!(file = %path, "store was empty: seeded it with the inventory");
+                    if written {
+                        // What the store now holds is what was just parsed: serve it without
+                        // reading and parsing it back (seconds, on a large inventory).
+                        self.install(Snapshot::compile(1, parsed.inventory));
+                    }
                 }
                 Err(e) => tracing::warn!(error = %e, "cannot seed the store"),
             },
@@ -286,15 +299,17 @@ impl Catalog {
 }
 
 /// Listens to the store's change notifications and wakes the catalog. Notifications are only
-/// a shortcut: while this is disconnected the poll still finds every change.
+/// a shortcut: while this is disconnected the poll still finds every change. On a cluster a
+/// message published on any node reaches every node's subscribers, so one node is listened
+/// to, the next one when it fails.
 pub async fn watch_redis(
     catalog: Arc<Catalog>,
-    client: redis::Client,
+    clients: Vec<redis::Client>,
     channel: String,
     mut shutdown: watch::Receiver<bool>,
 ) {
     use futures_util::StreamExt;
-    loop {
+    for client in clients.iter().cycle() {
         let listen = async {
             let mut pubsub = client.get_async_pubsub().await?;
             pubsub.subscribe(&channel).await?;

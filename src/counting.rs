@@ -11,40 +11,33 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, NaiveDate, Utc};
-use chrono_tz::Tz;
+use chrono::NaiveDate;
 use parking_lot::Mutex;
 use tokio::sync::watch;
 use ulid::Ulid;
 
 use crate::clock::SharedClock;
-use crate::inventory::{Id, SlotName};
+use crate::inventory::{CampaignId, SlotName};
 use crate::metrics::Metrics;
 use crate::store::{Backend, Batch, Event, ServedCount, Store};
-use crate::tracking::EventKind;
 
 /// Events per batch: one script call each, small enough not to stall Redis for long.
 const MAX_EVENTS_PER_BATCH: usize = 5_000;
 
-/// The reporting day of an instant.
-pub fn reporting_day(now: DateTime<Utc>, tz: Tz) -> NaiveDate {
-    now.with_timezone(&tz).date_naive()
-}
-
 #[derive(Default)]
 struct Pending {
     /// hashbrown's map, for lookups by [`ServedKey`].
-    served: hashbrown::HashMap<(Id, SlotName, NaiveDate), u64>,
+    served: hashbrown::HashMap<(CampaignId, SlotName, NaiveDate), u64>,
     events: Vec<Event>,
 }
 
 /// The key of a served count, borrowed: counting a decision copies the campaign and slot
 /// names only the first time that count is made. It hashes as the owned tuple does.
 #[derive(Hash)]
-struct ServedKey<'a>(&'a Id, &'a SlotName, NaiveDate);
+struct ServedKey<'a>(&'a CampaignId, &'a SlotName, NaiveDate);
 
-impl hashbrown::Equivalent<(Id, SlotName, NaiveDate)> for ServedKey<'_> {
-    fn equivalent(&self, key: &(Id, SlotName, NaiveDate)) -> bool {
+impl hashbrown::Equivalent<(CampaignId, SlotName, NaiveDate)> for ServedKey<'_> {
+    fn equivalent(&self, key: &(CampaignId, SlotName, NaiveDate)) -> bool {
         *self.0 == key.0 && *self.1 == key.1 && self.2 == key.2
     }
 }
@@ -116,7 +109,7 @@ impl Recorder {
     }
 
     /// Counts one served decision.
-    pub fn served(&self, campaign: &Id, slot: &SlotName, day: NaiveDate) {
+    pub fn served(&self, campaign: &CampaignId, slot: &SlotName, day: NaiveDate) {
         let mut pending = self.shard().lock();
         if let Some(n) = pending.served.get_mut(&ServedKey(campaign, slot, day)) {
             *n += 1;
@@ -136,7 +129,7 @@ impl Recorder {
 
     /// Takes everything pending, as batches ready to write.
     fn take_batches(&self, dedup_ttl_secs: u64, now_secs: i64) -> Vec<Batch> {
-        let mut served: HashMap<(Id, SlotName, NaiveDate), u64> = HashMap::new();
+        let mut served: HashMap<(CampaignId, SlotName, NaiveDate), u64> = HashMap::new();
         let mut events = Vec::new();
         let mut taken = 0;
         for shard in self.shards.iter() {
@@ -267,14 +260,8 @@ impl Flusher {
     }
 
     fn count_metric(&self, event: &Event) {
-        let counter = match event.kind {
-            EventKind::Impression => &self.metrics.impressions,
-            EventKind::Viewable => &self.metrics.viewable,
-            EventKind::Click => &self.metrics.clicks,
-        };
-        counter
-            .with_label_values(&[event.slot.as_str(), event.campaign.as_str()])
-            .inc();
+        self.metrics
+            .count_event(event.kind, event.slot.as_str(), event.campaign.as_str());
     }
 
     /// Flushes every `interval` until `shutdown` turns true, then flushes what is left, trying
@@ -315,10 +302,11 @@ impl Flusher {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tracking::EventKind;
 
-    fn names() -> (Id, SlotName, NaiveDate) {
+    fn names() -> (CampaignId, SlotName, NaiveDate) {
         (
-            Id::parse("camp").unwrap(),
+            CampaignId::parse("camp").unwrap(),
             SlotName::parse("Publicité 2").unwrap(),
             NaiveDate::from_ymd_opt(2026, 11, 30).unwrap(),
         )

@@ -129,8 +129,12 @@ impl ResponseError for ApiError {
         if matches!(self, ApiError::Unauthorized) {
             response.insert_header(("WWW-Authenticate", "Bearer"));
         }
+        // No cache may keep an error: the same request may succeed a moment later.
         response
-            .insert_header(crate::routes::no_store())
+            .insert_header((
+                actix_web::http::header::CACHE_CONTROL,
+                actix_web::http::header::HeaderValue::from_static("no-store"),
+            ))
             .json(Body {
                 error: ErrorBody {
                     code: self.code(),

@@ -1,11 +1,12 @@
-//! The `regie` binary: serve (default), validate an inventory file, or check a running
-//! instance's health (for container health checks).
+//! The `regie` binary: serve (default), validate an inventory file, check a running
+//! instance's health (for container health checks), or move a Redis to the current key layout.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use regie::inventory::parse_inventory;
+use regie::local_admin;
 use regie::settings::Settings;
 use regie::startup::Application;
 use regie::telemetry;
@@ -16,7 +17,17 @@ use regie::telemetry;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
-#[command(name = "regie", version, about = "Ad-slot serving microservice")]
+#[command(
+    name = "regie",
+    version,
+    about = "Ad-slot serving microservice",
+    after_help = "Every setting has a compiled-in default, so regie runs from any directory. \
+        Files of REGIE_CONFIG_DIR (else config/, when present) and REGIE_* environment \
+        variables override them: REGIE_LISTEN, REGIE_PUBLIC_URL, REGIE_REDIS_URL, \
+        REGIE_INVENTORY, REGIE_ADMIN_TOKEN, REGIE_TRACKING_KEYS, REGIE_ENVIRONMENT, … \
+        (see the README). Without REGIE_INVENTORY or config/inventory.json, the demo \
+        inventory compiled in is served: try http://127.0.0.1:8080/demo."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -31,6 +42,9 @@ enum Command {
         /// The inventory JSON file.
         file: PathBuf,
     },
+    /// Renames the keys of a single Redis (`REGIE_REDIS_URL`, `REGIE_KEY_PREFIX`) from the layout
+    /// without hash tags to the current one. Run once, while no instance runs.
+    MigrateKeys,
     /// GET /healthz of a running instance; exits 0 when it answers 200.
     Healthcheck {
         /// The instance's address.
@@ -44,10 +58,12 @@ fn main() -> ExitCode {
         Command::Serve => serve(),
         Command::Check { file } => check(&file),
         Command::Healthcheck { address } => healthcheck(&address),
+        Command::MigrateKeys => migrate_keys(),
     }
 }
 
-fn serve() -> ExitCode {
+fn migrate_keys() -> ExitCode {
+    use secrecy::ExposeSecret;
     let settings = match Settings::load() {
         Ok(settings) => settings,
         Err(e) => {
@@ -55,6 +71,38 @@ fn serve() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let Some(url) = &settings.redis_url else {
+        eprintln!("regie migrate-keys: REGIE_REDIS_URL must name the Redis to migrate");
+        return ExitCode::from(2);
+    };
+    match regie::store::migrate::migrate_keys(url.expose_secret(), &settings.key_prefix) {
+        Ok(migration) => {
+            println!("renamed {} keys", migration.renamed);
+            for key in &migration.conflicts {
+                println!("left {key}: its new name is taken");
+            }
+            if migration.conflicts.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("regie migrate-keys: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve() -> ExitCode {
+    let mut settings = match Settings::load() {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("regie: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let made_up_token = local_admin::make_up(&mut settings);
     telemetry::init(settings.log_format, &settings.log_level);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -68,6 +116,12 @@ fn serve() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        if let Some(token) = &made_up_token {
+            // Not println!, which panics when standard output is closed.
+            use std::io::Write;
+            let announcement = local_admin::announcement(token, app.public_url());
+            let _ = writeln!(std::io::stdout().lock(), "{announcement}");
+        }
         match app.run_until_stopped().await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

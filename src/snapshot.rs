@@ -8,7 +8,8 @@ use std::sync::Arc;
 use unicode_normalization::UnicodeNormalization;
 
 use crate::inventory::{
-    normalize_label, parse_size, Campaign, Format, Id, Inventory, Priority, Slot, SlotName,
+    normalize_label, parse_size, AdvertiserId, Campaign, CampaignId, Format, Inventory, Priority,
+    Slot, SlotName,
 };
 use crate::selection::{AliasTable, TierRotation};
 use crate::targeting::size::sort_largest_first;
@@ -24,14 +25,27 @@ pub struct Snapshot {
     /// Campaigns in document order, with their targeting prepared.
     pub campaigns: Vec<CompiledCampaign>,
     /// Campaign index by id.
-    pub campaign_index: HashMap<Id, usize>,
+    pub campaign_index: HashMap<CampaignId, CampaignIndex>,
     /// Advertiser index (as in [`CompiledCampaign::advertiser`]) by id: the advertisers of the
     /// inventory, then any a campaign names that the list lacks.
-    pub advertiser_index: HashMap<Id, usize>,
+    pub advertiser_index: HashMap<AdvertiserId, usize>,
     /// Slots by NFC name, looked up on every request: hashbrown's default hasher is several
     /// times faster than SipHash on short keys, and lookups cannot flood it (requests insert
     /// nothing).
     pub slots: hashbrown::HashMap<SlotName, CompiledSlot>,
+}
+
+/// A campaign's position in one snapshot's [`Snapshot::campaigns`]: meaningful for that
+/// snapshot only, which is why requests carry it rather than an id (no lookup by id per
+/// candidate).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CampaignIndex(usize);
+
+impl CampaignIndex {
+    /// The position itself, for tables laid out like [`Snapshot::campaigns`].
+    pub fn get(self) -> usize {
+        self.0
+    }
 }
 
 /// A campaign with what the serve path needs precomputed.
@@ -91,8 +105,8 @@ pub struct Tier {
 /// A campaign as a member of one slot: its index and the creatives it may show there.
 #[derive(Debug)]
 pub struct SlotMember {
-    /// Index into [`Snapshot::campaigns`].
-    pub campaign: usize,
+    /// The campaign.
+    pub campaign: CampaignIndex,
     /// Indexes into the campaign's creatives that fit the slot.
     pub creatives: Vec<usize>,
     /// Rotation among `creatives` by their weights.
@@ -145,7 +159,7 @@ pub fn normalize_keyword(raw: &str) -> String {
 impl Snapshot {
     /// Compiles a validated inventory.
     pub fn compile(version: u64, inventory: Inventory) -> Self {
-        let mut advertiser_index: HashMap<Id, usize> = HashMap::new();
+        let mut advertiser_index: HashMap<AdvertiserId, usize> = HashMap::new();
         let known = inventory.advertisers.iter().map(|a| &a.id);
         for id in known.chain(inventory.campaigns.iter().map(|c| &c.advertiser_id)) {
             let next = advertiser_index.len();
@@ -187,10 +201,10 @@ impl Snapshot {
                     .collect(),
             })
             .collect();
-        let campaign_index: HashMap<Id, usize> = campaigns
+        let campaign_index: HashMap<CampaignId, CampaignIndex> = campaigns
             .iter()
             .enumerate()
-            .map(|(i, c)| (c.campaign.id.clone(), i))
+            .map(|(i, c)| (c.campaign.id.clone(), CampaignIndex(i)))
             .collect();
         let slots = inventory
             .slots
@@ -220,7 +234,7 @@ impl Snapshot {
 
     /// The id of the advertiser at `index` of [`Self::advertiser_index`] (a scan: for
     /// `explain`, not the serve path).
-    pub fn advertiser_id(&self, index: usize) -> Option<&Id> {
+    pub fn advertiser_id(&self, index: usize) -> Option<&AdvertiserId> {
         self.advertiser_index
             .iter()
             .find(|(_, &i)| i == index)
@@ -228,9 +242,13 @@ impl Snapshot {
     }
 
     /// The campaign of that id.
-    pub fn campaign(&self, id: &str) -> Option<&CompiledCampaign> {
-        let id = Id::parse(id).ok()?;
-        self.campaign_index.get(&id).map(|&i| &self.campaigns[i])
+    pub fn campaign(&self, id: &CampaignId) -> Option<&CompiledCampaign> {
+        self.campaign_index.get(id).map(|&i| self.campaign_at(i))
+    }
+
+    /// The campaign at that index.
+    pub fn campaign_at(&self, index: CampaignIndex) -> &CompiledCampaign {
+        &self.campaigns[index.0]
     }
 }
 
@@ -238,7 +256,7 @@ fn compile_slot(
     slot: &Slot,
     position: usize,
     campaigns: &[CompiledCampaign],
-    index: &HashMap<Id, usize>,
+    index: &HashMap<CampaignId, CampaignIndex>,
 ) -> CompiledSlot {
     let size = slot.size.as_deref().and_then(parse_size);
     let mut sizes: Vec<Size> = slot
@@ -257,11 +275,11 @@ fn compile_slot(
                 .filter(|(_, c)| {
                     c.campaign.priority == priority && c.campaign.slots.contains(&slot.name)
                 })
-                .map(|(i, c)| member(i, &c.campaign, size, &sizes))
+                .map(|(i, c)| member(CampaignIndex(i), &c.campaign, size, &sizes))
                 .collect();
             let weights = members
                 .iter()
-                .map(|m| u64::from(campaigns[m.campaign].campaign.weight.get()))
+                .map(|m| u64::from(campaigns[m.campaign.0].campaign.weight.get()))
                 .collect();
             let rotation = TierRotation::new(weights, slot.rotation)?;
             Some(Tier {
@@ -275,7 +293,7 @@ fn compile_slot(
         .fallback
         .as_ref()
         .and_then(|id| index.get(id))
-        .map(|&i| member(i, &campaigns[i].campaign, size, &sizes));
+        .map(|&i| member(i, &campaigns[i.0].campaign, size, &sizes));
     CompiledSlot {
         slot: slot.clone(),
         position,
@@ -290,7 +308,7 @@ fn compile_slot(
 /// slot's size; text and html, which adapt to any size), or all of them when none fits or the
 /// slot has no size; and, for requests that give a width, those of each of the slot's sizes.
 fn member(
-    index: usize,
+    index: CampaignIndex,
     campaign: &Campaign,
     size: Option<(u32, u32)>,
     sizes: &[Size],
@@ -383,7 +401,7 @@ mod tests {
                 creatives
                     .iter()
                     .map(|&i| {
-                        snap.campaigns[m.campaign].campaign.creatives[i]
+                        snap.campaign_at(m.campaign).campaign.creatives[i]
                             .id
                             .to_string()
                     })
@@ -424,7 +442,7 @@ mod tests {
         let (one, two) = (&snap.campaigns[0], &snap.campaigns[1]);
         assert_eq!(
             one.advertiser,
-            snap.advertiser_index[&Id::parse("b").unwrap()]
+            snap.advertiser_index[&AdvertiserId::parse("b").unwrap()]
         );
         assert_ne!(one.advertiser, two.advertiser);
         assert_eq!(one.labels, [0]);

@@ -8,20 +8,21 @@ use std::time::{Duration, Instant};
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
-use secrecy::ExposeSecret;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::catalog::{watch_redis, Catalog, LoadError};
-use crate::clock::{SharedClock, SystemClock};
+use crate::clock::{ReportingZone, SharedClock, SystemClock};
 use crate::counting::{Flusher, Recorder};
 use crate::delivery::{Budgets, Releaser};
-use crate::metrics::Metrics;
+use crate::metrics::{EventLabels, Metrics};
 use crate::render::Renderer;
 use crate::routes;
 use crate::settings::Settings;
 use crate::state::AppState;
-use crate::store::{redis_timeouts, MemoryStore, RedisStore, Store, StoreError};
+use crate::store::{
+    durability, redis_target, redis_timeouts, MemoryStore, RedisStore, Store, StoreError,
+};
 use crate::telemetry;
 use crate::tracking::{KeysError, Signer};
 
@@ -94,12 +95,14 @@ impl Application {
             .local_addr()
             .expect("a bound listener has an address")
             .port();
-        let metrics = Metrics::new();
-        let store = match &settings.redis_url {
-            Some(url) => Store::Redis(Arc::new(RedisStore::new(
-                url.expose_secret(),
+        let metrics =
+            Metrics::with_event_labels(EventLabels::from_setting(settings.metrics_campaign_labels));
+        let store = match redis_target(&settings) {
+            Some(target) => Store::Redis(Arc::new(RedisStore::connect(
+                &target,
                 &settings.key_prefix,
                 redis_timeouts(&settings),
+                durability(&settings),
                 metrics.clone(),
             )?)),
             None => {
@@ -108,7 +111,7 @@ impl Application {
             }
         };
         let catalog = Arc::new(Catalog::new(store.clone(), metrics.clone()));
-        catalog.start(&settings.inventory).await?;
+        catalog.start(&settings.inventory_seed()).await?;
 
         let signer = match &settings.tracking_keys {
             Some(keys) => Signer::from_setting(keys)?,
@@ -128,7 +131,7 @@ impl Application {
         let budgets = Arc::new(Budgets::new(
             store.clone(),
             clock.clone(),
-            settings.timezone(),
+            ReportingZone(settings.timezone()),
             settings.lease_block,
         ));
         let (shutdown, shutdown_rx) = watch::channel(false);
@@ -145,10 +148,11 @@ impl Application {
             renderer: Renderer::new(public_url.trim_end_matches('/'), metrics.clone()),
             public_url: public_url.trim_end_matches('/').to_owned(),
             admin_token: settings.admin_token.clone(),
-            timezone: settings.timezone(),
+            zone: ReportingZone(settings.timezone()),
             country_header: settings.country_header(),
             impression_ttl_secs: settings.impression_token_ttl_secs,
             click_ttl_secs: settings.click_token_ttl_secs,
+            draining: Default::default(),
         });
 
         let mut tasks = vec![
@@ -162,7 +166,7 @@ impl Application {
         if let Store::Redis(redis) = &store {
             tasks.push(tokio::spawn(watch_redis(
                 catalog.clone(),
-                redis.client().clone(),
+                redis.pubsub_clients().to_vec(),
                 redis.changes_channel(),
                 shutdown_rx.clone(),
             )));
@@ -229,6 +233,18 @@ impl Application {
         self.port
     }
 
+    /// The state its handlers share: for tests that drive the domain below HTTP where HTTP
+    /// would only add time (e.g. counting events for a hundred thousand campaigns).
+    pub fn state(&self) -> web::Data<AppState> {
+        self.state.clone()
+    }
+
+    /// The base of its tracking URLs, without a trailing slash (`REGIE_PUBLIC_URL`, or
+    /// `http://` + the bound address).
+    pub fn public_url(&self) -> &str {
+        &self.state.public_url
+    }
+
     /// A handle that stops the application gracefully, as SIGTERM does.
     pub fn stop_handle(&self) -> StopHandle {
         StopHandle(self.stop_requested.clone())
@@ -238,7 +254,7 @@ impl Application {
     /// in-flight requests finish, counters are flushed, all within the shutdown timeout.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let handle: ServerHandle = self.server.handle();
-        let catalog = self.state.catalog.clone();
+        let state = self.state.clone();
         let stop_requested = self.stop_requested.clone();
         let server = tokio::spawn(self.server);
         tokio::select! {
@@ -246,7 +262,7 @@ impl Application {
             _ = stop_requested.notified() => tracing::info!("stop requested; draining"),
         }
         let started = Instant::now();
-        catalog.draining.store(true, Ordering::Relaxed);
+        state.draining.store(true, Ordering::Relaxed);
         // Still serving, but no longer ready: load balancers move traffic away first.
         tokio::time::sleep(self.drain_delay).await;
         handle.stop(true).await;

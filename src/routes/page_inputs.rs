@@ -5,7 +5,7 @@
 use actix_web::http::header::HeaderMap;
 
 use crate::error::ApiError;
-use crate::inventory::Id;
+use crate::inventory::AdvertiserId;
 use crate::snapshot::Snapshot;
 use crate::targeting::Country;
 
@@ -98,7 +98,7 @@ pub(super) fn excluded_advertisers(
             ));
         }
         let raw = raw.trim();
-        let id = Id::parse(raw).map_err(|e| {
+        let id = AdvertiserId::parse(raw).map_err(|e| {
             ApiError::bad_request(
                 "invalid_exclude_advertisers",
                 format!("exclude_advertisers: {raw:?} {e}"),

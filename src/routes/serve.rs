@@ -10,10 +10,10 @@ use super::auth::is_admin;
 use super::errors::allow;
 use super::page_inputs;
 use crate::error::ApiError;
-use crate::inventory::{Id, SlotName};
+use crate::inventory::{CampaignId, SlotName};
 use crate::render::Prepared;
 use crate::serving::{Choice, PageRequest, Serving, Viewer};
-use crate::snapshot::{normalize_keyword, CompiledSlot, Snapshot};
+use crate::snapshot::{normalize_keyword, CampaignIndex, CompiledSlot, Snapshot};
 use crate::state::AppState;
 use crate::targeting::{Country, LocalMoment};
 
@@ -72,7 +72,7 @@ struct BatchRequest {
 struct Inputs {
     viewer: Viewer,
     keywords: Vec<String>,
-    excluded: Vec<usize>,
+    excluded: Vec<CampaignIndex>,
     excluded_advertisers: Vec<usize>,
     country: Option<Country>,
 }
@@ -100,8 +100,8 @@ impl Inputs {
             excluded_advertisers: self.excluded_advertisers,
             country: self.country,
             now,
-            local: LocalMoment::at(now, state.timezone),
-            today: crate::counting::reporting_day(now, state.timezone),
+            local: LocalMoment::at(now, state.zone.0),
+            today: state.zone.day(now),
         }
     }
 }
@@ -180,7 +180,7 @@ fn parse_inputs(
                 format!("at most {MAX_EXCLUDED} excluded campaigns"),
             ));
         }
-        let id = Id::parse(&raw).map_err(|e| {
+        let id = CampaignId::parse(&raw).map_err(|e| {
             ApiError::bad_request("invalid_exclude", format!("exclude: {raw:?} {e}"))
         })?;
         // A campaign the inventory no longer has cannot be chosen anyway.
@@ -242,7 +242,7 @@ fn answer(
     } else {
         counters.fallback.inc();
     }
-    let campaign = &snapshot.campaigns[choice.campaign].campaign;
+    let campaign = &snapshot.campaign_at(choice.campaign).campaign;
     state
         .recorder
         .served(&campaign.id, &compiled.slot.name, page.today);

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::PageRequest;
 use crate::inventory::Status;
-use crate::snapshot::{CompiledCampaign, SlotMember, Snapshot};
+use crate::snapshot::{CampaignIndex, CompiledCampaign, SlotMember, Snapshot};
 use crate::targeting::{PageShown, SizeChoice};
 
 /// Why a campaign was not eligible for a decision: a closed set, which `explain` reports as
@@ -47,7 +47,7 @@ pub enum Ineligible {
 /// Delivery rules that need state outside the snapshot (caps, pacing, frequency).
 pub trait DeliveryCheck {
     /// Whether the campaign at `index` may be served now.
-    fn check(&self, index: usize, campaign: &CompiledCampaign) -> Result<(), Ineligible>;
+    fn check(&self, index: CampaignIndex, campaign: &CompiledCampaign) -> Result<(), Ineligible>;
 }
 
 /// What a decision depends on besides the inventory.
@@ -57,7 +57,7 @@ pub struct Context<'a> {
     pub page: &'a PageRequest<'a>,
     /// Campaign indexes that must not be chosen: the page's exclusions, and the campaigns
     /// chosen for its earlier slots.
-    pub excluded: &'a [usize],
+    pub excluded: &'a [CampaignIndex],
     /// The advertisers and exclusion labels the page shows already or asked not to see.
     pub shown: &'a PageShown,
     /// The size the slot takes for this request.
@@ -73,7 +73,7 @@ pub fn eligibility(
     ctx: &Context<'_>,
 ) -> Result<(), Ineligible> {
     let index = member.campaign;
-    let compiled = &snapshot.campaigns[index];
+    let compiled = snapshot.campaign_at(index);
     let campaign = &compiled.campaign;
     let now = ctx.page.now;
     if campaign.status == Status::Paused {
@@ -126,8 +126,8 @@ fn keywords_match(campaign: &CompiledCampaign, keywords: &[String]) -> bool {
 }
 
 /// Whether a campaign could be served at `now` whatever the request: active and in flight.
-pub(crate) fn in_flight(snapshot: &Snapshot, index: usize, now: DateTime<Utc>) -> bool {
-    let campaign = &snapshot.campaigns[index].campaign;
+pub(crate) fn in_flight(snapshot: &Snapshot, index: CampaignIndex, now: DateTime<Utc>) -> bool {
+    let campaign = &snapshot.campaign_at(index).campaign;
     campaign.status == Status::Active
         && campaign.start.is_none_or(|s| now >= s)
         && campaign.end.is_none_or(|e| now < e)

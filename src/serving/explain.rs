@@ -9,7 +9,7 @@ use crate::snapshot::{CompiledSlot, SlotMember, Snapshot};
 use crate::targeting::SizeChoice;
 
 fn entry(snapshot: &Snapshot, member: &SlotMember, ctx: &Context<'_>) -> (bool, Value) {
-    let campaign = &snapshot.campaigns[member.campaign].campaign;
+    let campaign = &snapshot.campaign_at(member.campaign).campaign;
     let verdict = eligibility(snapshot, member, ctx);
     let value = json!({
         "campaign_id": campaign.id.as_str(),
@@ -97,7 +97,7 @@ pub(super) fn explain(
     let preview = draw_order(snapshot, slot, &ctx, &mut rand::rng(), 1, |_| true)
         .pop()
         .map(|choice| {
-            let campaign = &snapshot.campaigns[choice.campaign].campaign;
+            let campaign = &snapshot.campaign_at(choice.campaign).campaign;
             json!({
                 "campaign_id": campaign.id.as_str(),
                 "creative_id": campaign.creatives[choice.creative].id.as_str(),
@@ -112,7 +112,7 @@ pub(super) fn explain(
             "rotation": slot.slot.rotation,
             "now": page.now,
             "keywords": page.keywords,
-            "excluded": page.excluded.iter().map(|&i| snapshot.campaigns[i].campaign.id.as_str()).collect::<Vec<_>>(),
+            "excluded": page.excluded.iter().map(|&i| snapshot.campaign_at(i).campaign.id.as_str()).collect::<Vec<_>>(),
             "excluded_advertisers": page.excluded_advertisers.iter().filter_map(|&i| snapshot.advertiser_id(i)).map(|id| id.as_str()).collect::<Vec<_>>(),
             "country": page.country,
             "size": match size {

@@ -20,7 +20,7 @@ use ulid::Ulid;
 use super::budget::RequestDelivery;
 use super::eligibility::in_flight;
 use super::{commit, draw_order, Choice, Context, PageRequest, Serving};
-use crate::snapshot::{CompiledSlot, Snapshot};
+use crate::snapshot::{CampaignIndex, CompiledSlot, Snapshot};
 use crate::store::{first_allowed, Backend, FrequencyCap, FrequencyItem, FrequencyRelease};
 use crate::targeting::{PageShown, SizeChoice};
 
@@ -44,8 +44,9 @@ fn viewer_key(uid: &str) -> String {
 }
 
 /// A campaign's frequency cap, as the store checks it.
-fn cap_of(snapshot: &Snapshot, index: usize) -> Option<FrequencyCap> {
-    snapshot.campaigns[index]
+fn cap_of(snapshot: &Snapshot, index: CampaignIndex) -> Option<FrequencyCap> {
+    snapshot
+        .campaign_at(index)
         .campaign
         .frequency
         .as_ref()
@@ -63,7 +64,7 @@ struct Reservation {
     id: String,
 }
 
-/// One request's frequency walk: what every [`pick`] of it shares.
+/// One request's frequency walk: what every [`Walk::pick`] of it shares.
 struct Walk<'a> {
     serving: &'a Serving<'a>,
     page: &'a PageRequest<'a>,
@@ -115,7 +116,7 @@ pub(super) async fn decide_for_viewer<R: Rng + ?Sized>(
                 chosen.push(None);
                 break;
             };
-            let campaign = &snapshot.campaigns[p.choice.campaign];
+            let campaign = snapshot.campaign_at(p.choice.campaign);
             // The slots were drawn together, each unaware of the campaigns the earlier ones
             // would get: one that must be kept apart from them is drawn again, as one whose
             // budget ran out is. Drawing again among what is left keeps the weights.
@@ -152,7 +153,7 @@ impl Walk<'_> {
     async fn pick<R: Rng + ?Sized>(
         &self,
         slots: &[PageSlot<'_>],
-        excluded: &[usize],
+        excluded: &[CampaignIndex],
         shown: &PageShown,
         rng: &mut R,
     ) -> Vec<Option<Pick>> {
@@ -164,7 +165,7 @@ impl Walk<'_> {
             size,
             delivery: Some(self.delivery),
         };
-        let capped = |index: usize| cap_of(snapshot, index).is_some();
+        let capped = |index: CampaignIndex| cap_of(snapshot, index).is_some();
         let orders: Vec<Vec<Choice>> = slots
             .iter()
             .enumerate()
@@ -191,7 +192,7 @@ impl Walk<'_> {
                         order
                             .iter()
                             .map(|c| FrequencyItem {
-                                campaign: snapshot.campaigns[c.campaign].campaign.id.clone(),
+                                campaign: snapshot.campaign_at(c.campaign).campaign.id.clone(),
                                 cap: cap_of(snapshot, c.campaign),
                             })
                             .collect()
@@ -220,7 +221,7 @@ impl Walk<'_> {
             .zip(positions)
             .map(|((order, &(slot, size)), position)| {
                 let choice = *order.get(position?)?;
-                let passed_over: Vec<usize> =
+                let passed_over: Vec<CampaignIndex> =
                     order[..position?].iter().map(|c| c.campaign).collect();
                 commit(snapshot, slot, &ctx(size), &choice, &passed_over);
                 Some(Pick {
@@ -238,10 +239,10 @@ pub(super) async fn allowed(
     serving: &Serving<'_>,
     slot: &CompiledSlot,
     page: &PageRequest<'_>,
-) -> Option<Vec<usize>> {
+) -> Option<Vec<CampaignIndex>> {
     let uid = page.viewer.uid.as_deref()?;
     let (snapshot, now) = (serving.snapshot, page.now);
-    let mut candidates: Vec<usize> = Vec::new();
+    let mut candidates: Vec<CampaignIndex> = Vec::new();
     let members = slot
         .tiers
         .iter()
@@ -265,7 +266,7 @@ pub(super) async fn allowed(
     let items: Vec<FrequencyItem> = candidates
         .iter()
         .map(|&index| FrequencyItem {
-            campaign: snapshot.campaigns[index].campaign.id.clone(),
+            campaign: snapshot.campaign_at(index).campaign.id.clone(),
             cap: cap_of(snapshot, index),
         })
         .collect();

@@ -10,11 +10,12 @@
 //!    (its advertiser or an exclusion label), outside its countries or its schedule, not
 //!    matching the keywords, without a creative for the slot's size at the page's width, or
 //!    held back by its budget, its pacing or the viewer's frequency cap ([`Ineligible`]).
-//! 2. [`order`]: the highest tier with an eligible campaign is drawn by the slot's rotation
-//!    (weighted random or smooth); the slot's fallback comes only when no tier has one.
-//! 3. [`frequency`]: with a viewer id, frequency caps are checked in the store as the
-//!    candidates are served, in one round trip for the whole page, only when the draw reaches
-//!    a frequency-capped campaign.
+//! 2. Order (`order.rs`, [`draw_order`]): the highest tier with an eligible campaign is drawn
+//!    by the slot's rotation (weighted random, smooth or optimize); the slot's fallback comes
+//!    only when no tier has one.
+//! 3. Frequency (`frequency.rs`): with a viewer id, frequency caps are checked in the store
+//!    as the candidates are served, in one round trip for the whole page, only when the draw
+//!    reaches a frequency-capped campaign.
 //! 4. Budget: the chosen campaign takes one unit of its leased budget; when another request
 //!    took the last one meanwhile, the slot is chosen again without it.
 //!
@@ -27,16 +28,15 @@ mod explain;
 mod frequency;
 mod order;
 
-pub use self::eligibility::{eligibility, DeliveryCheck, Ineligible};
+pub use self::eligibility::{eligibility, Context, DeliveryCheck, Ineligible};
 pub use self::order::{choose, commit, draw_order, Choice};
-pub use eligibility::Context;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use rand::Rng;
 
 use self::budget::RequestDelivery;
 use crate::delivery::{Budgets, Releaser};
-use crate::snapshot::{CompiledSlot, Snapshot};
+use crate::snapshot::{CampaignIndex, CompiledSlot, Snapshot};
 use crate::store::Store;
 use crate::targeting::{Country, LocalMoment, PageShown, SizeChoice};
 
@@ -63,8 +63,8 @@ pub struct PageRequest<'a> {
     pub viewer: Viewer,
     /// The page's keywords, normalised with [`crate::snapshot::normalize_keyword`].
     pub keywords: Vec<String>,
-    /// Campaigns the page asked not to see (indexes into the snapshot).
-    pub excluded: Vec<usize>,
+    /// Campaigns the page asked not to see.
+    pub excluded: Vec<CampaignIndex>,
     /// Advertisers the page asked not to see (`exclude_advertisers`; indexes of
     /// [`Snapshot::advertiser_index`]).
     pub excluded_advertisers: Vec<usize>,
@@ -133,7 +133,7 @@ impl Serving<'_> {
             let choice = choose(snapshot, slot, &ctx, rng)?;
             // Set aside for the later slots, and for this one if its budget is spent.
             excluded.push(choice.campaign);
-            let campaign = &snapshot.campaigns[choice.campaign];
+            let campaign = snapshot.campaign_at(choice.campaign);
             if delivery.take(&campaign.campaign.id) {
                 shown.show(campaign);
                 return Some(choice);

@@ -8,13 +8,13 @@ use rand::Rng;
 
 use super::eligibility::{eligibility, Context};
 use crate::inventory::Priority;
-use crate::snapshot::{CompiledSlot, SlotMember, Snapshot};
+use crate::snapshot::{CampaignIndex, CompiledSlot, SlotMember, Snapshot};
 
 /// The outcome of a decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Choice {
-    /// Index of the chosen campaign in the snapshot.
-    pub campaign: usize,
+    /// The chosen campaign.
+    pub campaign: CampaignIndex,
     /// Index of the chosen creative in the campaign.
     pub creative: usize,
     /// The tier it was drawn from; `None` when it is the slot's fallback.
@@ -94,7 +94,7 @@ pub fn commit(
     slot: &CompiledSlot,
     ctx: &Context<'_>,
     choice: &Choice,
-    passed_over: &[usize],
+    passed_over: &[CampaignIndex],
 ) {
     let Some((t, member)) = choice.drawn else {
         return;
@@ -173,7 +173,7 @@ mod tests {
 
     fn decide(
         snapshot: &Snapshot,
-        excluded: &[usize],
+        excluded: &[CampaignIndex],
         keywords: &[String],
         rng: &mut StdRng,
     ) -> Option<String> {
@@ -190,7 +190,7 @@ mod tests {
             delivery: None,
         };
         choose(snapshot, slot, &ctx, rng)
-            .map(|c| snapshot.campaigns[c.campaign].campaign.id.to_string())
+            .map(|c| snapshot.campaign_at(c.campaign).campaign.id.to_string())
     }
 
     #[test]
@@ -210,7 +210,7 @@ mod tests {
             );
         }
         // With the sponsorship excluded, the standard tier is considered.
-        let sponsor = snap.campaign_index[&crate::inventory::Id::parse("sponsor").unwrap()];
+        let sponsor = snap.campaign_index[&crate::inventory::CampaignId::parse("sponsor").unwrap()];
         assert_eq!(
             decide(&snap, &[sponsor], &[], &mut rng).as_deref(),
             Some("standard")
@@ -330,7 +330,7 @@ mod tests {
         let snap = snapshot_of(campaigns, &["a", "b", "c"]);
         let slot = snap.slot(&SlotName::parse("Publicité 2").unwrap()).unwrap();
         let page = page(&[]);
-        let a_big = snap.campaign_index[&crate::inventory::Id::parse("a-big").unwrap()];
+        let a_big = snap.campaign_index[&crate::inventory::CampaignId::parse("a-big").unwrap()];
         let mut rng = StdRng::seed_from_u64(0x5e9a);
         let mut counts: std::collections::HashMap<String, u64> = Default::default();
         let mut pages = 0;
@@ -345,7 +345,7 @@ mod tests {
                 continue;
             }
             pages += 1;
-            shown.show(&snap.campaigns[first.campaign]);
+            shown.show(snap.campaign_at(first.campaign));
             let excluded = [first.campaign];
             let ctx = Context {
                 excluded: &excluded,
@@ -354,7 +354,7 @@ mod tests {
             };
             let second = choose(&snap, slot, &ctx, &mut rng).unwrap();
             *counts
-                .entry(snap.campaigns[second.campaign].campaign.id.to_string())
+                .entry(snap.campaign_at(second.campaign).campaign.id.to_string())
                 .or_default() += 1;
         }
         assert!(!counts.contains_key("a-small"), "{counts:?}");
@@ -399,7 +399,7 @@ mod tests {
     fn ids(snapshot: &Snapshot, choices: &[Choice]) -> Vec<String> {
         choices
             .iter()
-            .map(|c| snapshot.campaigns[c.campaign].campaign.id.to_string())
+            .map(|c| snapshot.campaign_at(c.campaign).campaign.id.to_string())
             .collect()
     }
 
@@ -452,14 +452,14 @@ mod tests {
         let slot = snap.slot(&SlotName::parse("Publicité 2").unwrap()).unwrap();
         let page = page(&[]);
         let ctx = plain_context(&page);
-        let capped = snap.campaign_index[&crate::inventory::Id::parse("capped").unwrap()];
+        let capped = snap.campaign_index[&crate::inventory::CampaignId::parse("capped").unwrap()];
         let mut rng = StdRng::seed_from_u64(0xf00d);
         let mut counts: std::collections::HashMap<String, u64> = Default::default();
         for _ in 0..50_000 {
             let order = draw_order(&snap, slot, &ctx, &mut rng, 10, |c| c.campaign != capped);
             let served = order.iter().find(|c| c.campaign != capped).unwrap();
             *counts
-                .entry(snap.campaigns[served.campaign].campaign.id.to_string())
+                .entry(snap.campaign_at(served.campaign).campaign.id.to_string())
                 .or_default() += 1;
         }
         let (three, two) = (counts["three"] as f64, counts["two"] as f64);
@@ -468,5 +468,54 @@ mod tests {
         // 1 degree of freedom, p = 0.001; the seed is fixed, so the test is deterministic.
         assert!(chi2 < 10.828, "chi2 = {chi2:.2}, counts = {counts:?}");
         assert!(!counts.contains_key("capped"));
+    }
+
+    #[test]
+    fn in_an_optimize_slot_the_first_candidate_that_passes_a_later_check_is_thompson_among_those_that_pass(
+    ) {
+        use crate::selection::{ThompsonRotation, Trials};
+        // "capped" has the best evidence and is refused after the draw (a frequency cap): what
+        // is served must be exactly Thompson sampling between the two others, whose
+        // posteriors overlap (so re-drawing at each step instead would not give it).
+        let doc = json!({
+            "slots": [{ "name": "Publicité 2", "rotation": "optimize" }],
+            "advertisers": [{ "id": "a", "name": "A" }],
+            "campaigns": [campaign("capped", "standard", 1), campaign("eight", "standard", 1),
+                          campaign("five", "standard", 1)],
+        });
+        let snap = Snapshot::compile(
+            1,
+            parse_inventory(doc.to_string().as_bytes())
+                .unwrap()
+                .inventory,
+        );
+        let trials = [(100, 10), (100, 8), (100, 5)].map(|(impressions, clicks)| Trials {
+            impressions,
+            clicks,
+        });
+        let slot = snap.slot(&SlotName::parse("Publicité 2").unwrap()).unwrap();
+        slot.tiers[0].rotation.set_trials(&trials);
+        let page = page(&[]);
+        let ctx = plain_context(&page);
+        let capped = snap.campaign_index[&crate::inventory::CampaignId::parse("capped").unwrap()];
+        let mut rng = StdRng::seed_from_u64(0x7405);
+
+        let decisions = 50_000;
+        let mut eight = 0;
+        for _ in 0..decisions {
+            let order = draw_order(&snap, slot, &ctx, &mut rng, 10, |c| c.campaign != capped);
+            let served = order.iter().find(|c| c.campaign != capped).unwrap();
+            eight += usize::from(snap.campaign_at(served.campaign).campaign.id.as_str() == "eight");
+        }
+
+        let pair = ThompsonRotation::new(&[1, 1]);
+        pair.update(&trials[1..]);
+        let expected = pair.shares(&mut rng, 400_000, |_| true)[0];
+        let observed = eight as f64 / decisions as f64;
+        // Standard errors 0.0022 (observed) and 0.0008 (expected): 0.01 is over four of them.
+        assert!(
+            (observed - expected).abs() < 0.01,
+            "observed {observed:.4}, Thompson between the two {expected:.4}"
+        );
     }
 }

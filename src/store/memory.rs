@@ -11,7 +11,7 @@ use super::{
     counter_field, first_allowed, grant, Backend, Batch, Counts, FlushReport, FrequencyItem,
     FrequencyRelease, Lease, LeaseRequest, PutOutcome, StoreError, StoredInventory,
 };
-use crate::inventory::Id;
+use crate::inventory::{AdvertiserId, CampaignId};
 use crate::tracking::EventKind;
 
 /// The embedded store.
@@ -24,21 +24,21 @@ pub struct MemoryStore {
 struct Data {
     inventory: Option<StoredInventory>,
     /// (campaign, day) → slot → counters.
-    daily: HashMap<(Id, NaiveDate), HashMap<String, Counts>>,
-    totals: HashMap<Id, Counts>,
+    daily: HashMap<(CampaignId, NaiveDate), HashMap<String, Counts>>,
+    totals: HashMap<CampaignId, Counts>,
     /// campaign → slot → lifetime counters of tracking events.
-    slot_totals: HashMap<Id, HashMap<String, Counts>>,
+    slot_totals: HashMap<CampaignId, HashMap<String, Counts>>,
     /// De-duplication marks and their expiry (Unix seconds).
     seen: HashMap<(EventKind, Ulid), i64>,
     /// Marks in insertion order; with one TTL for all, that is expiry order.
     seen_order: VecDeque<(i64, EventKind, Ulid)>,
     applied_batches: HashSet<Ulid>,
-    key_hashes: HashMap<String, Id>,
-    advertiser_keys: HashMap<Id, String>,
-    leased_total: HashMap<Id, u64>,
-    leased_daily: HashMap<(Id, NaiveDate), u64>,
+    key_hashes: HashMap<String, AdvertiserId>,
+    advertiser_keys: HashMap<AdvertiserId, String>,
+    leased_total: HashMap<CampaignId, u64>,
+    leased_daily: HashMap<(CampaignId, NaiveDate), u64>,
     /// (viewer, campaign) → reservations (time in ms, reservation id) within the window.
-    frequency: HashMap<(String, Id), Vec<(i64, String)>>,
+    frequency: HashMap<(String, CampaignId), Vec<(i64, String)>>,
     frequency_calls: u64,
 }
 
@@ -155,7 +155,7 @@ impl Backend for MemoryStore {
 
     async fn daily_stats(
         &self,
-        campaign: &Id,
+        campaign: &CampaignId,
         days: &[NaiveDate],
     ) -> Result<Vec<Vec<(String, Counts)>>, StoreError> {
         let data = self.data.lock();
@@ -170,7 +170,7 @@ impl Backend for MemoryStore {
             .collect())
     }
 
-    async fn totals(&self, campaigns: &[Id]) -> Result<Vec<Counts>, StoreError> {
+    async fn totals(&self, campaigns: &[CampaignId]) -> Result<Vec<Counts>, StoreError> {
         let data = self.data.lock();
         Ok(campaigns
             .iter()
@@ -180,7 +180,7 @@ impl Backend for MemoryStore {
 
     async fn slot_totals(
         &self,
-        campaigns: &[Id],
+        campaigns: &[CampaignId],
     ) -> Result<Vec<Vec<(String, Counts)>>, StoreError> {
         let data = self.data.lock();
         Ok(campaigns
@@ -194,7 +194,11 @@ impl Backend for MemoryStore {
             .collect())
     }
 
-    async fn set_api_key(&self, advertiser: &Id, key_hash: &str) -> Result<(), StoreError> {
+    async fn set_api_key(
+        &self,
+        advertiser: &AdvertiserId,
+        key_hash: &str,
+    ) -> Result<(), StoreError> {
         let mut data = self.data.lock();
         if let Some(old) = data
             .advertiser_keys
@@ -207,7 +211,7 @@ impl Backend for MemoryStore {
         Ok(())
     }
 
-    async fn advertiser_for_key(&self, key_hash: &str) -> Result<Option<Id>, StoreError> {
+    async fn advertiser_for_key(&self, key_hash: &str) -> Result<Option<AdvertiserId>, StoreError> {
         Ok(self.data.lock().key_hashes.get(key_hash).cloned())
     }
 
@@ -239,7 +243,12 @@ impl Backend for MemoryStore {
         })
     }
 
-    async fn release(&self, campaign: &Id, day: NaiveDate, units: u64) -> Result<(), StoreError> {
+    async fn release(
+        &self,
+        campaign: &CampaignId,
+        day: NaiveDate,
+        units: u64,
+    ) -> Result<(), StoreError> {
         let mut data = self.data.lock();
         if let Some(total) = data.leased_total.get_mut(campaign) {
             *total = total.saturating_sub(units);

@@ -4,15 +4,20 @@
 mod helpers;
 
 mod admin;
+mod cardinality;
+mod cluster;
 mod delivery;
 mod export;
 mod faults;
 mod logs;
+mod migrate;
 mod multi_instance;
+mod on_cluster;
 mod ops;
 mod optimize;
 mod serve;
 mod shutdown;
+mod standalone;
 mod stats;
 mod store;
 mod targeting;

@@ -6,18 +6,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::NaiveDate;
-use regie::inventory::{Id, SlotName};
+use regie::inventory::{AdvertiserId, CampaignId, SlotName};
 use regie::metrics::Metrics;
 use regie::store::{
-    Backend, Batch, Event, FrequencyCap, FrequencyItem, FrequencyRelease, Lease, LeaseRequest,
-    MemoryStore, PutOutcome, RedisStore, RedisTimeouts, ServedCount, Store,
+    Backend, Batch, Durability, Event, FrequencyCap, FrequencyItem, FrequencyRelease, Lease,
+    LeaseRequest, MemoryStore, PutOutcome, RedisStore, RedisTarget, RedisTimeouts, ServedCount,
+    Store,
 };
 use regie::tracking::EventKind;
 use ulid::Ulid;
 
+use crate::cluster::RedisCluster;
 use crate::helpers::RedisServer;
 
-/// Runs a parity case once on each store.
+/// Runs a parity case once on each store: embedded, one Redis, and a Redis Cluster (shared by
+/// the cases, each under its own prefix).
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
         $(
@@ -30,6 +33,11 @@ macro_rules! on_both_backends {
                 async fn on_redis() {
                     let redis = crate::helpers::RedisServer::start();
                     super::$name(&super::redis(&redis)).await
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn on_a_redis_cluster() {
+                    let cluster = crate::cluster::RedisCluster::shared();
+                    super::$name(&super::cluster(cluster, stringify!($name))).await
                 }
             }
         )*
@@ -60,8 +68,30 @@ fn redis(server: &RedisServer) -> Store {
     ))
 }
 
-fn id(raw: &str) -> Id {
-    Id::parse(raw).unwrap()
+fn cluster(cluster: &RedisCluster, prefix: &str) -> Store {
+    let timeouts = RedisTimeouts {
+        connect: Duration::from_secs(1),
+        response: Duration::from_secs(1),
+    };
+    let durability = Durability {
+        replicas: 1,
+        timeout: Duration::from_secs(1),
+    };
+    let seeds = cluster.seeds().split(',').map(str::to_owned).collect();
+    Store::Redis(Arc::new(
+        RedisStore::connect(
+            &RedisTarget::Cluster(seeds),
+            prefix,
+            timeouts,
+            durability,
+            Metrics::new(),
+        )
+        .unwrap(),
+    ))
+}
+
+fn id(raw: &str) -> CampaignId {
+    CampaignId::parse(raw).unwrap()
 }
 
 fn day(d: u32) -> NaiveDate {
@@ -146,6 +176,24 @@ async fn a_batch_is_counted_once_and_an_event_once_per_decision_and_kind(store: 
     assert_eq!(daily[0][0].0, "Publicité 2");
     assert_eq!(daily[0][0].1, totals[0]);
     assert!(daily[1].is_empty());
+    // By slot over the campaign's life: tracking events only, not served decisions.
+    let by_slot = store
+        .slot_totals(&[campaign.clone(), id("none")])
+        .await
+        .unwrap();
+    assert_eq!(by_slot[0].len(), 1);
+    assert_eq!(by_slot[0][0].0, "Publicité 2");
+    let events = by_slot[0][0].1;
+    assert_eq!(
+        (
+            events.served,
+            events.impressions,
+            events.viewable,
+            events.clicks
+        ),
+        (0, 1, 1, 1)
+    );
+    assert!(by_slot[1].is_empty());
 }
 
 async fn slot_totals_add_up_every_day_s_counted_events_by_slot(store: &Store) {
@@ -201,7 +249,7 @@ async fn slot_totals_add_up_every_day_s_counted_events_by_slot(store: &Store) {
 }
 
 async fn an_advertiser_has_one_api_key_at_a_time(store: &Store) {
-    let advertiser = id("acme");
+    let advertiser = AdvertiserId::parse("acme").unwrap();
 
     store.set_api_key(&advertiser, "hash-1").await.unwrap();
     let first = store.advertiser_for_key("hash-1").await.unwrap();
