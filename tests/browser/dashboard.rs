@@ -195,7 +195,7 @@ async fn loaded(browser: &Browser) {
 #[tokio::test]
 async fn the_csv_link_downloads_the_campaign_s_figures_with_the_key() {
     let _one = exclusive().await;
-    let app = TestApp::start().await;
+    let app = TestApp::start_for_one_advertiser().await;
     seed_traffic(&app).await;
     let downloads = tempfile::tempdir().unwrap();
     let browser = Browser::start_with_downloads(downloads.path()).await;
@@ -264,7 +264,7 @@ async fn the_csv_link_downloads_the_campaign_s_figures_with_the_key() {
 #[tokio::test]
 async fn the_ctr_chart_draws_a_line_per_slot_from_the_day_s_figures() {
     let _one = exclusive().await;
-    let app = TestApp::start().await;
+    let app = TestApp::start_for_one_advertiser().await;
     seed_traffic(&app).await;
     let browser = Browser::start().await;
     sign_in(&browser, &app, &app.api_key).await;
