@@ -70,6 +70,9 @@ pub struct Settings {
     pub impression_token_ttl_secs: u64,
     /// How long a click token stays valid, in seconds.
     pub click_token_ttl_secs: u64,
+    /// The request header holding the reader's country as an ISO 3166-1 alpha-2 code, set by
+    /// the CDN or proxy in front of regie (`REGIE_COUNTRY_HEADER`).
+    pub country_header: String,
     /// IANA time zone in which reporting days and daily caps are counted.
     pub reporting_timezone: String,
     /// How often counters are written to the store, in milliseconds.
@@ -231,6 +234,12 @@ impl Settings {
                 reason: format!("{:?} is not an IANA time zone", self.reporting_timezone),
             });
         }
+        if actix_web::http::header::HeaderName::try_from(self.country_header.as_str()).is_err() {
+            return Err(SettingsError::Invalid {
+                name: "country_header",
+                reason: format!("{:?} is not an HTTP header name", self.country_header),
+            });
+        }
         if let Some(url) = &self.public_url {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
                 return Err(SettingsError::Invalid {
@@ -299,6 +308,12 @@ impl Settings {
     /// The reporting time zone.
     pub fn timezone(&self) -> chrono_tz::Tz {
         self.reporting_timezone.parse().unwrap_or(chrono_tz::UTC)
+    }
+
+    /// The header carrying the reader's country (checked to be a header name at load).
+    pub fn country_header(&self) -> actix_web::http::header::HeaderName {
+        actix_web::http::header::HeaderName::try_from(self.country_header.as_str())
+            .unwrap_or_else(|_| actix_web::http::header::HeaderName::from_static("cf-ipcountry"))
     }
 
     /// The flush interval.
