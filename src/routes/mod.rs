@@ -6,6 +6,7 @@ mod body;
 mod creatives;
 mod errors;
 mod health;
+mod page_inputs;
 mod pages;
 mod serve;
 mod stats;

@@ -23,5 +23,6 @@ mod shutdown;
 mod standalone;
 mod stats;
 mod store;
+mod targeting;
 mod tracking;
 mod unsafe_settings;
