@@ -34,6 +34,7 @@ pub mod decision;
 pub mod delivery;
 pub mod error;
 pub mod inventory;
+pub mod ivt;
 pub mod metrics;
 pub mod render;
 pub mod routes;
