@@ -19,8 +19,9 @@ use ulid::Ulid;
 
 use crate::clock::SharedClock;
 use crate::inventory::{Id, SlotName};
+use crate::ivt::Reason;
 use crate::metrics::Metrics;
-use crate::store::{Batch, Event, ServedCount, Store};
+use crate::store::{Batch, Counted, Event, ServedCount, Store};
 use crate::tracking::EventKind;
 
 /// Events per batch: one script call each, small enough not to stall Redis for long.
@@ -35,6 +36,8 @@ pub fn reporting_day(now: DateTime<Utc>, tz: Tz) -> NaiveDate {
 struct Pending {
     /// hashbrown's map, for lookups by [`ServedKey`].
     served: hashbrown::HashMap<(Id, SlotName, NaiveDate), u64>,
+    /// Invalid served decisions, apart: rare, so kept out of the hot map's key.
+    invalid_served: HashMap<(Id, SlotName, NaiveDate, Reason), u64>,
     events: Vec<Event>,
 }
 
@@ -127,6 +130,17 @@ impl Recorder {
         }
     }
 
+    /// Counts one served decision that is invalid (a bot's), apart from the valid ones.
+    pub fn invalid_served(&self, campaign: &Id, slot: &SlotName, day: NaiveDate, reason: Reason) {
+        let mut pending = self.shard().lock();
+        let key = (campaign.clone(), slot.clone(), day, reason);
+        if let Some(n) = pending.invalid_served.get_mut(&key) {
+            *n += 1;
+        } else if self.reserve_room() {
+            pending.invalid_served.insert(key, 1);
+        }
+    }
+
     /// Records one tracking event (de-duplicated later by the store).
     pub fn event(&self, event: Event) {
         if self.reserve_room() {
@@ -137,20 +151,27 @@ impl Recorder {
     /// Takes everything pending, as batches ready to write.
     fn take_batches(&self, dedup_ttl_secs: u64, now_secs: i64) -> Vec<Batch> {
         let mut served: HashMap<(Id, SlotName, NaiveDate), u64> = HashMap::new();
+        let mut invalid_served: HashMap<(Id, SlotName, NaiveDate, Reason), u64> = HashMap::new();
         let mut events = Vec::new();
         let mut taken = 0;
         for shard in self.shards.iter() {
             let pending = std::mem::take(&mut *shard.0.lock());
-            taken += pending.served.len() + pending.events.len();
+            taken += pending.served.len() + pending.invalid_served.len() + pending.events.len();
             events.extend(pending.events);
             for (key, count) in pending.served {
                 *served.entry(key).or_insert(0) += count;
             }
+            for (key, count) in pending.invalid_served {
+                *invalid_served.entry(key).or_insert(0) += count;
+            }
         }
         self.held.fetch_sub(taken, Ordering::Relaxed);
         // The same count kept by two shards is one entry from here on.
-        let merged = served.len() + events.len();
+        let merged = served.len() + invalid_served.len() + events.len();
         self.metrics.pending_events.sub((taken - merged) as i64);
+        // Impressions before clicks, whichever shard held them: the store counts a click as
+        // valid only after its decision's impression.
+        events.sort_by_key(|event| event.kind);
         let served: Vec<ServedCount> = served
             .into_iter()
             .map(|((campaign, slot, day), count)| ServedCount {
@@ -158,7 +179,19 @@ impl Recorder {
                 slot,
                 day,
                 count,
+                invalid: None,
             })
+            .chain(
+                invalid_served
+                    .into_iter()
+                    .map(|((campaign, slot, day, reason), count)| ServedCount {
+                        campaign,
+                        slot,
+                        day,
+                        count,
+                        invalid: Some(reason),
+                    }),
+            )
             .collect();
         if served.is_empty() && events.is_empty() {
             return Vec::new();
@@ -239,9 +272,7 @@ impl Flusher {
             match self.store.flush(batch).await {
                 Ok(report) => {
                     for (event, counted) in batch.events.iter().zip(&report.counted) {
-                        if *counted {
-                            self.count_metric(event);
-                        }
+                        self.count_metric(event, *counted);
                     }
                     let size = batch_size(batch);
                     self.recorder.queued.fetch_sub(size, Ordering::Relaxed);
@@ -266,7 +297,16 @@ impl Flusher {
         true
     }
 
-    fn count_metric(&self, event: &Event) {
+    fn count_metric(&self, event: &Event, counted: Counted) {
+        let reason = match counted {
+            Counted::Duplicate => return,
+            Counted::Valid => None,
+            Counted::Invalid(reason) => Some(reason),
+        };
+        if let Some(reason) = reason {
+            self.metrics.invalid(event.kind.as_str(), reason);
+            return;
+        }
         let counter = match event.kind {
             EventKind::Impression => &self.metrics.impressions,
             EventKind::Viewable => &self.metrics.viewable,
@@ -365,6 +405,7 @@ mod tests {
                 campaign: campaign.clone(),
                 slot: slot.clone(),
                 day,
+                invalid: None,
             });
         }
         assert_eq!(metrics.dropped_events.get(), 3);

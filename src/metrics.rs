@@ -22,6 +22,8 @@ pub struct Metrics {
     pub clicks: IntCounterVec,
     /// Tracking requests refused, by kind and reason.
     pub tracking_rejected: IntCounterVec,
+    /// Invalid traffic counted apart, by kind and reason (closed sets, [`crate::ivt`]).
+    pub invalid_traffic: IntCounterVec,
     /// Counter events waiting in memory for the store.
     pub pending_events: IntGauge,
     /// Counter events dropped because the pending buffer was full.
@@ -92,6 +94,15 @@ impl Metrics {
             "Tracking requests that counted nothing, by kind and reason.",
             &["kind", "reason"],
         );
+        let invalid_traffic = counter_vec(
+            "regie_invalid_traffic_total",
+            "Invalid decisions and events, counted apart, by kind and reason.",
+            &["kind", "reason"],
+        );
+        // Every possible series from the start, so a rate over them never starts missing.
+        for (kind, reason) in crate::ivt::metric_series() {
+            invalid_traffic.with_label_values(&[kind, reason.as_str()]);
+        }
         let pending_events = gauge(
             "regie_events_pending",
             "Counter events waiting in memory to be written to the store.",
@@ -170,6 +181,7 @@ impl Metrics {
             viewable,
             clicks,
             tracking_rejected,
+            invalid_traffic,
             pending_events,
             dropped_events,
             store_roundtrips,
@@ -189,6 +201,14 @@ impl Metrics {
             .encode(&self.registry.gather(), &mut buffer)
             .expect("text encoding into a Vec cannot fail");
         String::from_utf8(buffer).expect("the text format is UTF-8")
+    }
+
+    /// Counts one invalid decision request or event; `kind` is one of
+    /// [`crate::ivt::METRIC_KINDS`].
+    pub fn invalid(&self, kind: &'static str, reason: crate::ivt::Reason) {
+        self.invalid_traffic
+            .with_label_values(&[kind, reason.as_str()])
+            .inc();
     }
 
     /// Records one store round trip's outcome.

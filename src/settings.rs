@@ -62,6 +62,19 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// Default log filter (overridden by `RUST_LOG`).
     pub log_level: String,
+    /// Proxies whose `X-Forwarded-For` is believed, comma-separated CIDRs
+    /// (`REGIE_TRUSTED_PROXIES`); empty trusts none.
+    #[serde(default)]
+    pub trusted_proxies: String,
+    /// Decision requests per second and client address; above, 429 (0 disables).
+    pub decisions_per_second: u32,
+    /// Impressions, and viewable impressions, per minute and client address; above, invalid
+    /// (`rate`; 0 disables).
+    pub ivt_impressions_per_minute: u32,
+    /// Clicks per minute and client address; above, invalid (`rate`; 0 disables).
+    pub ivt_clicks_per_minute: u32,
+    /// A click sooner than this after its decision is invalid (`too_fast`), in milliseconds.
+    pub min_click_delay_ms: u64,
 }
 
 /// How log lines are written.
@@ -152,6 +165,12 @@ impl Settings {
                 });
             }
         }
+        if let Err(e) = crate::ivt::TrustedProxies::parse(&self.trusted_proxies) {
+            return Err(SettingsError::Invalid {
+                name: "trusted_proxies",
+                reason: e.to_string(),
+            });
+        }
         for (name, value) in [
             ("flush_interval_ms", self.flush_interval_ms),
             ("poll_interval_ms", self.poll_interval_ms),
@@ -181,6 +200,20 @@ impl Settings {
     /// The inventory poll interval.
     pub fn poll_interval(&self) -> Duration {
         Duration::from_millis(self.poll_interval_ms)
+    }
+
+    /// The invalid-traffic rules' settings.
+    pub fn ivt(&self) -> crate::ivt::IvtSettings {
+        crate::ivt::IvtSettings {
+            trusted_proxies: crate::ivt::TrustedProxies::parse(&self.trusted_proxies)
+                .unwrap_or_default(),
+            limits: crate::ivt::LimitSettings {
+                decisions_per_second: self.decisions_per_second,
+                impressions_per_minute: self.ivt_impressions_per_minute,
+                clicks_per_minute: self.ivt_clicks_per_minute,
+            },
+            min_click_delay_ms: self.min_click_delay_ms,
+        }
     }
 
     /// The shutdown timeout.

@@ -148,10 +148,12 @@ impl Application {
             timezone: settings.timezone(),
             impression_ttl_secs: settings.impression_token_ttl_secs,
             click_ttl_secs: settings.click_token_ttl_secs,
+            ivt: crate::ivt::Ivt::new(settings.ivt(), clock.clone()),
         });
 
         let mut tasks = vec![
             release_task,
+            tokio::spawn(state.ivt.limits.clone().run_sweeper(shutdown_rx.clone())),
             tokio::spawn(
                 catalog
                     .clone()

@@ -45,6 +45,8 @@ pub struct AppState {
     pub impression_ttl_secs: u64,
     /// Life of click tokens, in seconds.
     pub click_ttl_secs: u64,
+    /// The invalid-traffic rules: known bots, client addresses, rate limits, click delay.
+    pub ivt: crate::ivt::Ivt,
 }
 
 impl AppState {

@@ -119,7 +119,10 @@ mod tests {
 
     #[test]
     fn without_trusted_proxies_the_peer_is_the_client_whatever_the_header_says() {
-        assert_eq!(client("", "203.0.113.7", &["198.51.100.1"]), ip("203.0.113.7"));
+        assert_eq!(
+            client("", "203.0.113.7", &["198.51.100.1"]),
+            ip("203.0.113.7")
+        );
     }
 
     #[test]
@@ -133,7 +136,11 @@ mod tests {
     #[test]
     fn behind_a_trusted_proxy_the_right_most_untrusted_address_is_the_client() {
         assert_eq!(
-            client("10.0.0.0/8", "10.0.0.2", &["198.51.100.1, 203.0.113.9, 10.0.0.5"]),
+            client(
+                "10.0.0.0/8",
+                "10.0.0.2",
+                &["198.51.100.1, 203.0.113.9, 10.0.0.5"]
+            ),
             ip("203.0.113.9")
         );
     }
@@ -150,7 +157,11 @@ mod tests {
     #[test]
     fn several_header_lines_are_one_list_in_order() {
         assert_eq!(
-            client("10.0.0.0/8", "10.0.0.2", &["198.51.100.1", "203.0.113.9, 10.0.0.7"]),
+            client(
+                "10.0.0.0/8",
+                "10.0.0.2",
+                &["198.51.100.1", "203.0.113.9, 10.0.0.7"]
+            ),
             ip("203.0.113.9")
         );
     }
@@ -158,7 +169,11 @@ mod tests {
     #[test]
     fn a_malformed_hop_stops_the_walk_at_the_last_trusted_address() {
         assert_eq!(
-            client("10.0.0.0/8", "10.0.0.2", &["198.51.100.1, not-an-ip, 10.0.0.9"]),
+            client(
+                "10.0.0.0/8",
+                "10.0.0.2",
+                &["198.51.100.1, not-an-ip, 10.0.0.9"]
+            ),
             ip("10.0.0.9")
         );
         assert_eq!(client("10.0.0.0/8", "10.0.0.2", &[""]), ip("10.0.0.2"));
@@ -190,7 +205,11 @@ mod tests {
     #[test]
     fn ipv6_addresses_ranges_and_ports_are_understood() {
         assert_eq!(
-            client("2001:db8::/32", "2001:db8::1", &["2a01:e0a::5, [2001:db8::7]:443"]),
+            client(
+                "2001:db8::/32",
+                "2001:db8::1",
+                &["2a01:e0a::5, [2001:db8::7]:443"]
+            ),
             ip("2a01:e0a::5")
         );
         assert_eq!(

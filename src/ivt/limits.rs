@@ -14,10 +14,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use governor::clock::Clock;
+use governor::middleware::NoOpMiddleware;
 use governor::nanos::Nanos;
 use governor::state::keyed::{DashMapStateStore, ShrinkableKeyedStateStore};
 use governor::state::StateStore;
-use governor::middleware::NoOpMiddleware;
 use governor::{Quota, RateLimiter};
 use tokio::sync::watch;
 
@@ -171,7 +171,8 @@ impl Limits {
             })
         };
         let per_minute = |n: u32| NonZeroU32::new(n).map(Quota::per_minute);
-        let decisions = keyed(NonZeroU32::new(settings.decisions_per_second).map(Quota::per_second));
+        let decisions =
+            keyed(NonZeroU32::new(settings.decisions_per_second).map(Quota::per_second));
         let impressions = keyed(per_minute(settings.impressions_per_minute));
         let viewable = keyed(per_minute(settings.impressions_per_minute));
         let clicks = keyed(per_minute(settings.clicks_per_minute));
@@ -206,9 +207,14 @@ impl Limits {
 
     /// Forgets the addresses whose allowance is full again, and gives back their memory.
     pub fn sweep(&self) {
-        for limiter in [&self.decisions, &self.impressions, &self.viewable, &self.clicks]
-            .into_iter()
-            .flatten()
+        for limiter in [
+            &self.decisions,
+            &self.impressions,
+            &self.viewable,
+            &self.clicks,
+        ]
+        .into_iter()
+        .flatten()
         {
             limiter.retain_recent();
             limiter.shrink_to_fit();
@@ -287,7 +293,11 @@ mod tests {
         assert!(limits.check(Limited::Click, reader).is_ok());
         assert!(limits.check(Limited::Click, reader).is_ok());
         let wait = limits.check(Limited::Click, reader).unwrap_err();
-        assert_eq!(wait, Duration::from_secs(30), "two a minute: one every 30 s");
+        assert_eq!(
+            wait,
+            Duration::from_secs(30),
+            "two a minute: one every 30 s"
+        );
         clock.advance(chrono::Duration::seconds(30));
         assert!(limits.check(Limited::Click, reader).is_ok());
     }
@@ -305,10 +315,18 @@ mod tests {
     #[test]
     fn ipv6_addresses_of_one_slash_64_share_an_allowance() {
         let (limits, _clock) = limits(2, 300, 10);
-        assert!(limits.check(Limited::Decision, ip("2001:db8:1:2::1")).is_ok());
-        assert!(limits.check(Limited::Decision, ip("2001:db8:1:2::ffff")).is_ok());
-        assert!(limits.check(Limited::Decision, ip("2001:db8:1:2:abcd::9")).is_err());
-        assert!(limits.check(Limited::Decision, ip("2001:db8:1:3::1")).is_ok());
+        assert!(limits
+            .check(Limited::Decision, ip("2001:db8:1:2::1"))
+            .is_ok());
+        assert!(limits
+            .check(Limited::Decision, ip("2001:db8:1:2::ffff"))
+            .is_ok());
+        assert!(limits
+            .check(Limited::Decision, ip("2001:db8:1:2:abcd::9"))
+            .is_err());
+        assert!(limits
+            .check(Limited::Decision, ip("2001:db8:1:3::1"))
+            .is_ok());
         assert_eq!(
             ClientKey::from(ip("::ffff:192.0.2.1")),
             ClientKey::from(ip("192.0.2.1"))

@@ -8,6 +8,7 @@ mod explain;
 mod frequency;
 mod health;
 mod pages;
+mod rate;
 mod serve;
 mod stats;
 mod tracking;

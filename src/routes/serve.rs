@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use actix_web::middleware::from_fn;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use ulid::Ulid;
@@ -27,12 +28,20 @@ const MAX_UID_BYTES: usize = 128;
 pub(super) fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         super::public_resource("/v1/slots/{slot}/ad")
-            .route(web::get().to(get_ad))
+            .route(
+                web::get()
+                    .to(get_ad)
+                    .wrap(from_fn(super::rate::limit_decisions)),
+            )
             .default_service(allow("GET")),
     )
     .service(
         super::public_resource("/v1/decisions")
-            .route(web::post().to(post_decisions))
+            .route(
+                web::post()
+                    .to(post_decisions)
+                    .wrap(from_fn(super::rate::limit_decisions)),
+            )
             .default_service(allow("POST")),
     );
 }

@@ -8,8 +8,9 @@ use super::auth::{caller, Caller};
 use super::errors::allow;
 use crate::error::ApiError;
 use crate::inventory::Id;
+use crate::ivt::Reason;
 use crate::state::AppState;
-use crate::store::Counts;
+use crate::store::{Counts, Tally};
 
 /// The longest range one stats request covers.
 const MAX_DAYS: i64 = 366;
@@ -43,6 +44,7 @@ struct Totals {
     viewable: u64,
     clicks: u64,
     ctr: f64,
+    invalid: Invalid,
 }
 
 impl From<Counts> for Totals {
@@ -53,6 +55,40 @@ impl From<Counts> for Totals {
             viewable: c.viewable,
             clicks: c.clicks,
             ctr: ctr(c.clicks, c.impressions),
+            invalid: Invalid::from(&c),
+        }
+    }
+}
+
+/// Invalid traffic, counted apart from the valid counters beside it (contract section 8);
+/// in a campaign's `totals`, also by reason.
+#[derive(Debug, Serialize)]
+struct Invalid {
+    #[serde(flatten)]
+    total: Tally,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reasons: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl Invalid {
+    fn from(c: &Counts) -> Self {
+        Self {
+            total: c.invalid.total(),
+            reasons: None,
+        }
+    }
+
+    fn with_reasons(c: &Counts) -> Self {
+        let reasons = Reason::ALL
+            .iter()
+            .map(|r| {
+                let tally = serde_json::to_value(c.invalid.reason(*r)).expect("plain counters");
+                (r.as_str().to_owned(), tally)
+            })
+            .collect();
+        Self {
+            total: c.invalid.total(),
+            reasons: Some(reasons),
         }
     }
 }
@@ -79,6 +115,7 @@ struct SlotTotals {
     impressions: u64,
     viewable: u64,
     clicks: u64,
+    invalid: Invalid,
 }
 
 fn parse_day(raw: &str, name: &str) -> Result<NaiveDate, ApiError> {
@@ -163,15 +200,18 @@ async fn campaign_stats(
             impressions: c.impressions,
             viewable: c.viewable,
             clicks: c.clicks,
+            invalid: Invalid::from(&c),
         })
         .collect();
+    let mut totals = Totals::from(total);
+    totals.invalid = Invalid::with_reasons(&total);
     Ok(HttpResponse::Ok()
         .insert_header(super::no_store())
         .json(serde_json::json!({
             "campaign_id": campaign.campaign.id.as_str(),
             "from": from,
             "to": to,
-            "totals": Totals::from(total),
+            "totals": totals,
             "days": days_out,
             "slots": slots,
         })))

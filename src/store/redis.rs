@@ -4,9 +4,11 @@
 //! Keys (`P` is the prefix):
 //! - `P:inventory` (JSON) and `P:inventory:version` (integer); changes are published on
 //!   `P:inventory:changed`.
-//! - `P:stats:{campaign}:{YYYY-MM-DD}`: hash of `{counter}|{slot}` → count.
-//! - `P:totals:{campaign}`: hash of counter → lifetime count.
-//! - `P:seen:{kind}:{decision_id}`: de-duplication mark, expiring after the longest token life.
+//! - `P:stats:{campaign}:{YYYY-MM-DD}`: hash of `{counter}|{slot}` → count; invalid traffic
+//!   as `invalid.{reason}.{counter}|{slot}`.
+//! - `P:totals:{campaign}`: hash of counter → lifetime count (invalid ones as above).
+//! - `P:seen:{kind}:{decision_id}`: de-duplication mark, expiring after the longest token life;
+//!   `1` when the event counted as valid, `0` when invalid.
 //! - `P:batch:{id}`: a flushed batch, so that a retry is not counted twice.
 //! - `P:apikey:{sha256}` → advertiser id, and `P:advertiser-key:{id}` → its key's hash.
 //!
@@ -48,31 +50,40 @@ return 1
 ";
 
 /// ARGV: prefix, batch id, batch ttl, dedup ttl, number of served entries, then
-/// (campaign, day, slot, count) per served entry, then (field, decision id, campaign, day,
-/// slot) per event. Answers -1 for a batch already applied, else a string of '0'/'1', one per
-/// event: whether it was counted.
+/// (campaign, day, slot, count, field) per served entry, then (field, decision id, campaign,
+/// day, slot, invalid reason or '') per event. Answers -1 for a batch already applied, else a
+/// string of one code per event: '0' a duplicate, '1' counted, or the first letter of the
+/// reason it was counted invalid for. A click with no reason of its own is invalid
+/// (`no_impression`) unless its decision's impression was counted as valid (mark '1'; an
+/// invalid event's mark is '0'). Invalid counters are the fields `invalid.{reason}.{counter}`.
 const FLUSH_SCRIPT: &str = r"
 local p = ARGV[1]
 if not redis.call('SET', p .. ':batch:' .. ARGV[2], '1', 'NX', 'EX', ARGV[3]) then return -1 end
 local ttl = ARGV[4]
 local i = 6
 for _ = 1, tonumber(ARGV[5]) do
-  local c, d, s, n = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-  redis.call('HINCRBY', p .. ':stats:' .. c .. ':' .. d, 'served|' .. s, n)
-  redis.call('HINCRBY', p .. ':totals:' .. c, 'served', n)
-  i = i + 4
+  local c, d, s, n, f = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+  redis.call('HINCRBY', p .. ':stats:' .. c .. ':' .. d, f .. '|' .. s, n)
+  redis.call('HINCRBY', p .. ':totals:' .. c, f, n)
+  i = i + 5
 end
+local codes = { bot = 'b', rate = 'r', no_impression = 'n', too_fast = 't' }
 local counted = {}
 while i <= #ARGV do
-  local f, id, c, d, s = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
-  if redis.call('SET', p .. ':seen:' .. f .. ':' .. id, '1', 'NX', 'EX', ttl) then
-    redis.call('HINCRBY', p .. ':stats:' .. c .. ':' .. d, f .. '|' .. s, 1)
-    redis.call('HINCRBY', p .. ':totals:' .. c, f, 1)
-    counted[#counted + 1] = '1'
+  local f, id, c, d, s, r = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
+  if r == '' and f == 'clicks' and redis.call('GET', p .. ':seen:impressions:' .. id) ~= '1' then
+    r = 'no_impression'
+  end
+  local mark, name, code = '1', f, '1'
+  if r ~= '' then mark, name, code = '0', 'invalid.' .. r .. '.' .. f, codes[r] end
+  if redis.call('SET', p .. ':seen:' .. f .. ':' .. id, mark, 'NX', 'EX', ttl) then
+    redis.call('HINCRBY', p .. ':stats:' .. c .. ':' .. d, name .. '|' .. s, 1)
+    redis.call('HINCRBY', p .. ':totals:' .. c, name, 1)
+    counted[#counted + 1] = code
   else
     counted[#counted + 1] = '0'
   end
-  i = i + 5
+  i = i + 6
 end
 return table.concat(counted)
 ";
@@ -381,7 +392,8 @@ impl RedisStore {
                 .arg(s.campaign.as_str())
                 .arg(s.day.to_string())
                 .arg(s.slot.as_str())
-                .arg(s.count);
+                .arg(s.count)
+                .arg(super::stored_field(s.invalid, "served").as_ref());
         }
         for e in &batch.events {
             invocation
@@ -389,19 +401,25 @@ impl RedisStore {
                 .arg(e.decision_id.to_string())
                 .arg(e.campaign.as_str())
                 .arg(e.day.to_string())
-                .arg(e.slot.as_str());
+                .arg(e.slot.as_str())
+                .arg(e.invalid.map_or("", crate::ivt::Reason::as_str));
         }
         let mut conn = self.conn();
         let answer: redis::Value =
             self.observe("flush", invocation.invoke_async(&mut conn).await)?;
         match answer {
             redis::Value::Int(-1) => Ok(FlushReport {
-                counted: vec![false; batch.events.len()],
+                counted: vec![super::Counted::Duplicate; batch.events.len()],
                 already_applied: true,
             }),
-            redis::Value::BulkString(flags) if flags.len() == batch.events.len() => {
+            redis::Value::BulkString(codes) if codes.len() == batch.events.len() => {
+                let counted = codes
+                    .iter()
+                    .map(|&code| super::Counted::from_code(code))
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or(StoreError::Corrupt("flush answer"))?;
                 Ok(FlushReport {
-                    counted: flags.iter().map(|&f| f == b'1').collect(),
+                    counted,
                     already_applied: false,
                 })
             }

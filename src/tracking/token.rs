@@ -34,6 +34,21 @@ pub struct TokenPayload {
     pub slot: String,
 }
 
+impl TokenPayload {
+    /// When the decision was made, in Unix milliseconds. The decision id is a ULID made from
+    /// the decision's time, so it carries the milliseconds the signed seconds lack; an id not
+    /// made that way (outside its second) falls back to the second.
+    pub fn issued_at_ms(&self) -> i64 {
+        let second = self.issued_at.saturating_mul(1_000);
+        let from_id = i64::try_from(self.decision_id.timestamp_ms()).unwrap_or(i64::MAX);
+        if (second..second + 1_000).contains(&from_id) {
+            from_id
+        } else {
+            second
+        }
+    }
+}
+
 /// Why a token was refused; also the `reason` label of `regie_tracking_rejected_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {

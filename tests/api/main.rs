@@ -6,6 +6,7 @@ mod helpers;
 mod admin;
 mod delivery;
 mod faults;
+mod ivt;
 mod logs;
 mod multi_instance;
 mod ops;

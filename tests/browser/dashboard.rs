@@ -30,6 +30,7 @@ async fn seed_traffic(app: &TestApp) {
                 app.http.get(hit("viewable_url")).send().await.unwrap();
             }
             if (slot == "banner" && view == 0) || slot == "Publicité 3" {
+                app.reader_looks_at_the_page();
                 app.http.get(hit("click_url")).send().await.unwrap();
             }
         }
