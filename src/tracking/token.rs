@@ -342,6 +342,21 @@ mod tests {
     }
 
     #[test]
+    fn the_issue_time_in_milliseconds_comes_from_the_decision_id_within_its_second() {
+        let at = chrono::DateTime::from_timestamp_millis(1_764_500_000_250).unwrap();
+        let mut p = payload();
+        p.decision_id = Ulid::from_datetime(at.into());
+        p.issued_at = 1_764_500_000;
+        assert_eq!(p.issued_at_ms(), 1_764_500_000_250);
+        p.issued_at = 1_764_400_000;
+        assert_eq!(
+            p.issued_at_ms(),
+            1_764_400_000_000,
+            "an id from another second is not believed"
+        );
+    }
+
+    #[test]
     fn the_token_carries_no_url() {
         let s = signer("k1:0123456789abcdef0123");
         let bytes = URL_SAFE_NO_PAD.decode(s.sign(&payload())).unwrap();
