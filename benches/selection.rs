@@ -5,9 +5,9 @@ use chrono::{TimeZone, Utc};
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
-use regie::decision::{choose, Context};
 use regie::inventory::{parse_inventory, Rotation, SlotName};
 use regie::selection::TierRotation;
+use regie::serving::{choose, Context, PageRequest, Viewer};
 use regie::snapshot::Snapshot;
 use serde_json::json;
 
@@ -60,11 +60,17 @@ fn decision(c: &mut Criterion) {
     for &n in &SIZES {
         let snap = snapshot(n);
         let slot = snap.slot(&slot_name).unwrap();
-        let keywords = vec!["politique".to_owned()];
         let excluded = vec![0, 1, 2];
-        let ctx = Context {
+        let page = PageRequest {
+            slots: &[slot],
+            viewer: Viewer::default(),
+            keywords: vec!["politique".to_owned()],
+            excluded: excluded.clone(),
             now,
-            keywords: &keywords,
+            today: now.date_naive(),
+        };
+        let ctx = Context {
+            page: &page,
             excluded: &excluded,
             delivery: None,
         };

@@ -18,7 +18,7 @@ use tokio::sync::{watch, Notify};
 use crate::inventory::parse_inventory;
 use crate::metrics::Metrics;
 use crate::snapshot::Snapshot;
-use crate::store::{Store, StoreError};
+use crate::store::{Backend, Store, StoreError};
 
 /// What this instance knows of its store, for `/readyz`.
 #[derive(Debug, Clone, Serialize)]

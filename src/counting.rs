@@ -21,7 +21,7 @@ use crate::clock::SharedClock;
 use crate::inventory::{Id, SlotName};
 use crate::ivt::Reason;
 use crate::metrics::Metrics;
-use crate::store::{Batch, Counted, Event, ServedCount, Store};
+use crate::store::{Backend, Batch, Counted, Event, ServedCount, Store};
 use crate::tracking::EventKind;
 
 /// Events per batch: one script call each, small enough not to stall Redis for long.

@@ -24,10 +24,9 @@ use tokio::sync::{watch, Notify};
 use crate::catalog::Catalog;
 use crate::clock::SharedClock;
 use crate::counting::reporting_day;
-use crate::decision::{DeliveryCheck, Ineligible};
 use crate::inventory::{Campaign, Id, Pacing};
 use crate::snapshot::CompiledCampaign;
-use crate::store::{FrequencyRelease, LeaseRequest, Store};
+use crate::store::{Backend, FrequencyRelease, LeaseRequest, Store};
 
 /// How often budgets are topped up and click totals read, besides the wake-ups.
 const REFILL_EVERY: Duration = Duration::from_millis(100);
@@ -351,61 +350,51 @@ fn ahead_of_line(campaign: &Campaign, budget: &Budget, now: DateTime<Utc>, timez
     delivered as f64 >= goal as f64 * elapsed + slack
 }
 
-/// The delivery rules of one request: budgets, pacing and the viewer's frequency allowances.
-pub struct RequestDelivery<'a> {
-    /// The budgets.
-    pub budgets: &'a Budgets,
-    /// The time of the request.
-    pub now: DateTime<Utc>,
-    /// Its reporting day.
-    pub today: NaiveDate,
-    /// The reporting time zone.
-    pub timezone: Tz,
-    /// Frequency-capped campaigns this viewer may still see (indexes into the snapshot); the
-    /// others with a frequency cap may not. `None`: not checked here (no viewer id, or the
-    /// store checks the caps as it serves the candidates, see [`crate::routes`]).
-    pub frequency_allowed: Option<&'a [usize]>,
+/// Why a campaign's budget holds it back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Held {
+    /// A lifetime, daily or click cap is reached.
+    Capped,
+    /// It is ahead of its even-delivery line.
+    Paced,
 }
 
-impl DeliveryCheck for RequestDelivery<'_> {
-    fn check(&self, index: usize, compiled: &CompiledCampaign) -> Result<(), Ineligible> {
-        let campaign = &compiled.campaign;
-        if campaign.frequency.is_some() {
-            if let Some(allowed) = self.frequency_allowed {
-                if !allowed.contains(&index) {
-                    return Err(Ineligible::FrequencyCapped);
-                }
-            }
-        }
+impl Budgets {
+    /// Whether the campaign's budget and pacing let it be served at `now`, in the reporting
+    /// day `today`.
+    pub fn check(
+        &self,
+        campaign: &Campaign,
+        today: NaiveDate,
+        now: DateTime<Utc>,
+    ) -> Result<(), Held> {
         // The map's guard, not a clone of the budget's `Arc`: no reference count to bump on a
         // cache line every worker shares.
-        let budgets = self.budgets.by_campaign.load();
+        let budgets = self.by_campaign.load();
         let Some(budget) = budgets.get(&campaign.id) else {
             return Ok(());
         };
-        if budget.clicks_reached.load(Ordering::Acquire) || !budget.available(self.today) {
+        if budget.clicks_reached.load(Ordering::Acquire) || !budget.available(today) {
             if budget.leases() && !budget.spent.load(Ordering::Acquire) {
                 // Out of units but not spent: ask for more now rather than at the next tick.
-                self.budgets.wake.notify_one();
+                self.wake.notify_one();
             }
-            return Err(Ineligible::Capped);
+            return Err(Held::Capped);
         }
-        if ahead_of_line(campaign, budget, self.now, self.timezone) {
-            return Err(Ineligible::Paced);
+        if ahead_of_line(campaign, budget, now, self.timezone) {
+            return Err(Held::Paced);
         }
         Ok(())
     }
-}
 
-impl RequestDelivery<'_> {
-    /// Takes one unit of the chosen campaign's budget; false when another request took the
-    /// last one first (the caller chooses again without it).
-    pub fn take(&self, campaign: &Id) -> bool {
-        match self.budgets.by_campaign.load().get(campaign) {
+    /// Takes one unit of the chosen campaign's budget for `today`; false when another request
+    /// took the last one first (the caller chooses again without it).
+    pub fn take(&self, campaign: &Id, today: NaiveDate) -> bool {
+        match self.by_campaign.load().get(campaign) {
             Some(budget) => {
-                let taken = budget.take(self.today);
-                if budget.tokens.load(Ordering::Acquire) < (self.budgets.block / 4).max(1) as i64 {
-                    self.budgets.wake.notify_one();
+                let taken = budget.take(today);
+                if budget.tokens.load(Ordering::Acquire) < (self.block / 4).max(1) as i64 {
+                    self.wake.notify_one();
                 }
                 taken
             }

@@ -11,11 +11,11 @@
 //! - [`selection`]: weighted rotation within one tier: alias tables (`weighted_random`) and
 //!   smooth weighted round robin (`smooth`). Pure, seeded in tests.
 //! - [`snapshot`]: one inventory version compiled for serving: per-slot, per-tier tables.
-//! - [`decision`]: eligibility (status, flight, exclusions, keywords, delivery checks), tiers
-//!   and fallback: the choice of a campaign and creative for a slot, and the order in which a
-//!   slot's candidates would be served (for frequency caps checked in the store).
-//! - [`delivery`]: caps (budgets leased from the store), even pacing, click caps and
-//!   per-viewer frequency caps.
+//! - [`serving`]: how a campaign is chosen for a page, in one place: the page request,
+//!   eligibility (status, flight, exclusions, keywords, delivery checks), tier order and
+//!   fallback, the frequency walk in the store, budget retry, and the `explain` dry run.
+//! - [`delivery`]: caps (budgets leased from the store), even pacing, click caps, and the
+//!   background release of unused frequency reservations.
 //! - [`catalog`]: the served snapshot behind an `ArcSwap`, and the task that follows the store.
 //! - [`store`]: the shared store, Redis or embedded in memory, with the same behaviour.
 //! - [`tracking`]: signed tracking tokens.
@@ -30,7 +30,7 @@
 pub mod catalog;
 pub mod clock;
 pub mod counting;
-pub mod decision;
+
 pub mod delivery;
 pub mod error;
 pub mod inventory;
@@ -39,6 +39,7 @@ pub mod metrics;
 pub mod render;
 pub mod routes;
 pub mod selection;
+pub mod serving;
 pub mod settings;
 pub mod snapshot;
 pub mod startup;

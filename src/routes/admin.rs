@@ -15,7 +15,7 @@ use super::MAX_INVENTORY_BYTES;
 use crate::error::ApiError;
 use crate::inventory::{parse_inventory, FieldError, Id, InvalidInventory, SlotName};
 use crate::state::AppState;
-use crate::store::PutOutcome;
+use crate::store::{Backend, PutOutcome};
 
 /// Attempts of a single-item edit racing other writers.
 const EDIT_ATTEMPTS: usize = 5;

@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 use crate::error::ApiError;
 use crate::inventory::Id;
 use crate::state::AppState;
+use crate::store::Backend;
 
 /// Who is calling.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,8 +4,6 @@ mod admin;
 mod auth;
 mod creatives;
 mod errors;
-mod explain;
-mod frequency;
 mod health;
 mod pages;
 mod rate;

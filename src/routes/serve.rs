@@ -9,12 +9,10 @@ use ulid::Ulid;
 
 use super::auth::is_admin;
 use super::errors::allow;
-use super::frequency::{choose_slots, frequency_allowed};
-use crate::decision::Choice;
-use crate::delivery::RequestDelivery;
 use crate::error::ApiError;
-use crate::inventory::{Id, SlotName, Status};
+use crate::inventory::{Id, SlotName};
 use crate::render::Prepared;
+use crate::serving::{Choice, PageRequest, Serving, Viewer};
 use crate::snapshot::{normalize_keyword, CompiledSlot, Snapshot};
 use crate::state::AppState;
 
@@ -69,25 +67,41 @@ struct BatchRequest {
 }
 
 /// The request's targeting inputs, validated.
-pub(crate) struct Inputs {
-    pub keywords: Vec<String>,
-    pub excluded: Vec<usize>,
-    pub uid: Option<String>,
+struct Inputs {
+    viewer: Viewer,
+    keywords: Vec<String>,
+    excluded: Vec<usize>,
 }
 
-/// Whether a campaign could be served at `now` ignoring the request: active and in flight.
-pub(crate) fn in_flight(
-    snapshot: &Snapshot,
-    index: usize,
-    now: chrono::DateTime<chrono::Utc>,
-) -> bool {
-    let campaign = &snapshot.campaigns[index].campaign;
-    campaign.status == Status::Active
-        && campaign.start.is_none_or(|s| now >= s)
-        && campaign.end.is_none_or(|e| now < e)
+impl Inputs {
+    /// The page request for these slots, at the time of the call.
+    fn page<'a>(
+        self,
+        req: &HttpRequest,
+        state: &AppState,
+        slots: &'a [&'a CompiledSlot],
+    ) -> PageRequest<'a> {
+        let now = state.clock.now();
+        let mut viewer = self.viewer;
+        if state.ivt.is_bot(req) {
+            // A bot is nobody to count views for: nothing about it is read or stored.
+            viewer = Viewer {
+                uid: None,
+                bot: true,
+            };
+        }
+        PageRequest {
+            slots,
+            viewer,
+            keywords: self.keywords,
+            excluded: self.excluded,
+            now,
+            today: crate::counting::reporting_day(now, state.timezone),
+        }
+    }
 }
 
-pub(crate) fn parse_inputs(
+fn parse_inputs(
     snapshot: &Snapshot,
     uid: Option<String>,
     keywords: impl Iterator<Item = String>,
@@ -142,17 +156,14 @@ pub(crate) fn parse_inputs(
         }
     }
     Ok(Inputs {
+        viewer: Viewer { uid, bot: false },
         keywords: normalized,
         excluded,
-        uid,
     })
 }
 
 /// Finds the slot a request names: malformed is 400, unknown is 404.
-pub(crate) fn parse_slot<'s>(
-    raw: &str,
-    snapshot: &'s Snapshot,
-) -> Result<&'s CompiledSlot, ApiError> {
+fn parse_slot<'s>(raw: &str, snapshot: &'s Snapshot) -> Result<&'s CompiledSlot, ApiError> {
     let name = SlotName::normalize(raw)
         .map_err(|e| ApiError::bad_request("invalid_slot", format!("slot name {e}")))?;
     snapshot.slot(name.as_ref()).ok_or_else(|| {
@@ -160,23 +171,17 @@ pub(crate) fn parse_slot<'s>(
     })
 }
 
-pub(crate) fn current_snapshot(state: &AppState) -> Result<Arc<Snapshot>, ApiError> {
+fn current_snapshot(state: &AppState) -> Result<Arc<Snapshot>, ApiError> {
     state.catalog.snapshot().ok_or(ApiError::NotReady)
 }
 
-/// The delivery rules of a request, for its time; `frequency_allowed` as
-/// [`RequestDelivery::frequency_allowed`].
-pub(crate) fn request_delivery<'a>(
-    state: &'a AppState,
-    frequency_allowed: Option<&'a [usize]>,
-) -> RequestDelivery<'a> {
-    let now = state.clock.now();
-    RequestDelivery {
+/// What choosing campaigns needs, borrowed from the application state.
+fn serving<'a>(state: &'a AppState, snapshot: &'a Snapshot) -> Serving<'a> {
+    Serving {
+        snapshot,
+        store: &state.store,
         budgets: &state.budgets,
-        now,
-        today: crate::counting::reporting_day(now, state.timezone),
-        timezone: state.timezone,
-        frequency_allowed,
+        releaser: &state.releaser,
     }
 }
 
@@ -187,7 +192,7 @@ fn answer(
     prepared: &Prepared,
     compiled: &CompiledSlot,
     choice: Option<Choice>,
-    delivery: &RequestDelivery<'_>,
+    page: &PageRequest<'_>,
 ) -> Option<Vec<u8>> {
     let counters = prepared.counters(compiled.position);
     let Some(choice) = choice else {
@@ -200,16 +205,27 @@ fn answer(
         counters.fallback.inc();
     }
     let campaign = &snapshot.campaigns[choice.campaign].campaign;
-    state
-        .recorder
-        .served(&campaign.id, &compiled.slot.name, delivery.today);
+    if page.viewer.bot {
+        // Answered as usual, counted apart (contract section 8).
+        state.recorder.invalid_served(
+            &campaign.id,
+            &compiled.slot.name,
+            page.today,
+            crate::ivt::Reason::Bot,
+        );
+        state.metrics.invalid("decision", crate::ivt::Reason::Bot);
+    } else {
+        state
+            .recorder
+            .served(&campaign.id, &compiled.slot.name, page.today);
+    }
     let creative = &campaign.creatives[choice.creative];
     // The id's time is the decision's, read once per request rather than again here.
-    let decision_id = Ulid::from_datetime(delivery.now.into());
+    let decision_id = Ulid::from_datetime(page.now.into());
     let slot = compiled.slot.name.as_str();
     let token = state.signer.sign_fields(
         decision_id,
-        delivery.now.timestamp(),
+        page.now.timestamp(),
         [campaign.id.as_str(), creative.id.as_str(), slot],
     );
     Some(state.renderer.decision(
@@ -266,30 +282,23 @@ async fn get_ad(
         split_list(query.kw),
         split_list(query.exclude),
     )?;
+    let slots = [compiled];
     if explain {
-        let mut delivery = request_delivery(state, None);
-        let allowed = frequency_allowed(
-            state,
-            &snapshot,
-            compiled,
-            inputs.uid.as_deref(),
-            delivery.now,
-        )
-        .await;
-        delivery.frequency_allowed = allowed.as_deref();
-        let body = super::explain::explain(&snapshot, compiled, &inputs, &delivery);
+        let page = inputs.page(&req, state, &slots);
+        let body = serving(state, &snapshot).explain(&page).await.pop();
         return Ok(HttpResponse::Ok()
             .insert_header(super::no_store())
             .json(body));
     }
     let timer = state.metrics.decision_duration.start_timer();
-    let delivery = request_delivery(state, None);
-    let choice = choose_slots(state, &snapshot, &[compiled], &inputs, &delivery)
+    let page = inputs.page(&req, state, &slots);
+    let choice = serving(state, &snapshot)
+        .decide(&page)
         .await
         .pop()
         .flatten();
     let prepared = state.renderer.prepared(&snapshot);
-    let decided = answer(state, &snapshot, &prepared, compiled, choice, &delivery);
+    let decided = answer(state, &snapshot, &prepared, compiled, choice, &page);
     timer.observe_duration();
     Ok(match decided {
         Some(decision) => HttpResponse::Ok()
@@ -313,10 +322,11 @@ struct EmptyEntry<'a> {
 }
 
 async fn post_decisions(
-    state: web::Data<AppState>,
+    req: HttpRequest,
     body: web::Json<BatchRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let snapshot = current_snapshot(&state)?;
+    let state = state_of(&req);
+    let snapshot = current_snapshot(state)?;
     let body = body.into_inner();
     if body.slots.is_empty() || body.slots.len() > MAX_BATCH_SLOTS {
         return Err(ApiError::bad_request(
@@ -341,11 +351,9 @@ async fn post_decisions(
     )?;
     let timer = state.metrics.decision_duration.start_timer();
     let known: Vec<&CompiledSlot> = names.iter().filter_map(|n| snapshot.slot(n)).collect();
-    let delivery = request_delivery(&state, None);
+    let page = inputs.page(&req, state, &known);
     // Campaigns chosen for earlier slots of this page are excluded from the later ones.
-    let mut choices = choose_slots(&state, &snapshot, &known, &inputs, &delivery)
-        .await
-        .into_iter();
+    let mut choices = serving(&state, &snapshot).decide(&page).await.into_iter();
     let prepared = state.renderer.prepared(&snapshot);
     // Decisions come written already; the answer is written around them.
     let mut out = Vec::with_capacity(1_024 * names.len());
@@ -357,7 +365,7 @@ async fn post_decisions(
         let (decision, error) = match snapshot.slot(name) {
             Some(compiled) => {
                 let choice = choices.next().flatten();
-                let decision = answer(&state, &snapshot, &prepared, compiled, choice, &delivery);
+                let decision = answer(&state, &snapshot, &prepared, compiled, choice, &page);
                 (decision, None)
             }
             None => (None, Some("unknown_slot")),

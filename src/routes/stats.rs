@@ -10,7 +10,7 @@ use crate::error::ApiError;
 use crate::inventory::Id;
 use crate::ivt::Reason;
 use crate::state::AppState;
-use crate::store::{Counts, Tally};
+use crate::store::{Backend, Counts, Tally};
 
 /// The longest range one stats request covers.
 const MAX_DAYS: i64 = 366;

@@ -8,8 +8,9 @@ use parking_lot::Mutex;
 use ulid::Ulid;
 
 use super::{
-    counter_field, grant, stored_field, Batch, Counted, Counts, FlushReport, FrequencyItem,
-    FrequencyRelease, Lease, LeaseRequest, PutOutcome, StoreError, StoredInventory,
+    counter_field, first_allowed, grant, stored_field, Backend, Batch, Counted, Counts,
+    FlushReport, FrequencyItem, FrequencyRelease, Lease, LeaseRequest, PutOutcome, StoreError,
+    StoredInventory,
 };
 use crate::inventory::Id;
 use crate::ivt::Reason;
@@ -50,16 +51,18 @@ impl MemoryStore {
     pub fn new() -> Self {
         Self::default()
     }
+}
 
-    pub(super) async fn load_inventory(&self) -> Result<Option<StoredInventory>, StoreError> {
+impl Backend for MemoryStore {
+    async fn load_inventory(&self) -> Result<Option<StoredInventory>, StoreError> {
         Ok(self.data.lock().inventory.clone())
     }
 
-    pub(super) async fn inventory_version(&self) -> Result<Option<u64>, StoreError> {
+    async fn inventory_version(&self) -> Result<Option<u64>, StoreError> {
         Ok(self.data.lock().inventory.as_ref().map(|i| i.version))
     }
 
-    pub(super) async fn put_inventory(
+    async fn put_inventory(
         &self,
         json: &str,
         expected: Option<u64>,
@@ -78,11 +81,7 @@ impl MemoryStore {
         Ok(PutOutcome::Written(version))
     }
 
-    pub(super) async fn restore_inventory(
-        &self,
-        json: &str,
-        version: u64,
-    ) -> Result<bool, StoreError> {
+    async fn restore_inventory(&self, json: &str, version: u64) -> Result<bool, StoreError> {
         let mut data = self.data.lock();
         if data
             .inventory
@@ -98,7 +97,7 @@ impl MemoryStore {
         Ok(true)
     }
 
-    pub(super) async fn flush(&self, batch: &Batch) -> Result<FlushReport, StoreError> {
+    async fn flush(&self, batch: &Batch) -> Result<FlushReport, StoreError> {
         let mut data = self.data.lock();
         data.expire_marks(batch.now_secs);
         if !data.applied_batches.insert(batch.id) {
@@ -161,7 +160,7 @@ impl MemoryStore {
         })
     }
 
-    pub(super) async fn daily_stats(
+    async fn daily_stats(
         &self,
         campaign: &Id,
         days: &[NaiveDate],
@@ -178,7 +177,7 @@ impl MemoryStore {
             .collect())
     }
 
-    pub(super) async fn totals(&self, campaigns: &[Id]) -> Result<Vec<Counts>, StoreError> {
+    async fn totals(&self, campaigns: &[Id]) -> Result<Vec<Counts>, StoreError> {
         let data = self.data.lock();
         Ok(campaigns
             .iter()
@@ -186,11 +185,7 @@ impl MemoryStore {
             .collect())
     }
 
-    pub(super) async fn set_api_key(
-        &self,
-        advertiser: &Id,
-        key_hash: &str,
-    ) -> Result<(), StoreError> {
+    async fn set_api_key(&self, advertiser: &Id, key_hash: &str) -> Result<(), StoreError> {
         let mut data = self.data.lock();
         if let Some(old) = data
             .advertiser_keys
@@ -203,14 +198,11 @@ impl MemoryStore {
         Ok(())
     }
 
-    pub(super) async fn advertiser_for_key(
-        &self,
-        key_hash: &str,
-    ) -> Result<Option<Id>, StoreError> {
+    async fn advertiser_for_key(&self, key_hash: &str) -> Result<Option<Id>, StoreError> {
         Ok(self.data.lock().key_hashes.get(key_hash).cloned())
     }
 
-    pub(super) async fn lease(&self, request: &LeaseRequest<'_>) -> Result<Lease, StoreError> {
+    async fn lease(&self, request: &LeaseRequest<'_>) -> Result<Lease, StoreError> {
         let mut data = self.data.lock();
         let total = data
             .leased_total
@@ -238,12 +230,7 @@ impl MemoryStore {
         })
     }
 
-    pub(super) async fn release(
-        &self,
-        campaign: &Id,
-        day: NaiveDate,
-        units: u64,
-    ) -> Result<(), StoreError> {
+    async fn release(&self, campaign: &Id, day: NaiveDate, units: u64) -> Result<(), StoreError> {
         let mut data = self.data.lock();
         if let Some(total) = data.leased_total.get_mut(campaign) {
             *total = total.saturating_sub(units);
@@ -254,7 +241,7 @@ impl MemoryStore {
         Ok(())
     }
 
-    pub(super) async fn frequency_pick(
+    async fn frequency_pick(
         &self,
         viewer: &str,
         now_ms: i64,
@@ -269,41 +256,30 @@ impl MemoryStore {
             data.frequency
                 .retain(|_, views| views.iter().any(|(t, _)| *t > oldest));
         }
-        let mut served: Vec<&Id> = Vec::new();
-        let mut picks = Vec::with_capacity(chains.len());
-        for chain in chains {
-            let mut pick = None;
-            for (position, item) in chain.iter().enumerate() {
-                if served.contains(&&item.campaign) {
-                    continue;
-                }
-                let allowed = match item.cap {
-                    None => true,
-                    Some(cap) => {
-                        let views = data
-                            .frequency
-                            .entry((viewer.to_owned(), item.campaign.clone()))
-                            .or_default();
-                        views.retain(|(t, _)| *t > now_ms - cap.window_ms);
-                        let allowed = views.len() < cap.max as usize;
-                        if allowed {
-                            views.push((now_ms, reservation.to_owned()));
-                        }
-                        allowed
-                    }
+        let data = &mut *data;
+        let picks = first_allowed(
+            chains,
+            |item| &item.campaign,
+            |item| {
+                let Some(cap) = item.cap else {
+                    return Some(true);
                 };
+                let views = data
+                    .frequency
+                    .entry((viewer.to_owned(), item.campaign.clone()))
+                    .or_default();
+                views.retain(|(t, _)| *t > now_ms - cap.window_ms);
+                let allowed = views.len() < cap.max as usize;
                 if allowed {
-                    served.push(&item.campaign);
-                    pick = Some(position);
-                    break;
+                    views.push((now_ms, reservation.to_owned()));
                 }
-            }
-            picks.push(pick);
-        }
-        Ok(picks)
+                Some(allowed)
+            },
+        );
+        Ok(picks.expect("every verdict is known"))
     }
 
-    pub(super) async fn frequency_check(
+    async fn frequency_check(
         &self,
         viewer: &str,
         now_ms: i64,
@@ -328,10 +304,7 @@ impl MemoryStore {
             .collect())
     }
 
-    pub(super) async fn frequency_release(
-        &self,
-        releases: &[FrequencyRelease],
-    ) -> Result<(), StoreError> {
+    async fn frequency_release(&self, releases: &[FrequencyRelease]) -> Result<(), StoreError> {
         let mut data = self.data.lock();
         for release in releases {
             for campaign in &release.campaigns {

@@ -1,366 +1,137 @@
-//! The shared store: the inventory document with its version, counters, de-duplication marks
-//! and advertiser keys. Two implementations with the same behaviour: Redis, shared by every
-//! instance, and an embedded in-memory store for a single process.
+//! The shared store: the inventory document with its version, counters, de-duplication marks,
+//! advertiser keys, budget leases and frequency reservations.
+//!
+//! [`Backend`] lists what a store does; two implement it with the same behaviour, checked by
+//! the compiler (the trait) and by one parity suite run against both (`tests/api/store.rs`):
+//! [`RedisStore`], shared by every instance, and [`MemoryStore`], embedded in one process.
+//! [`Store`] is the one the application runs with.
 
+mod keys;
 mod memory;
 mod redis;
+mod types;
+mod walk;
 
 pub use self::memory::MemoryStore;
 pub use self::redis::{RedisStore, RedisTimeouts};
+pub use self::types::*;
+pub use self::walk::first_allowed;
+
+use std::future::Future;
 
 use chrono::NaiveDate;
-use serde::Serialize;
-use ulid::Ulid;
 
-use crate::inventory::{Id, SlotName};
-use crate::ivt::Reason;
-use crate::tracking::EventKind;
+use crate::inventory::Id;
 
-/// The inventory document as stored, with its version.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredInventory {
-    /// Monotonic version, incremented by every write.
-    pub version: u64,
-    /// The JSON document.
-    pub json: String,
+/// The operations every store offers. Their futures are `Send`, so that tasks that hold a
+/// store can be spawned on any thread.
+pub trait Backend: Send + Sync {
+    /// The stored inventory, if any.
+    fn load_inventory(
+        &self,
+    ) -> impl Future<Output = Result<Option<StoredInventory>, StoreError>> + Send;
+
+    /// The stored inventory's version, if any (one small read, for polling).
+    fn inventory_version(&self) -> impl Future<Output = Result<Option<u64>, StoreError>> + Send;
+
+    /// Writes a new inventory atomically. `expected`, when given, must equal the current
+    /// version; `floor` is the version this instance serves, so versions never go backwards
+    /// even if the store lost its data.
+    fn put_inventory(
+        &self,
+        json: &str,
+        expected: Option<u64>,
+        floor: u64,
+    ) -> impl Future<Output = Result<PutOutcome, StoreError>> + Send;
+
+    /// Writes `json` as `version` only if the store holds no inventory or an older one; used to
+    /// seed an empty store and to restore one that restarted empty. True when written.
+    fn restore_inventory(
+        &self,
+        json: &str,
+        version: u64,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Applies a batch of counters atomically and idempotently.
+    fn flush(&self, batch: &Batch) -> impl Future<Output = Result<FlushReport, StoreError>> + Send;
+
+    /// Counters of a campaign for each day, by slot.
+    fn daily_stats(
+        &self,
+        campaign: &Id,
+        days: &[NaiveDate],
+    ) -> impl Future<Output = Result<Vec<Vec<(String, Counts)>>, StoreError>> + Send;
+
+    /// Lifetime counters of each campaign.
+    fn totals(
+        &self,
+        campaigns: &[Id],
+    ) -> impl Future<Output = Result<Vec<Counts>, StoreError>> + Send;
+
+    /// Makes `key_hash` the advertiser's only API key (the previous one stops working).
+    fn set_api_key(
+        &self,
+        advertiser: &Id,
+        key_hash: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The advertiser owning the key of this hash.
+    fn advertiser_for_key(
+        &self,
+        key_hash: &str,
+    ) -> impl Future<Output = Result<Option<Id>, StoreError>> + Send;
+
+    /// Leases up to `wanted` units of a capped campaign's budget for `day`, atomically across
+    /// instances: never more than what is left under the lifetime and daily caps, and a
+    /// quarter of what is left at most, so blocks shrink as the budget runs out ([`grant`]).
+    fn lease(
+        &self,
+        request: &LeaseRequest<'_>,
+    ) -> impl Future<Output = Result<Lease, StoreError>> + Send;
+
+    /// Gives back units leased for `day` and not served (shutdown, day change).
+    fn release(
+        &self,
+        campaign: &Id,
+        day: NaiveDate,
+        units: u64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// For one viewer, atomically and in one round trip, serves each chain (a slot's candidates
+    /// in the order they would be served) its first campaign that is under its cap and not
+    /// already served by an earlier chain of the call ([`first_allowed`]), and reserves a view
+    /// of it under `reservation`. Answers, per chain, the position of the campaign served.
+    fn frequency_pick(
+        &self,
+        viewer: &str,
+        now_ms: i64,
+        reservation: &str,
+        chains: &[Vec<FrequencyItem>],
+    ) -> impl Future<Output = Result<Vec<Option<usize>>, StoreError>> + Send;
+
+    /// For one viewer, whether each campaign is under its cap; reserves nothing.
+    fn frequency_check(
+        &self,
+        viewer: &str,
+        now_ms: i64,
+        items: &[FrequencyItem],
+    ) -> impl Future<Output = Result<Vec<bool>, StoreError>> + Send;
+
+    /// Cancels reservations that were not used for a decision, many requests' at once.
+    fn frequency_release(
+        &self,
+        releases: &[FrequencyRelease],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
-/// The outcome of a versioned inventory write.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PutOutcome {
-    /// Written under this new version.
-    Written(u64),
-    /// The caller's expected version is not the current one.
-    Conflict {
-        /// The current version.
-        current: u64,
-    },
-}
-
-/// The four counters of a campaign, slot or day.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct Counts {
-    /// Served decisions.
-    pub served: u64,
-    /// Impressions.
-    pub impressions: u64,
-    /// Viewable impressions.
-    pub viewable: u64,
-    /// Clicks.
-    pub clicks: u64,
-    /// Invalid decisions and events, counted apart from the four above (contract section 8).
-    #[serde(skip)]
-    pub invalid: InvalidCounts,
-}
-
-impl Counts {
-    /// Adds `n` to the counter named `field`: `served`, `impressions`, `viewable`, `clicks`,
-    /// or an invalid one, `invalid.{reason}.{counter}` ([`invalid_field`]).
-    pub fn add_field(&mut self, field: &str, n: u64) {
-        match field {
-            "served" => self.served += n,
-            "impressions" => self.impressions += n,
-            "viewable" => self.viewable += n,
-            "clicks" => self.clicks += n,
-            _ => {
-                let Some((reason, counter)) = field
-                    .strip_prefix("invalid.")
-                    .and_then(|rest| rest.split_once('.'))
-                else {
-                    return;
-                };
-                if let Some(reason) = Reason::parse(reason) {
-                    self.invalid.by_reason[reason as usize].add_field(counter, n);
-                }
-            }
-        }
-    }
-
-    /// Adds another set of counters.
-    pub fn add(&mut self, other: &Counts) {
-        self.served += other.served;
-        self.impressions += other.impressions;
-        self.viewable += other.viewable;
-        self.clicks += other.clicks;
-        for (mine, theirs) in self
-            .invalid
-            .by_reason
-            .iter_mut()
-            .zip(&other.invalid.by_reason)
-        {
-            mine.add(theirs);
-        }
-    }
-}
-
-/// Invalid decisions and events, by reason.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct InvalidCounts {
-    /// Indexed by [`Reason`] in the order of [`Reason::ALL`].
-    pub by_reason: [Tally; 4],
-}
-
-impl InvalidCounts {
-    /// The counters of one reason.
-    pub fn reason(&self, reason: Reason) -> Tally {
-        self.by_reason[reason as usize]
-    }
-
-    /// Every reason's counters added up.
-    pub fn total(&self) -> Tally {
-        let mut total = Tally::default();
-        self.by_reason.iter().for_each(|t| total.add(t));
-        total
-    }
-}
-
-/// Four counters without anything else: one reason's invalid traffic.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct Tally {
-    /// Decisions served.
-    pub served: u64,
-    /// Impressions.
-    pub impressions: u64,
-    /// Viewable impressions.
-    pub viewable: u64,
-    /// Clicks.
-    pub clicks: u64,
-}
-
-impl Tally {
-    fn add_field(&mut self, field: &str, n: u64) {
-        match field {
-            "served" => self.served += n,
-            "impressions" => self.impressions += n,
-            "viewable" => self.viewable += n,
-            "clicks" => self.clicks += n,
-            _ => {}
-        }
-    }
-
-    fn add(&mut self, other: &Tally) {
-        self.served += other.served;
-        self.impressions += other.impressions;
-        self.viewable += other.viewable;
-        self.clicks += other.clicks;
-    }
-}
-
-/// The stored name of an invalid counter: `invalid.{reason}.{counter}`, beside the valid
-/// `{counter}` in the same hashes, so reading stats reads both at once.
-pub fn invalid_field(reason: Reason, counter: &str) -> String {
-    format!("invalid.{}.{counter}", reason.as_str())
-}
-
-/// The stored name of a counter, valid or invalid.
-pub fn stored_field(
-    invalid: Option<Reason>,
-    counter: &'static str,
-) -> std::borrow::Cow<'static, str> {
-    match invalid {
-        None => counter.into(),
-        Some(reason) => invalid_field(reason, counter).into(),
-    }
-}
-
-/// The counter field an event kind increments.
-pub fn counter_field(kind: EventKind) -> &'static str {
-    match kind {
-        EventKind::Impression => "impressions",
-        EventKind::Viewable => "viewable",
-        EventKind::Click => "clicks",
-    }
-}
-
-/// Served decisions of one campaign in one slot on one reporting day.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServedCount {
-    /// The campaign.
-    pub campaign: Id,
-    /// The slot.
-    pub slot: SlotName,
-    /// The reporting day.
-    pub day: NaiveDate,
-    /// How many decisions.
-    pub count: u64,
-    /// Why these decisions are invalid, if they are (counted apart).
-    pub invalid: Option<Reason>,
-}
-
-/// One tracking event, counted at most once per decision and kind.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Event {
-    /// Impression, viewable or click.
-    pub kind: EventKind,
-    /// The decision it reports.
-    pub decision_id: Ulid,
-    /// The campaign.
-    pub campaign: Id,
-    /// The slot.
-    pub slot: SlotName,
-    /// The reporting day of the event.
-    pub day: NaiveDate,
-    /// Why the event is invalid, as the request showed (`bot`, `rate`, `too_fast`). A click
-    /// without one is still invalid (`no_impression`) when the store holds no valid
-    /// impression of its decision.
-    pub invalid: Option<Reason>,
-}
-
-/// A batch of counters written in one round trip. Its id makes a retried write idempotent: a
-/// batch whose first attempt timed out after Redis applied it is not counted twice.
-#[derive(Debug, Clone)]
-pub struct Batch {
-    /// Unique id of the batch.
-    pub id: Ulid,
-    /// Aggregated served decisions.
-    pub served: Vec<ServedCount>,
-    /// Tracking events, de-duplicated by the store.
-    pub events: Vec<Event>,
-    /// How long de-duplication marks are kept, in seconds (at least the longest token life).
-    pub dedup_ttl_secs: u64,
-    /// The time of the flush, in Unix seconds (the embedded store expires marks with it).
-    pub now_secs: i64,
-}
-
-/// How the store counted one event of a batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Counted {
-    /// Not counted: an event of that kind was already counted for the decision.
-    Duplicate,
-    /// Counted in the totals.
-    Valid,
-    /// Counted apart, as invalid for this reason.
-    Invalid(Reason),
-}
-
-impl Counted {
-    /// The one-byte code the Redis flush script answers for an event.
-    pub(crate) fn from_code(code: u8) -> Option<Counted> {
-        Some(match code {
-            b'0' => Counted::Duplicate,
-            b'1' => Counted::Valid,
-            b'b' => Counted::Invalid(Reason::Bot),
-            b'r' => Counted::Invalid(Reason::Rate),
-            b'n' => Counted::Invalid(Reason::NoImpression),
-            b't' => Counted::Invalid(Reason::TooFast),
-            _ => return None,
-        })
-    }
-}
-
-/// The events of a batch the store counted, i.e. not duplicates, and how.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct FlushReport {
-    /// For each event of the batch, in order, how it was counted.
-    pub counted: Vec<Counted>,
-    /// The batch had already been applied (a retry after a lost answer).
-    pub already_applied: bool,
-}
-
-/// A store operation failed.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// Redis answered with an error or could not be reached.
-    #[error("redis {op} failed: {source}")]
-    Redis {
-        /// The operation.
-        op: &'static str,
-        /// The cause.
-        #[source]
-        source: ::redis::RedisError,
-    },
-    /// The store holds something regie cannot read.
-    #[error("the store holds an unreadable {0}")]
-    Corrupt(&'static str),
-}
-
-/// A request for budget units of a capped campaign.
-#[derive(Debug, Clone)]
-pub struct LeaseRequest<'a> {
-    /// The campaign.
-    pub campaign: &'a Id,
-    /// The reporting day the units are for.
-    pub day: NaiveDate,
-    /// The lifetime cap, if any.
-    pub total_cap: Option<u64>,
-    /// The daily cap, if any.
-    pub daily_cap: Option<u64>,
-    /// Units wanted.
-    pub wanted: u64,
-}
-
-/// Units granted, and what every instance has leased so far.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Lease {
-    /// Units granted now (0 when the budget is spent).
-    pub granted: u64,
-    /// Units leased over the campaign's life, this grant included.
-    pub total_leased: u64,
-    /// Units leased for the day, this grant included.
-    pub day_leased: u64,
-}
-
-/// Computes a grant the way both stores do.
-pub(crate) fn grant(request: &LeaseRequest<'_>, total_leased: u64, day_leased: u64) -> u64 {
-    let mut remaining = u64::MAX;
-    if let Some(cap) = request.total_cap {
-        remaining = remaining.min(cap.saturating_sub(total_leased));
-    }
-    if let Some(cap) = request.daily_cap {
-        remaining = remaining.min(cap.saturating_sub(day_leased));
-    }
-    if remaining == 0 {
-        return 0;
-    }
-    request.wanted.min((remaining / 4).max(1))
-}
-
-/// A per-viewer frequency cap.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FrequencyCap {
-    /// Decisions allowed in the window.
-    pub max: u32,
-    /// The window, in milliseconds.
-    pub window_ms: i64,
-}
-
-/// A campaign a viewer may be served, with its frequency cap if one applies.
-#[derive(Debug, Clone)]
-pub struct FrequencyItem {
-    /// The campaign.
-    pub campaign: Id,
-    /// Its cap; `None`: always allowed.
-    pub cap: Option<FrequencyCap>,
-}
-
-/// Reservations of one request that were not served after all.
-#[derive(Debug, Clone)]
-pub struct FrequencyRelease {
-    /// The hashed viewer id.
-    pub viewer: String,
-    /// The request's reservation id.
-    pub reservation: String,
-    /// The campaigns whose reservation is cancelled.
-    pub campaigns: Vec<Id>,
-}
-
-/// The store, either Redis or embedded. An enum rather than a trait object: the set is closed
-/// and async methods stay plain.
+/// The store the application runs with, either Redis or embedded. An enum over the two
+/// backends rather than a trait object: the set is closed, and calls stay static.
 #[derive(Debug, Clone)]
 pub enum Store {
     /// The embedded in-memory store.
     Memory(std::sync::Arc<MemoryStore>),
     /// Redis, shared by every instance.
     Redis(std::sync::Arc<RedisStore>),
-}
-
-macro_rules! dispatch {
-    ($self:ident, $store:ident => $call:expr) => {
-        match $self {
-            Store::Memory($store) => $call,
-            Store::Redis($store) => $call,
-        }
-    };
 }
 
 impl Store {
@@ -371,108 +142,93 @@ impl Store {
             Store::Redis(_) => "redis",
         }
     }
+}
 
-    /// The stored inventory, if any.
-    pub async fn load_inventory(&self) -> Result<Option<StoredInventory>, StoreError> {
-        dispatch!(self, s => s.load_inventory().await)
+/// Forwards a [`Backend`] operation to the store the application runs with.
+macro_rules! forward {
+    ($self:ident, $method:ident($($arg:expr),*)) => {
+        match $self {
+            Store::Memory(store) => store.$method($($arg),*).await,
+            Store::Redis(store) => store.$method($($arg),*).await,
+        }
+    };
+}
+
+impl Backend for Store {
+    async fn load_inventory(&self) -> Result<Option<StoredInventory>, StoreError> {
+        forward!(self, load_inventory())
     }
 
-    /// The stored inventory's version, if any (one small read, for polling).
-    pub async fn inventory_version(&self) -> Result<Option<u64>, StoreError> {
-        dispatch!(self, s => s.inventory_version().await)
+    async fn inventory_version(&self) -> Result<Option<u64>, StoreError> {
+        forward!(self, inventory_version())
     }
 
-    /// Writes a new inventory atomically. `expected`, when given, must equal the current
-    /// version; `floor` is the version this instance serves, so versions never go backwards
-    /// even if the store lost its data.
-    pub async fn put_inventory(
+    async fn put_inventory(
         &self,
         json: &str,
         expected: Option<u64>,
         floor: u64,
     ) -> Result<PutOutcome, StoreError> {
-        dispatch!(self, s => s.put_inventory(json, expected, floor).await)
+        forward!(self, put_inventory(json, expected, floor))
     }
 
-    /// Writes `json` as `version` only if the store holds no inventory or an older one; used to
-    /// seed an empty store and to restore one that restarted empty. True when written.
-    pub async fn restore_inventory(&self, json: &str, version: u64) -> Result<bool, StoreError> {
-        dispatch!(self, s => s.restore_inventory(json, version).await)
+    async fn restore_inventory(&self, json: &str, version: u64) -> Result<bool, StoreError> {
+        forward!(self, restore_inventory(json, version))
     }
 
-    /// Applies a batch of counters atomically and idempotently.
-    pub async fn flush(&self, batch: &Batch) -> Result<FlushReport, StoreError> {
-        dispatch!(self, s => s.flush(batch).await)
+    async fn flush(&self, batch: &Batch) -> Result<FlushReport, StoreError> {
+        forward!(self, flush(batch))
     }
 
-    /// Counters of a campaign for each day, by slot.
-    pub async fn daily_stats(
+    async fn daily_stats(
         &self,
         campaign: &Id,
         days: &[NaiveDate],
     ) -> Result<Vec<Vec<(String, Counts)>>, StoreError> {
-        dispatch!(self, s => s.daily_stats(campaign, days).await)
+        forward!(self, daily_stats(campaign, days))
     }
 
-    /// Lifetime counters of each campaign.
-    pub async fn totals(&self, campaigns: &[Id]) -> Result<Vec<Counts>, StoreError> {
-        dispatch!(self, s => s.totals(campaigns).await)
+    async fn totals(&self, campaigns: &[Id]) -> Result<Vec<Counts>, StoreError> {
+        forward!(self, totals(campaigns))
     }
 
-    /// Makes `key_hash` the advertiser's only API key (the previous one stops working).
-    pub async fn set_api_key(&self, advertiser: &Id, key_hash: &str) -> Result<(), StoreError> {
-        dispatch!(self, s => s.set_api_key(advertiser, key_hash).await)
+    async fn set_api_key(&self, advertiser: &Id, key_hash: &str) -> Result<(), StoreError> {
+        forward!(self, set_api_key(advertiser, key_hash))
     }
 
-    /// The advertiser owning the key of this hash.
-    pub async fn advertiser_for_key(&self, key_hash: &str) -> Result<Option<Id>, StoreError> {
-        dispatch!(self, s => s.advertiser_for_key(key_hash).await)
+    async fn advertiser_for_key(&self, key_hash: &str) -> Result<Option<Id>, StoreError> {
+        forward!(self, advertiser_for_key(key_hash))
     }
 
-    /// Leases up to `wanted` units of a capped campaign's budget for `day`, atomically across
-    /// instances: never more than what is left under the lifetime and daily caps, and a
-    /// quarter of what is left at most, so blocks shrink as the budget runs out.
-    pub async fn lease(&self, request: &LeaseRequest<'_>) -> Result<Lease, StoreError> {
-        dispatch!(self, s => s.lease(request).await)
+    async fn lease(&self, request: &LeaseRequest<'_>) -> Result<Lease, StoreError> {
+        forward!(self, lease(request))
     }
 
-    /// Gives back units leased for `day` and not served (shutdown, day change).
-    pub async fn release(
-        &self,
-        campaign: &Id,
-        day: NaiveDate,
-        units: u64,
-    ) -> Result<(), StoreError> {
-        dispatch!(self, s => s.release(campaign, day, units).await)
+    async fn release(&self, campaign: &Id, day: NaiveDate, units: u64) -> Result<(), StoreError> {
+        forward!(self, release(campaign, day, units))
     }
 
-    /// For one viewer, atomically and in one round trip, serves each chain (a slot's candidates
-    /// in the order they would be served) its first campaign that is under its cap and not
-    /// already served by an earlier chain of the call, and reserves a view of it under
-    /// `reservation`. Answers, per chain, the position of the campaign served.
-    pub async fn frequency_pick(
+    async fn frequency_pick(
         &self,
         viewer: &str,
         now_ms: i64,
         reservation: &str,
         chains: &[Vec<FrequencyItem>],
     ) -> Result<Vec<Option<usize>>, StoreError> {
-        dispatch!(self, s => s.frequency_pick(viewer, now_ms, reservation, chains).await)
+        forward!(self, frequency_pick(viewer, now_ms, reservation, chains))
     }
 
-    /// For one viewer, whether each campaign is under its cap; reserves nothing.
-    pub async fn frequency_check(
+    async fn frequency_check(
         &self,
         viewer: &str,
         now_ms: i64,
         items: &[FrequencyItem],
     ) -> Result<Vec<bool>, StoreError> {
-        dispatch!(self, s => s.frequency_check(viewer, now_ms, items).await)
+        forward!(self, frequency_check(viewer, now_ms, items))
     }
 
-    /// Cancels reservations that were not used for a decision, many requests' at once.
-    pub async fn frequency_release(&self, releases: &[FrequencyRelease]) -> Result<(), StoreError> {
-        dispatch!(self, s => s.frequency_release(releases).await)
+    async fn frequency_release(&self, releases: &[FrequencyRelease]) -> Result<(), StoreError> {
+        forward!(self, frequency_release(releases))
     }
 }
 

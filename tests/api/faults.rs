@@ -5,7 +5,7 @@ use std::time::Duration;
 use chrono::NaiveDate;
 use regie::inventory::{Id, SlotName};
 use regie::metrics::Metrics;
-use regie::store::{Batch, Event, RedisStore, RedisTimeouts, ServedCount, Store};
+use regie::store::{Backend, Batch, Event, RedisStore, RedisTimeouts, ServedCount, Store};
 use regie::tracking::EventKind;
 use ulid::Ulid;
 

@@ -11,6 +11,9 @@ use crate::helpers::{
 use crate::on_both_stores;
 
 on_both_stores!(
+    a_crawler_is_answered_from_the_house_tier_only_and_counted_apart,
+    a_slot_without_a_house_campaign_answers_a_crawler_with_no_fill,
+    bots_take_nothing_from_caps_or_frequency_caps,
     a_crawlers_events_are_counted_apart_as_bot_and_its_click_still_lands,
     a_request_without_a_user_agent_is_a_bot,
     impressions_past_the_limit_of_one_address_are_invalid_for_rate,
@@ -23,19 +26,30 @@ on_both_stores!(
 
 const GOOGLEBOT: &str = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
 
-/// One slot with one paid campaign and a house ad, so every count below is exactly known.
+/// Two slots, one paid campaign in both and a house ad in the banner only, so every count
+/// below is exactly known.
 fn inventory() -> Value {
+    inventory_with_house(json!({}))
+}
+
+/// The inventory above, with `house` merged into the house campaign (caps, frequency).
+fn inventory_with_house(house: Value) -> Value {
+    let mut maison = json!({ "id": "maison", "advertiser_id": "house", "slots": ["banner"],
+        "weight": 1, "priority": "house",
+        "creatives": [{ "id": "m", "format": "text", "title": "Maison",
+                        "landing_url": "https://maison.example/" }] });
+    for (key, value) in house.as_object().unwrap() {
+        maison[key] = value.clone();
+    }
     json!({
-        "slots": [{ "name": "banner", "fallback": "maison" }],
+        "slots": [{ "name": "banner", "fallback": "maison" }, { "name": "colonne" }],
         "advertisers": [{ "id": "adv", "name": "Annonceur" }, { "id": "house", "name": "Maison" }],
         "campaigns": [
-            { "id": "payante", "advertiser_id": "adv", "slots": ["banner"], "weight": 1,
+            { "id": "payante", "advertiser_id": "adv", "slots": ["banner", "colonne"],
+              "weight": 1,
               "creatives": [{ "id": "t", "format": "text", "title": "Payante",
                               "landing_url": "https://payante.example/" }] },
-            { "id": "maison", "advertiser_id": "house", "slots": ["banner"], "weight": 1,
-              "priority": "house",
-              "creatives": [{ "id": "m", "format": "text", "title": "Maison",
-                              "landing_url": "https://maison.example/" }] }
+            maison
         ]
     })
 }
@@ -45,7 +59,15 @@ async fn app_with(
     redis: Option<&crate::helpers::RedisServer>,
     tweak: impl FnOnce(&mut Settings) + Send + 'static,
 ) -> (TestApp, tempfile::NamedTempFile) {
-    let file = inventory_file(&inventory());
+    app_on(inventory(), redis, tweak).await
+}
+
+async fn app_on(
+    doc: Value,
+    redis: Option<&crate::helpers::RedisServer>,
+    tweak: impl FnOnce(&mut Settings) + Send + 'static,
+) -> (TestApp, tempfile::NamedTempFile) {
+    let file = inventory_file(&doc);
     let mut options = AppOptions::new(redis.map(|r| r.url()));
     options.inventory = file.path().to_owned();
     options.tweak = Box::new(tweak);
@@ -100,6 +122,153 @@ async fn metric(app: &TestApp, series: &str) -> u64 {
 
 fn invalid_series(kind: &str, reason: &str) -> String {
     format!("regie_invalid_traffic_total{{kind=\"{kind}\",reason=\"{reason}\"}}")
+}
+
+/// A campaign's stats once `ready` holds for them.
+async fn campaign_stats_when(
+    app: &TestApp,
+    campaign: &str,
+    ready: impl Fn(&Value) -> bool,
+) -> Value {
+    let found = eventually(std::time::Duration::from_secs(5), || async {
+        let stats = app.stats(campaign, "").await;
+        ready(&stats).then_some(stats)
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    let last = app.stats(campaign, "").await;
+    assert!(
+        found.is_some(),
+        "{campaign}'s stats never got there: {last}"
+    );
+    last
+}
+
+async fn a_crawler_is_answered_from_the_house_tier_only_and_counted_apart(kind: StoreKind) {
+    let redis = redis_for(kind);
+    let (app, _file) = app_with(redis.as_ref(), |_| {}).await;
+    let crawler = client_as(Some(GOOGLEBOT));
+
+    for _ in 0..5 {
+        let answer = get(&crawler, &format!("{}/v1/slots/banner/ad", app.address)).await;
+        assert_eq!(answer.status(), 200);
+        let decision: Value = answer.json().await.unwrap();
+        assert_eq!(
+            decision["campaign_id"], "maison",
+            "a bot never sees a paid ad"
+        );
+        assert!(decision["impression_url"]
+            .as_str()
+            .unwrap()
+            .starts_with("http"));
+    }
+    let batch: Value = crawler
+        .post(format!("{}/v1/decisions", app.address))
+        .json(&json!({ "slots": ["colonne", "banner"] }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(batch["decisions"][0]["decision"], Value::Null);
+    assert_eq!(batch["decisions"][1]["campaign_id"], "maison");
+    let reader = paid_decision(&app).await;
+
+    let maison =
+        campaign_stats_when(&app, "maison", |s| s["totals"]["invalid"]["served"] == 6).await;
+    assert_eq!(
+        maison["totals"]["served"], 0,
+        "bots' decisions are not served ones"
+    );
+    assert_eq!(maison["totals"]["invalid"]["reasons"]["bot"]["served"], 6);
+    assert_eq!(
+        maison["days"].as_array().unwrap().last().unwrap()["invalid"]["served"],
+        6
+    );
+    let payante = stats_when(&app, |s| s["totals"]["served"] == 1).await;
+    assert_eq!(payante["totals"]["invalid"]["served"], 0);
+    assert_eq!(metric(&app, &invalid_series("decision", "bot")).await, 6);
+    assert_eq!(
+        reader["campaign_id"], "payante",
+        "a reader still sees the paid ad"
+    );
+}
+
+async fn a_slot_without_a_house_campaign_answers_a_crawler_with_no_fill(kind: StoreKind) {
+    let redis = redis_for(kind);
+    let (app, _file) = app_with(redis.as_ref(), |_| {}).await;
+    let monitor = client_as(Some(
+        "Mozilla/5.0+(compatible; UptimeRobot/2.0; http://www.uptimerobot.com/)",
+    ));
+
+    let answer = get(&monitor, &format!("{}/v1/slots/colonne/ad", app.address)).await;
+
+    assert_eq!(answer.status(), 204);
+    let reader = app.get("/v1/slots/colonne/ad").await;
+    assert_eq!(reader.status(), 200, "a reader is served the paid ad there");
+}
+
+async fn bots_take_nothing_from_caps_or_frequency_caps(kind: StoreKind) {
+    let redis = redis_for(kind);
+    let house = json!({ "caps": { "total_impressions": 3 },
+                        "frequency": { "max": 1, "per_seconds": 3600 } });
+    let (app, _file) = app_on(inventory_with_house(house), redis.as_ref(), |_| {}).await;
+    let crawler = client_as(Some("python-requests/2.32.3"));
+    // Readers who asked not to see the paid campaign get the capped house ad.
+    let reader_gets_maison = |uid: &'static str| {
+        let app = &app;
+        async move {
+            let answer = app
+                .get(&format!("/v1/slots/banner/ad?exclude=payante&uid={uid}"))
+                .await;
+            if answer.status() != 200 {
+                return None;
+            }
+            let decision: Value = answer.json().await.unwrap();
+            (decision["campaign_id"] == "maison").then_some(())
+        }
+    };
+    let wait = std::time::Duration::from_secs(5);
+    eventually(wait, || reader_gets_maison("r0"))
+        .await
+        .expect("the first reader sees the house ad");
+
+    let mut served_to_bots = 0;
+    for _ in 0..10 {
+        let answer = get(
+            &crawler,
+            &format!("{}/v1/slots/banner/ad?exclude=payante&uid=r1", app.address),
+        )
+        .await;
+        if answer.status() == 200 {
+            let decision: Value = answer.json().await.unwrap();
+            assert_eq!(decision["campaign_id"], "maison");
+            served_to_bots += 1;
+        } else {
+            assert_eq!(answer.status(), 204);
+        }
+    }
+
+    // Had the bot taken units or views, the cap of 3 or r1's frequency cap would stop these.
+    eventually(wait, || reader_gets_maison("r1"))
+        .await
+        .expect("the bot's requests left r1's frequency cap alone");
+    eventually(wait, || reader_gets_maison("r2"))
+        .await
+        .expect("the bot's requests left the cap alone");
+    for _ in 0..3 {
+        assert!(
+            reader_gets_maison("r3").await.is_none(),
+            "the cap of 3 is reached"
+        );
+    }
+    let stats = campaign_stats_when(&app, "maison", |s| {
+        s["totals"]["served"] == 3 && s["totals"]["invalid"]["served"] == served_to_bots
+    })
+    .await;
+    assert_eq!(stats["totals"]["served"], 3);
+    assert!(served_to_bots > 0, "the crawler was answered");
 }
 
 async fn a_crawlers_events_are_counted_apart_as_bot_and_its_click_still_lands(kind: StoreKind) {

@@ -13,4 +13,5 @@ mod ops;
 mod serve;
 mod shutdown;
 mod stats;
+mod store;
 mod tracking;

@@ -1,54 +1,14 @@
-//! Choosing a campaign and a creative for one slot: eligibility, then tiers, then the fallback.
+//! The order in which a slot's candidates are served: tiers, highest first, each drawn by the
+//! slot's rotation among its eligible campaigns, then the fallback.
 //!
 //! Pure and synchronous like [`crate::selection`]: everything that depends on the outside world
 //! (time, the page's exclusions, delivery budgets) comes in through [`Context`].
 
-use chrono::{DateTime, Utc};
 use rand::Rng;
-use serde::Serialize;
 
-use crate::inventory::{Priority, Status};
-use crate::snapshot::{CompiledCampaign, CompiledSlot, SlotMember, Snapshot};
-
-/// Why a campaign was not eligible for a decision.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Ineligible {
-    /// Its status is `paused`.
-    Paused,
-    /// Its flight has not started.
-    NotStarted,
-    /// Its flight has ended.
-    Ended,
-    /// The page already shows it, or asked not to see it.
-    Excluded,
-    /// The request's keywords do not match its targeting.
-    Keywords,
-    /// A lifetime or daily cap is reached.
-    Capped,
-    /// It is ahead of its even-delivery line.
-    Paced,
-    /// The viewer has seen it as often as its frequency cap allows.
-    FrequencyCapped,
-}
-
-/// Delivery rules that need state outside the snapshot (caps, pacing, frequency).
-pub trait DeliveryCheck {
-    /// Whether the campaign at `index` may be served now.
-    fn check(&self, index: usize, campaign: &CompiledCampaign) -> Result<(), Ineligible>;
-}
-
-/// What a decision depends on besides the inventory.
-pub struct Context<'a> {
-    /// The time of the decision.
-    pub now: DateTime<Utc>,
-    /// The request's keywords, normalised with [`crate::snapshot::normalize_keyword`].
-    pub keywords: &'a [String],
-    /// Campaign indexes that must not be chosen (already on the page).
-    pub excluded: &'a [usize],
-    /// Caps, pacing and frequency, when they apply.
-    pub delivery: Option<&'a dyn DeliveryCheck>,
-}
+use super::eligibility::{eligibility, Context};
+use crate::inventory::Priority;
+use crate::snapshot::{CompiledSlot, SlotMember, Snapshot};
 
 /// The outcome of a decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,38 +22,6 @@ pub struct Choice {
     /// Where it was drawn: the tier's index in the slot and the member's in the tier; `None`
     /// for the fallback.
     pub drawn: Option<(usize, usize)>,
-}
-
-/// Whether the campaign at `index` may be served in this context.
-pub fn eligibility(snapshot: &Snapshot, index: usize, ctx: &Context<'_>) -> Result<(), Ineligible> {
-    let compiled = &snapshot.campaigns[index];
-    let campaign = &compiled.campaign;
-    if campaign.status == Status::Paused {
-        return Err(Ineligible::Paused);
-    }
-    if campaign.start.is_some_and(|start| ctx.now < start) {
-        return Err(Ineligible::NotStarted);
-    }
-    if campaign.end.is_some_and(|end| ctx.now >= end) {
-        return Err(Ineligible::Ended);
-    }
-    if ctx.excluded.contains(&index) {
-        return Err(Ineligible::Excluded);
-    }
-    if !keywords_match(compiled, ctx.keywords) {
-        return Err(Ineligible::Keywords);
-    }
-    match ctx.delivery {
-        Some(delivery) => delivery.check(index, compiled),
-        None => Ok(()),
-    }
-}
-
-fn keywords_match(campaign: &CompiledCampaign, keywords: &[String]) -> bool {
-    let any_ok = campaign.keywords_any.is_empty()
-        || campaign.keywords_any.iter().any(|k| keywords.contains(k));
-    let none_ok = !campaign.keywords_none.iter().any(|k| keywords.contains(k));
-    any_ok && none_ok
 }
 
 /// Chooses a campaign for the slot: the highest tier with an eligible campaign, drawn by the
@@ -191,7 +119,8 @@ fn choice<R: Rng + ?Sized>(
 mod tests {
     use super::*;
     use crate::inventory::{parse_inventory, SlotName};
-    use chrono::TimeZone;
+    use crate::serving::{PageRequest, Viewer};
+    use chrono::{DateTime, TimeZone, Utc};
     use rand::{rngs::StdRng, SeedableRng};
     use serde_json::json;
 
@@ -228,9 +157,9 @@ mod tests {
         let slot = snapshot
             .slot(&SlotName::parse("Publicité 2").unwrap())
             .unwrap();
+        let page = page(keywords);
         let ctx = Context {
-            now: now(),
-            keywords,
+            page: &page,
             excluded,
             delivery: None,
         };
@@ -330,11 +259,22 @@ mod tests {
             Some("other")
         );
     }
-    /// No keywords, no exclusion, no delivery rules.
-    fn plain_context() -> Context<'static> {
-        Context {
+    /// A page request at [`now`] with these keywords, asking for no slot in particular.
+    fn page(keywords: &[String]) -> PageRequest<'static> {
+        PageRequest {
+            slots: &[],
+            viewer: Viewer::default(),
+            keywords: keywords.to_vec(),
+            excluded: Vec::new(),
             now: now(),
-            keywords: &[],
+            today: now().date_naive(),
+        }
+    }
+
+    /// No keywords, no exclusion, no delivery rules.
+    fn plain_context<'a>(page: &'a PageRequest<'a>) -> Context<'a> {
+        Context {
+            page,
             excluded: &[],
             delivery: None,
         }
@@ -358,7 +298,8 @@ mod tests {
             Some("house-ad"),
         );
         let slot = snap.slot(&SlotName::parse("Publicité 2").unwrap()).unwrap();
-        let ctx = plain_context();
+        let page = page(&[]);
+        let ctx = plain_context(&page);
         let mut rng = StdRng::seed_from_u64(9);
         let mut orders = std::collections::HashSet::new();
         for _ in 0..50 {
@@ -393,7 +334,8 @@ mod tests {
             None,
         );
         let slot = snap.slot(&SlotName::parse("Publicité 2").unwrap()).unwrap();
-        let ctx = plain_context();
+        let page = page(&[]);
+        let ctx = plain_context(&page);
         let capped = snap.campaign_index[&crate::inventory::Id::parse("capped").unwrap()];
         let mut rng = StdRng::seed_from_u64(0xf00d);
         let mut counts: std::collections::HashMap<String, u64> = Default::default();

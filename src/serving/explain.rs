@@ -3,9 +3,8 @@
 
 use serde_json::{json, Value};
 
-use super::serve::Inputs;
-use crate::decision::{draw_order, eligibility, Context};
-use crate::delivery::RequestDelivery;
+use super::budget::RequestDelivery;
+use super::{draw_order, eligibility, Context, PageRequest};
 use crate::snapshot::{CompiledSlot, SlotMember, Snapshot};
 
 fn entry(snapshot: &Snapshot, member: &SlotMember, ctx: &Context<'_>) -> (bool, Value) {
@@ -21,16 +20,15 @@ fn entry(snapshot: &Snapshot, member: &SlotMember, ctx: &Context<'_>) -> (bool, 
 }
 
 /// The explanation of one slot's decision for this request.
-pub(crate) fn explain(
+pub(super) fn explain(
     snapshot: &Snapshot,
     slot: &CompiledSlot,
-    inputs: &Inputs,
+    page: &PageRequest<'_>,
     delivery: &RequestDelivery<'_>,
 ) -> Value {
     let ctx = Context {
-        now: delivery.now,
-        keywords: &inputs.keywords,
-        excluded: &inputs.excluded,
+        page,
+        excluded: &page.excluded,
         delivery: Some(delivery),
     };
     let mut chosen_tier: Option<&str> = None;
@@ -92,10 +90,10 @@ pub(crate) fn explain(
         "explain": {
             "slot": slot.slot.name.as_str(),
             "rotation": slot.slot.rotation,
-            "now": delivery.now,
-            "keywords": inputs.keywords,
-            "excluded": inputs.excluded.iter().map(|&i| snapshot.campaigns[i].campaign.id.as_str()).collect::<Vec<_>>(),
-            "frequency_capping": delivery.frequency_allowed.is_some(),
+            "now": page.now,
+            "keywords": page.keywords,
+            "excluded": page.excluded.iter().map(|&i| snapshot.campaigns[i].campaign.id.as_str()).collect::<Vec<_>>(),
+            "frequency_capping": delivery.frequency_checked(),
             "chosen_tier": chosen_tier,
             "tiers": tiers,
             "fallback": fallback,

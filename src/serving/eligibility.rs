@@ -1,0 +1,94 @@
+//! Whether one campaign may be served for one request: every rule that can set a campaign
+//! aside, in the order `explain` reports the first one that does.
+//!
+//! A new rule is a field of [`PageRequest`] (or of its [`Viewer`](super::Viewer)), a variant
+//! of [`Ineligible`] and a few lines in [`eligibility`].
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::PageRequest;
+use crate::inventory::Status;
+use crate::snapshot::{CompiledCampaign, Snapshot};
+
+/// Why a campaign was not eligible for a decision: a closed set, which `explain` reports as
+/// `reason` in snake_case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Ineligible {
+    /// Its status is `paused`.
+    Paused,
+    /// Its flight has not started.
+    NotStarted,
+    /// Its flight has ended.
+    Ended,
+    /// The page already shows it, or asked not to see it.
+    Excluded,
+    /// The request's keywords do not match its targeting.
+    Keywords,
+    /// A lifetime or daily cap is reached.
+    Capped,
+    /// It is ahead of its even-delivery line.
+    Paced,
+    /// The viewer has seen it as often as its frequency cap allows.
+    FrequencyCapped,
+}
+
+/// Delivery rules that need state outside the snapshot (caps, pacing, frequency).
+pub trait DeliveryCheck {
+    /// Whether the campaign at `index` may be served now.
+    fn check(&self, index: usize, campaign: &CompiledCampaign) -> Result<(), Ineligible>;
+}
+
+/// What a decision depends on besides the inventory.
+#[derive(Clone, Copy)]
+pub struct Context<'a> {
+    /// The page request: its time, its keywords, its viewer.
+    pub page: &'a PageRequest<'a>,
+    /// Campaign indexes that must not be chosen: the page's exclusions, and the campaigns
+    /// chosen for its earlier slots.
+    pub excluded: &'a [usize],
+    /// Caps, pacing and frequency, when they apply.
+    pub delivery: Option<&'a dyn DeliveryCheck>,
+}
+
+/// Whether the campaign at `index` may be served in this context.
+pub fn eligibility(snapshot: &Snapshot, index: usize, ctx: &Context<'_>) -> Result<(), Ineligible> {
+    let compiled = &snapshot.campaigns[index];
+    let campaign = &compiled.campaign;
+    let now = ctx.page.now;
+    if campaign.status == Status::Paused {
+        return Err(Ineligible::Paused);
+    }
+    if campaign.start.is_some_and(|start| now < start) {
+        return Err(Ineligible::NotStarted);
+    }
+    if campaign.end.is_some_and(|end| now >= end) {
+        return Err(Ineligible::Ended);
+    }
+    if ctx.excluded.contains(&index) {
+        return Err(Ineligible::Excluded);
+    }
+    if !keywords_match(compiled, &ctx.page.keywords) {
+        return Err(Ineligible::Keywords);
+    }
+    match ctx.delivery {
+        Some(delivery) => delivery.check(index, compiled),
+        None => Ok(()),
+    }
+}
+
+fn keywords_match(campaign: &CompiledCampaign, keywords: &[String]) -> bool {
+    let any_ok = campaign.keywords_any.is_empty()
+        || campaign.keywords_any.iter().any(|k| keywords.contains(k));
+    let none_ok = !campaign.keywords_none.iter().any(|k| keywords.contains(k));
+    any_ok && none_ok
+}
+
+/// Whether a campaign could be served at `now` whatever the request: active and in flight.
+pub(crate) fn in_flight(snapshot: &Snapshot, index: usize, now: DateTime<Utc>) -> bool {
+    let campaign = &snapshot.campaigns[index].campaign;
+    campaign.status == Status::Active
+        && campaign.start.is_none_or(|s| now >= s)
+        && campaign.end.is_none_or(|e| now < e)
+}

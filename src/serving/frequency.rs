@@ -1,0 +1,265 @@
+//! Choosing the campaigns of one request, with per-viewer frequency caps.
+//!
+//! Each slot's candidates are drawn in the order they would be served
+//! ([`super::draw_order`]), as far as the first campaign without a frequency cap
+//! (for a page, one more per slot before it, since an earlier slot may take one). When serving
+//! them reaches a frequency-capped campaign, one store round trip walks the same order, serves
+//! each slot its first candidate under its cap and reserves that view, atomically across
+//! instances. When it does not (no `uid`, or an uncapped campaign drawn first), the request
+//! costs no round trip at all. Nothing is reserved that is not served, so nothing has to be
+//! given back, except in the rare case where a budget's last unit went to another request.
+//!
+//! Without a `uid` no frequency cap applies: regie cannot tell viewers apart. Viewer ids are
+//! hashed before they reach the store. When the store cannot be reached, frequency-capped
+//! campaigns are not served (the cap is a promise to the advertiser); others are.
+
+use rand::Rng;
+use sha2::{Digest, Sha256};
+use ulid::Ulid;
+
+use super::budget::RequestDelivery;
+use super::eligibility::in_flight;
+use super::{commit, draw_order, Choice, Context, PageRequest, Serving};
+use crate::snapshot::{CompiledSlot, Snapshot};
+use crate::store::{first_allowed, Backend, FrequencyCap, FrequencyItem, FrequencyRelease};
+
+/// The most candidates drawn for one slot. A viewer who has reached the frequency cap of
+/// every one of them is served the slot's fallback, or nothing.
+const MAX_CANDIDATES: usize = 32;
+
+/// The most frequency-capped campaigns `explain` checks.
+const MAX_CHECKED: usize = 1_000;
+
+/// The stored form of a viewer id: the first 128 bits of its SHA-256, in hex.
+fn viewer_key(uid: &str) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digest = Sha256::digest(uid.as_bytes());
+    let mut key = String::with_capacity(32);
+    for byte in &digest[..16] {
+        key.push(HEX[usize::from(byte >> 4)] as char);
+        key.push(HEX[usize::from(byte & 0x0f)] as char);
+    }
+    key
+}
+
+/// A campaign's frequency cap, as the store checks it.
+fn cap_of(snapshot: &Snapshot, index: usize) -> Option<FrequencyCap> {
+    snapshot.campaigns[index]
+        .campaign
+        .frequency
+        .as_ref()
+        .map(|frequency| FrequencyCap {
+            max: frequency.max,
+            window_ms: (frequency.per_seconds as i64).saturating_mul(1_000),
+        })
+}
+
+/// The viewer of a request as the store knows it, with the request's reservation.
+struct Reservation {
+    /// The hashed viewer id.
+    viewer: String,
+    /// Marks the views this request reserves, so that they can be cancelled.
+    id: String,
+}
+
+/// One request's frequency walk: what every [`pick`] of it shares.
+struct Walk<'a> {
+    serving: &'a Serving<'a>,
+    page: &'a PageRequest<'a>,
+    delivery: &'a RequestDelivery<'a>,
+    reservation: Reservation,
+}
+
+/// A campaign chosen for a slot.
+struct Pick {
+    choice: Choice,
+    /// Whether a view of it was reserved under its frequency cap.
+    reserved: bool,
+}
+
+/// [`Serving::decide`] for a page with a viewer id: each slot its first candidate under the
+/// viewer's frequency caps, then a unit of its budget; a campaign whose last unit another
+/// request took meanwhile gives its reservation back and its slot is chosen again without it.
+pub(super) async fn decide_for_viewer<R: Rng + ?Sized>(
+    serving: &Serving<'_>,
+    page: &PageRequest<'_>,
+    delivery: &RequestDelivery<'_>,
+    uid: &str,
+    rng: &mut R,
+) -> Vec<Option<Choice>> {
+    let walk = Walk {
+        serving,
+        page,
+        delivery,
+        reservation: Reservation {
+            viewer: viewer_key(uid),
+            id: Ulid::new().to_string(),
+        },
+    };
+    let snapshot = serving.snapshot;
+    let picks = walk.pick(page.slots, &page.excluded, rng).await;
+    let mut excluded = page.excluded.clone();
+    excluded.extend(picks.iter().flatten().map(|p| p.choice.campaign));
+    let mut chosen = Vec::with_capacity(page.slots.len());
+    for (slot, mut next) in page.slots.iter().zip(picks) {
+        loop {
+            let Some(p) = next else {
+                chosen.push(None);
+                break;
+            };
+            let id = &snapshot.campaigns[p.choice.campaign].campaign.id;
+            if delivery.take(id) {
+                chosen.push(Some(p.choice));
+                break;
+            }
+            if p.reserved {
+                serving.releaser.release(FrequencyRelease {
+                    viewer: walk.reservation.viewer.clone(),
+                    reservation: walk.reservation.id.clone(),
+                    campaigns: vec![id.clone()],
+                });
+            }
+            next = walk.pick(&[slot], &excluded, rng).await.pop().flatten();
+            excluded.extend(next.iter().map(|p| p.choice.campaign));
+        }
+    }
+    chosen
+}
+
+impl Walk<'_> {
+    /// Chooses a campaign for each slot, none twice and none of `excluded`, under the viewer's
+    /// frequency caps, with one round trip when the draw reaches a frequency-capped campaign;
+    /// takes no budget.
+    async fn pick<R: Rng + ?Sized>(
+        &self,
+        slots: &[&CompiledSlot],
+        excluded: &[usize],
+        rng: &mut R,
+    ) -> Vec<Option<Pick>> {
+        let snapshot = self.serving.snapshot;
+        let ctx = Context {
+            page: self.page,
+            excluded,
+            delivery: Some(self.delivery),
+        };
+        let capped = |index: usize| cap_of(snapshot, index).is_some();
+        let orders: Vec<Vec<Choice>> = slots
+            .iter()
+            .enumerate()
+            .map(|(before, slot)| {
+                let mut uncapped = 0;
+                draw_order(snapshot, slot, &ctx, rng, MAX_CANDIDATES, |choice| {
+                    if !capped(choice.campaign) {
+                        uncapped += 1;
+                    }
+                    uncapped > before
+                })
+            })
+            .collect();
+        let positions = match first_allowed(
+            &orders,
+            |c| c.campaign,
+            |c| (!capped(c.campaign)).then_some(true),
+        ) {
+            Some(positions) => positions,
+            None => {
+                let chains: Vec<Vec<FrequencyItem>> = orders
+                    .iter()
+                    .map(|order| {
+                        order
+                            .iter()
+                            .map(|c| FrequencyItem {
+                                campaign: snapshot.campaigns[c.campaign].campaign.id.clone(),
+                                cap: cap_of(snapshot, c.campaign),
+                            })
+                            .collect()
+                    })
+                    .collect();
+                let now_ms = self.page.now.timestamp_millis();
+                let reservation = &self.reservation;
+                match self
+                    .serving
+                    .store
+                    .frequency_pick(&reservation.viewer, now_ms, &reservation.id, &chains)
+                    .await
+                {
+                    Ok(positions) => positions,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "frequency caps unavailable; frequency-capped campaigns are not served");
+                        first_allowed(&orders, |c| c.campaign, |c| Some(!capped(c.campaign)))
+                            .expect("every verdict is known")
+                    }
+                }
+            }
+        };
+        orders
+            .iter()
+            .zip(slots)
+            .zip(positions)
+            .map(|((order, slot), position)| {
+                let choice = *order.get(position?)?;
+                let passed_over: Vec<usize> =
+                    order[..position?].iter().map(|c| c.campaign).collect();
+                commit(snapshot, slot, &ctx, &choice, &passed_over);
+                Some(Pick {
+                    choice,
+                    reserved: capped(choice.campaign),
+                })
+            })
+            .collect()
+    }
+}
+
+/// For `explain`: the frequency-capped campaigns of the slot the viewer may still see, read
+/// without reserving anything; `None` without a viewer id (no frequency cap applies).
+pub(super) async fn allowed(
+    serving: &Serving<'_>,
+    slot: &CompiledSlot,
+    page: &PageRequest<'_>,
+) -> Option<Vec<usize>> {
+    let uid = page.viewer.uid.as_deref()?;
+    let (snapshot, now) = (serving.snapshot, page.now);
+    let mut candidates: Vec<usize> = Vec::new();
+    let members = slot
+        .tiers
+        .iter()
+        .flat_map(|t| t.members.iter())
+        .chain(slot.fallback.iter());
+    for member in members {
+        let index = member.campaign;
+        if cap_of(snapshot, index).is_some()
+            && !candidates.contains(&index)
+            && in_flight(snapshot, index, now)
+        {
+            candidates.push(index);
+            if candidates.len() == MAX_CHECKED {
+                break;
+            }
+        }
+    }
+    if candidates.is_empty() {
+        return Some(Vec::new());
+    }
+    let items: Vec<FrequencyItem> = candidates
+        .iter()
+        .map(|&index| FrequencyItem {
+            campaign: snapshot.campaigns[index].campaign.id.clone(),
+            cap: cap_of(snapshot, index),
+        })
+        .collect();
+    let checked = serving
+        .store
+        .frequency_check(&viewer_key(uid), now.timestamp_millis(), &items)
+        .await;
+    Some(match checked {
+        Ok(flags) => candidates
+            .into_iter()
+            .zip(flags)
+            .filter_map(|(index, ok)| ok.then_some(index))
+            .collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "frequency caps unavailable");
+            Vec::new()
+        }
+    })
+}

@@ -1,0 +1,169 @@
+//! How a campaign is chosen for a page: the one home of the decision path.
+//!
+//! A page asks for one or more slots ([`PageRequest`]); [`Serving::decide`] answers each with
+//! a campaign and a creative, or nothing (no fill), and [`Serving::explain`] shows, without
+//! serving anything, why each campaign of a slot would or would not be.
+//!
+//! For each slot, in the page's order:
+//! 1. [`eligibility`]: a campaign is set aside when it is paused or out of flight, excluded
+//!    by the page or already chosen for an earlier slot, not matching the keywords, or held
+//!    back by its budget, its pacing or the viewer's frequency cap ([`Ineligible`]).
+//! 2. [`order`]: the highest tier with an eligible campaign is drawn by the slot's rotation
+//!    (weighted random or smooth); the slot's fallback comes only when no tier has one.
+//! 3. [`frequency`]: with a viewer id, frequency caps are checked in the store as the
+//!    candidates are served, in one round trip for the whole page, only when the draw reaches
+//!    a frequency-capped campaign.
+//! 4. Budget: the chosen campaign takes one unit of its leased budget; when another request
+//!    took the last one meanwhile, the slot is chosen again without it.
+//!
+//! Everything outside the inventory comes in through [`PageRequest`] (what the page sent and
+//! when) and [`Serving`] (the store, budgets and the reservation releaser).
+
+mod budget;
+mod eligibility;
+mod explain;
+mod frequency;
+mod order;
+
+pub use self::eligibility::{eligibility, DeliveryCheck, Ineligible};
+pub use self::order::{choose, commit, draw_order, Choice};
+pub use eligibility::Context;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use rand::Rng;
+
+use self::budget::RequestDelivery;
+use crate::delivery::{Budgets, Releaser};
+use crate::inventory::Priority;
+use crate::snapshot::{CompiledSlot, Snapshot};
+use crate::store::Store;
+
+/// Who the page is shown to.
+#[derive(Debug, Clone, Default)]
+pub struct Viewer {
+    /// The viewer id the page sent, if any: frequency caps apply only with one, since
+    /// without it regie cannot tell viewers apart.
+    pub uid: Option<String>,
+    /// A known bot (contract section 8): served from the `house` tier only, and taking
+    /// nothing from any budget or frequency cap.
+    pub bot: bool,
+}
+
+/// A parsed page request: what a decision depends on besides the inventory.
+#[derive(Debug)]
+pub struct PageRequest<'a> {
+    /// The slots asked for, in the page's order: a campaign chosen for a slot is not chosen
+    /// for a later one.
+    pub slots: &'a [&'a CompiledSlot],
+    /// Who the page is shown to.
+    pub viewer: Viewer,
+    /// The page's keywords, normalised with [`crate::snapshot::normalize_keyword`].
+    pub keywords: Vec<String>,
+    /// Campaigns the page asked not to see (indexes into the snapshot).
+    pub excluded: Vec<usize>,
+    /// The time of the request.
+    pub now: DateTime<Utc>,
+    /// Its reporting day.
+    pub today: NaiveDate,
+}
+
+/// What choosing campaigns needs from the running application, borrowed for one request.
+#[derive(Debug, Clone, Copy)]
+pub struct Serving<'a> {
+    /// The inventory version the request is served from.
+    pub snapshot: &'a Snapshot,
+    /// The store, which checks frequency caps.
+    pub store: &'a Store,
+    /// Budgets of capped campaigns.
+    pub budgets: &'a Budgets,
+    /// Cancels frequency reservations that were not served after all.
+    pub releaser: &'a Releaser,
+}
+
+impl Serving<'_> {
+    /// Chooses a campaign for each slot of the page, never the same one twice, and takes a
+    /// unit of its budget; a campaign whose last unit another request took meanwhile is set
+    /// aside and its slot chosen again without it. One entry per slot, `None` for no fill.
+    pub async fn decide(&self, page: &PageRequest<'_>) -> Vec<Option<Choice>> {
+        let mut rng = rand::rng();
+        let delivery = RequestDelivery::new(self.budgets, page, None);
+        if page.viewer.bot {
+            return self.decide_for_bot(page, &delivery, &mut rng);
+        }
+        match page.viewer.uid.as_deref() {
+            Some(uid) => frequency::decide_for_viewer(self, page, &delivery, uid, &mut rng).await,
+            None => self.decide_without_viewer(page, &delivery, &mut rng),
+        }
+    }
+
+    /// [`Serving::decide`] when no frequency cap applies: each slot in turn, without the
+    /// campaigns chosen before it, and never a round trip.
+    fn decide_without_viewer<R: Rng + ?Sized>(
+        &self,
+        page: &PageRequest<'_>,
+        delivery: &RequestDelivery<'_>,
+        rng: &mut R,
+    ) -> Vec<Option<Choice>> {
+        let snapshot = self.snapshot;
+        let mut excluded = page.excluded.clone();
+        let mut choose_one = |slot: &CompiledSlot| loop {
+            let ctx = Context {
+                page,
+                excluded: &excluded,
+                delivery: Some(delivery),
+            };
+            let choice = choose(snapshot, slot, &ctx, rng)?;
+            // Set aside for the later slots, and for this one if its budget is spent.
+            excluded.push(choice.campaign);
+            if delivery.take(&snapshot.campaigns[choice.campaign].campaign.id) {
+                return Some(choice);
+            }
+        };
+        page.slots.iter().map(|slot| choose_one(slot)).collect()
+    }
+
+    /// [`Serving::decide`] for a known bot: only `house` campaigns (the slot's fallback too,
+    /// when it is one), still never one twice on a page and never one held back by its
+    /// budget or pacing, but no unit is taken and no frequency cap is read or reserved.
+    fn decide_for_bot<R: Rng + ?Sized>(
+        &self,
+        page: &PageRequest<'_>,
+        delivery: &RequestDelivery<'_>,
+        rng: &mut R,
+    ) -> Vec<Option<Choice>> {
+        let snapshot = self.snapshot;
+        let mut excluded = page.excluded.clone();
+        excluded.extend(
+            snapshot
+                .campaigns
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.campaign.priority != Priority::House)
+                .map(|(index, _)| index),
+        );
+        let mut choose_one = |slot: &CompiledSlot| {
+            let ctx = Context {
+                page,
+                excluded: &excluded,
+                delivery: Some(delivery),
+            };
+            let choice = choose(snapshot, slot, &ctx, rng)?;
+            excluded.push(choice.campaign);
+            Some(choice)
+        };
+        page.slots.iter().map(|slot| choose_one(slot)).collect()
+    }
+
+    /// `explain=1` for each slot of the page: why each campaign was or was not eligible, and
+    /// how the draw would go. A dry run: nothing is counted, no budget is taken, no frequency
+    /// reservation is made; the viewer's frequency caps are read from the store.
+    pub async fn explain(&self, page: &PageRequest<'_>) -> Vec<serde_json::Value> {
+        let mut explained = Vec::with_capacity(page.slots.len());
+        for slot in page.slots {
+            let allowed = frequency::allowed(self, slot, page).await;
+            let delivery = RequestDelivery::new(self.budgets, page, allowed.as_deref());
+            explained.push(explain::explain(self.snapshot, slot, page, &delivery));
+        }
+        explained
+    }
+}
