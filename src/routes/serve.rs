@@ -353,7 +353,7 @@ async fn post_decisions(
     let known: Vec<&CompiledSlot> = names.iter().filter_map(|n| snapshot.slot(n)).collect();
     let page = inputs.page(&req, state, &known);
     // Campaigns chosen for earlier slots of this page are excluded from the later ones.
-    let mut choices = serving(&state, &snapshot).decide(&page).await.into_iter();
+    let mut choices = serving(state, &snapshot).decide(&page).await.into_iter();
     let prepared = state.renderer.prepared(&snapshot);
     // Decisions come written already; the answer is written around them.
     let mut out = Vec::with_capacity(1_024 * names.len());
@@ -365,7 +365,7 @@ async fn post_decisions(
         let (decision, error) = match snapshot.slot(name) {
             Some(compiled) => {
                 let choice = choices.next().flatten();
-                let decision = answer(&state, &snapshot, &prepared, compiled, choice, &page);
+                let decision = answer(state, &snapshot, &prepared, compiled, choice, &page);
                 (decision, None)
             }
             None => (None, Some("unknown_slot")),
