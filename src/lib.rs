@@ -19,6 +19,8 @@
 //! - [`catalog`]: the served snapshot behind an `ArcSwap`, and the task that follows the store.
 //! - [`store`]: the shared store, Redis or embedded in memory, with the same behaviour.
 //! - [`tracking`]: signed tracking tokens.
+//! - [`ivt`]: invalid traffic (known bots, client addresses behind trusted proxies, rate
+//!   limits per address): what makes a decision or an event count apart.
 //! - [`counting`]: counters buffered in memory and flushed to the store in idempotent batches.
 //! - [`metrics`]: Prometheus metrics, owned by one struct.
 //! - [`render`]: decision answers, with what an inventory version's decisions share
