@@ -3,11 +3,17 @@
 # regie's container image.
 #
 #   docker build -t regie .
-#   docker run --rm -p 8080:8080 -e REGIE_ADMIN_TOKEN=… -e REGIE_REDIS_URL=redis://redis:6379/0 regie
+#   docker run --rm -p 8080:8080 -e REGIE_ADMIN_TOKEN=… -e REGIE_PUBLIC_URL=https://ads.example \
+#       -e REGIE_REDIS_URL=redis://redis:6379/0 regie
+#
+# The binary is self-contained: every setting's default, the demo inventory, the pages and the
+# demo creatives are compiled in, so the runtime holds the binary and nothing else. Settings
+# come from REGIE_… variables; a configuration directory can still be mounted and named with
+# REGIE_CONFIG_DIR, and an inventory file with REGIE_INVENTORY.
 #
 # Two stages: a builder that compiles the dependencies in a layer of their own (rebuilt only
-# when Cargo.toml or Cargo.lock change), then the crate; and a slim runtime with the binary,
-# its configuration and static files, run as a non-root user.
+# when Cargo.toml or Cargo.lock change), then the crate; and a slim runtime, run as a non-root
+# user.
 
 # The builder's Debian release must be the runtime's (glibc of the same age or older).
 ARG RUST_IMAGE=rust:1.95-slim-bookworm
@@ -30,7 +36,7 @@ RUN mkdir -p src benches \
         target/release/.fingerprint/regie-* \
         target/release/deps/regie-* target/release/deps/libregie-*
 
-# 2. The crate. config/ and static/ come first in case the sources embed files from them.
+# 2. The crate, with the files it compiles in (config/ and static/).
 COPY config ./config
 COPY static ./static
 COPY benches ./benches
@@ -38,27 +44,20 @@ COPY src ./src
 RUN cargo build --release --locked --bin regie \
     && strip target/release/regie
 
+# The binary needs glibc and libgcc only (no TLS: nothing to verify, so no CA bundle).
 FROM debian:bookworm-slim AS runtime
 
-# ca-certificates: for a TLS Redis (rediss://) or any outbound HTTPS the deployment adds.
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates \
-    && rm -rf /var/lib/apt/lists/*
+RUN useradd --system --user-group --no-create-home --shell /usr/sbin/nologin regie
 
-RUN groupadd --system regie \
-    && useradd --system --gid regie --home-dir /app --no-create-home \
-        --shell /usr/sbin/nologin regie
-
-WORKDIR /app
 COPY --from=builder /app/target/release/regie /usr/local/bin/regie
-# Owned by root and read-only for the service: it reads its configuration, never writes it.
-COPY config ./config
-COPY static ./static
 
-ENV REGIE_LISTEN=0.0.0.0:8080 \
-    REGIE_ENVIRONMENT=production
+# Production settings: JSON logs, listening on 0.0.0.0:8080, a drain delay on SIGTERM. No
+# admin token is ever made up there: without REGIE_ADMIN_TOKEN the admin API stays closed.
+ENV REGIE_ENVIRONMENT=production
 
 USER regie
+# No config/ under / : the compiled-in defaults and the environment apply.
+WORKDIR /
 EXPOSE 8080
 
 # `regie healthcheck` GETs http://127.0.0.1:8080/healthz and exits 0 or 1: the slim image has

@@ -10,13 +10,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwapOption;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use parking_lot::Mutex;
 use serde::Serialize;
 use tokio::sync::{watch, Notify};
 
-use crate::inventory::parse_inventory;
+use crate::inventory::{parse_inventory, DEMO_INVENTORY};
 use crate::metrics::Metrics;
+use crate::optimize::CtrStats;
+use crate::settings::InventorySeed;
 use crate::snapshot::Snapshot;
 use crate::store::{Backend, Store, StoreError};
 
@@ -44,6 +46,8 @@ pub struct Catalog {
     pub wake_budgets: Notify,
     /// Set when the process begins to shut down.
     pub draining: AtomicBool,
+    /// The last counts of the `optimize` slots, handed to every snapshot installed.
+    ctr_stats: ArcSwap<CtrStats>,
 }
 
 impl std::fmt::Debug for Catalog {
@@ -93,6 +97,7 @@ impl Catalog {
             wake: Notify::new(),
             wake_budgets: Notify::new(),
             draining: AtomicBool::new(false),
+            ctr_stats: ArcSwap::from_pointee(CtrStats::default()),
         }
     }
 
@@ -125,23 +130,43 @@ impl Catalog {
         status.detail = detail.into();
     }
 
+    /// Keeps the `optimize` slots' latest counts and hands them to the served snapshot.
+    pub fn set_ctr_stats(&self, stats: CtrStats) {
+        self.ctr_stats.store(Arc::new(stats));
+        if let Some(snapshot) = self.snapshot() {
+            self.ctr_stats.load().apply(&snapshot);
+        }
+    }
+
     fn install(&self, snapshot: Snapshot) {
         tracing::info!(version = snapshot.version, "serving inventory version");
+        // A new version learns from the counts already read rather than from the prior.
+        self.ctr_stats.load().apply(&snapshot);
         self.metrics.inventory_version.set(snapshot.version as i64);
         self.current.store(Some(Arc::new(snapshot)));
         *self.loaded_at.lock() = Some(Instant::now());
         self.wake_budgets.notify_one();
     }
 
-    /// Seeds the store from the inventory file when it holds no inventory (always so for the
-    /// embedded store), then loads what the store holds. A store that cannot be reached is
-    /// not an error: the refresh task keeps trying and `/readyz` says so.
-    pub async fn start(&self, file: &std::path::Path) -> Result<(), LoadError> {
-        let path = file.display().to_string();
-        let bytes = std::fs::read(file).map_err(|source| LoadError::File {
-            path: path.clone(),
-            source,
-        })?;
+    /// Seeds the store from the inventory file (or the compiled-in demo) when it holds no
+    /// inventory (always so for the embedded store), then loads what the store holds. A store
+    /// that cannot be reached is not an error: the refresh task keeps trying and `/readyz`
+    /// says so.
+    pub async fn start(&self, seed: &InventorySeed) -> Result<(), LoadError> {
+        let (path, bytes) = match seed {
+            InventorySeed::File(file) => {
+                let path = file.display().to_string();
+                let bytes = std::fs::read(file).map_err(|source| LoadError::File {
+                    path: path.clone(),
+                    source,
+                })?;
+                (path, std::borrow::Cow::Owned(bytes))
+            }
+            InventorySeed::Demo => (
+                "(the compiled-in demo inventory)".to_owned(),
+                std::borrow::Cow::Borrowed(DEMO_INVENTORY.as_bytes()),
+            ),
+        };
         let parsed = parse_inventory(&bytes).map_err(|e| LoadError::Invalid {
             path: path.clone(),
             details: e
@@ -154,8 +179,13 @@ impl Catalog {
         let json = serde_json::to_string(&parsed.inventory).expect("an inventory serialises");
         match self.store.inventory_version().await {
             Ok(None) => match self.store.restore_inventory(&json, 1).await {
-                Ok(_) => {
-                    tracing::info!(file = %path, "store was empty: seeded it from the inventory file")
+                Ok(written) => {
+                    tracing::info!(file = %path, "store was empty: seeded it with the inventory");
+                    if written {
+                        // What the store now holds is what was just parsed: serve it without
+                        // reading and parsing it back (seconds, on a large inventory).
+                        self.install(Snapshot::compile(1, parsed.inventory));
+                    }
                 }
                 Err(e) => tracing::warn!(error = %e, "cannot seed the store"),
             },

@@ -22,7 +22,6 @@ use crate::inventory::{Id, SlotName};
 use crate::ivt::Reason;
 use crate::metrics::Metrics;
 use crate::store::{Backend, Batch, Counted, Event, ServedCount, Store};
-use crate::tracking::EventKind;
 
 /// Events per batch: one script call each, small enough not to stall Redis for long.
 const MAX_EVENTS_PER_BATCH: usize = 5_000;
@@ -298,23 +297,14 @@ impl Flusher {
     }
 
     fn count_metric(&self, event: &Event, counted: Counted) {
-        let reason = match counted {
-            Counted::Duplicate => return,
-            Counted::Valid => None,
-            Counted::Invalid(reason) => Some(reason),
-        };
-        if let Some(reason) = reason {
-            self.metrics.invalid(event.kind.as_str(), reason);
-            return;
+        match counted {
+            Counted::Duplicate => {}
+            Counted::Invalid(reason) => self.metrics.invalid(event.kind.as_str(), reason),
+            Counted::Valid => {
+                self.metrics
+                    .count_event(event.kind, event.slot.as_str(), event.campaign.as_str())
+            }
         }
-        let counter = match event.kind {
-            EventKind::Impression => &self.metrics.impressions,
-            EventKind::Viewable => &self.metrics.viewable,
-            EventKind::Click => &self.metrics.clicks,
-        };
-        counter
-            .with_label_values(&[event.slot.as_str(), event.campaign.as_str()])
-            .inc();
     }
 
     /// Flushes every `interval` until `shutdown` turns true, then flushes what is left, trying
@@ -355,6 +345,7 @@ impl Flusher {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tracking::EventKind;
 
     fn names() -> (Id, SlotName, NaiveDate) {
         (

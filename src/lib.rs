@@ -8,8 +8,10 @@
 //!
 //! - [`inventory`]: the inventory document (contract section 1), its validated names and its
 //!   validation, which names every bad field by its path.
-//! - [`selection`]: weighted rotation within one tier: alias tables (`weighted_random`) and
-//!   smooth weighted round robin (`smooth`). Pure, seeded in tests.
+//! - [`selection`]: weighted rotation within one tier: alias tables (`weighted_random`),
+//!   smooth weighted round robin (`smooth`) and Thompson sampling (`optimize`). Pure, seeded
+//!   in tests.
+//! - [`optimize`]: the `optimize` rotation's counts, read from the store in the background.
 //! - [`snapshot`]: one inventory version compiled for serving: per-slot, per-tier tables.
 //! - [`serving`]: how a campaign is chosen for a page, in one place: the page request,
 //!   eligibility (status, flight, exclusions, keywords, delivery checks), tier order and
@@ -23,9 +25,11 @@
 //!   limits per address): what makes a decision or an event count apart.
 //! - [`counting`]: counters buffered in memory and flushed to the store in idempotent batches.
 //! - [`metrics`]: Prometheus metrics, owned by one struct.
+//! - [`reporting`]: advertisers' counters by day and slot, and their CSV export.
 //! - [`render`]: decision answers, with what an inventory version's decisions share
 //!   serialised once.
 //! - [`routes`]: the HTTP endpoints, one module per group; [`error`] maps errors to HTTP.
+//! - [`local_admin`]: the admin token a developer's instance makes up when none is set.
 //! - [`settings`], [`telemetry`], [`clock`], [`state`], [`startup`]: configuration, logs,
 //!   injected time, shared handles, and [`startup::Application`], used by `main` and tests.
 
@@ -37,8 +41,11 @@ pub mod delivery;
 pub mod error;
 pub mod inventory;
 pub mod ivt;
+pub mod local_admin;
 pub mod metrics;
+pub mod optimize;
 pub mod render;
+pub mod reporting;
 pub mod routes;
 pub mod selection;
 pub mod serving;

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use regie::inventory::parse_inventory;
+use regie::local_admin;
 use regie::settings::Settings;
 use regie::startup::Application;
 use regie::telemetry;
@@ -16,7 +17,17 @@ use regie::telemetry;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
-#[command(name = "regie", version, about = "Ad-slot serving microservice")]
+#[command(
+    name = "regie",
+    version,
+    about = "Ad-slot serving microservice",
+    after_help = "Every setting has a compiled-in default, so regie runs from any directory. \
+        Files of REGIE_CONFIG_DIR (else config/, when present) and REGIE_* environment \
+        variables override them: REGIE_LISTEN, REGIE_PUBLIC_URL, REGIE_REDIS_URL, \
+        REGIE_INVENTORY, REGIE_ADMIN_TOKEN, REGIE_TRACKING_KEYS, REGIE_ENVIRONMENT, … \
+        (see the README). Without REGIE_INVENTORY or config/inventory.json, the demo \
+        inventory compiled in is served: try http://127.0.0.1:8080/demo."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -48,13 +59,14 @@ fn main() -> ExitCode {
 }
 
 fn serve() -> ExitCode {
-    let settings = match Settings::load() {
+    let mut settings = match Settings::load() {
         Ok(settings) => settings,
         Err(e) => {
             eprintln!("regie: {e}");
             return ExitCode::from(2);
         }
     };
+    let made_up_token = local_admin::make_up(&mut settings);
     telemetry::init(settings.log_format, &settings.log_level);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -68,6 +80,9 @@ fn serve() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        if let Some(token) = &made_up_token {
+            println!("{}", local_admin::announcement(token, app.public_url()));
+        }
         match app.run_until_stopped().await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -2,11 +2,48 @@
 //!
 //! Label values come only from the inventory (slot names, campaign ids) or from closed sets
 //! (outcomes, reasons, route patterns): nothing a client sends can add a series.
+//!
+//! The size of a scrape does not depend on the number of campaigns: event counters are
+//! labelled by slot (a page's few places, from the inventory), and per-campaign counts are
+//! read from the stats API. Per-campaign series are available behind
+//! [`EventLabels::SlotAndCampaign`] for deployments with few campaigns: one series per campaign
+//! and slot that counted an event, per event kind, for the life of the process.
 
+use crate::tracking::EventKind;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
     Registry, TextEncoder,
 };
+
+/// The labels of the counted-event families (`regie_impressions_total`,
+/// `regie_viewable_impressions_total`, `regie_clicks_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EventLabels {
+    /// `{slot}`: as many series as the inventory has slots, whatever its campaigns.
+    #[default]
+    Slot,
+    /// `{slot,campaign}`: one series per campaign and slot that counted an event, which on a
+    /// large inventory is more than a Prometheus server should scrape from one target.
+    SlotAndCampaign,
+}
+
+impl EventLabels {
+    /// The labelling that the `metrics_campaign_labels` setting asks for.
+    pub fn from_setting(campaign_labels: bool) -> Self {
+        if campaign_labels {
+            Self::SlotAndCampaign
+        } else {
+            Self::Slot
+        }
+    }
+
+    fn names(self) -> &'static [&'static str] {
+        match self {
+            Self::Slot => &["slot"],
+            Self::SlotAndCampaign => &["slot", "campaign"],
+        }
+    }
+}
 
 /// Every metric regie exports.
 #[derive(Clone)]
@@ -14,12 +51,14 @@ pub struct Metrics {
     registry: Registry,
     /// Decisions by slot and outcome (`filled`, `fallback`, `no_fill`).
     pub decisions: IntCounterVec,
-    /// Impressions counted (after de-duplication), by slot and campaign.
-    pub impressions: IntCounterVec,
-    /// Viewable impressions counted (after de-duplication), by slot and campaign.
-    pub viewable: IntCounterVec,
-    /// Clicks counted (after de-duplication), by slot and campaign.
-    pub clicks: IntCounterVec,
+    /// The labels of the three counted-event families below.
+    event_labels: EventLabels,
+    /// Impressions counted (after de-duplication), see [`Metrics::count_event`].
+    impressions: IntCounterVec,
+    /// Viewable impressions counted (after de-duplication).
+    viewable: IntCounterVec,
+    /// Clicks counted (after de-duplication).
+    clicks: IntCounterVec,
     /// Tracking requests refused, by kind and reason.
     pub tracking_rejected: IntCounterVec,
     /// Invalid traffic counted apart, by kind and reason (closed sets, [`crate::ivt`]).
@@ -52,8 +91,14 @@ impl std::fmt::Debug for Metrics {
 }
 
 impl Metrics {
-    /// Creates and registers every metric, with the process collector.
+    /// Creates and registers every metric, with the process collector; counted events are
+    /// labelled by slot only.
     pub fn new() -> Self {
+        Self::with_event_labels(EventLabels::Slot)
+    }
+
+    /// As [`Metrics::new`], with counted events labelled as `event_labels` says.
+    pub fn with_event_labels(event_labels: EventLabels) -> Self {
         let registry = Registry::new();
         let counter_vec = |name: &str, help: &str, labels: &[&str]| {
             let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
@@ -74,20 +119,22 @@ impl Metrics {
             "Ad decisions by slot and outcome.",
             &["slot", "outcome"],
         );
+        let labels = event_labels.names();
+        let by = format!("by {}", labels.join(" and "));
         let impressions = counter_vec(
             "regie_impressions_total",
-            "Impressions counted, by slot and campaign.",
-            &["slot", "campaign"],
+            &format!("Impressions counted, {by}."),
+            labels,
         );
         let viewable = counter_vec(
             "regie_viewable_impressions_total",
-            "Viewable impressions counted, by slot and campaign.",
-            &["slot", "campaign"],
+            &format!("Viewable impressions counted, {by}."),
+            labels,
         );
         let clicks = counter_vec(
             "regie_clicks_total",
-            "Clicks counted, by slot and campaign.",
-            &["slot", "campaign"],
+            &format!("Clicks counted, {by}."),
+            labels,
         );
         let tracking_rejected = counter_vec(
             "regie_tracking_rejected_total",
@@ -177,6 +224,7 @@ impl Metrics {
         Self {
             registry,
             decisions,
+            event_labels,
             impressions,
             viewable,
             clicks,
@@ -203,6 +251,20 @@ impl Metrics {
         String::from_utf8(buffer).expect("the text format is UTF-8")
     }
 
+    /// Counts one event that the store counted (after de-duplication).
+    pub fn count_event(&self, kind: EventKind, slot: &str, campaign: &str) {
+        let counter = match kind {
+            EventKind::Impression => &self.impressions,
+            EventKind::Viewable => &self.viewable,
+            EventKind::Click => &self.clicks,
+        };
+        match self.event_labels {
+            EventLabels::Slot => counter.with_label_values(&[slot]),
+            EventLabels::SlotAndCampaign => counter.with_label_values(&[slot, campaign]),
+        }
+        .inc();
+    }
+
     /// Counts one invalid decision request or event; `kind` is one of
     /// [`crate::ivt::METRIC_KINDS`].
     pub fn invalid(&self, kind: &'static str, reason: crate::ivt::Reason) {
@@ -226,5 +288,59 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The number of series of a family in the exposition.
+    fn series_of(metrics: &Metrics, family: &str) -> usize {
+        let prefix = format!("{family}{{");
+        metrics
+            .render()
+            .lines()
+            .filter(|l| l.starts_with(&prefix))
+            .count()
+    }
+
+    fn count_for_campaigns(metrics: &Metrics, campaigns: usize) {
+        for i in 0..campaigns {
+            let campaign = format!("c{i}");
+            for kind in EventKind::ALL {
+                metrics.count_event(kind, "banner", &campaign);
+            }
+        }
+    }
+
+    #[test]
+    fn by_default_events_of_many_campaigns_make_one_series_per_slot() {
+        let metrics = Metrics::new();
+
+        count_for_campaigns(&metrics, 1_000);
+
+        for family in [
+            "regie_impressions_total",
+            "regie_viewable_impressions_total",
+            "regie_clicks_total",
+        ] {
+            assert_eq!(series_of(&metrics, family), 1, "{family}");
+        }
+        assert!(metrics
+            .render()
+            .contains("regie_clicks_total{slot=\"banner\"} 1000"));
+    }
+
+    #[test]
+    fn with_campaign_labels_each_campaign_has_its_series() {
+        let metrics = Metrics::with_event_labels(EventLabels::SlotAndCampaign);
+
+        count_for_campaigns(&metrics, 1_000);
+
+        assert_eq!(series_of(&metrics, "regie_impressions_total"), 1_000);
+        assert!(metrics
+            .render()
+            .contains("regie_impressions_total{campaign=\"c7\",slot=\"banner\"} 1"));
     }
 }

@@ -1,11 +1,29 @@
-//! Typed settings, loaded in layers: `config/base.toml`, then `config/{REGIE_ENVIRONMENT}.toml`
-//! (`local` unless set), then the contract's `REGIE_…` environment variables.
+//! Typed settings, loaded in layers: the defaults compiled into the binary (`config/base.toml`
+//! and `config/{local,production}.toml` as they were at build time), then the files of the
+//! configuration directory when they exist (`REGIE_CONFIG_DIR`, else `config/`): `base.toml`
+//! and `{REGIE_ENVIRONMENT}.toml` (`local` unless set), then the contract's `REGIE_…`
+//! environment variables. So the binary runs from any directory, with no file at all.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
+
+/// The defaults of every setting, compiled in: the binary needs no file to start.
+const BASE_DEFAULTS: &str = include_str!("../config/base.toml");
+
+/// The compiled-in settings of the environments the project ships.
+const ENVIRONMENT_DEFAULTS: [(&str, &str); 2] = [
+    ("local", include_str!("../config/local.toml")),
+    ("production", include_str!("../config/production.toml")),
+];
+
+/// The environment of a developer's machine, the default.
+pub const LOCAL: &str = "local";
+
+/// Where the inventory file is looked for when `REGIE_INVENTORY` is not set.
+pub const DEFAULT_INVENTORY: &str = "config/inventory.json";
 
 /// Everything regie can be told.
 #[derive(Debug, Clone, Deserialize)]
@@ -21,8 +39,15 @@ pub struct Settings {
     pub redis_url: Option<SecretString>,
     /// Prefix of every Redis key (`REGIE_KEY_PREFIX`).
     pub key_prefix: String,
+    /// The environment whose settings were loaded (`REGIE_ENVIRONMENT`): `local` (the
+    /// default), `production`, or another name with its own file.
+    #[serde(default = "local")]
+    pub environment: String,
     /// Inventory file loaded into the embedded store, and into an empty Redis (`REGIE_INVENTORY`).
-    pub inventory: PathBuf,
+    /// Unset: [`DEFAULT_INVENTORY`] when it exists, else the demo inventory compiled into the
+    /// binary; see [`Settings::inventory_seed`].
+    #[serde(default)]
+    pub inventory: Option<PathBuf>,
     /// Bearer token of the admin API; unset disables it (`REGIE_ADMIN_TOKEN`).
     #[serde(default)]
     pub admin_token: Option<SecretString>,
@@ -39,6 +64,8 @@ pub struct Settings {
     pub flush_interval_ms: u64,
     /// How often the inventory version is polled, in milliseconds.
     pub poll_interval_ms: u64,
+    /// How often the `optimize` rotation reads its counts from the store, in milliseconds.
+    pub optimize_refresh_ms: u64,
     /// Counter events kept in memory while the store is unreachable; past this they are dropped
     /// (and counted as dropped).
     pub max_pending_events: usize,
@@ -62,6 +89,10 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// Default log filter (overridden by `RUST_LOG`).
     pub log_level: String,
+    /// Label the counted-event metrics by campaign as well as by slot
+    /// (`REGIE_METRICS_CAMPAIGN_LABELS`): one series per campaign and slot, for deployments
+    /// with few campaigns.
+    pub metrics_campaign_labels: bool,
     /// Proxies whose `X-Forwarded-For` is believed, comma-separated CIDRs
     /// (`REGIE_TRUSTED_PROXIES`); empty trusts none.
     #[serde(default)]
@@ -75,6 +106,19 @@ pub struct Settings {
     pub ivt_clicks_per_minute: u32,
     /// A click sooner than this after its decision is invalid (`too_fast`), in milliseconds.
     pub min_click_delay_ms: u64,
+}
+
+fn local() -> String {
+    LOCAL.to_owned()
+}
+
+/// What seeds the store's inventory at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InventorySeed {
+    /// An inventory file: `REGIE_INVENTORY`, or [`DEFAULT_INVENTORY`] when it exists.
+    File(PathBuf),
+    /// The demo inventory compiled into the binary ([`crate::inventory::DEMO_INVENTORY`]).
+    Demo,
 }
 
 /// How log lines are written.
@@ -104,21 +148,42 @@ pub enum SettingsError {
 }
 
 impl Settings {
-    /// Loads the settings from `config/` under the working directory and the environment.
+    /// Loads the settings: compiled-in defaults, the files of `REGIE_CONFIG_DIR` (which must
+    /// then be a directory) or of `config/` under the working directory when they exist, and
+    /// the environment.
     pub fn load() -> Result<Self, SettingsError> {
-        let dir = std::env::var("REGIE_CONFIG_DIR").unwrap_or_else(|_| "config".into());
-        let environment = std::env::var("REGIE_ENVIRONMENT").unwrap_or_else(|_| "local".into());
-        Self::load_from(Path::new(&dir), &environment, true)
+        let environment = std::env::var("REGIE_ENVIRONMENT").unwrap_or_else(|_| local());
+        let dir = match std::env::var_os("REGIE_CONFIG_DIR") {
+            // Named on purpose: a typo must not silently run on the defaults.
+            Some(dir) if !Path::new(&dir).is_dir() => {
+                return Err(SettingsError::Invalid {
+                    name: "REGIE_CONFIG_DIR",
+                    reason: format!("{} is not a directory", Path::new(&dir).display()),
+                })
+            }
+            Some(dir) => PathBuf::from(dir),
+            None => PathBuf::from("config"),
+        };
+        Self::load_from(&dir, &environment, true)
     }
 
-    /// Loads the settings from `dir`, the given environment file and, if asked, the process
-    /// environment. Tests pass `false` so that the developer's variables do not leak in.
+    /// Loads the compiled-in defaults, the files of `dir` that exist (`base.toml`, then
+    /// `{environment}.toml`) and, if asked, the process environment. Tests pass `false` so
+    /// that the developer's variables do not leak in.
     pub fn load_from(dir: &Path, environment: &str, with_env: bool) -> Result<Self, SettingsError> {
-        let mut builder = config::Config::builder()
-            .add_source(config::File::from(dir.join("base.toml")))
-            .add_source(
-                config::File::from(dir.join(format!("{environment}.toml"))).required(false),
-            );
+        use config::{File, FileFormat};
+        let mut builder =
+            config::Config::builder().add_source(File::from_str(BASE_DEFAULTS, FileFormat::Toml));
+        if let Some((_, defaults)) = ENVIRONMENT_DEFAULTS
+            .iter()
+            .find(|(name, _)| *name == environment)
+        {
+            builder = builder.add_source(File::from_str(defaults, FileFormat::Toml));
+        }
+        builder = builder
+            .add_source(File::from(dir.join("base.toml")).required(false))
+            .add_source(File::from(dir.join(format!("{environment}.toml"))).required(false))
+            .set_override("environment", environment)?;
         if with_env {
             builder = builder.add_source(
                 config::Environment::with_prefix("REGIE")
@@ -148,6 +213,13 @@ impl Settings {
         if self.public_url.as_deref() == Some("") {
             self.public_url = None;
         }
+        if self
+            .inventory
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty())
+        {
+            self.inventory = None;
+        }
     }
 
     fn check(&self) -> Result<(), SettingsError> {
@@ -174,6 +246,7 @@ impl Settings {
         for (name, value) in [
             ("flush_interval_ms", self.flush_interval_ms),
             ("poll_interval_ms", self.poll_interval_ms),
+            ("optimize_refresh_ms", self.optimize_refresh_ms),
             ("impression_token_ttl_secs", self.impression_token_ttl_secs),
             ("click_token_ttl_secs", self.click_token_ttl_secs),
         ] {
@@ -185,6 +258,24 @@ impl Settings {
             }
         }
         Ok(())
+    }
+
+    /// Whether this is a developer's machine (`REGIE_ENVIRONMENT` unset or `local`).
+    pub fn is_local(&self) -> bool {
+        self.environment == LOCAL
+    }
+
+    /// What seeds the store's inventory. A `REGIE_INVENTORY` that is set names a file that
+    /// must exist (a typo must not serve the demo); unset, [`DEFAULT_INVENTORY`] is used when
+    /// it exists, else the demo inventory compiled into the binary.
+    pub fn inventory_seed(&self) -> InventorySeed {
+        match &self.inventory {
+            Some(file) => InventorySeed::File(file.clone()),
+            None if Path::new(DEFAULT_INVENTORY).is_file() => {
+                InventorySeed::File(PathBuf::from(DEFAULT_INVENTORY))
+            }
+            None => InventorySeed::Demo,
+        }
     }
 
     /// The reporting time zone.
@@ -200,6 +291,11 @@ impl Settings {
     /// The inventory poll interval.
     pub fn poll_interval(&self) -> Duration {
         Duration::from_millis(self.poll_interval_ms)
+    }
+
+    /// How often the `optimize` rotation's counts are read.
+    pub fn optimize_refresh(&self) -> Duration {
+        Duration::from_millis(self.optimize_refresh_ms)
     }
 
     /// The invalid-traffic rules' settings.
@@ -219,5 +315,67 @@ impl Settings {
     /// The shutdown timeout.
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_secs(self.shutdown_timeout_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_setting_has_a_compiled_in_default() {
+        let empty = tempfile::tempdir().unwrap();
+
+        let local = Settings::load_from(empty.path(), "local", false).unwrap();
+        let production = Settings::load_from(empty.path(), "production", false).unwrap();
+
+        assert_eq!(local.listen, "127.0.0.1:8080");
+        assert_eq!(local.log_format, LogFormat::Pretty);
+        assert!(local.is_local());
+        assert!(!local.metrics_campaign_labels);
+        assert_eq!(production.listen, "0.0.0.0:8080");
+        assert_eq!(production.log_format, LogFormat::Json);
+        assert!(!production.is_local());
+    }
+
+    #[test]
+    fn files_of_the_directory_override_the_compiled_in_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("base.toml"), "key_prefix = \"shop\"\n").unwrap();
+        std::fs::write(
+            dir.path().join("staging.toml"),
+            "metrics_campaign_labels = true\n",
+        )
+        .unwrap();
+
+        let staging = Settings::load_from(dir.path(), "staging", false).unwrap();
+
+        assert_eq!(staging.key_prefix, "shop");
+        assert!(staging.metrics_campaign_labels);
+        assert_eq!(staging.environment, "staging");
+        assert_eq!(staging.listen, "127.0.0.1:8080", "the rest stays default");
+    }
+
+    #[test]
+    fn a_named_inventory_file_is_used_even_when_it_is_missing() {
+        let mut settings = Settings::load_from(Path::new("config"), "local", false).unwrap();
+        settings.inventory = Some(PathBuf::from("no/such/inventory.json"));
+
+        assert_eq!(
+            settings.inventory_seed(),
+            InventorySeed::File(PathBuf::from("no/such/inventory.json"))
+        );
+    }
+
+    #[test]
+    fn unnamed_the_inventory_is_config_inventory_json_when_it_exists() {
+        // Tests run in the crate's directory, which has config/inventory.json.
+        let settings = Settings::load_from(Path::new("config"), "local", false).unwrap();
+
+        assert_eq!(settings.inventory, None);
+        assert_eq!(
+            settings.inventory_seed(),
+            InventorySeed::File(PathBuf::from(DEFAULT_INVENTORY))
+        );
     }
 }

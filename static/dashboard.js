@@ -1,5 +1,6 @@
-// Advertiser dashboard: campaign counters, a daily chart and the slot breakdown,
-// read from the stats API with the advertiser's key.
+// Advertiser dashboard: campaign counters, a daily chart, the click-through rate of each
+// slot over time and the slot breakdown, read from the stats API with the advertiser's key,
+// and the same figures as a CSV download.
 //
 // The key lives in sessionStorage so that it survives a reload but not the tab.
 // Every number is shown formatted and also carried raw in data-value, next to
@@ -147,6 +148,111 @@
       key('click', 'Clics (échelle de droite)')));
   }
 
+  // Distinct on white and for the common colour-vision deficiencies (Okabe and Ito).
+  const PALETTE = ['#0072b2', '#d55e00', '#009e73', '#cc79a7', '#e69f00', '#56b4e9', '#000000'];
+
+  // Click-through rate of each slot, day by day: one line per slot on one percent scale.
+  // A day without impressions in a slot has no rate, so the line breaks there.
+  function ctrChart(stats) {
+    const days = everyDay(stats.from, stats.to, stats.days || []);
+    const names = [...new Set(days.flatMap((d) => (d.slots || []).map((s) => s.slot)))].sort();
+    const series = names.map((slot) => days.map((d) => {
+      const s = (d.slots || []).find((x) => x.slot === slot);
+      return { date: d.date, impressions: s ? s.impressions : 0, clicks: s ? s.clicks : 0 };
+    }));
+    const W = 720, H = 200, left = 52, right = 16, top = 12, bottom = 26;
+    const plotW = W - left - right, plotH = H - top - bottom;
+    const rates = series.flat().filter((p) => p.impressions > 0).map((p) => p.clicks / p.impressions);
+    // A round top in tenths of a percent at least, so that tiny rates still get a scale.
+    const max = niceCeiling(Math.max(0.001, ...rates) * 1000) / 1000;
+    const step = plotW / Math.max(1, days.length);
+    const x = (i) => left + i * step + step / 2;
+    const y = (v) => top + plotH - (v / max) * plotH;
+    const svg = el('svg:svg', { class: 'chart ctr', viewBox: `0 0 ${W} ${H}`, role: 'img',
+      'aria-label': 'Taux de clic par emplacement et par jour', 'data-ctr-chart': '' });
+    [0, max / 2, max].forEach((v) => {
+      svg.append(el('svg:line', { x1: left, x2: W - right, y1: y(v), y2: y(v), stroke: '#e3e3e3' }));
+      svg.append(el('svg:text', { x: left - 6, y: y(v) + 4, 'text-anchor': 'end' }, percent.format(v)));
+    });
+    const labelEvery = Math.ceil(days.length / 10);
+    days.forEach((d, i) => {
+      if (i % labelEvery === 0) {
+        svg.append(el('svg:text', { x: x(i), y: H - 8, 'text-anchor': 'middle' },
+          shortDate.format(day(d.date))));
+      }
+    });
+    series.forEach((points, n) => {
+      const colour = PALETTE[n % PALETTE.length];
+      let path = '';
+      let drawing = false;
+      const marks = [];
+      points.forEach((p, i) => {
+        if (!p.impressions) { drawing = false; return; }
+        const rate = p.clicks / p.impressions;
+        path += `${drawing ? 'L' : 'M'}${x(i).toFixed(1)},${y(rate).toFixed(1)} `;
+        drawing = true;
+        marks.push(el('svg:circle', { cx: x(i), cy: y(rate), r: 3, fill: colour,
+          'data-date': p.date, 'data-value': String(rate) },
+          el('svg:title', {}, `${names[n]}, ${shortDate.format(day(p.date))} : ` +
+            `${percent.format(rate)} (${integer.format(p.clicks)} clics, ` +
+            `${integer.format(p.impressions)} impressions)`)));
+      });
+      svg.append(el('svg:g', { 'data-slot': names[n] },
+        el('svg:title', {}, `Taux de clic, ${names[n]}`),
+        el('svg:path', { d: path.trim(), fill: 'none', stroke: colour, 'stroke-width': 2 }),
+        ...marks));
+    });
+    const key = names.map((slot, n) => el('span', {},
+      el('i', { class: 'swatch', 'data-colour': PALETTE[n % PALETTE.length] }), slot));
+    const legend = el('div', { class: 'legend' }, ...key);
+    // Swatch colours are set as properties, not inline style attributes the CSP would refuse.
+    legend.querySelectorAll('i.swatch').forEach((i) => { i.style.background = i.dataset.colour; });
+    return el('figure', {},
+      el('figcaption', { class: 'chart-title' }, 'Taux de clic par emplacement'),
+      svg, names.length ? legend
+        : el('p', { class: 'period' }, 'Aucune impression sur la période.'));
+  }
+
+  // The export is fetched with the key (a plain link would carry none) and handed to the
+  // browser as a file: a Blob URL clicked with `download`, which the page's CSP allows.
+  async function downloadCsv(link) {
+    const res = await fetch(link.href, {
+      headers: { Authorization: 'Bearer ' + sessionStorage.getItem(KEY), Accept: 'text/csv' },
+      cache: 'no-store',
+    });
+    if (res.status === 401) throw new Unauthorized();
+    if (!res.ok) {
+      const body = await res.json().catch(() => null);
+      throw new Error((body && body.error && body.error.message) || 'Erreur ' + res.status);
+    }
+    const named = /filename="([^"]+)"/.exec(res.headers.get('Content-Disposition') || '');
+    const url = URL.createObjectURL(await res.blob());
+    const save = el('a', { href: url, download: named ? named[1] : 'regie.csv', hidden: '' });
+    document.body.append(save);
+    save.click();
+    save.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 60_000);
+  }
+
+  function csvLink(c, stats) {
+    const query = new URLSearchParams({ from: stats.from, to: stats.to });
+    const link = el('a', { class: 'csv', 'data-csv': '',
+      href: `/v1/campaigns/${encodeURIComponent(c.campaign_id)}/stats.csv?${query}` },
+      'Télécharger (CSV)');
+    link.addEventListener('click', (e) => {
+      e.preventDefault();
+      downloadCsv(link).catch((err) => {
+        if (err instanceof Unauthorized) {
+          logout();
+          say('Clé d\'API refusée. Vérifiez-la et reconnectez-vous.', true);
+        } else {
+          say(err.message || 'Le serveur ne répond pas.', true);
+        }
+      });
+    });
+    return link;
+  }
+
   function slotTable(slots) {
     const rows = (slots || []).map((s) => el('tr', { 'data-slot': s.slot },
       el('td', {}, s.slot),
@@ -193,13 +299,15 @@
           metricCell('span', 'impressions', lifetime.impressions, { 'data-lifetime': '' }),
           lifetime.impressions > 1 ? ' impressions, ' : ' impression, ',
           metricCell('span', 'clicks', lifetime.clicks, { 'data-lifetime': '' }),
-          lifetime.clicks > 1 ? ' clics' : ' clic')),
+          lifetime.clicks > 1 ? ' clics' : ' clic'),
+        csvLink(c, stats)),
       el('div', { class: 'tiles', 'data-totals': '' },
         ...METRICS.map(([m, label]) => el('div', { class: 'tile' },
           el('span', { class: 'label' }, label),
           metricCell('span', m, (stats.totals || {})[m], { class: 'value' })))),
       invalidLine((stats.totals || {}).invalid || {}),
       chart(stats),
+      ctrChart(stats),
       slotTable(stats.slots));
     return section;
   }

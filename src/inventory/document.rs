@@ -32,6 +32,8 @@ pub enum Rotation {
     WeightedRandom,
     /// Deterministic smooth weighted round robin (nginx's upstream rotation).
     Smooth,
+    /// Thompson sampling on each campaign's click-through rate in the slot, times its weight.
+    Optimize,
 }
 
 /// One ad slot of the publisher's pages.

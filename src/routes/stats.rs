@@ -1,5 +1,9 @@
-//! Advertisers' counters: one campaign's stats by day and slot, and the caller's campaigns.
+//! Advertisers' counters: one campaign's stats by day and slot (JSON, or CSV for
+//! spreadsheets), and the caller's campaigns.
 
+use actix_web::http::header::{
+    ContentDisposition, DispositionParam, DispositionType, HeaderValue, CONTENT_TYPE,
+};
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{Duration, NaiveDate};
 use serde::{Deserialize, Serialize};
@@ -9,6 +13,7 @@ use super::errors::allow;
 use crate::error::ApiError;
 use crate::inventory::Id;
 use crate::ivt::Reason;
+use crate::reporting::{by_day_and_slot, ctr, write_csv, DayReport};
 use crate::state::AppState;
 use crate::store::{Backend, Counts, Tally};
 
@@ -21,6 +26,11 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         super::resource("/v1/campaigns/{id}/stats")
             .route(web::get().to(campaign_stats))
+            .default_service(allow("GET")),
+    )
+    .service(
+        super::resource("/v1/campaigns/{id}/stats.csv")
+            .route(web::get().to(campaign_stats_csv))
             .default_service(allow("GET")),
     )
     .service(
@@ -93,17 +103,18 @@ impl Invalid {
     }
 }
 
-/// clicks / impressions, rounded to four decimals; 0 without impressions.
-fn ctr(clicks: u64, impressions: u64) -> f64 {
-    if impressions == 0 {
-        return 0.0;
-    }
-    (clicks as f64 / impressions as f64 * 10_000.0).round() / 10_000.0
-}
-
 #[derive(Debug, Serialize)]
 struct Day {
     date: NaiveDate,
+    #[serde(flatten)]
+    totals: Totals,
+    /// The day's counters by slot (an addition to the contract: the dashboard's CTR per slot).
+    slots: Vec<DaySlot>,
+}
+
+#[derive(Debug, Serialize)]
+struct DaySlot {
+    slot: String,
     #[serde(flatten)]
     totals: Totals,
 }
@@ -152,43 +163,77 @@ fn days(state: &AppState, range: &Range) -> Result<(NaiveDate, NaiveDate), ApiEr
     Ok((from, to))
 }
 
+/// A campaign's counters over the requested period, for a caller allowed to see them.
+struct Report {
+    campaign: Id,
+    from: NaiveDate,
+    to: NaiveDate,
+    days: Vec<DayReport>,
+}
+
+async fn report(
+    req: &HttpRequest,
+    state: &AppState,
+    id: &str,
+    range: &Range,
+) -> Result<Report, ApiError> {
+    let caller = caller(req, state).await?;
+    let not_found =
+        || ApiError::not_found("unknown_campaign", "there is no such campaign for this key");
+    let snapshot = state.catalog.snapshot().ok_or(ApiError::NotReady)?;
+    let campaign = snapshot.campaign(id).ok_or_else(not_found)?;
+    // Another advertiser's campaign answers exactly as a missing one: ids are not disclosed.
+    if !caller.may_see(&campaign.campaign.advertiser_id) {
+        return Err(not_found());
+    }
+    let (from, to) = days(state, range)?;
+    let dates: Vec<NaiveDate> = from.iter_days().take_while(|d| *d <= to).collect();
+    let per_day = state
+        .store
+        .daily_stats(&campaign.campaign.id, &dates)
+        .await?;
+    let current: Vec<&str> = campaign.campaign.slots.iter().map(|s| s.as_str()).collect();
+    Ok(Report {
+        campaign: campaign.campaign.id.clone(),
+        from,
+        to,
+        days: by_day_and_slot(&dates, per_day, &current),
+    })
+}
+
 async fn campaign_stats(
     req: HttpRequest,
     state: web::Data<AppState>,
     id: web::Path<String>,
     range: web::Query<Range>,
 ) -> Result<HttpResponse, ApiError> {
-    let caller = caller(&req, &state).await?;
-    let not_found =
-        || ApiError::not_found("unknown_campaign", "there is no such campaign for this key");
-    let snapshot = state.catalog.snapshot().ok_or(ApiError::NotReady)?;
-    let campaign = snapshot.campaign(&id).ok_or_else(not_found)?;
-    // Another advertiser's campaign answers exactly as a missing one: ids are not disclosed.
-    if !caller.may_see(&campaign.campaign.advertiser_id) {
-        return Err(not_found());
-    }
-    let (from, to) = days(&state, &range)?;
-    let dates: Vec<NaiveDate> = from.iter_days().take_while(|d| *d <= to).collect();
-    let per_day = state
-        .store
-        .daily_stats(&campaign.campaign.id, &dates)
-        .await?;
+    let report = report(&req, &state, &id, &range).await?;
     let mut total = Counts::default();
     let mut by_slot: Vec<(String, Counts)> = Vec::new();
     let mut days_out = Vec::new();
-    for (date, slots) in dates.iter().zip(per_day) {
+    for day_report in report.days {
         let mut day = Counts::default();
-        for (slot, counts) in slots {
+        let mut slots = Vec::new();
+        for (slot, counts) in day_report.slots {
             day.add(&counts);
-            match by_slot.iter_mut().find(|(s, _)| *s == slot) {
-                Some((_, c)) => c.add(&counts),
-                None => by_slot.push((slot, counts)),
+            // Slots of the campaign with nothing over the whole period stay out of `slots`,
+            // as they always have; each day lists every slot, for the series.
+            if counts != Counts::default() {
+                match by_slot.iter_mut().find(|(s, _)| *s == slot) {
+                    Some((_, c)) => c.add(&counts),
+                    None => by_slot.push((slot.clone(), counts)),
+                }
             }
+            slots.push(DaySlot {
+                slot,
+                totals: counts.into(),
+            });
         }
         total.add(&day);
         days_out.push(Day {
-            date: *date,
+            date: day_report.date,
             totals: day.into(),
+            slots,
         });
     }
     by_slot.sort_by(|a, b| a.0.cmp(&b.0));
@@ -208,13 +253,40 @@ async fn campaign_stats(
     Ok(HttpResponse::Ok()
         .insert_header(super::no_store())
         .json(serde_json::json!({
-            "campaign_id": campaign.campaign.id.as_str(),
-            "from": from,
-            "to": to,
+            "campaign_id": report.campaign.as_str(),
+            "from": report.from,
+            "to": report.to,
             "totals": totals,
             "days": days_out,
             "slots": slots,
         })))
+}
+
+/// The same counters as [`campaign_stats`], one CSV line per day and slot, as a download.
+async fn campaign_stats_csv(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    range: web::Query<Range>,
+) -> Result<HttpResponse, ApiError> {
+    let report = report(&req, &state, &id, &range).await?;
+    let body = write_csv(&report.days);
+    // Campaign ids are ASCII letters, digits, `-`, `_` and `.`: the name needs no escaping.
+    let filename = format!(
+        "regie-{}-{}-{}.csv",
+        report.campaign, report.from, report.to
+    );
+    Ok(HttpResponse::Ok()
+        .insert_header(super::no_store())
+        .insert_header((
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/csv; charset=utf-8"),
+        ))
+        .insert_header(ContentDisposition {
+            disposition: DispositionType::Attachment,
+            parameters: vec![DispositionParam::Filename(filename)],
+        })
+        .body(body))
 }
 
 async fn my_campaigns(

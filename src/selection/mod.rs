@@ -1,4 +1,6 @@
-//! Weighted rotation among the campaigns of one slot and tier.
+//! Weighted rotation among the campaigns of one slot and tier: `weighted_random` (alias
+//! tables), `smooth` (nginx's smooth weighted round robin) and `optimize` (Thompson sampling on
+//! click-through rates, fed with counts from outside).
 //!
 //! Pure and synchronous: built once per inventory version, given a random generator by the
 //! caller (a seeded one in tests), and asked for a pick with an eligibility predicate, since
@@ -6,10 +8,14 @@
 //! not.
 
 mod alias;
+#[cfg(test)]
+mod learning_tests;
 mod smooth;
+mod thompson;
 
 pub use alias::AliasTable;
 pub use smooth::SmoothRotation;
+pub use thompson::{ThompsonDraw, ThompsonRotation, Trials};
 
 use parking_lot::Mutex;
 use rand::Rng;
@@ -35,6 +41,7 @@ enum Mode {
     // Smooth rotation is stateful by definition; the lock is held for one pass over the tier's
     // members and only slots configured as `smooth` take it.
     Smooth(Mutex<SmoothRotation>),
+    Optimize(ThompsonRotation),
 }
 
 impl TierRotation {
@@ -47,6 +54,12 @@ impl TierRotation {
                     return None;
                 }
                 Mode::Smooth(Mutex::new(SmoothRotation::new(weights.len())))
+            }
+            Rotation::Optimize => {
+                if weights.is_empty() {
+                    return None;
+                }
+                Mode::Optimize(ThompsonRotation::new(&weights))
             }
         };
         Some(Self { weights, mode })
@@ -70,6 +83,7 @@ impl TierRotation {
     ) -> Option<usize> {
         match &self.mode {
             Mode::Smooth(rotation) => rotation.lock().pick(&self.weights, eligible),
+            Mode::Optimize(rotation) => rotation.draw().next(rng, eligible),
             Mode::Random(table) => {
                 for _ in 0..REJECTION_DRAWS {
                     let i = table.sample(rng);
@@ -95,7 +109,33 @@ impl TierRotation {
         match &self.mode {
             Mode::Smooth(rotation) => rotation.lock().peek(&self.weights, eligible),
             // A random draw has no state to advance.
-            Mode::Random(_) => self.pick(rng, eligible),
+            Mode::Random(_) | Mode::Optimize(_) => self.pick(rng, eligible),
+        }
+    }
+
+    /// Starts one decision's draw without replacement: [`TierDraw::next`] gives the member
+    /// [`Self::peek`] would, then, asked again without the members already given, the next
+    /// one in the order the rotation prefers them.
+    pub fn draw(&self) -> TierDraw<'_> {
+        match &self.mode {
+            Mode::Optimize(rotation) => TierDraw::Thompson(rotation.draw()),
+            _ => TierDraw::Peek(self),
+        }
+    }
+
+    /// Gives an `optimize` rotation its members' counts, in member order; other rotations
+    /// ignore them.
+    pub fn set_trials(&self, trials: &[Trials]) {
+        if let Mode::Optimize(rotation) = &self.mode {
+            rotation.update(trials);
+        }
+    }
+
+    /// The `optimize` rotation, if this is one.
+    pub fn thompson(&self) -> Option<&ThompsonRotation> {
+        match &self.mode {
+            Mode::Optimize(rotation) => Some(rotation),
+            _ => None,
         }
     }
 
@@ -104,6 +144,30 @@ impl TierRotation {
     pub fn commit(&self, member: usize, eligible: impl FnMut(usize) -> bool) {
         if let Mode::Smooth(rotation) = &self.mode {
             rotation.lock().commit(&self.weights, eligible, member);
+        }
+    }
+}
+
+/// One decision's draw over a tier, from [`TierRotation::draw`].
+pub enum TierDraw<'a> {
+    /// Weighted random and smooth: each member is peeked among those not given yet (a weighted
+    /// draw without replacement; smooth's order of preference).
+    Peek(&'a TierRotation),
+    /// Thompson sampling: one sample for the whole decision, members in decreasing score.
+    Thompson(ThompsonDraw<'a>),
+}
+
+impl TierDraw<'_> {
+    /// The next member among those `eligible` accepts (the caller leaves out those already
+    /// given).
+    pub fn next<R: Rng + ?Sized>(
+        &mut self,
+        rng: &mut R,
+        eligible: impl FnMut(usize) -> bool,
+    ) -> Option<usize> {
+        match self {
+            TierDraw::Peek(rotation) => rotation.peek(rng, eligible),
+            TierDraw::Thompson(draw) => draw.next(rng, eligible),
         }
     }
 }
@@ -189,7 +253,11 @@ mod tests {
     #[test]
     fn nothing_eligible_picks_nothing_in_either_mode() {
         let mut rng = StdRng::seed_from_u64(3);
-        for mode in [Rotation::WeightedRandom, Rotation::Smooth] {
+        for mode in [
+            Rotation::WeightedRandom,
+            Rotation::Smooth,
+            Rotation::Optimize,
+        ] {
             let rotation = TierRotation::new(vec![1, 2], mode).unwrap();
             assert_eq!(rotation.pick(&mut rng, |_| false), None);
         }

@@ -49,24 +49,39 @@ pub(super) fn explain(
             if eligible_weight > 0 && chosen_tier.is_none() {
                 chosen_tier = Some(tier.priority.as_str());
             }
+            let eligible: Vec<bool> = entries.iter().map(|(ok, _)| *ok).collect();
+            let thompson = tier
+                .rotation
+                .thompson()
+                .map(|rotation| crate::optimize::explain_shares(rotation, &eligible));
             let campaigns: Vec<Value> = entries
                 .into_iter()
-                .map(|(ok, mut v)| {
+                .enumerate()
+                .map(|(m, (ok, mut v))| {
                     let share = if ok && eligible_weight > 0 {
                         v["weight"].as_u64().unwrap_or(0) as f64 / eligible_weight as f64
                     } else {
                         0.0
                     };
                     v["probability"] = json!(share);
+                    if let Some((rotation, estimate)) =
+                        tier.rotation.thompson().zip(thompson.as_ref())
+                    {
+                        estimate.describe(rotation, m, &mut v);
+                    }
                     v
                 })
                 .collect();
-            json!({
+            let mut tier_value = json!({
                 "priority": tier.priority.as_str(),
                 "considered": chosen_tier.is_none() || chosen_tier == Some(tier.priority.as_str()),
                 "eligible_weight": eligible_weight,
                 "campaigns": campaigns,
-            })
+            });
+            if let Some(estimate) = &thompson {
+                tier_value["share_estimate"] = estimate.method();
+            }
+            tier_value
         })
         .collect();
     let fallback = slot.fallback.as_ref().map(|m| entry(snapshot, m, &ctx).1);

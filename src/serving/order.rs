@@ -55,11 +55,12 @@ pub fn draw_order<R: Rng + ?Sized>(
 ) -> Vec<Choice> {
     let mut drawn: Vec<Choice> = Vec::new();
     'tiers: for (t, tier) in slot.tiers.iter().enumerate() {
+        let mut draw = tier.rotation.draw();
         loop {
             if drawn.len() >= limit {
                 break 'tiers;
             }
-            let picked = tier.rotation.peek(rng, |m| {
+            let picked = draw.next(rng, |m| {
                 let campaign = tier.members[m].campaign;
                 !drawn.iter().any(|c| c.campaign == campaign)
                     && eligibility(snapshot, campaign, ctx).is_ok()
@@ -352,5 +353,54 @@ mod tests {
         // 1 degree of freedom, p = 0.001; the seed is fixed, so the test is deterministic.
         assert!(chi2 < 10.828, "chi2 = {chi2:.2}, counts = {counts:?}");
         assert!(!counts.contains_key("capped"));
+    }
+
+    #[test]
+    fn in_an_optimize_slot_the_first_candidate_that_passes_a_later_check_is_thompson_among_those_that_pass(
+    ) {
+        use crate::selection::{ThompsonRotation, Trials};
+        // "capped" has the best evidence and is refused after the draw (a frequency cap): what
+        // is served must be exactly Thompson sampling between the two others, whose
+        // posteriors overlap (so re-drawing at each step instead would not give it).
+        let doc = json!({
+            "slots": [{ "name": "Publicité 2", "rotation": "optimize" }],
+            "advertisers": [{ "id": "a", "name": "A" }],
+            "campaigns": [campaign("capped", "standard", 1), campaign("eight", "standard", 1),
+                          campaign("five", "standard", 1)],
+        });
+        let snap = Snapshot::compile(
+            1,
+            parse_inventory(doc.to_string().as_bytes())
+                .unwrap()
+                .inventory,
+        );
+        let trials = [(100, 10), (100, 8), (100, 5)].map(|(impressions, clicks)| Trials {
+            impressions,
+            clicks,
+        });
+        let slot = snap.slot(&SlotName::parse("Publicité 2").unwrap()).unwrap();
+        slot.tiers[0].rotation.set_trials(&trials);
+        let page = page(&[]);
+        let ctx = plain_context(&page);
+        let capped = snap.campaign_index[&crate::inventory::Id::parse("capped").unwrap()];
+        let mut rng = StdRng::seed_from_u64(0x7405);
+
+        let decisions = 50_000;
+        let mut eight = 0;
+        for _ in 0..decisions {
+            let order = draw_order(&snap, slot, &ctx, &mut rng, 10, |c| c.campaign != capped);
+            let served = order.iter().find(|c| c.campaign != capped).unwrap();
+            eight += usize::from(snap.campaigns[served.campaign].campaign.id.as_str() == "eight");
+        }
+
+        let pair = ThompsonRotation::new(&[1, 1]);
+        pair.update(&trials[1..]);
+        let expected = pair.shares(&mut rng, 400_000, |_| true)[0];
+        let observed = eight as f64 / decisions as f64;
+        // Standard errors 0.0022 (observed) and 0.0008 (expected): 0.01 is over four of them.
+        assert!(
+            (observed - expected).abs() < 0.01,
+            "observed {observed:.4}, Thompson between the two {expected:.4}"
+        );
     }
 }

@@ -8,6 +8,7 @@
 //! | `P:inventory:changed` | pub/sub channel | a new version, published on every write | `put_inventory.lua`, `restore_inventory.lua` |
 //! | `P:stats:{campaign}:{YYYY-MM-DD}` | hash `{counter}\|{slot}` → count, invalid traffic as `invalid.{reason}.{counter}\|{slot}` | counters of a campaign for a reporting day | `flush.lua` |
 //! | `P:totals:{campaign}` | hash counter → count (invalid ones as above) | lifetime counters of a campaign | `flush.lua` |
+//! | `P:slot-totals:{campaign}` | hash `{counter}\|{slot}` → count | lifetime counters of a campaign's valid tracking events by slot (the `optimize` rotation's evidence) | `flush.lua` |
 //! | `P:seen:{counter}:{decision_id}` | string `1` (counted valid) or `0` (invalid), expiring after the longest token life | de-duplication mark of one event | `flush.lua` |
 //! | `P:batch:{batch_id}` | string, expiring after a day | a flushed batch, so that a retry is not counted twice | `flush.lua` |
 //! | `P:apikey:{sha256}` | string | the advertiser id owning an API key | `set_api_key` |
@@ -17,7 +18,7 @@
 //! | `P:freq:{viewer}:{campaign}` | sorted set reservation → time (ms), expiring after the cap's window | a viewer's views of a frequency-capped campaign | `frequency_pick.lua`, `frequency_release` |
 //!
 //! `{viewer}` is the hex of the first 128 bits of the SHA-256 of the viewer id: raw ids never
-//! reach the store. The flush script builds the `stats`, `totals`, `seen` and `batch` keys
+//! reach the store. The flush script builds the `stats`, `totals`, `slot-totals`, `seen` and `batch` keys
 //! itself from the prefix (their number depends on the batch), with the same shapes as here.
 
 use chrono::NaiveDate;
@@ -66,6 +67,11 @@ impl Keys {
     /// `P:totals:{campaign}`.
     pub(crate) fn totals(&self, campaign: &Id) -> String {
         format!("{}:totals:{campaign}", self.prefix)
+    }
+
+    /// `P:slot-totals:{campaign}`.
+    pub(crate) fn slot_totals(&self, campaign: &Id) -> String {
+        format!("{}:slot-totals:{campaign}", self.prefix)
     }
 
     /// `P:apikey:{key_hash}`.

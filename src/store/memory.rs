@@ -28,6 +28,8 @@ struct Data {
     /// (campaign, day) → slot → counters.
     daily: HashMap<(Id, NaiveDate), HashMap<String, Counts>>,
     totals: HashMap<Id, Counts>,
+    /// campaign → slot → lifetime counters of valid tracking events.
+    slot_totals: HashMap<Id, HashMap<String, Counts>>,
     /// De-duplication marks: their expiry (Unix seconds), and whether the event counted as
     /// valid (a click needs its decision's valid impression).
     seen: HashMap<(EventKind, Ulid), (i64, bool)>,
@@ -152,6 +154,15 @@ impl Backend for MemoryStore {
                 .entry(event.campaign.clone())
                 .or_default()
                 .add_field(&field, 1);
+            if invalid.is_none() {
+                // The optimize rotation learns from valid events only.
+                data.slot_totals
+                    .entry(event.campaign.clone())
+                    .or_default()
+                    .entry(event.slot.to_string())
+                    .or_default()
+                    .add_field(&field, 1);
+            }
             counted.push(invalid.map_or(Counted::Valid, Counted::Invalid));
         }
         Ok(FlushReport {
@@ -182,6 +193,22 @@ impl Backend for MemoryStore {
         Ok(campaigns
             .iter()
             .map(|c| data.totals.get(c).copied().unwrap_or_default())
+            .collect())
+    }
+
+    async fn slot_totals(
+        &self,
+        campaigns: &[Id],
+    ) -> Result<Vec<Vec<(String, Counts)>>, StoreError> {
+        let data = self.data.lock();
+        Ok(campaigns
+            .iter()
+            .map(|c| {
+                data.slot_totals
+                    .get(c)
+                    .map(|slots| slots.iter().map(|(s, c)| (s.clone(), *c)).collect())
+                    .unwrap_or_default()
+            })
             .collect())
     }
 

@@ -68,6 +68,13 @@ pub trait Backend: Send + Sync {
         campaigns: &[Id],
     ) -> impl Future<Output = Result<Vec<Counts>, StoreError>> + Send;
 
+    /// Lifetime counters of tracking events (impressions, viewable, clicks) of each campaign,
+    /// by slot: the evidence of the `optimize` rotation.
+    fn slot_totals(
+        &self,
+        campaigns: &[Id],
+    ) -> impl Future<Output = Result<Vec<Vec<(String, Counts)>>, StoreError>> + Send;
+
     /// Makes `key_hash` the advertiser's only API key (the previous one stops working).
     fn set_api_key(
         &self,
@@ -190,6 +197,13 @@ impl Backend for Store {
 
     async fn totals(&self, campaigns: &[Id]) -> Result<Vec<Counts>, StoreError> {
         forward!(self, totals(campaigns))
+    }
+
+    async fn slot_totals(
+        &self,
+        campaigns: &[Id],
+    ) -> Result<Vec<Vec<(String, Counts)>>, StoreError> {
+        forward!(self, slot_totals(campaigns))
     }
 
     async fn set_api_key(&self, advertiser: &Id, key_hash: &str) -> Result<(), StoreError> {

@@ -186,6 +186,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     /// The app's clock.
     pub clock: ManualClock,
+    /// The state its handlers share, for driving the domain where HTTP would only add time.
+    pub state: actix_web::web::Data<regie::state::AppState>,
     stop: StopHandle,
 }
 
@@ -194,7 +196,7 @@ pub fn test_settings(redis_url: Option<String>, inventory: PathBuf) -> Settings 
     let mut settings = Settings::load_from(std::path::Path::new("config"), "local", false).unwrap();
     settings.listen = "127.0.0.1:0".into();
     settings.redis_url = redis_url.map(SecretString::from);
-    settings.inventory = inventory;
+    settings.inventory = Some(inventory);
     settings.admin_token = Some(SecretString::from(ADMIN_TOKEN.to_owned()));
     settings.tracking_keys = Some(SecretString::from(TRACKING_KEYS.to_owned()));
     settings.flush_interval_ms = 50;
@@ -219,12 +221,14 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         .expect("the app starts");
     let address = format!("http://127.0.0.1:{}", app.port());
     let stop = app.stop_handle();
+    let state = app.state();
     tokio::spawn(app.run_until_stopped());
     let client = reader_client();
     TestApp {
         address,
         client,
         clock: options.clock,
+        state,
         stop,
     }
 }
@@ -455,13 +459,23 @@ impl Binary {
     /// Starts the binary in the crate's directory with `settings` (and `PATH`, nothing else
     /// inherited) on a free port, its standard output to `stdout`, and waits until it is ready.
     pub async fn start(settings: &[(&str, &str)], stdout: Stdio) -> Self {
+        Self::start_in(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")),
+            settings,
+            stdout,
+        )
+        .await
+    }
+
+    /// As [`Binary::start`], in the working directory `dir`.
+    pub async fn start_in(dir: &std::path::Path, settings: &[(&str, &str)], stdout: Stdio) -> Self {
         let port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_regie"))
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("REGIE_LISTEN", format!("127.0.0.1:{port}"))
             .envs(settings.iter().copied())
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .current_dir(dir)
             .stdout(stdout)
             .stderr(Stdio::null())
             .spawn()

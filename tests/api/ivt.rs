@@ -507,10 +507,7 @@ async fn a_click_without_an_impression_or_too_fast_is_invalid_but_lands(kind: St
         metric(&app, &invalid_series("click", "no_impression")).await,
         1
     );
-    assert!(app
-        .metrics()
-        .await
-        .contains("regie_clicks_total{campaign=\"payante\",slot=\"banner\"} 1"));
+    assert_eq!(metric(&app, "regie_clicks_total{slot=\"banner\"}").await, 1);
 
     // The impression arriving late does not make the invalid click valid, nor count twice.
     app.fire(&url(&unseen, "impression_url")).await;
@@ -546,6 +543,31 @@ async fn invalid_counts_show_in_each_day_and_the_lifetime_totals(kind: StoreKind
     assert_eq!(day("2026-12-01")["viewable"], 1, "the reader's own event");
     assert_eq!(day("2026-11-29")["invalid"]["impressions"], 0);
     assert_eq!(stats["slots"][0]["invalid"]["impressions"], 2);
+    let csv = app
+        .get_as(
+            "/v1/campaigns/payante/stats.csv",
+            crate::helpers::ADMIN_TOKEN,
+        )
+        .await
+        .text()
+        .await
+        .unwrap();
+    let line = |date: &str| {
+        csv.lines()
+            .find(|l| l.starts_with(&format!("{date},banner,")))
+            .unwrap_or_else(|| panic!("no {date} banner line in:\n{csv}"))
+            .to_owned()
+    };
+    assert!(
+        line("2026-11-30").ends_with(",1,0"),
+        "{}",
+        line("2026-11-30")
+    );
+    assert!(
+        line("2026-12-01").ends_with(",1,0"),
+        "{}",
+        line("2026-12-01")
+    );
 
     let key = app
         .admin(reqwest::Method::PUT, "/v1/admin/advertisers/adv")

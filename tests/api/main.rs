@@ -4,14 +4,18 @@
 mod helpers;
 
 mod admin;
+mod cardinality;
 mod delivery;
+mod export;
 mod faults;
 mod ivt;
 mod logs;
 mod multi_instance;
 mod ops;
+mod optimize;
 mod serve;
 mod shutdown;
+mod standalone;
 mod stats;
 mod store;
 mod tracking;

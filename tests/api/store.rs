@@ -45,6 +45,7 @@ on_both_backends!(
     leases_grant_a_quarter_of_what_is_left_and_never_pass_the_caps,
     the_frequency_walk_serves_each_slot_its_first_campaign_under_its_cap,
     frequency_reservations_can_be_checked_and_cancelled,
+    slot_totals_add_up_every_day_s_counted_events_by_slot,
 );
 
 fn memory() -> Store {
@@ -149,6 +150,64 @@ async fn a_batch_is_counted_once_and_an_event_once_per_decision_and_kind(store: 
     assert_eq!(daily[0][0].0, "Publicité 2");
     assert_eq!(daily[0][0].1, totals[0]);
     assert!(daily[1].is_empty());
+}
+
+async fn slot_totals_add_up_every_day_s_counted_events_by_slot(store: &Store) {
+    let campaign = id("c1");
+    let event = |kind, slot: &str, d: u32| Event {
+        kind,
+        decision_id: Ulid::new(),
+        campaign: campaign.clone(),
+        slot: SlotName::parse(slot).unwrap(),
+        day: day(d),
+        invalid: None,
+    };
+    let impression = event(EventKind::Impression, "Publicité 2", 29);
+    let batch = |events: Vec<Event>| Batch {
+        id: Ulid::new(),
+        served: vec![ServedCount {
+            campaign: campaign.clone(),
+            slot: SlotName::parse("Publicité 2").unwrap(),
+            day: day(30),
+            count: 5,
+            invalid: None,
+        }],
+        events,
+        dedup_ttl_secs: 3_600,
+        now_secs: 0,
+    };
+
+    store
+        .flush(&batch(vec![
+            impression.clone(),
+            // The impression's click: a click without one would count apart, as invalid.
+            Event {
+                kind: EventKind::Click,
+                ..impression.clone()
+            },
+            event(EventKind::Impression, "Publicité 2", 30),
+            event(EventKind::Impression, "banner, haut", 30),
+        ]))
+        .await
+        .unwrap();
+    // A duplicate counts nowhere, the lifetime by slot included.
+    store.flush(&batch(vec![impression])).await.unwrap();
+
+    let mut totals = store
+        .slot_totals(&[campaign.clone(), id("none")])
+        .await
+        .unwrap();
+    totals[0].sort_by(|a, b| a.0.cmp(&b.0));
+    let summary: Vec<(&str, u64, u64, u64)> = totals[0]
+        .iter()
+        .map(|(slot, c)| (slot.as_str(), c.served, c.impressions, c.clicks))
+        .collect();
+    // Served decisions are not part of it: the rotation needs impressions and clicks only.
+    assert_eq!(
+        summary,
+        [("Publicité 2", 0, 2, 1), ("banner, haut", 0, 1, 0)]
+    );
+    assert!(totals[1].is_empty());
 }
 
 async fn invalid_traffic_is_counted_apart_by_reason_and_a_click_needs_a_valid_impression(

@@ -108,7 +108,7 @@ async fn the_dashboard_shows_the_stats_api_numbers_for_the_advertiser() {
                }
                const invalid = {};
                for (const m of c.querySelectorAll('[data-invalid] [data-metric]')) invalid[m.dataset.metric] = Number(m.dataset.value);
-               out[c.dataset.campaign] = { totals, slots, invalid, days: c.querySelectorAll('svg [data-date]').length };
+               out[c.dataset.campaign] = { totals, slots, invalid, days: c.querySelectorAll('svg[data-chart] [data-date]').length };
              }
              return out;",
         )
@@ -192,4 +192,139 @@ async fn the_dashboard_refuses_a_wrong_key() {
         .await;
     assert_eq!(state, json!([false, null, 0]));
     browser.close().await;
+}
+
+/// Waits until the dashboard has shown the stats.
+async fn loaded(browser: &Browser) {
+    eventually(
+        "the dashboard's numbers",
+        Duration::from_secs(10),
+        || async {
+            let loaded = browser
+                .js("return document.body.hasAttribute('data-loaded')")
+                .await;
+            (loaded == true).then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn the_csv_link_downloads_the_campaign_s_figures_with_the_key() {
+    let _one = exclusive().await;
+    let app = TestApp::start().await;
+    seed_traffic(&app).await;
+    let downloads = tempfile::tempdir().unwrap();
+    let browser = Browser::start_with_downloads(downloads.path()).await;
+    sign_in(&browser, &app, &app.api_key).await;
+    loaded(&browser).await;
+    let campaign = campaign_of("Publicité 2");
+
+    browser
+        .client
+        .find(Locator::Css(&format!(
+            "section[data-campaign='{campaign}'] a[data-csv]"
+        )))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+
+    // Chromium writes a `.crdownload` first and renames it when the download is complete.
+    let (name, body) = eventually("the downloaded CSV", Duration::from_secs(10), || async {
+        std::fs::read_dir(downloads.path())
+            .unwrap()
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .find(|n| n.ends_with(".csv"))
+            .map(|n| {
+                let body = std::fs::read_to_string(downloads.path().join(&n)).unwrap();
+                (n, body)
+            })
+    })
+    .await;
+    let period = browser
+        .js(&format!(
+            "const p = document.querySelector(\"section[data-campaign='{campaign}'] .period\");
+             return [p.dataset.from, p.dataset.to];"
+        ))
+        .await;
+    let (from, to) = (period[0].as_str().unwrap(), period[1].as_str().unwrap());
+    assert_eq!(name, format!("regie-{campaign}-{from}-{to}.csv"));
+    // The very file the API gives the key for the page's period.
+    let api = app
+        .http
+        .get(format!(
+            "{}/v1/campaigns/{campaign}/stats.csv?from={from}&to={to}",
+            app.url
+        ))
+        .bearer_auth(&app.api_key)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(body, api);
+    // And it holds the seeded traffic: today's line of the slot with its three impressions.
+    let mut reader = csv::Reader::from_reader(body.as_bytes());
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len() as i64, days_between(from, to), "one line a day");
+    let today = rows.last().unwrap();
+    assert_eq!(&today[0], to);
+    assert_eq!(&today[1], "Publicité 2");
+    assert_eq!((&today[3], &today[4], &today[5]), ("3", "2", "0"));
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn the_ctr_chart_draws_a_line_per_slot_from_the_day_s_figures() {
+    let _one = exclusive().await;
+    let app = TestApp::start().await;
+    seed_traffic(&app).await;
+    let browser = Browser::start().await;
+    sign_in(&browser, &app, &app.api_key).await;
+    loaded(&browser).await;
+
+    let chart = browser
+        .js(
+            "const out = {};
+             for (const c of document.querySelectorAll('section[data-campaign]')) {
+               const svg = c.querySelector('svg[data-ctr-chart]');
+               out[c.dataset.campaign] = {
+                 label: svg.getAttribute('aria-label'), role: svg.getAttribute('role'),
+                 lines: [...svg.querySelectorAll('g[data-slot]')].map((g) => ({
+                   slot: g.dataset.slot, title: g.querySelector('title').textContent,
+                   points: [...g.querySelectorAll('circle')].map((p) => [p.dataset.date, Number(p.dataset.value)]),
+                 })),
+               };
+             }
+             return out;",
+        )
+        .await;
+    let today = app.stats(campaign_of("banner")).await["to"].clone();
+    // banner: 3 impressions, 1 click today; Publicité 3: 3 impressions, 3 clicks.
+    for (slot, rate) in [("banner", 1.0 / 3.0), ("Publicité 3", 1.0)] {
+        let shown = &chart[campaign_of(slot)];
+        assert_eq!(shown["role"], "img");
+        assert_eq!(shown["label"], "Taux de clic par emplacement et par jour");
+        let lines = shown["lines"].as_array().unwrap();
+        assert_eq!(lines.len(), 1, "{slot}: one line, its only slot");
+        assert_eq!(lines[0]["slot"], slot);
+        // One point: the only day with impressions.
+        let points = lines[0]["points"].as_array().unwrap();
+        assert_eq!(points.len(), 1, "{slot}: {points:?}");
+        assert_eq!(points[0][0], today);
+        assert!((points[0][1].as_f64().unwrap() - rate).abs() < 1e-9);
+    }
+    browser.client.set_window_size(1280, 1300).await.unwrap();
+    browser.screenshot("dashboard-ctr.png").await;
+    browser.close().await;
+}
+
+/// Days from `from` to `to`, both included.
+fn days_between(from: &str, to: &str) -> i64 {
+    let day = |d: &str| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").unwrap();
+    (day(to) - day(from)).num_days() + 1
 }

@@ -398,6 +398,16 @@ pub struct Browser {
 
 impl Browser {
     pub async fn start() -> Self {
+        Self::launch(None).await
+    }
+
+    /// A Chromium that saves downloads into `dir` without asking (ChromeDriver passes the
+    /// preference on to headless Chromium).
+    pub async fn start_with_downloads(dir: &std::path::Path) -> Self {
+        Self::launch(Some(dir)).await
+    }
+
+    async fn launch(downloads: Option<&std::path::Path>) -> Self {
         let driver = Driver::start().await;
         let profile = tempfile::tempdir().unwrap();
         let args = [
@@ -422,10 +432,14 @@ impl Browser {
         ])
         .collect::<Vec<_>>();
         let mut caps = serde_json::Map::new();
-        caps.insert(
-            "goog:chromeOptions".into(),
-            json!({ "binary": CHROMIUM, "args": args }),
-        );
+        let mut options = json!({ "binary": CHROMIUM, "args": args });
+        if let Some(dir) = downloads {
+            options["prefs"] = json!({
+                "download.default_directory": dir.display().to_string(),
+                "download.prompt_for_download": false,
+            });
+        }
+        caps.insert("goog:chromeOptions".into(), options);
         let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
             .capabilities(caps)
             .connect(&driver.url)

@@ -31,6 +31,8 @@ while i <= #ARGV do
   if redis.call('SET', p .. ':seen:' .. f .. ':' .. id, mark, 'NX', 'EX', ttl) then
     redis.call('HINCRBY', p .. ':stats:' .. c .. ':' .. d, name .. '|' .. s, 1)
     redis.call('HINCRBY', p .. ':totals:' .. c, name, 1)
+    -- The optimize rotation learns from valid events only.
+    if r == '' then redis.call('HINCRBY', p .. ':slot-totals:' .. c, f .. '|' .. s, 1) end
     counted[#counted + 1] = code
   else
     counted[#counted + 1] = '0'

@@ -206,26 +206,7 @@ impl Backend for RedisStore {
             pipe.hgetall(self.keys.stats(campaign, *day));
         }
         let hashes: Vec<Vec<(String, u64)>> = self.read("read_stats", &pipe).await?;
-        Ok(hashes
-            .into_iter()
-            .map(|fields| {
-                let mut by_slot: Vec<(String, Counts)> = Vec::new();
-                for (field, n) in fields {
-                    let Some((counter, slot)) = split_stats_field(&field) else {
-                        continue;
-                    };
-                    match by_slot.iter_mut().find(|(s, _)| s == slot) {
-                        Some((_, counts)) => counts.add_field(counter, n),
-                        None => {
-                            let mut counts = Counts::default();
-                            counts.add_field(counter, n);
-                            by_slot.push((slot.to_owned(), counts));
-                        }
-                    }
-                }
-                by_slot
-            })
-            .collect())
+        Ok(hashes.into_iter().map(by_slot).collect())
     }
 
     async fn totals(&self, campaigns: &[Id]) -> Result<Vec<Counts>, StoreError> {
@@ -242,6 +223,18 @@ impl Backend for RedisStore {
                 counts
             })
             .collect())
+    }
+
+    async fn slot_totals(
+        &self,
+        campaigns: &[Id],
+    ) -> Result<Vec<Vec<(String, Counts)>>, StoreError> {
+        let mut pipe = redis::pipe();
+        for campaign in campaigns {
+            pipe.hgetall(self.keys.slot_totals(campaign));
+        }
+        let hashes: Vec<Vec<(String, u64)>> = self.read("read_slot_totals", &pipe).await?;
+        Ok(hashes.into_iter().map(by_slot).collect())
     }
 
     async fn set_api_key(&self, advertiser: &Id, key_hash: &str) -> Result<(), StoreError> {
@@ -325,4 +318,23 @@ impl Backend for RedisStore {
         let mut conn = self.conn();
         self.observe("frequency_release", pipe.query_async::<()>(&mut conn).await)
     }
+}
+
+/// Counters by slot from a hash of `{counter}|{slot}` fields.
+fn by_slot(fields: Vec<(String, u64)>) -> Vec<(String, Counts)> {
+    let mut by_slot: Vec<(String, Counts)> = Vec::new();
+    for (field, n) in fields {
+        let Some((counter, slot)) = split_stats_field(&field) else {
+            continue;
+        };
+        match by_slot.iter_mut().find(|(s, _)| s == slot) {
+            Some((_, counts)) => counts.add_field(counter, n),
+            None => {
+                let mut counts = Counts::default();
+                counts.add_field(counter, n);
+                by_slot.push((slot.to_owned(), counts));
+            }
+        }
+    }
+    by_slot
 }
