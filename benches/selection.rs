@@ -5,7 +5,7 @@ use chrono::{TimeZone, Utc};
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
-use regie::inventory::{parse_inventory, Rotation, SlotName};
+use regie::inventory::{parse_inventory, CampaignId, Rotation, SlotName};
 use regie::selection::{TierRotation, Trials};
 use regie::serving::{choose, Context, PageRequest, Viewer};
 use regie::snapshot::Snapshot;
@@ -77,7 +77,10 @@ fn decision(c: &mut Criterion) {
     for &n in &SIZES {
         let snap = snapshot(n);
         let slot = snap.slot(&slot_name).unwrap();
-        let excluded = vec![0, 1, 2];
+        let excluded: Vec<_> = ["c0", "c1", "c2"]
+            .iter()
+            .map(|id| snap.campaign_index[&CampaignId::parse(id).unwrap()])
+            .collect();
         let page = PageRequest {
             slots: &[slot],
             viewer: Viewer::default(),

@@ -6,7 +6,6 @@
 //! admin API of this very instance). It never replaces a good snapshot by an older or empty
 //! one: when the store comes back empty it writes the snapshot back.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -42,10 +41,8 @@ pub struct Catalog {
     metrics: Metrics,
     /// Wakes the refresh task before its next poll.
     pub wake: Notify,
-    /// Woken when a new version is served, so that new caps lease at once.
-    pub wake_budgets: Notify,
-    /// Set when the process begins to shut down.
-    pub draining: AtomicBool,
+    /// The version served, for tasks that follow each new one.
+    served: watch::Sender<u64>,
     /// The last counts of the `optimize` slots, handed to every snapshot installed.
     ctr_stats: ArcSwap<CtrStats>,
 }
@@ -95,8 +92,7 @@ impl Catalog {
             store,
             metrics,
             wake: Notify::new(),
-            wake_budgets: Notify::new(),
-            draining: AtomicBool::new(false),
+            served: watch::Sender::new(0),
             ctr_stats: ArcSwap::from_pointee(CtrStats::default()),
         }
     }
@@ -116,9 +112,9 @@ impl Catalog {
         self.loaded_at.lock().map(|t| t.elapsed())
     }
 
-    /// Whether the process is shutting down.
-    pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::Relaxed)
+    /// Marks each new version served, as it is installed.
+    pub fn versions(&self) -> watch::Receiver<u64> {
+        self.served.subscribe()
     }
 
     fn set_status(&self, reachable: bool, detail: impl Into<String>) {
@@ -139,13 +135,14 @@ impl Catalog {
     }
 
     fn install(&self, snapshot: Snapshot) {
+        let snapshot_version = snapshot.version;
         tracing::info!(version = snapshot.version, "serving inventory version");
         // A new version learns from the counts already read rather than from the prior.
         self.ctr_stats.load().apply(&snapshot);
         self.metrics.inventory_version.set(snapshot.version as i64);
         self.current.store(Some(Arc::new(snapshot)));
         *self.loaded_at.lock() = Some(Instant::now());
-        self.wake_budgets.notify_one();
+        self.served.send_replace(snapshot_version);
     }
 
     /// Seeds the store from the inventory file (or the compiled-in demo) when it holds no

@@ -2,13 +2,36 @@
 
 use std::sync::Arc;
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use chrono_tz::Tz;
 use parking_lot::Mutex;
 
 /// A source of the current time.
 pub trait Clock: Send + Sync + std::fmt::Debug + 'static {
     /// Now, in UTC.
     fn now(&self) -> DateTime<Utc>;
+}
+
+/// The reporting time zone: its calendar days are the days of counters, daily caps, pacing
+/// and stats. "Today" is computed here and nowhere else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReportingZone(pub Tz);
+
+impl ReportingZone {
+    /// The reporting day of an instant ("today" when it is now).
+    pub fn day(self, now: DateTime<Utc>) -> NaiveDate {
+        now.with_timezone(&self.0).date_naive()
+    }
+
+    /// Seconds from the start of the reporting day of `now` to `now` (local wall time).
+    pub fn seconds_into_day(self, now: DateTime<Utc>) -> i64 {
+        let local = now.with_timezone(&self.0);
+        let midnight = local
+            .date_naive()
+            .and_hms_opt(0, 0, 0)
+            .expect("midnight exists");
+        (local.naive_local() - midnight).num_seconds().max(0)
+    }
 }
 
 /// The system's clock.

@@ -11,14 +11,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, NaiveDate, Utc};
-use chrono_tz::Tz;
+use chrono::NaiveDate;
 use parking_lot::Mutex;
 use tokio::sync::watch;
 use ulid::Ulid;
 
 use crate::clock::SharedClock;
-use crate::inventory::{Id, SlotName};
+use crate::inventory::{CampaignId, SlotName};
 use crate::ivt::Reason;
 use crate::metrics::Metrics;
 use crate::store::{Backend, Batch, Counted, Event, ServedCount, Store};
@@ -26,27 +25,22 @@ use crate::store::{Backend, Batch, Counted, Event, ServedCount, Store};
 /// Events per batch: one script call each, small enough not to stall Redis for long.
 const MAX_EVENTS_PER_BATCH: usize = 5_000;
 
-/// The reporting day of an instant.
-pub fn reporting_day(now: DateTime<Utc>, tz: Tz) -> NaiveDate {
-    now.with_timezone(&tz).date_naive()
-}
-
 #[derive(Default)]
 struct Pending {
     /// hashbrown's map, for lookups by [`ServedKey`].
-    served: hashbrown::HashMap<(Id, SlotName, NaiveDate), u64>,
+    served: hashbrown::HashMap<(CampaignId, SlotName, NaiveDate), u64>,
     /// Invalid served decisions, apart: rare, so kept out of the hot map's key.
-    invalid_served: HashMap<(Id, SlotName, NaiveDate, Reason), u64>,
+    invalid_served: HashMap<(CampaignId, SlotName, NaiveDate, Reason), u64>,
     events: Vec<Event>,
 }
 
 /// The key of a served count, borrowed: counting a decision copies the campaign and slot
 /// names only the first time that count is made. It hashes as the owned tuple does.
 #[derive(Hash)]
-struct ServedKey<'a>(&'a Id, &'a SlotName, NaiveDate);
+struct ServedKey<'a>(&'a CampaignId, &'a SlotName, NaiveDate);
 
-impl hashbrown::Equivalent<(Id, SlotName, NaiveDate)> for ServedKey<'_> {
-    fn equivalent(&self, key: &(Id, SlotName, NaiveDate)) -> bool {
+impl hashbrown::Equivalent<(CampaignId, SlotName, NaiveDate)> for ServedKey<'_> {
+    fn equivalent(&self, key: &(CampaignId, SlotName, NaiveDate)) -> bool {
         *self.0 == key.0 && *self.1 == key.1 && self.2 == key.2
     }
 }
@@ -118,7 +112,7 @@ impl Recorder {
     }
 
     /// Counts one served decision.
-    pub fn served(&self, campaign: &Id, slot: &SlotName, day: NaiveDate) {
+    pub fn served(&self, campaign: &CampaignId, slot: &SlotName, day: NaiveDate) {
         let mut pending = self.shard().lock();
         if let Some(n) = pending.served.get_mut(&ServedKey(campaign, slot, day)) {
             *n += 1;
@@ -130,7 +124,13 @@ impl Recorder {
     }
 
     /// Counts one served decision that is invalid (a bot's), apart from the valid ones.
-    pub fn invalid_served(&self, campaign: &Id, slot: &SlotName, day: NaiveDate, reason: Reason) {
+    pub fn invalid_served(
+        &self,
+        campaign: &CampaignId,
+        slot: &SlotName,
+        day: NaiveDate,
+        reason: Reason,
+    ) {
         let mut pending = self.shard().lock();
         let key = (campaign.clone(), slot.clone(), day, reason);
         if let Some(n) = pending.invalid_served.get_mut(&key) {
@@ -149,8 +149,9 @@ impl Recorder {
 
     /// Takes everything pending, as batches ready to write.
     fn take_batches(&self, dedup_ttl_secs: u64, now_secs: i64) -> Vec<Batch> {
-        let mut served: HashMap<(Id, SlotName, NaiveDate), u64> = HashMap::new();
-        let mut invalid_served: HashMap<(Id, SlotName, NaiveDate, Reason), u64> = HashMap::new();
+        let mut served: HashMap<(CampaignId, SlotName, NaiveDate), u64> = HashMap::new();
+        let mut invalid_served: HashMap<(CampaignId, SlotName, NaiveDate, Reason), u64> =
+            HashMap::new();
         let mut events = Vec::new();
         let mut taken = 0;
         for shard in self.shards.iter() {
@@ -347,9 +348,9 @@ mod tests {
     use super::*;
     use crate::tracking::EventKind;
 
-    fn names() -> (Id, SlotName, NaiveDate) {
+    fn names() -> (CampaignId, SlotName, NaiveDate) {
         (
-            Id::parse("camp").unwrap(),
+            CampaignId::parse("camp").unwrap(),
             SlotName::parse("Publicité 2").unwrap(),
             NaiveDate::from_ymd_opt(2026, 11, 30).unwrap(),
         )

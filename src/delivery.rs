@@ -17,14 +17,12 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
-use chrono_tz::Tz;
 use parking_lot::Mutex;
 use tokio::sync::{watch, Notify};
 
 use crate::catalog::Catalog;
-use crate::clock::SharedClock;
-use crate::counting::reporting_day;
-use crate::inventory::{Campaign, Id, Pacing};
+use crate::clock::{ReportingZone, SharedClock};
+use crate::inventory::{Campaign, CampaignId, Pacing};
 use crate::snapshot::CompiledCampaign;
 use crate::store::{Backend, FrequencyRelease, LeaseRequest, Store};
 
@@ -129,10 +127,10 @@ impl Budget {
 
 /// The budgets of every capped campaign of the served inventory.
 pub struct Budgets {
-    by_campaign: ArcSwap<HashMap<Id, Arc<Budget>>>,
+    by_campaign: ArcSwap<HashMap<CampaignId, Arc<Budget>>>,
     store: Store,
     clock: SharedClock,
-    timezone: Tz,
+    zone: ReportingZone,
     block: u64,
     /// Wakes the refill task when a budget runs low.
     pub wake: Notify,
@@ -148,32 +146,32 @@ impl std::fmt::Debug for Budgets {
 
 impl Budgets {
     /// Budgets leased from `store` in blocks of at most `block` units.
-    pub fn new(store: Store, clock: SharedClock, timezone: Tz, block: u64) -> Self {
+    pub fn new(store: Store, clock: SharedClock, zone: ReportingZone, block: u64) -> Self {
         Self {
             by_campaign: ArcSwap::from_pointee(HashMap::new()),
             store,
             clock,
-            timezone,
+            zone,
             block: block.max(1),
             wake: Notify::new(),
         }
     }
 
     /// The budget of a campaign, if it is capped.
-    pub fn get(&self, campaign: &Id) -> Option<Arc<Budget>> {
+    pub fn get(&self, campaign: &CampaignId) -> Option<Arc<Budget>> {
         self.by_campaign.load().get(campaign).cloned()
     }
 
     /// The reporting day now.
     pub fn today(&self) -> NaiveDate {
-        reporting_day(self.clock.now(), self.timezone)
+        self.zone.day(self.clock.now())
     }
 
     /// Follows the inventory: a budget per capped campaign, kept across versions while its
     /// caps do not change (so its lease is not lost).
-    fn sync_with(&self, campaigns: &[CompiledCampaign]) -> Vec<(Id, Arc<Budget>)> {
+    fn sync_with(&self, campaigns: &[CompiledCampaign]) -> Vec<(CampaignId, Arc<Budget>)> {
         let current = self.by_campaign.load();
-        let mut dropped: Vec<(Id, Arc<Budget>)> = Vec::new();
+        let mut dropped: Vec<(CampaignId, Arc<Budget>)> = Vec::new();
         let mut next = HashMap::new();
         for compiled in campaigns {
             let campaign = &compiled.campaign;
@@ -273,7 +271,7 @@ impl Budgets {
             }
         }
         if !click_capped.is_empty() {
-            let ids: Vec<Id> = click_capped.iter().map(|(id, _)| id.clone()).collect();
+            let ids: Vec<CampaignId> = click_capped.iter().map(|(id, _)| id.clone()).collect();
             if let Ok(totals) = self.store.totals(&ids).await {
                 for ((_, budget), counts) in click_capped.iter().zip(totals) {
                     let cap = budget.click_cap.unwrap_or(u64::MAX);
@@ -286,7 +284,7 @@ impl Budgets {
     }
 
     /// Gives back a budget's unserved units of `day`.
-    async fn give_back(&self, budget: &Budget, id: &Id, day: NaiveDate) {
+    async fn give_back(&self, budget: &Budget, id: &CampaignId, day: NaiveDate) {
         let units = budget.tokens.swap(0, Ordering::AcqRel).max(0) as u64;
         if units == 0 {
             return;
@@ -307,13 +305,15 @@ impl Budgets {
     }
 
     /// Tops up budgets until `shutdown`, then gives back what is unserved.
+    /// Each new inventory version is followed at once, so that new caps lease without waiting.
     pub async fn run(self: Arc<Self>, catalog: Arc<Catalog>, mut shutdown: watch::Receiver<bool>) {
+        let mut versions = catalog.versions();
         loop {
             self.refill(&catalog).await;
             tokio::select! {
                 _ = tokio::time::sleep(REFILL_EVERY) => {}
                 _ = self.wake.notified() => {}
-                _ = catalog.wake_budgets.notified() => {}
+                Ok(()) = versions.changed() => {}
                 _ = shutdown.changed() => break,
             }
         }
@@ -322,18 +322,18 @@ impl Budgets {
 }
 
 /// Where a campaign stands against its even-delivery line, as a fraction of its goal.
-fn ahead_of_line(campaign: &Campaign, budget: &Budget, now: DateTime<Utc>, timezone: Tz) -> bool {
+fn ahead_of_line(
+    campaign: &Campaign,
+    budget: &Budget,
+    now: DateTime<Utc>,
+    zone: ReportingZone,
+) -> bool {
     if campaign.pacing != Pacing::Even {
         return false;
     }
     // Pace within the day when there is a daily cap, else over the flight.
     let (goal, delivered, elapsed) = if let Some(daily) = budget.daily_cap {
-        let local = now.with_timezone(&timezone);
-        let midnight = local
-            .date_naive()
-            .and_hms_opt(0, 0, 0)
-            .expect("midnight exists");
-        let seconds = (local.naive_local() - midnight).num_seconds().max(0) as f64;
+        let seconds = zone.seconds_into_day(now) as f64;
         (daily, budget.delivered(true), (seconds / 86_400.0).min(1.0))
     } else if let (Some(total), Some(start), Some(end)) =
         (budget.total_cap, campaign.start, campaign.end)
@@ -381,7 +381,7 @@ impl Budgets {
             }
             return Err(Held::Capped);
         }
-        if ahead_of_line(campaign, budget, now, self.timezone) {
+        if ahead_of_line(campaign, budget, now, self.zone) {
             return Err(Held::Paced);
         }
         Ok(())
@@ -389,7 +389,7 @@ impl Budgets {
 
     /// Takes one unit of the chosen campaign's budget for `today`; false when another request
     /// took the last one first (the caller chooses again without it).
-    pub fn take(&self, campaign: &Id, today: NaiveDate) -> bool {
+    pub fn take(&self, campaign: &CampaignId, today: NaiveDate) -> bool {
         match self.by_campaign.load().get(campaign) {
             Some(budget) => {
                 let taken = budget.take(today);

@@ -141,8 +141,12 @@ impl ResponseError for ApiError {
         if let ApiError::RateLimited { retry_after_secs } = self {
             response.insert_header((actix_web::http::header::RETRY_AFTER, *retry_after_secs));
         }
+        // No cache may keep an error: the same request may succeed a moment later.
         response
-            .insert_header(crate::routes::no_store())
+            .insert_header((
+                actix_web::http::header::CACHE_CONTROL,
+                actix_web::http::header::HeaderValue::from_static("no-store"),
+            ))
             .json(Body {
                 error: ErrorBody {
                     code: self.code(),

@@ -6,20 +6,24 @@
 //!
 //! # Layout
 //!
-//! - [`inventory`]: the inventory document (contract section 1), its validated names and its
-//!   validation, which names every bad field by its path.
+//! - [`inventory`]: the inventory document (contract section 1), its validated names (one
+//!   type per kind of id: `CampaignId`, `AdvertiserId`, `CreativeId`) and its validation,
+//!   which names every bad field by its path.
 //! - [`selection`]: weighted rotation within one tier: alias tables (`weighted_random`),
 //!   smooth weighted round robin (`smooth`) and Thompson sampling (`optimize`). Pure, seeded
 //!   in tests.
 //! - [`optimize`]: the `optimize` rotation's counts, read from the store in the background.
-//! - [`snapshot`]: one inventory version compiled for serving: per-slot, per-tier tables.
+//! - [`snapshot`]: one inventory version compiled for serving: per-slot, per-tier tables;
+//!   campaigns are referred to by their `CampaignIndex` in it.
 //! - [`serving`]: how a campaign is chosen for a page, in one place: the page request,
 //!   eligibility (status, flight, exclusions, keywords, delivery checks), tier order and
 //!   fallback, the frequency walk in the store, budget retry, and the `explain` dry run.
 //! - [`delivery`]: caps (budgets leased from the store), even pacing, click caps, and the
 //!   background release of unused frequency reservations.
-//! - [`catalog`]: the served snapshot behind an `ArcSwap`, and the task that follows the store.
-//! - [`store`]: the shared store, Redis or embedded in memory, with the same behaviour.
+//! - [`catalog`]: the served snapshot behind an `ArcSwap`, the task that follows the store,
+//!   and a watch of the version served.
+//! - [`store`]: the shared store: the `Backend` trait, implemented by Redis (its Lua scripts
+//!   in `src/store/lua/`, its keys named in one module) and by an embedded in-memory store.
 //! - [`tracking`]: signed tracking tokens.
 //! - [`ivt`]: invalid traffic (known bots, client addresses behind trusted proxies, rate
 //!   limits per address): what makes a decision or an event count apart.
@@ -31,7 +35,11 @@
 //! - [`routes`]: the HTTP endpoints, one module per group; [`error`] maps errors to HTTP.
 //! - [`local_admin`]: the admin token a developer's instance makes up when none is set.
 //! - [`settings`], [`telemetry`], [`clock`], [`state`], [`startup`]: configuration, logs,
-//!   injected time, shared handles, and [`startup::Application`], used by `main` and tests.
+//!   injected time and the reporting time zone (where "today" is computed), shared handles,
+//!   and [`startup::Application`], used by `main` and tests.
+//!
+//! Dependencies point one way: `routes` → `serving` → `delivery`, `snapshot`, `store` →
+//! `inventory`; nothing below `routes` refers to it.
 
 pub mod catalog;
 pub mod clock;

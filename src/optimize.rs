@@ -15,20 +15,20 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::catalog::Catalog;
-use crate::inventory::{Id, Rotation};
+use crate::inventory::{CampaignId, Rotation};
 use crate::selection::Trials;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{CampaignIndex, Snapshot};
 use crate::store::{Backend, Store, StoreError};
 
 /// Counts of the campaigns of `optimize` slots, by slot.
 #[derive(Debug, Default, Clone)]
 pub struct CtrStats {
-    slots: HashMap<String, HashMap<Id, Trials>>,
+    slots: HashMap<String, HashMap<CampaignId, Trials>>,
 }
 
 impl CtrStats {
     /// The counts of `campaign` in `slot` (NFC name); none yet is zero.
-    pub fn trials(&self, slot: &str, campaign: &Id) -> Trials {
+    pub fn trials(&self, slot: &str, campaign: &CampaignId) -> Trials {
         self.slots
             .get(slot)
             .and_then(|campaigns| campaigns.get(campaign))
@@ -37,7 +37,7 @@ impl CtrStats {
     }
 
     /// Records the counts of `campaign` in `slot`.
-    pub fn insert(&mut self, slot: &str, campaign: Id, trials: Trials) {
+    pub fn insert(&mut self, slot: &str, campaign: CampaignId, trials: Trials) {
         self.slots
             .entry(slot.to_owned())
             .or_default()
@@ -55,7 +55,7 @@ impl CtrStats {
                     .members
                     .iter()
                     .map(|m| {
-                        let id = &snapshot.campaigns[m.campaign].campaign.id;
+                        let id = &snapshot.campaign_at(m.campaign).campaign.id;
                         self.trials(slot.slot.name.as_str(), id)
                     })
                     .collect();
@@ -66,8 +66,8 @@ impl CtrStats {
 }
 
 /// The campaigns that are members of an `optimize` slot's tiers, each once.
-pub fn optimized_campaigns(snapshot: &Snapshot) -> Vec<Id> {
-    let mut indexes: Vec<usize> = snapshot
+pub fn optimized_campaigns(snapshot: &Snapshot) -> Vec<CampaignId> {
+    let mut indexes: Vec<CampaignIndex> = snapshot
         .slots
         .values()
         .filter(|slot| slot.slot.rotation == Rotation::Optimize)
@@ -78,7 +78,7 @@ pub fn optimized_campaigns(snapshot: &Snapshot) -> Vec<Id> {
     indexes.dedup();
     indexes
         .into_iter()
-        .map(|i| snapshot.campaigns[i].campaign.id.clone())
+        .map(|i| snapshot.campaign_at(i).campaign.id.clone())
         .collect()
 }
 

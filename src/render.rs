@@ -21,7 +21,7 @@ use ulid::Ulid;
 
 use crate::inventory::{Creative, Format};
 use crate::metrics::Metrics;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{CampaignIndex, Snapshot};
 
 /// The creative as the page renders it (no landing URL: clicks go through the click URL).
 #[derive(Debug, Serialize)]
@@ -159,8 +159,8 @@ impl Renderer {
     }
 
     /// The fixed part of a decision for one creative, without the object's braces.
-    fn fixed(&self, snapshot: &Snapshot, campaign: usize, creative: usize) -> Box<str> {
-        let campaign = &snapshot.campaigns[campaign].campaign;
+    fn fixed(&self, snapshot: &Snapshot, campaign: CampaignIndex, creative: usize) -> Box<str> {
+        let campaign = &snapshot.campaign_at(campaign).campaign;
         let out = FixedOut {
             campaign_id: campaign.id.as_str(),
             advertiser_id: campaign.advertiser_id.as_str(),
@@ -197,11 +197,11 @@ impl Renderer {
         snapshot: &Snapshot,
         prepared: &Prepared,
         slot: &str,
-        (campaign, creative): (usize, usize),
+        (campaign, creative): (CampaignIndex, usize),
         decision_id: Ulid,
         token: &str,
     ) -> Vec<u8> {
-        let fixed = prepared.fixed[campaign][creative]
+        let fixed = prepared.fixed[campaign.get()][creative]
             .get_or_init(|| self.fixed(snapshot, campaign, creative));
         let url_bytes = self.base.len() + "/v1/i/".len() + token.len();
         let mut out = Vec::with_capacity(fixed.len() + slot.len() + 3 * (url_bytes + 20) + 64);
@@ -266,12 +266,13 @@ mod tests {
         let prepared = renderer.prepared(&snapshot);
         let id = Ulid::new();
         let slot = "Publicité \"2\"";
+        let camp = snapshot.campaign_index[&crate::inventory::CampaignId::parse("camp").unwrap()];
 
         let image: Value = serde_json::from_slice(&renderer.decision(
             &snapshot,
             &prepared,
             slot,
-            (0, 0),
+            (camp, 0),
             id,
             "tok_-en",
         ))
@@ -294,9 +295,15 @@ mod tests {
                 "click_url": format!("{base}/v1/c/tok_-en"),
             })
         );
-        let html: Value =
-            serde_json::from_slice(&renderer.decision(&snapshot, &prepared, slot, (0, 1), id, "t"))
-                .expect("valid JSON");
+        let html: Value = serde_json::from_slice(&renderer.decision(
+            &snapshot,
+            &prepared,
+            slot,
+            (camp, 1),
+            id,
+            "t",
+        ))
+        .expect("valid JSON");
         assert_eq!(
             html["creative"],
             json!({ "id": "html", "format": "html", "html": "<b>\u{2028}été</b>" })

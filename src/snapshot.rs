@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use unicode_normalization::UnicodeNormalization;
 
-use crate::inventory::{parse_size, Campaign, Format, Id, Inventory, Priority, Slot, SlotName};
+use crate::inventory::{
+    parse_size, Campaign, CampaignId, Format, Inventory, Priority, Slot, SlotName,
+};
 use crate::selection::{AliasTable, TierRotation};
 
 /// A compiled inventory version.
@@ -20,11 +22,24 @@ pub struct Snapshot {
     /// Campaigns in document order, with their targeting prepared.
     pub campaigns: Vec<CompiledCampaign>,
     /// Campaign index by id.
-    pub campaign_index: HashMap<Id, usize>,
+    pub campaign_index: HashMap<CampaignId, CampaignIndex>,
     /// Slots by NFC name, looked up on every request: hashbrown's default hasher is several
     /// times faster than SipHash on short keys, and lookups cannot flood it (requests insert
     /// nothing).
     pub slots: hashbrown::HashMap<SlotName, CompiledSlot>,
+}
+
+/// A campaign's position in one snapshot's [`Snapshot::campaigns`]: meaningful for that
+/// snapshot only, which is why requests carry it rather than an id (no lookup by id per
+/// candidate).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CampaignIndex(usize);
+
+impl CampaignIndex {
+    /// The position itself, for tables laid out like [`Snapshot::campaigns`].
+    pub fn get(self) -> usize {
+        self.0
+    }
 }
 
 /// A campaign with what the serve path needs precomputed.
@@ -65,8 +80,8 @@ pub struct Tier {
 /// A campaign as a member of one slot: its index and the creatives it may show there.
 #[derive(Debug)]
 pub struct SlotMember {
-    /// Index into [`Snapshot::campaigns`].
-    pub campaign: usize,
+    /// The campaign.
+    pub campaign: CampaignIndex,
     /// Indexes into the campaign's creatives that fit the slot.
     pub creatives: Vec<usize>,
     /// Rotation among `creatives` by their weights.
@@ -100,10 +115,10 @@ impl Snapshot {
                     .collect(),
             })
             .collect();
-        let campaign_index: HashMap<Id, usize> = campaigns
+        let campaign_index: HashMap<CampaignId, CampaignIndex> = campaigns
             .iter()
             .enumerate()
-            .map(|(i, c)| (c.campaign.id.clone(), i))
+            .map(|(i, c)| (c.campaign.id.clone(), CampaignIndex(i)))
             .collect();
         let slots = inventory
             .slots
@@ -131,9 +146,13 @@ impl Snapshot {
     }
 
     /// The campaign of that id.
-    pub fn campaign(&self, id: &str) -> Option<&CompiledCampaign> {
-        let id = Id::parse(id).ok()?;
-        self.campaign_index.get(&id).map(|&i| &self.campaigns[i])
+    pub fn campaign(&self, id: &CampaignId) -> Option<&CompiledCampaign> {
+        self.campaign_index.get(id).map(|&i| self.campaign_at(i))
+    }
+
+    /// The campaign at that index.
+    pub fn campaign_at(&self, index: CampaignIndex) -> &CompiledCampaign {
+        &self.campaigns[index.0]
     }
 }
 
@@ -141,7 +160,7 @@ fn compile_slot(
     slot: &Slot,
     position: usize,
     campaigns: &[CompiledCampaign],
-    index: &HashMap<Id, usize>,
+    index: &HashMap<CampaignId, CampaignIndex>,
 ) -> CompiledSlot {
     let size = slot.size.as_deref().and_then(parse_size);
     let tiers = Priority::ALL
@@ -153,11 +172,11 @@ fn compile_slot(
                 .filter(|(_, c)| {
                     c.campaign.priority == priority && c.campaign.slots.contains(&slot.name)
                 })
-                .map(|(i, c)| member(i, &c.campaign, size))
+                .map(|(i, c)| member(CampaignIndex(i), &c.campaign, size))
                 .collect();
             let weights = members
                 .iter()
-                .map(|m| u64::from(campaigns[m.campaign].campaign.weight.get()))
+                .map(|m| u64::from(campaigns[m.campaign.0].campaign.weight.get()))
                 .collect();
             let rotation = TierRotation::new(weights, slot.rotation)?;
             Some(Tier {
@@ -171,7 +190,7 @@ fn compile_slot(
         .fallback
         .as_ref()
         .and_then(|id| index.get(id))
-        .map(|&i| member(i, &campaigns[i].campaign, size));
+        .map(|&i| member(i, &campaigns[i.0].campaign, size));
     CompiledSlot {
         slot: slot.clone(),
         position,
@@ -183,7 +202,7 @@ fn compile_slot(
 /// Chooses the creatives a campaign shows in a slot: those that fit it (images of exactly the
 /// slot's size; text and html, which adapt to any size), or all of them when none fits or the
 /// slot has no size.
-fn member(index: usize, campaign: &Campaign, size: Option<(u32, u32)>) -> SlotMember {
+fn member(index: CampaignIndex, campaign: &Campaign, size: Option<(u32, u32)>) -> SlotMember {
     let fits = |i: &usize| {
         let c = &campaign.creatives[*i];
         match size {

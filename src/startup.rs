@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::catalog::{watch_redis, Catalog, LoadError};
-use crate::clock::{SharedClock, SystemClock};
+use crate::clock::{ReportingZone, SharedClock, SystemClock};
 use crate::counting::{Flusher, Recorder};
 use crate::delivery::{Budgets, Releaser};
 use crate::metrics::{EventLabels, Metrics};
@@ -129,7 +129,7 @@ impl Application {
         let budgets = Arc::new(Budgets::new(
             store.clone(),
             clock.clone(),
-            settings.timezone(),
+            ReportingZone(settings.timezone()),
             settings.lease_block,
         ));
         let (shutdown, shutdown_rx) = watch::channel(false);
@@ -146,9 +146,10 @@ impl Application {
             renderer: Renderer::new(public_url.trim_end_matches('/'), metrics.clone()),
             public_url: public_url.trim_end_matches('/').to_owned(),
             admin_token: settings.admin_token.clone(),
-            timezone: settings.timezone(),
+            zone: ReportingZone(settings.timezone()),
             impression_ttl_secs: settings.impression_token_ttl_secs,
             click_ttl_secs: settings.click_token_ttl_secs,
+            draining: Default::default(),
             ivt: crate::ivt::Ivt::new(settings.ivt(), clock.clone()),
         });
 
@@ -252,7 +253,7 @@ impl Application {
     /// in-flight requests finish, counters are flushed, all within the shutdown timeout.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let handle: ServerHandle = self.server.handle();
-        let catalog = self.state.catalog.clone();
+        let state = self.state.clone();
         let stop_requested = self.stop_requested.clone();
         let server = tokio::spawn(self.server);
         tokio::select! {
@@ -260,7 +261,7 @@ impl Application {
             _ = stop_requested.notified() => tracing::info!("stop requested; draining"),
         }
         let started = Instant::now();
-        catalog.draining.store(true, Ordering::Relaxed);
+        state.draining.store(true, Ordering::Relaxed);
         // Still serving, but no longer ready: load balancers move traffic away first.
         tokio::time::sleep(self.drain_delay).await;
         handle.stop(true).await;

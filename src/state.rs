@@ -2,14 +2,14 @@
 
 use std::sync::Arc;
 
-use chrono_tz::Tz;
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::catalog::Catalog;
+use crate::clock::ReportingZone;
 use crate::clock::SharedClock;
-use crate::counting::{reporting_day, Recorder};
+use crate::counting::Recorder;
 use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::tracking::{EventKind, Signer};
@@ -40,11 +40,13 @@ pub struct AppState {
     /// The admin token, if the admin API is enabled.
     pub admin_token: Option<SecretString>,
     /// Reporting time zone.
-    pub timezone: Tz,
+    pub zone: ReportingZone,
     /// Life of impression and viewable tokens, in seconds.
     pub impression_ttl_secs: u64,
     /// Life of click tokens, in seconds.
     pub click_ttl_secs: u64,
+    /// Set when the process begins to shut down: `/readyz` answers 503 from then on.
+    pub draining: std::sync::atomic::AtomicBool,
     /// The invalid-traffic rules: known bots, client addresses, rate limits, click delay.
     pub ivt: crate::ivt::Ivt,
 }
@@ -63,7 +65,7 @@ impl AppState {
 
     /// Today's reporting day.
     pub fn today(&self) -> chrono::NaiveDate {
-        reporting_day(self.clock.now(), self.timezone)
+        self.zone.day(self.clock.now())
     }
 
     /// How long tokens of this kind are valid, in seconds.

@@ -6,7 +6,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::names::{Id, SlotName, Weight};
+use super::names::{AdvertiserId, CampaignId, CreativeId, SlotName, Weight};
 
 /// The whole inventory: what `config/inventory.json` holds and the admin API reads and writes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -50,7 +50,7 @@ pub struct Slot {
     pub size: Option<String>,
     /// The campaign served when nothing else is eligible (usually the house ad).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fallback: Option<Id>,
+    pub fallback: Option<CampaignId>,
 }
 
 /// An advertiser.
@@ -58,7 +58,7 @@ pub struct Slot {
 #[serde(deny_unknown_fields)]
 pub struct Advertiser {
     /// The advertiser's identifier.
-    pub id: Id,
+    pub id: AdvertiserId,
     /// The advertiser's display name.
     pub name: String,
 }
@@ -157,9 +157,9 @@ pub struct Targeting {
 #[serde(deny_unknown_fields)]
 pub struct Campaign {
     /// The campaign's identifier.
-    pub id: Id,
+    pub id: CampaignId,
     /// The advertiser it belongs to.
-    pub advertiser_id: Id,
+    pub advertiser_id: AdvertiserId,
     /// `active` or `paused`.
     #[serde(default)]
     pub status: Status,
@@ -210,7 +210,7 @@ pub enum Format {
 #[serde(deny_unknown_fields)]
 pub struct Creative {
     /// The creative's identifier, unique within its campaign.
-    pub id: Id,
+    pub id: CreativeId,
     /// Its format.
     pub format: Format,
     /// A title (required for text creatives).

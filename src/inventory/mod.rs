@@ -8,7 +8,10 @@ pub use document::{
     Advertiser, Campaign, Caps, Creative, Format, Frequency, Inventory, Pacing, Priority, Rotation,
     Slot, Status, Targeting,
 };
-pub use names::{Id, SlotName, Weight, MAX_ID_BYTES, MAX_SLOT_NAME_BYTES, MAX_WEIGHT};
+pub use names::{
+    AdvertiserId, CampaignId, CreativeId, SlotName, Weight, MAX_ID_BYTES, MAX_SLOT_NAME_BYTES,
+    MAX_WEIGHT,
+};
 /// The demo inventory (`config/inventory.json` at build time), compiled in: it seeds the store
 /// when no inventory file is given or found, so the binary serves the demo page from anywhere.
 pub const DEMO_INVENTORY: &str = include_str!("../../config/inventory.json");

@@ -87,54 +87,80 @@ impl fmt::Display for SlotName {
 /// The longest identifier accepted, in bytes.
 pub const MAX_ID_BYTES: usize = 64;
 
-/// An identifier of a campaign, advertiser or creative: 1 to 64 ASCII letters, digits, `-`, `_`
-/// or `.`.
-///
-/// The charset is closed because identifiers become Redis key parts, metric label values and
-/// URL path segments; nothing needs escaping anywhere.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct Id(String);
+/// Checks the rules every identifier follows.
+fn check_id(raw: &str) -> Result<(), String> {
+    if raw.is_empty() || raw.len() > MAX_ID_BYTES {
+        return Err(format!("must be 1 to {MAX_ID_BYTES} characters"));
+    }
+    if !raw
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    {
+        return Err("may contain only ASCII letters, digits, '-', '_' and '.'".into());
+    }
+    Ok(())
+}
 
-impl Id {
-    /// Checks the identifier rules.
-    pub fn parse(raw: &str) -> Result<Self, String> {
-        if raw.is_empty() || raw.len() > MAX_ID_BYTES {
-            return Err(format!("must be 1 to {MAX_ID_BYTES} characters"));
+/// Declares an identifier type. Each kind of identifier is its own type, so that a creative's
+/// id cannot be passed where a campaign's is expected; all follow the same rules.
+macro_rules! identifier {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        ///
+        /// 1 to 64 ASCII letters, digits, `-`, `_` or `.`: the charset is closed because
+        /// identifiers become Redis key parts, metric label values and URL path segments;
+        /// nothing needs escaping anywhere.
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
+
+        impl $name {
+            /// Checks the identifier rules.
+            pub fn parse(raw: &str) -> Result<Self, String> {
+                check_id(raw)?;
+                Ok(Self(raw.to_owned()))
+            }
+
+            /// The identifier's text.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
         }
-        if !raw
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-        {
-            return Err("may contain only ASCII letters, digits, '-', '_' and '.'".into());
+
+        impl TryFrom<String> for $name {
+            type Error = String;
+            fn try_from(value: String) -> Result<Self, Self::Error> {
+                check_id(&value)?;
+                Ok(Self(value))
+            }
         }
-        Ok(Self(raw.to_owned()))
-    }
 
-    /// The identifier's text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
+        impl From<$name> for String {
+            fn from(value: $name) -> Self {
+                value.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
 }
 
-impl TryFrom<String> for Id {
-    type Error = String;
-    fn try_from(value: String) -> Result<Self, Self::Error> {
-        Self::parse(&value)
-    }
-}
-
-impl From<Id> for String {
-    fn from(value: Id) -> Self {
-        value.0
-    }
-}
-
-impl fmt::Display for Id {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+identifier!(
+    /// A campaign's identifier.
+    CampaignId
+);
+identifier!(
+    /// An advertiser's identifier.
+    AdvertiserId
+);
+identifier!(
+    /// A creative's identifier, unique within its campaign.
+    CreativeId
+);
 
 /// A rotation weight: an integer from 1 to 1,000,000.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -203,11 +229,11 @@ mod tests {
 
     #[test]
     fn identifiers_use_a_closed_charset() {
-        assert!(Id::parse("3vision-visitez").is_ok());
-        assert!(Id::parse("a b").is_err());
-        assert!(Id::parse("").is_err());
-        assert!(Id::parse(&"a".repeat(65)).is_err());
-        assert!(Id::parse("x:y").is_err());
+        assert!(CampaignId::parse("3vision-visitez").is_ok());
+        assert!(CampaignId::parse("a b").is_err());
+        assert!(AdvertiserId::parse("").is_err());
+        assert!(CreativeId::parse(&"a".repeat(65)).is_err());
+        assert!(CampaignId::parse("x:y").is_err());
     }
 
     #[test]

@@ -13,7 +13,9 @@ use super::auth::{hash_key, new_api_key, require_admin};
 use super::errors::allow;
 use super::MAX_INVENTORY_BYTES;
 use crate::error::ApiError;
-use crate::inventory::{parse_inventory, FieldError, Id, InvalidInventory, SlotName};
+use crate::inventory::{
+    parse_inventory, AdvertiserId, CampaignId, FieldError, InvalidInventory, SlotName,
+};
 use crate::state::AppState;
 use crate::store::{Backend, PutOutcome};
 
@@ -209,8 +211,9 @@ async fn put_inventory(
     }
 }
 
-fn campaign_id(raw: &str) -> Result<Id, ApiError> {
-    Id::parse(raw).map_err(|e| ApiError::bad_request("invalid_id", format!("campaign id {e}")))
+fn campaign_id(raw: &str) -> Result<CampaignId, ApiError> {
+    CampaignId::parse(raw)
+        .map_err(|e| ApiError::bad_request("invalid_id", format!("campaign id {e}")))
 }
 
 async fn get_campaign(
@@ -226,7 +229,7 @@ async fn get_campaign(
     Ok(HttpResponse::Ok().json(campaigns[index].take()))
 }
 
-fn no_campaign(id: &Id) -> ApiError {
+fn no_campaign(id: &CampaignId) -> ApiError {
     ApiError::not_found(
         "unknown_campaign",
         format!("there is no campaign {id:?}", id = id.as_str()),
@@ -347,7 +350,7 @@ async fn put_advertiser(
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     require_admin(&req, &state)?;
-    let id = Id::parse(&id)
+    let id = AdvertiserId::parse(&id)
         .map_err(|e| ApiError::bad_request("invalid_id", format!("advertiser id {e}")))?;
     let body: AdvertiserBody = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(

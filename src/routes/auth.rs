@@ -7,7 +7,7 @@ use base64::Engine;
 use sha2::{Digest, Sha256};
 
 use crate::error::ApiError;
-use crate::inventory::Id;
+use crate::inventory::AdvertiserId;
 use crate::state::AppState;
 use crate::store::Backend;
 
@@ -17,12 +17,12 @@ pub enum Caller {
     /// The operator, holding the admin token: sees everything.
     Admin,
     /// An advertiser, by its API key: sees its own campaigns.
-    Advertiser(Id),
+    Advertiser(AdvertiserId),
 }
 
 impl Caller {
     /// Whether the caller may see the campaigns of `advertiser`.
-    pub fn may_see(&self, advertiser: &Id) -> bool {
+    pub fn may_see(&self, advertiser: &AdvertiserId) -> bool {
         match self {
             Caller::Admin => true,
             Caller::Advertiser(own) => own == advertiser,

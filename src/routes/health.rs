@@ -32,7 +32,7 @@ async fn healthz() -> HttpResponse {
 /// store is reachable, since an instance serves its last good inventory without it.
 async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let snapshot = state.catalog.snapshot();
-    let status = if state.catalog.is_draining() {
+    let status = if state.draining.load(std::sync::atomic::Ordering::Relaxed) {
         "draining"
     } else if snapshot.is_none() {
         "not_ready"

@@ -10,10 +10,10 @@ use ulid::Ulid;
 use super::auth::is_admin;
 use super::errors::allow;
 use crate::error::ApiError;
-use crate::inventory::{Id, SlotName};
+use crate::inventory::{CampaignId, SlotName};
 use crate::render::Prepared;
 use crate::serving::{Choice, PageRequest, Serving, Viewer};
-use crate::snapshot::{normalize_keyword, CompiledSlot, Snapshot};
+use crate::snapshot::{normalize_keyword, CampaignIndex, CompiledSlot, Snapshot};
 use crate::state::AppState;
 
 /// Most slots in one batch request (the contract's limit).
@@ -70,7 +70,7 @@ struct BatchRequest {
 struct Inputs {
     viewer: Viewer,
     keywords: Vec<String>,
-    excluded: Vec<usize>,
+    excluded: Vec<CampaignIndex>,
 }
 
 impl Inputs {
@@ -96,7 +96,7 @@ impl Inputs {
             keywords: self.keywords,
             excluded: self.excluded,
             now,
-            today: crate::counting::reporting_day(now, state.timezone),
+            today: state.zone.day(now),
         }
     }
 }
@@ -147,7 +147,7 @@ fn parse_inputs(
                 format!("at most {MAX_EXCLUDED} excluded campaigns"),
             ));
         }
-        let id = Id::parse(&raw).map_err(|e| {
+        let id = CampaignId::parse(&raw).map_err(|e| {
             ApiError::bad_request("invalid_exclude", format!("exclude: {raw:?} {e}"))
         })?;
         // A campaign the inventory no longer has cannot be chosen anyway.
@@ -204,7 +204,7 @@ fn answer(
     } else {
         counters.fallback.inc();
     }
-    let campaign = &snapshot.campaigns[choice.campaign].campaign;
+    let campaign = &snapshot.campaign_at(choice.campaign).campaign;
     if page.viewer.bot {
         // Answered as usual, counted apart (contract section 8).
         state.recorder.invalid_served(

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::auth::{caller, Caller};
 use super::errors::allow;
 use crate::error::ApiError;
-use crate::inventory::Id;
+use crate::inventory::CampaignId;
 use crate::ivt::Reason;
 use crate::reporting::{by_day_and_slot, ctr, write_csv, DayReport};
 use crate::state::AppState;
@@ -165,7 +165,7 @@ fn days(state: &AppState, range: &Range) -> Result<(NaiveDate, NaiveDate), ApiEr
 
 /// A campaign's counters over the requested period, for a caller allowed to see them.
 struct Report {
-    campaign: Id,
+    campaign: CampaignId,
     from: NaiveDate,
     to: NaiveDate,
     days: Vec<DayReport>,
@@ -181,7 +181,11 @@ async fn report(
     let not_found =
         || ApiError::not_found("unknown_campaign", "there is no such campaign for this key");
     let snapshot = state.catalog.snapshot().ok_or(ApiError::NotReady)?;
-    let campaign = snapshot.campaign(id).ok_or_else(not_found)?;
+    // A malformed id names no campaign: 404 as well.
+    let campaign = CampaignId::parse(id)
+        .ok()
+        .and_then(|id| snapshot.campaign(&id))
+        .ok_or_else(not_found)?;
     // Another advertiser's campaign answers exactly as a missing one: ids are not disclosed.
     if !caller.may_see(&campaign.campaign.advertiser_id) {
         return Err(not_found());
@@ -300,7 +304,7 @@ async fn my_campaigns(
         .iter()
         .filter(|c| caller.may_see(&c.campaign.advertiser_id))
         .collect();
-    let ids: Vec<Id> = campaigns.iter().map(|c| c.campaign.id.clone()).collect();
+    let ids: Vec<CampaignId> = campaigns.iter().map(|c| c.campaign.id.clone()).collect();
     let totals = state.store.totals(&ids).await?;
     let list: Vec<_> = campaigns
         .iter()

@@ -10,7 +10,6 @@ use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::errors::allow;
 use super::no_store;
-use crate::inventory::SlotName;
 use crate::state::AppState;
 use crate::store::Event;
 use crate::tracking::{EventKind, TokenError, TokenPayload};
@@ -57,7 +56,6 @@ async fn pixel() -> HttpResponse {
 /// What a valid token points at in the served inventory.
 struct Verified {
     payload: TokenPayload,
-    slot: SlotName,
     landing_url: String,
 }
 
@@ -81,23 +79,19 @@ fn verify(state: &AppState, token: &str, kind: EventKind) -> Result<Verified, To
         .campaign
         .creatives
         .iter()
-        .find(|c| c.id.as_str() == payload.creative)
+        .find(|c| c.id == payload.creative)
         .ok_or(TokenError::UnknownCampaign)?;
-    let slot = SlotName::parse(&payload.slot).map_err(|_| TokenError::Malformed)?;
-    if snapshot.slot(&slot).is_none() {
+    if snapshot.slot(&payload.slot).is_none() {
         return Err(TokenError::UnknownCampaign);
     }
     Ok(Verified {
         landing_url: creative.landing_url.clone(),
-        slot,
         payload,
     })
 }
 
 /// Counts the event, valid or, when the request shows it is invalid traffic, apart.
 fn record(req: &HttpRequest, state: &AppState, verified: &Verified, kind: EventKind) {
-    let campaign = crate::inventory::Id::parse(&verified.payload.campaign)
-        .expect("checked against the inventory");
     let now_ms = state.clock.now().timestamp_millis();
     let invalid = state
         .ivt
@@ -105,8 +99,8 @@ fn record(req: &HttpRequest, state: &AppState, verified: &Verified, kind: EventK
     state.recorder.event(Event {
         kind,
         decision_id: verified.payload.decision_id,
-        campaign,
-        slot: verified.slot.clone(),
+        campaign: verified.payload.campaign.clone(),
+        slot: verified.payload.slot.clone(),
         day: state.today(),
         invalid,
     });

@@ -6,8 +6,8 @@ use chrono::{DateTime, NaiveDate, Utc};
 use super::eligibility::{DeliveryCheck, Ineligible};
 use super::PageRequest;
 use crate::delivery::{Budgets, Held};
-use crate::inventory::Id;
-use crate::snapshot::CompiledCampaign;
+use crate::inventory::CampaignId;
+use crate::snapshot::{CampaignIndex, CompiledCampaign};
 
 /// The delivery rules of one request, for its time.
 pub(super) struct RequestDelivery<'a> {
@@ -17,14 +17,14 @@ pub(super) struct RequestDelivery<'a> {
     /// Frequency-capped campaigns this viewer may still see (indexes into the snapshot); the
     /// others with a frequency cap may not. `None`: not checked here (no viewer id, or the
     /// store checks the caps as it serves the candidates, see [`super::frequency`]).
-    frequency_allowed: Option<&'a [usize]>,
+    frequency_allowed: Option<&'a [CampaignIndex]>,
 }
 
 impl<'a> RequestDelivery<'a> {
     pub(super) fn new(
         budgets: &'a Budgets,
         page: &PageRequest<'_>,
-        frequency_allowed: Option<&'a [usize]>,
+        frequency_allowed: Option<&'a [CampaignIndex]>,
     ) -> Self {
         Self {
             budgets,
@@ -41,13 +41,13 @@ impl<'a> RequestDelivery<'a> {
 
     /// Takes one unit of the chosen campaign's budget; false when another request took the
     /// last one first (the caller chooses again without it).
-    pub(super) fn take(&self, campaign: &Id) -> bool {
+    pub(super) fn take(&self, campaign: &CampaignId) -> bool {
         self.budgets.take(campaign, self.today)
     }
 }
 
 impl DeliveryCheck for RequestDelivery<'_> {
-    fn check(&self, index: usize, compiled: &CompiledCampaign) -> Result<(), Ineligible> {
+    fn check(&self, index: CampaignIndex, compiled: &CompiledCampaign) -> Result<(), Ineligible> {
         let campaign = &compiled.campaign;
         if campaign.frequency.is_some() {
             if let Some(allowed) = self.frequency_allowed {

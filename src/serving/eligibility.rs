@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::PageRequest;
 use crate::inventory::Status;
-use crate::snapshot::{CompiledCampaign, Snapshot};
+use crate::snapshot::{CampaignIndex, CompiledCampaign, Snapshot};
 
 /// Why a campaign was not eligible for a decision: a closed set, which `explain` reports as
 /// `reason` in snake_case.
@@ -37,7 +37,7 @@ pub enum Ineligible {
 /// Delivery rules that need state outside the snapshot (caps, pacing, frequency).
 pub trait DeliveryCheck {
     /// Whether the campaign at `index` may be served now.
-    fn check(&self, index: usize, campaign: &CompiledCampaign) -> Result<(), Ineligible>;
+    fn check(&self, index: CampaignIndex, campaign: &CompiledCampaign) -> Result<(), Ineligible>;
 }
 
 /// What a decision depends on besides the inventory.
@@ -47,14 +47,18 @@ pub struct Context<'a> {
     pub page: &'a PageRequest<'a>,
     /// Campaign indexes that must not be chosen: the page's exclusions, and the campaigns
     /// chosen for its earlier slots.
-    pub excluded: &'a [usize],
+    pub excluded: &'a [CampaignIndex],
     /// Caps, pacing and frequency, when they apply.
     pub delivery: Option<&'a dyn DeliveryCheck>,
 }
 
 /// Whether the campaign at `index` may be served in this context.
-pub fn eligibility(snapshot: &Snapshot, index: usize, ctx: &Context<'_>) -> Result<(), Ineligible> {
-    let compiled = &snapshot.campaigns[index];
+pub fn eligibility(
+    snapshot: &Snapshot,
+    index: CampaignIndex,
+    ctx: &Context<'_>,
+) -> Result<(), Ineligible> {
+    let compiled = &snapshot.campaign_at(index);
     let campaign = &compiled.campaign;
     let now = ctx.page.now;
     if campaign.status == Status::Paused {
@@ -86,8 +90,8 @@ fn keywords_match(campaign: &CompiledCampaign, keywords: &[String]) -> bool {
 }
 
 /// Whether a campaign could be served at `now` whatever the request: active and in flight.
-pub(crate) fn in_flight(snapshot: &Snapshot, index: usize, now: DateTime<Utc>) -> bool {
-    let campaign = &snapshot.campaigns[index].campaign;
+pub(crate) fn in_flight(snapshot: &Snapshot, index: CampaignIndex, now: DateTime<Utc>) -> bool {
+    let campaign = &snapshot.campaign_at(index).campaign;
     campaign.status == Status::Active
         && campaign.start.is_none_or(|s| now >= s)
         && campaign.end.is_none_or(|e| now < e)

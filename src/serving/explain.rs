@@ -8,7 +8,7 @@ use super::{draw_order, eligibility, Context, PageRequest};
 use crate::snapshot::{CompiledSlot, SlotMember, Snapshot};
 
 fn entry(snapshot: &Snapshot, member: &SlotMember, ctx: &Context<'_>) -> (bool, Value) {
-    let campaign = &snapshot.campaigns[member.campaign].campaign;
+    let campaign = &snapshot.campaign_at(member.campaign).campaign;
     let verdict = eligibility(snapshot, member.campaign, ctx);
     let value = json!({
         "campaign_id": campaign.id.as_str(),
@@ -92,7 +92,7 @@ pub(super) fn explain(
     let preview = draw_order(snapshot, slot, &ctx, &mut rand::rng(), 1, |_| true)
         .pop()
         .map(|choice| {
-            let campaign = &snapshot.campaigns[choice.campaign].campaign;
+            let campaign = &snapshot.campaign_at(choice.campaign).campaign;
             json!({
                 "campaign_id": campaign.id.as_str(),
                 "creative_id": campaign.creatives[choice.creative].id.as_str(),
@@ -107,7 +107,7 @@ pub(super) fn explain(
             "rotation": slot.slot.rotation,
             "now": page.now,
             "keywords": page.keywords,
-            "excluded": page.excluded.iter().map(|&i| snapshot.campaigns[i].campaign.id.as_str()).collect::<Vec<_>>(),
+            "excluded": page.excluded.iter().map(|&i| snapshot.campaign_at(i).campaign.id.as_str()).collect::<Vec<_>>(),
             "frequency_capping": delivery.frequency_checked(),
             "chosen_tier": chosen_tier,
             "tiers": tiers,

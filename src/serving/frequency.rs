@@ -20,7 +20,7 @@ use ulid::Ulid;
 use super::budget::RequestDelivery;
 use super::eligibility::in_flight;
 use super::{commit, draw_order, Choice, Context, PageRequest, Serving};
-use crate::snapshot::{CompiledSlot, Snapshot};
+use crate::snapshot::{CampaignIndex, CompiledSlot, Snapshot};
 use crate::store::{first_allowed, Backend, FrequencyCap, FrequencyItem, FrequencyRelease};
 
 /// The most candidates drawn for one slot. A viewer who has reached the frequency cap of
@@ -43,8 +43,9 @@ fn viewer_key(uid: &str) -> String {
 }
 
 /// A campaign's frequency cap, as the store checks it.
-fn cap_of(snapshot: &Snapshot, index: usize) -> Option<FrequencyCap> {
-    snapshot.campaigns[index]
+fn cap_of(snapshot: &Snapshot, index: CampaignIndex) -> Option<FrequencyCap> {
+    snapshot
+        .campaign_at(index)
         .campaign
         .frequency
         .as_ref()
@@ -62,7 +63,7 @@ struct Reservation {
     id: String,
 }
 
-/// One request's frequency walk: what every [`pick`] of it shares.
+/// One request's frequency walk: what every [`Walk::pick`] of it shares.
 struct Walk<'a> {
     serving: &'a Serving<'a>,
     page: &'a PageRequest<'a>,
@@ -107,7 +108,7 @@ pub(super) async fn decide_for_viewer<R: Rng + ?Sized>(
                 chosen.push(None);
                 break;
             };
-            let id = &snapshot.campaigns[p.choice.campaign].campaign.id;
+            let id = &snapshot.campaign_at(p.choice.campaign).campaign.id;
             if delivery.take(id) {
                 chosen.push(Some(p.choice));
                 break;
@@ -133,7 +134,7 @@ impl Walk<'_> {
     async fn pick<R: Rng + ?Sized>(
         &self,
         slots: &[&CompiledSlot],
-        excluded: &[usize],
+        excluded: &[CampaignIndex],
         rng: &mut R,
     ) -> Vec<Option<Pick>> {
         let snapshot = self.serving.snapshot;
@@ -142,7 +143,7 @@ impl Walk<'_> {
             excluded,
             delivery: Some(self.delivery),
         };
-        let capped = |index: usize| cap_of(snapshot, index).is_some();
+        let capped = |index: CampaignIndex| cap_of(snapshot, index).is_some();
         let orders: Vec<Vec<Choice>> = slots
             .iter()
             .enumerate()
@@ -169,7 +170,7 @@ impl Walk<'_> {
                         order
                             .iter()
                             .map(|c| FrequencyItem {
-                                campaign: snapshot.campaigns[c.campaign].campaign.id.clone(),
+                                campaign: snapshot.campaign_at(c.campaign).campaign.id.clone(),
                                 cap: cap_of(snapshot, c.campaign),
                             })
                             .collect()
@@ -198,7 +199,7 @@ impl Walk<'_> {
             .zip(positions)
             .map(|((order, slot), position)| {
                 let choice = *order.get(position?)?;
-                let passed_over: Vec<usize> =
+                let passed_over: Vec<CampaignIndex> =
                     order[..position?].iter().map(|c| c.campaign).collect();
                 commit(snapshot, slot, &ctx, &choice, &passed_over);
                 Some(Pick {
@@ -216,10 +217,10 @@ pub(super) async fn allowed(
     serving: &Serving<'_>,
     slot: &CompiledSlot,
     page: &PageRequest<'_>,
-) -> Option<Vec<usize>> {
+) -> Option<Vec<CampaignIndex>> {
     let uid = page.viewer.uid.as_deref()?;
     let (snapshot, now) = (serving.snapshot, page.now);
-    let mut candidates: Vec<usize> = Vec::new();
+    let mut candidates: Vec<CampaignIndex> = Vec::new();
     let members = slot
         .tiers
         .iter()
@@ -243,7 +244,7 @@ pub(super) async fn allowed(
     let items: Vec<FrequencyItem> = candidates
         .iter()
         .map(|&index| FrequencyItem {
-            campaign: snapshot.campaigns[index].campaign.id.clone(),
+            campaign: snapshot.campaign_at(index).campaign.id.clone(),
             cap: cap_of(snapshot, index),
         })
         .collect();

@@ -8,11 +8,12 @@
 //! 1. [`eligibility`]: a campaign is set aside when it is paused or out of flight, excluded
 //!    by the page or already chosen for an earlier slot, not matching the keywords, or held
 //!    back by its budget, its pacing or the viewer's frequency cap ([`Ineligible`]).
-//! 2. [`order`]: the highest tier with an eligible campaign is drawn by the slot's rotation
-//!    (weighted random or smooth); the slot's fallback comes only when no tier has one.
-//! 3. [`frequency`]: with a viewer id, frequency caps are checked in the store as the
-//!    candidates are served, in one round trip for the whole page, only when the draw reaches
-//!    a frequency-capped campaign.
+//! 2. Order (`order.rs`, [`draw_order`]): the highest tier with an eligible campaign is drawn
+//!    by the slot's rotation (weighted random, smooth or optimize); the slot's fallback comes
+//!    only when no tier has one.
+//! 3. Frequency (`frequency.rs`): with a viewer id, frequency caps are checked in the store
+//!    as the candidates are served, in one round trip for the whole page, only when the draw
+//!    reaches a frequency-capped campaign.
 //! 4. Budget: the chosen campaign takes one unit of its leased budget; when another request
 //!    took the last one meanwhile, the slot is chosen again without it.
 //!
@@ -25,9 +26,8 @@ mod explain;
 mod frequency;
 mod order;
 
-pub use self::eligibility::{eligibility, DeliveryCheck, Ineligible};
+pub use self::eligibility::{eligibility, Context, DeliveryCheck, Ineligible};
 pub use self::order::{choose, commit, draw_order, Choice};
-pub use eligibility::Context;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use rand::Rng;
@@ -35,7 +35,7 @@ use rand::Rng;
 use self::budget::RequestDelivery;
 use crate::delivery::{Budgets, Releaser};
 use crate::inventory::Priority;
-use crate::snapshot::{CompiledSlot, Snapshot};
+use crate::snapshot::{CampaignIndex, CompiledSlot, Snapshot};
 use crate::store::Store;
 
 /// Who the page is shown to.
@@ -59,8 +59,8 @@ pub struct PageRequest<'a> {
     pub viewer: Viewer,
     /// The page's keywords, normalised with [`crate::snapshot::normalize_keyword`].
     pub keywords: Vec<String>,
-    /// Campaigns the page asked not to see (indexes into the snapshot).
-    pub excluded: Vec<usize>,
+    /// Campaigns the page asked not to see.
+    pub excluded: Vec<CampaignIndex>,
     /// The time of the request.
     pub now: DateTime<Utc>,
     /// Its reporting day.
@@ -115,7 +115,7 @@ impl Serving<'_> {
             let choice = choose(snapshot, slot, &ctx, rng)?;
             // Set aside for the later slots, and for this one if its budget is spent.
             excluded.push(choice.campaign);
-            if delivery.take(&snapshot.campaigns[choice.campaign].campaign.id) {
+            if delivery.take(&snapshot.campaign_at(choice.campaign).campaign.id) {
                 return Some(choice);
             }
         };
@@ -135,11 +135,10 @@ impl Serving<'_> {
         let mut excluded = page.excluded.clone();
         excluded.extend(
             snapshot
-                .campaigns
-                .iter()
-                .enumerate()
-                .filter(|(_, c)| c.campaign.priority != Priority::House)
-                .map(|(index, _)| index),
+                .campaign_index
+                .values()
+                .copied()
+                .filter(|&index| snapshot.campaign_at(index).campaign.priority != Priority::House),
         );
         let mut choose_one = |slot: &CompiledSlot| {
             let ctx = Context {

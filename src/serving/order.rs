@@ -8,13 +8,13 @@ use rand::Rng;
 
 use super::eligibility::{eligibility, Context};
 use crate::inventory::Priority;
-use crate::snapshot::{CompiledSlot, SlotMember, Snapshot};
+use crate::snapshot::{CampaignIndex, CompiledSlot, SlotMember, Snapshot};
 
 /// The outcome of a decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Choice {
-    /// Index of the chosen campaign in the snapshot.
-    pub campaign: usize,
+    /// The chosen campaign.
+    pub campaign: CampaignIndex,
     /// Index of the chosen creative in the campaign.
     pub creative: usize,
     /// The tier it was drawn from; `None` when it is the slot's fallback.
@@ -91,7 +91,7 @@ pub fn commit(
     slot: &CompiledSlot,
     ctx: &Context<'_>,
     choice: &Choice,
-    passed_over: &[usize],
+    passed_over: &[CampaignIndex],
 ) {
     let Some((t, member)) = choice.drawn else {
         return;
@@ -151,7 +151,7 @@ mod tests {
 
     fn decide(
         snapshot: &Snapshot,
-        excluded: &[usize],
+        excluded: &[CampaignIndex],
         keywords: &[String],
         rng: &mut StdRng,
     ) -> Option<String> {
@@ -165,7 +165,7 @@ mod tests {
             delivery: None,
         };
         choose(snapshot, slot, &ctx, rng)
-            .map(|c| snapshot.campaigns[c.campaign].campaign.id.to_string())
+            .map(|c| snapshot.campaign_at(c.campaign).campaign.id.to_string())
     }
 
     #[test]
@@ -185,7 +185,7 @@ mod tests {
             );
         }
         // With the sponsorship excluded, the standard tier is considered.
-        let sponsor = snap.campaign_index[&crate::inventory::Id::parse("sponsor").unwrap()];
+        let sponsor = snap.campaign_index[&crate::inventory::CampaignId::parse("sponsor").unwrap()];
         assert_eq!(
             decide(&snap, &[sponsor], &[], &mut rng).as_deref(),
             Some("standard")
@@ -284,7 +284,7 @@ mod tests {
     fn ids(snapshot: &Snapshot, choices: &[Choice]) -> Vec<String> {
         choices
             .iter()
-            .map(|c| snapshot.campaigns[c.campaign].campaign.id.to_string())
+            .map(|c| snapshot.campaign_at(c.campaign).campaign.id.to_string())
             .collect()
     }
 
@@ -337,14 +337,14 @@ mod tests {
         let slot = snap.slot(&SlotName::parse("Publicité 2").unwrap()).unwrap();
         let page = page(&[]);
         let ctx = plain_context(&page);
-        let capped = snap.campaign_index[&crate::inventory::Id::parse("capped").unwrap()];
+        let capped = snap.campaign_index[&crate::inventory::CampaignId::parse("capped").unwrap()];
         let mut rng = StdRng::seed_from_u64(0xf00d);
         let mut counts: std::collections::HashMap<String, u64> = Default::default();
         for _ in 0..50_000 {
             let order = draw_order(&snap, slot, &ctx, &mut rng, 10, |c| c.campaign != capped);
             let served = order.iter().find(|c| c.campaign != capped).unwrap();
             *counts
-                .entry(snap.campaigns[served.campaign].campaign.id.to_string())
+                .entry(snap.campaign_at(served.campaign).campaign.id.to_string())
                 .or_default() += 1;
         }
         let (three, two) = (counts["three"] as f64, counts["two"] as f64);
@@ -382,7 +382,7 @@ mod tests {
         slot.tiers[0].rotation.set_trials(&trials);
         let page = page(&[]);
         let ctx = plain_context(&page);
-        let capped = snap.campaign_index[&crate::inventory::Id::parse("capped").unwrap()];
+        let capped = snap.campaign_index[&crate::inventory::CampaignId::parse("capped").unwrap()];
         let mut rng = StdRng::seed_from_u64(0x7405);
 
         let decisions = 50_000;
@@ -390,7 +390,7 @@ mod tests {
         for _ in 0..decisions {
             let order = draw_order(&snap, slot, &ctx, &mut rng, 10, |c| c.campaign != capped);
             let served = order.iter().find(|c| c.campaign != capped).unwrap();
-            eight += usize::from(snap.campaigns[served.campaign].campaign.id.as_str() == "eight");
+            eight += usize::from(snap.campaign_at(served.campaign).campaign.id.as_str() == "eight");
         }
 
         let pair = ThompsonRotation::new(&[1, 1]);

@@ -23,7 +23,7 @@
 
 use chrono::NaiveDate;
 
-use crate::inventory::Id;
+use crate::inventory::{AdvertiserId, CampaignId};
 
 /// The key names under one prefix.
 #[derive(Debug, Clone)]
@@ -60,17 +60,17 @@ impl Keys {
     }
 
     /// `P:stats:{campaign}:{day}`.
-    pub(crate) fn stats(&self, campaign: &Id, day: NaiveDate) -> String {
+    pub(crate) fn stats(&self, campaign: &CampaignId, day: NaiveDate) -> String {
         format!("{}:stats:{campaign}:{day}", self.prefix)
     }
 
     /// `P:totals:{campaign}`.
-    pub(crate) fn totals(&self, campaign: &Id) -> String {
+    pub(crate) fn totals(&self, campaign: &CampaignId) -> String {
         format!("{}:totals:{campaign}", self.prefix)
     }
 
     /// `P:slot-totals:{campaign}`.
-    pub(crate) fn slot_totals(&self, campaign: &Id) -> String {
+    pub(crate) fn slot_totals(&self, campaign: &CampaignId) -> String {
         format!("{}:slot-totals:{campaign}", self.prefix)
     }
 
@@ -80,17 +80,17 @@ impl Keys {
     }
 
     /// `P:advertiser-key:{advertiser}`.
-    pub(crate) fn advertiser_key(&self, advertiser: &Id) -> String {
+    pub(crate) fn advertiser_key(&self, advertiser: &AdvertiserId) -> String {
         format!("{}:advertiser-key:{advertiser}", self.prefix)
     }
 
     /// `P:lease:{campaign}`.
-    pub(crate) fn lease_total(&self, campaign: &Id) -> String {
+    pub(crate) fn lease_total(&self, campaign: &CampaignId) -> String {
         format!("{}:lease:{campaign}", self.prefix)
     }
 
     /// `P:lease:{campaign}:{day}`.
-    pub(crate) fn lease_day(&self, campaign: &Id, day: NaiveDate) -> String {
+    pub(crate) fn lease_day(&self, campaign: &CampaignId, day: NaiveDate) -> String {
         format!("{}:lease:{campaign}:{day}", self.prefix)
     }
 
@@ -100,7 +100,7 @@ impl Keys {
     }
 
     /// `P:freq:{viewer}:{campaign}`.
-    pub(crate) fn frequency(&self, viewer: &str, campaign: &Id) -> String {
+    pub(crate) fn frequency(&self, viewer: &str, campaign: &CampaignId) -> String {
         format!("{}:freq:{viewer}:{campaign}", self.prefix)
     }
 }

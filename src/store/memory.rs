@@ -12,7 +12,7 @@ use super::{
     FlushReport, FrequencyItem, FrequencyRelease, Lease, LeaseRequest, PutOutcome, StoreError,
     StoredInventory,
 };
-use crate::inventory::Id;
+use crate::inventory::{AdvertiserId, CampaignId};
 use crate::ivt::Reason;
 use crate::tracking::EventKind;
 
@@ -26,22 +26,22 @@ pub struct MemoryStore {
 struct Data {
     inventory: Option<StoredInventory>,
     /// (campaign, day) → slot → counters.
-    daily: HashMap<(Id, NaiveDate), HashMap<String, Counts>>,
-    totals: HashMap<Id, Counts>,
+    daily: HashMap<(CampaignId, NaiveDate), HashMap<String, Counts>>,
+    totals: HashMap<CampaignId, Counts>,
     /// campaign → slot → lifetime counters of valid tracking events.
-    slot_totals: HashMap<Id, HashMap<String, Counts>>,
+    slot_totals: HashMap<CampaignId, HashMap<String, Counts>>,
     /// De-duplication marks: their expiry (Unix seconds), and whether the event counted as
     /// valid (a click needs its decision's valid impression).
     seen: HashMap<(EventKind, Ulid), (i64, bool)>,
     /// Marks in insertion order; with one TTL for all, that is expiry order.
     seen_order: VecDeque<(i64, EventKind, Ulid)>,
     applied_batches: HashSet<Ulid>,
-    key_hashes: HashMap<String, Id>,
-    advertiser_keys: HashMap<Id, String>,
-    leased_total: HashMap<Id, u64>,
-    leased_daily: HashMap<(Id, NaiveDate), u64>,
+    key_hashes: HashMap<String, AdvertiserId>,
+    advertiser_keys: HashMap<AdvertiserId, String>,
+    leased_total: HashMap<CampaignId, u64>,
+    leased_daily: HashMap<(CampaignId, NaiveDate), u64>,
     /// (viewer, campaign) → reservations (time in ms, reservation id) within the window.
-    frequency: HashMap<(String, Id), Vec<(i64, String)>>,
+    frequency: HashMap<(String, CampaignId), Vec<(i64, String)>>,
     frequency_calls: u64,
 }
 
@@ -173,7 +173,7 @@ impl Backend for MemoryStore {
 
     async fn daily_stats(
         &self,
-        campaign: &Id,
+        campaign: &CampaignId,
         days: &[NaiveDate],
     ) -> Result<Vec<Vec<(String, Counts)>>, StoreError> {
         let data = self.data.lock();
@@ -188,7 +188,7 @@ impl Backend for MemoryStore {
             .collect())
     }
 
-    async fn totals(&self, campaigns: &[Id]) -> Result<Vec<Counts>, StoreError> {
+    async fn totals(&self, campaigns: &[CampaignId]) -> Result<Vec<Counts>, StoreError> {
         let data = self.data.lock();
         Ok(campaigns
             .iter()
@@ -198,7 +198,7 @@ impl Backend for MemoryStore {
 
     async fn slot_totals(
         &self,
-        campaigns: &[Id],
+        campaigns: &[CampaignId],
     ) -> Result<Vec<Vec<(String, Counts)>>, StoreError> {
         let data = self.data.lock();
         Ok(campaigns
@@ -212,7 +212,11 @@ impl Backend for MemoryStore {
             .collect())
     }
 
-    async fn set_api_key(&self, advertiser: &Id, key_hash: &str) -> Result<(), StoreError> {
+    async fn set_api_key(
+        &self,
+        advertiser: &AdvertiserId,
+        key_hash: &str,
+    ) -> Result<(), StoreError> {
         let mut data = self.data.lock();
         if let Some(old) = data
             .advertiser_keys
@@ -225,7 +229,7 @@ impl Backend for MemoryStore {
         Ok(())
     }
 
-    async fn advertiser_for_key(&self, key_hash: &str) -> Result<Option<Id>, StoreError> {
+    async fn advertiser_for_key(&self, key_hash: &str) -> Result<Option<AdvertiserId>, StoreError> {
         Ok(self.data.lock().key_hashes.get(key_hash).cloned())
     }
 
@@ -257,7 +261,12 @@ impl Backend for MemoryStore {
         })
     }
 
-    async fn release(&self, campaign: &Id, day: NaiveDate, units: u64) -> Result<(), StoreError> {
+    async fn release(
+        &self,
+        campaign: &CampaignId,
+        day: NaiveDate,
+        units: u64,
+    ) -> Result<(), StoreError> {
         let mut data = self.data.lock();
         if let Some(total) = data.leased_total.get_mut(campaign) {
             *total = total.saturating_sub(units);

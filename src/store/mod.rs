@@ -21,7 +21,7 @@ use std::future::Future;
 
 use chrono::NaiveDate;
 
-use crate::inventory::Id;
+use crate::inventory::{AdvertiserId, CampaignId};
 
 /// The operations every store offers. Their futures are `Send`, so that tasks that hold a
 /// store can be spawned on any thread.
@@ -58,27 +58,27 @@ pub trait Backend: Send + Sync {
     /// Counters of a campaign for each day, by slot.
     fn daily_stats(
         &self,
-        campaign: &Id,
+        campaign: &CampaignId,
         days: &[NaiveDate],
     ) -> impl Future<Output = Result<Vec<Vec<(String, Counts)>>, StoreError>> + Send;
 
     /// Lifetime counters of each campaign.
     fn totals(
         &self,
-        campaigns: &[Id],
+        campaigns: &[CampaignId],
     ) -> impl Future<Output = Result<Vec<Counts>, StoreError>> + Send;
 
     /// Lifetime counters of tracking events (impressions, viewable, clicks) of each campaign,
     /// by slot: the evidence of the `optimize` rotation.
     fn slot_totals(
         &self,
-        campaigns: &[Id],
+        campaigns: &[CampaignId],
     ) -> impl Future<Output = Result<Vec<Vec<(String, Counts)>>, StoreError>> + Send;
 
     /// Makes `key_hash` the advertiser's only API key (the previous one stops working).
     fn set_api_key(
         &self,
-        advertiser: &Id,
+        advertiser: &AdvertiserId,
         key_hash: &str,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
@@ -86,11 +86,11 @@ pub trait Backend: Send + Sync {
     fn advertiser_for_key(
         &self,
         key_hash: &str,
-    ) -> impl Future<Output = Result<Option<Id>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Option<AdvertiserId>, StoreError>> + Send;
 
     /// Leases up to `wanted` units of a capped campaign's budget for `day`, atomically across
     /// instances: never more than what is left under the lifetime and daily caps, and a
-    /// quarter of what is left at most, so blocks shrink as the budget runs out ([`grant`]).
+    /// quarter of what is left at most, so blocks shrink as the budget runs out.
     fn lease(
         &self,
         request: &LeaseRequest<'_>,
@@ -99,7 +99,7 @@ pub trait Backend: Send + Sync {
     /// Gives back units leased for `day` and not served (shutdown, day change).
     fn release(
         &self,
-        campaign: &Id,
+        campaign: &CampaignId,
         day: NaiveDate,
         units: u64,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
@@ -189,28 +189,32 @@ impl Backend for Store {
 
     async fn daily_stats(
         &self,
-        campaign: &Id,
+        campaign: &CampaignId,
         days: &[NaiveDate],
     ) -> Result<Vec<Vec<(String, Counts)>>, StoreError> {
         forward!(self, daily_stats(campaign, days))
     }
 
-    async fn totals(&self, campaigns: &[Id]) -> Result<Vec<Counts>, StoreError> {
+    async fn totals(&self, campaigns: &[CampaignId]) -> Result<Vec<Counts>, StoreError> {
         forward!(self, totals(campaigns))
     }
 
     async fn slot_totals(
         &self,
-        campaigns: &[Id],
+        campaigns: &[CampaignId],
     ) -> Result<Vec<Vec<(String, Counts)>>, StoreError> {
         forward!(self, slot_totals(campaigns))
     }
 
-    async fn set_api_key(&self, advertiser: &Id, key_hash: &str) -> Result<(), StoreError> {
+    async fn set_api_key(
+        &self,
+        advertiser: &AdvertiserId,
+        key_hash: &str,
+    ) -> Result<(), StoreError> {
         forward!(self, set_api_key(advertiser, key_hash))
     }
 
-    async fn advertiser_for_key(&self, key_hash: &str) -> Result<Option<Id>, StoreError> {
+    async fn advertiser_for_key(&self, key_hash: &str) -> Result<Option<AdvertiserId>, StoreError> {
         forward!(self, advertiser_for_key(key_hash))
     }
 
@@ -218,7 +222,12 @@ impl Backend for Store {
         forward!(self, lease(request))
     }
 
-    async fn release(&self, campaign: &Id, day: NaiveDate, units: u64) -> Result<(), StoreError> {
+    async fn release(
+        &self,
+        campaign: &CampaignId,
+        day: NaiveDate,
+        units: u64,
+    ) -> Result<(), StoreError> {
         forward!(self, release(campaign, day, units))
     }
 

@@ -4,7 +4,7 @@ use chrono::NaiveDate;
 use serde::Serialize;
 use ulid::Ulid;
 
-use crate::inventory::{Id, SlotName};
+use crate::inventory::{CampaignId, SlotName};
 use crate::ivt::Reason;
 use crate::tracking::EventKind;
 
@@ -168,7 +168,7 @@ pub fn counter_field(kind: EventKind) -> &'static str {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServedCount {
     /// The campaign.
-    pub campaign: Id,
+    pub campaign: CampaignId,
     /// The slot.
     pub slot: SlotName,
     /// The reporting day.
@@ -187,7 +187,7 @@ pub struct Event {
     /// The decision it reports.
     pub decision_id: Ulid,
     /// The campaign.
-    pub campaign: Id,
+    pub campaign: CampaignId,
     /// The slot.
     pub slot: SlotName,
     /// The reporting day of the event.
@@ -270,7 +270,7 @@ pub enum StoreError {
 #[derive(Debug, Clone)]
 pub struct LeaseRequest<'a> {
     /// The campaign.
-    pub campaign: &'a Id,
+    pub campaign: &'a CampaignId,
     /// The reporting day the units are for.
     pub day: NaiveDate,
     /// The lifetime cap, if any.
@@ -320,7 +320,7 @@ pub struct FrequencyCap {
 #[derive(Debug, Clone)]
 pub struct FrequencyItem {
     /// The campaign.
-    pub campaign: Id,
+    pub campaign: CampaignId,
     /// Its cap; `None`: always allowed.
     pub cap: Option<FrequencyCap>,
 }
@@ -333,5 +333,5 @@ pub struct FrequencyRelease {
     /// The request's reservation id.
     pub reservation: String,
     /// The campaigns whose reservation is cancelled.
-    pub campaigns: Vec<Id>,
+    pub campaigns: Vec<CampaignId>,
 }

@@ -13,6 +13,8 @@ use secrecy::{ExposeSecret, SecretString};
 use sha2::Sha256;
 use ulid::Ulid;
 
+use crate::inventory::{CampaignId, CreativeId, SlotName};
+
 const FORMAT_VERSION: u8 = 1;
 const MAC_BYTES: usize = 16;
 /// Longest token accepted, in characters; anything longer is rejected before decoding.
@@ -27,11 +29,11 @@ pub struct TokenPayload {
     /// When the decision was made, in Unix seconds.
     pub issued_at: i64,
     /// The campaign's id.
-    pub campaign: String,
+    pub campaign: CampaignId,
     /// The creative's id.
-    pub creative: String,
+    pub creative: CreativeId,
     /// The slot's NFC name.
-    pub slot: String,
+    pub slot: SlotName,
 }
 
 impl TokenPayload {
@@ -173,7 +175,11 @@ impl Signer {
         self.sign_fields(
             payload.decision_id,
             payload.issued_at,
-            [&payload.campaign, &payload.creative, &payload.slot],
+            [
+                payload.campaign.as_str(),
+                payload.creative.as_str(),
+                payload.slot.as_str(),
+            ],
         )
     }
 
@@ -227,9 +233,10 @@ impl Signer {
             .map_err(|_| TokenError::BadSignature)?;
         let decision_id = Ulid::from_bytes(reader.array::<16>()?);
         let issued_at = i64::from_be_bytes(reader.array::<8>()?);
-        let campaign = reader.text()?;
-        let creative = reader.text()?;
-        let slot = reader.text()?;
+        // Validated like the inventory's names: past this point, nothing parses them again.
+        let campaign = CampaignId::parse(reader.text()?).map_err(|_| TokenError::Malformed)?;
+        let creative = CreativeId::parse(reader.text()?).map_err(|_| TokenError::Malformed)?;
+        let slot = SlotName::parse(reader.text()?).map_err(|_| TokenError::Malformed)?;
         if !reader.0.is_empty() {
             return Err(TokenError::Malformed);
         }
@@ -268,8 +275,8 @@ impl<'a> Reader<'a> {
         let len = self.byte()? as usize;
         self.take(len)
     }
-    fn text(&mut self) -> Result<String, TokenError> {
-        String::from_utf8(self.field()?.to_vec()).map_err(|_| TokenError::Malformed)
+    fn text(&mut self) -> Result<&'a str, TokenError> {
+        std::str::from_utf8(self.field()?).map_err(|_| TokenError::Malformed)
     }
     fn array<const N: usize>(&mut self) -> Result<[u8; N], TokenError> {
         Ok(self.take(N)?.try_into().expect("take returned N bytes"))
@@ -284,9 +291,9 @@ mod tests {
         TokenPayload {
             decision_id: Ulid::new(),
             issued_at: 1_764_500_000,
-            campaign: "3vision-visitez".into(),
-            creative: "visitez-728".into(),
-            slot: "Publicité 2".into(),
+            campaign: CampaignId::parse("3vision-visitez").unwrap(),
+            creative: CreativeId::parse("visitez-728").unwrap(),
+            slot: SlotName::parse("Publicité 2").unwrap(),
         }
     }
 

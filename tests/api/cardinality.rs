@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 use std::time::{Duration, Instant};
 
-use regie::inventory::{Id, SlotName};
+use regie::inventory::{CampaignId, SlotName};
 use regie::store::Event;
 use regie::tracking::EventKind;
 use serde_json::{json, Value};
@@ -144,7 +144,7 @@ fn count_for_every_campaign(app: &TestApp, campaigns: usize) -> Counted {
     let slots: Vec<SlotName> = SLOTS.iter().map(|s| SlotName::parse(s).unwrap()).collect();
     let day = app.state.today();
     for i in 0..campaigns {
-        let campaign = Id::parse(&format!("c{i}")).unwrap();
+        let campaign = CampaignId::parse(&format!("c{i}")).unwrap();
         let decision_id = ulid::Ulid::new();
         for kind in EventKind::ALL {
             app.state.recorder.event(Event {

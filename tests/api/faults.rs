@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use chrono::NaiveDate;
-use regie::inventory::{Id, SlotName};
+use regie::inventory::{CampaignId, SlotName};
 use regie::metrics::Metrics;
 use regie::store::{Backend, Batch, Event, RedisStore, RedisTimeouts, ServedCount, Store};
 use regie::tracking::EventKind;
@@ -103,7 +103,7 @@ async fn a_batch_retried_after_a_lost_answer_is_not_counted_twice() {
     let store = Store::Redis(std::sync::Arc::new(
         RedisStore::new(&redis.url(), "regie", timeouts, Metrics::new()).unwrap(),
     ));
-    let campaign = Id::parse("c1").unwrap();
+    let campaign = CampaignId::parse("c1").unwrap();
     let slot = SlotName::parse("Publicité 2").unwrap();
     let day = NaiveDate::from_ymd_opt(2026, 11, 30).unwrap();
     let batch = Batch {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::NaiveDate;
-use regie::inventory::{Id, SlotName};
+use regie::inventory::{AdvertiserId, CampaignId, SlotName};
 use regie::ivt::Reason;
 use regie::metrics::Metrics;
 use regie::store::{
@@ -62,8 +62,8 @@ fn redis(server: &RedisServer) -> Store {
     ))
 }
 
-fn id(raw: &str) -> Id {
-    Id::parse(raw).unwrap()
+fn id(raw: &str) -> CampaignId {
+    CampaignId::parse(raw).unwrap()
 }
 
 fn day(d: u32) -> NaiveDate {
@@ -150,6 +150,24 @@ async fn a_batch_is_counted_once_and_an_event_once_per_decision_and_kind(store: 
     assert_eq!(daily[0][0].0, "Publicité 2");
     assert_eq!(daily[0][0].1, totals[0]);
     assert!(daily[1].is_empty());
+    // By slot over the campaign's life: tracking events only, not served decisions.
+    let by_slot = store
+        .slot_totals(&[campaign.clone(), id("none")])
+        .await
+        .unwrap();
+    assert_eq!(by_slot[0].len(), 1);
+    assert_eq!(by_slot[0][0].0, "Publicité 2");
+    let events = by_slot[0][0].1;
+    assert_eq!(
+        (
+            events.served,
+            events.impressions,
+            events.viewable,
+            events.clicks
+        ),
+        (0, 1, 1, 1)
+    );
+    assert!(by_slot[1].is_empty());
 }
 
 async fn slot_totals_add_up_every_day_s_counted_events_by_slot(store: &Store) {
@@ -306,7 +324,7 @@ async fn invalid_traffic_is_counted_apart_by_reason_and_a_click_needs_a_valid_im
 }
 
 async fn an_advertiser_has_one_api_key_at_a_time(store: &Store) {
-    let advertiser = id("acme");
+    let advertiser = AdvertiserId::parse("acme").unwrap();
 
     store.set_api_key(&advertiser, "hash-1").await.unwrap();
     let first = store.advertiser_for_key("hash-1").await.unwrap();

@@ -3,6 +3,7 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use chrono::Duration;
+use regie::inventory::{CampaignId, CreativeId, SlotName};
 use regie::tracking::{Signer, TokenPayload};
 use secrecy::SecretString;
 use serde_json::Value;
@@ -131,9 +132,9 @@ async fn forged_tampered_and_expired_tokens_count_nothing_and_never_redirect(kin
     let unknown_key = stranger.sign(&TokenPayload {
         decision_id: ulid::Ulid::new(),
         issued_at: app.clock.now_secs(),
-        campaign: campaign.clone(),
-        creative: decision["creative"]["id"].as_str().unwrap().to_owned(),
-        slot: "banner".into(),
+        campaign: CampaignId::parse(&campaign).unwrap(),
+        creative: CreativeId::parse(decision["creative"]["id"].as_str().unwrap()).unwrap(),
+        slot: SlotName::parse("banner").unwrap(),
     });
 
     for bad in [

@@ -21,7 +21,7 @@ use super::{
     split_stats_field, Backend, Batch, Counts, FlushReport, FrequencyItem, FrequencyRelease, Lease,
     LeaseRequest, PutOutcome, StoreError, StoredInventory,
 };
-use crate::inventory::Id;
+use crate::inventory::{AdvertiserId, CampaignId};
 use crate::metrics::Metrics;
 
 static NEXT_STORE_ID: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -198,7 +198,7 @@ impl Backend for RedisStore {
 
     async fn daily_stats(
         &self,
-        campaign: &Id,
+        campaign: &CampaignId,
         days: &[NaiveDate],
     ) -> Result<Vec<Vec<(String, Counts)>>, StoreError> {
         let mut pipe = redis::pipe();
@@ -209,7 +209,7 @@ impl Backend for RedisStore {
         Ok(hashes.into_iter().map(by_slot).collect())
     }
 
-    async fn totals(&self, campaigns: &[Id]) -> Result<Vec<Counts>, StoreError> {
+    async fn totals(&self, campaigns: &[CampaignId]) -> Result<Vec<Counts>, StoreError> {
         let mut pipe = redis::pipe();
         for campaign in campaigns {
             pipe.hgetall(self.keys.totals(campaign));
@@ -227,7 +227,7 @@ impl Backend for RedisStore {
 
     async fn slot_totals(
         &self,
-        campaigns: &[Id],
+        campaigns: &[CampaignId],
     ) -> Result<Vec<Vec<(String, Counts)>>, StoreError> {
         let mut pipe = redis::pipe();
         for campaign in campaigns {
@@ -237,7 +237,11 @@ impl Backend for RedisStore {
         Ok(hashes.into_iter().map(by_slot).collect())
     }
 
-    async fn set_api_key(&self, advertiser: &Id, key_hash: &str) -> Result<(), StoreError> {
+    async fn set_api_key(
+        &self,
+        advertiser: &AdvertiserId,
+        key_hash: &str,
+    ) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let pointer = self.keys.advertiser_key(advertiser);
         let old: Option<String> = self.observe("set_api_key", conn.get(&pointer).await)?;
@@ -251,18 +255,23 @@ impl Backend for RedisStore {
         self.observe("set_api_key", pipe.query_async::<()>(&mut conn).await)
     }
 
-    async fn advertiser_for_key(&self, key_hash: &str) -> Result<Option<Id>, StoreError> {
+    async fn advertiser_for_key(&self, key_hash: &str) -> Result<Option<AdvertiserId>, StoreError> {
         let mut pipe = redis::pipe();
         pipe.get(self.keys.api_key(key_hash));
         let (id,): (Option<String>,) = self.read("read_api_key", &pipe).await?;
-        Ok(id.and_then(|id| Id::parse(&id).ok()))
+        Ok(id.and_then(|id| AdvertiserId::parse(&id).ok()))
     }
 
     async fn lease(&self, request: &LeaseRequest<'_>) -> Result<Lease, StoreError> {
         self.scripts.lease.run(self, request).await
     }
 
-    async fn release(&self, campaign: &Id, day: NaiveDate, units: u64) -> Result<(), StoreError> {
+    async fn release(
+        &self,
+        campaign: &CampaignId,
+        day: NaiveDate,
+        units: u64,
+    ) -> Result<(), StoreError> {
         self.scripts.release.run(self, campaign, day, units).await
     }
 

@@ -200,7 +200,7 @@ impl Release {
     pub(super) async fn run(
         &self,
         store: &RedisStore,
-        campaign: &crate::inventory::Id,
+        campaign: &crate::inventory::CampaignId,
         day: chrono::NaiveDate,
         units: u64,
     ) -> Result<(), StoreError> {
