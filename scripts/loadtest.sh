@@ -6,7 +6,9 @@
 # What it does, everything on 127.0.0.1 and bounded in time:
 #   1. installs wrk (Debian package) and redis-server if missing;
 #   2. builds regie and the bare handler (examples/bare.rs) in release;
-#   3. starts its own redis-server on a free port (no persistence, a temporary --dir) and
+#   3. starts its own redis-server on a free port (no persistence, a temporary --dir), or with
+#      LOADTEST_CLUSTER=1 a local Redis Cluster of six (three primaries, three replicas; regie
+#      then waits for a replica's acknowledgement of every write that counts), and
 #      regie against it, and waits for /readyz;
 #   4. measures, with `wrk -t$THREADS -c$CONNECTIONS -d$DURATION` each (the first two
 #      comparisons alternate regie and the bare handler $LOADTEST_ROUNDS times and give the
@@ -33,7 +35,8 @@
 # Environment: LOADTEST_DURATION (10s), LOADTEST_THREADS (2), LOADTEST_CONNECTIONS (32),
 # LOADTEST_WORKERS (2: actix workers of both servers), LOADTEST_ROUNDS (3: alternating rounds
 # of the comparisons with the bare handler), LOADTEST_SKIP_BUILD=1 (reuse the
-# binaries in target/release), LOADTEST_BEACONS (distinct impression URLs to collect; by
+# binaries in target/release), LOADTEST_CLUSTER=1 (a local Redis Cluster instead of one
+# redis-server), LOADTEST_BEACONS (distinct impression URLs to collect; by
 # default enough for the whole run at 1.5 × the one-token beacon rate, at most 1 000 000),
 # RUST_LOG (regie's production setting when unset).
 #
@@ -344,8 +347,46 @@ build() {
     (cd "$ROOT" && cargo build --release --bin regie --example bare)
 }
 
+# With LOADTEST_CLUSTER=1: six cluster-mode nodes made into three primaries with a replica
+# each. Sets REDIS_SEEDS.
+REDIS_SEEDS=""
+start_cluster() {
+    local i port bus nodes=() deadline
+    for ((i = 1; i <= 6; i++)); do
+        port=$(free_port)
+        bus=$(free_port)
+        mkdir -p "$WORK/redis-$i"
+        spawn "redis-$i" redis-server --bind 127.0.0.1 --port "$port" --cluster-port "$bus" \
+            --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 5000 \
+            --save "" --appendonly no --dir "$WORK/redis-$i" --daemonize no
+        deadline=$((SECONDS + 10))
+        until redis-cli -h 127.0.0.1 -p "$port" ping 2>/dev/null | grep -q PONG; do
+            ((SECONDS < deadline)) || die "redis-server $i did not answer within 10 s"
+            sleep 0.1
+        done
+        nodes+=("127.0.0.1:$port")
+    done
+    redis-cli --cluster create "${nodes[@]}" --cluster-replicas 1 --cluster-yes \
+        >"$OUT/cluster-create.log" 2>&1 || die "redis-cli --cluster create failed (see $OUT/cluster-create.log)"
+    deadline=$((SECONDS + 30))
+    for node in "${nodes[@]}"; do
+        until redis-cli -h "${node%:*}" -p "${node#*:}" cluster info 2>/dev/null |
+            grep -q 'cluster_state:ok'; do
+            ((SECONDS < deadline)) || die "the cluster did not form within 30 s"
+            sleep 0.2
+        done
+    done
+    REDIS_SEEDS=$(printf 'redis://%s,' "${nodes[@]}")
+    REDIS_SEEDS=${REDIS_SEEDS%,}
+    log "Redis Cluster: $REDIS_SEEDS"
+}
+
 REDIS_PORT=""
 start_redis() {
+    if [[ ${LOADTEST_CLUSTER:-0} == 1 ]]; then
+        start_cluster
+        return
+    fi
     REDIS_PORT=$(free_port)
     mkdir -p "$WORK/redis"
     spawn redis redis-server --bind 127.0.0.1 --port "$REDIS_PORT" \
@@ -369,7 +410,11 @@ spawn_regie() {
     SPAWNED_URL="http://127.0.0.1:$port"
     (
         cd "$ROOT"
-        export REGIE_REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0"
+        if [[ -n $REDIS_SEEDS ]]; then
+            export REGIE_REDIS_CLUSTER="$REDIS_SEEDS"
+        else
+            export REGIE_REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0"
+        fi
         export REGIE_LISTEN="127.0.0.1:$port"
         export REGIE_ADMIN_TOKEN="$ADMIN_TOKEN"
         export REGIE_WORKERS="$WORKERS"

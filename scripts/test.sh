@@ -3,13 +3,15 @@
 # checks formatting and lints, checks the OpenAPI description against a live instance, then
 # runs the unit, integration and browser tests.
 #
-# The tests start their own redis-server processes (own ports, own directories); they never
+# The tests start their own redis-server processes (own ports, own directories; a six-node
+# Redis Cluster made with redis-cli for the cluster tests); they never
 # touch the shared Redis on 127.0.0.1:6379.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
+command -v redis-cli >/dev/null || missing+=(redis-tools)
 command -v chromium >/dev/null || missing+=(chromium)
 command -v chromedriver >/dev/null || missing+=(chromium-driver)
 command -v promtool >/dev/null || missing+=(prometheus)

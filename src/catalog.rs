@@ -299,15 +299,17 @@ impl Catalog {
 }
 
 /// Listens to the store's change notifications and wakes the catalog. Notifications are only
-/// a shortcut: while this is disconnected the poll still finds every change.
+/// a shortcut: while this is disconnected the poll still finds every change. On a cluster a
+/// message published on any node reaches every node's subscribers, so one node is listened
+/// to, the next one when it fails.
 pub async fn watch_redis(
     catalog: Arc<Catalog>,
-    client: redis::Client,
+    clients: Vec<redis::Client>,
     channel: String,
     mut shutdown: watch::Receiver<bool>,
 ) {
     use futures_util::StreamExt;
-    loop {
+    for client in clients.iter().cycle() {
         let listen = async {
             let mut pubsub = client.get_async_pubsub().await?;
             pubsub.subscribe(&channel).await?;

@@ -1,5 +1,5 @@
-//! The `regie` binary: serve (default), validate an inventory file, or check a running
-//! instance's health (for container health checks).
+//! The `regie` binary: serve (default), validate an inventory file, check a running
+//! instance's health (for container health checks), or move a Redis to the current key layout.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -42,6 +42,9 @@ enum Command {
         /// The inventory JSON file.
         file: PathBuf,
     },
+    /// Renames the keys of a single Redis (`REGIE_REDIS_URL`, `REGIE_KEY_PREFIX`) from the layout
+    /// without hash tags to the current one. Run once, while no instance runs.
+    MigrateKeys,
     /// GET /healthz of a running instance; exits 0 when it answers 200.
     Healthcheck {
         /// The instance's address.
@@ -55,6 +58,39 @@ fn main() -> ExitCode {
         Command::Serve => serve(),
         Command::Check { file } => check(&file),
         Command::Healthcheck { address } => healthcheck(&address),
+        Command::MigrateKeys => migrate_keys(),
+    }
+}
+
+fn migrate_keys() -> ExitCode {
+    use secrecy::ExposeSecret;
+    let settings = match Settings::load() {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("regie: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let Some(url) = &settings.redis_url else {
+        eprintln!("regie migrate-keys: REGIE_REDIS_URL must name the Redis to migrate");
+        return ExitCode::from(2);
+    };
+    match regie::store::migrate::migrate_keys(url.expose_secret(), &settings.key_prefix) {
+        Ok(migration) => {
+            println!("renamed {} keys", migration.renamed);
+            for key in &migration.conflicts {
+                println!("left {key}: its new name is taken");
+            }
+            if migration.conflicts.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("regie migrate-keys: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -81,7 +117,10 @@ fn serve() -> ExitCode {
             }
         };
         if let Some(token) = &made_up_token {
-            println!("{}", local_admin::announcement(token, app.public_url()));
+            // Not println!, which panics when standard output is closed.
+            use std::io::Write;
+            let announcement = local_admin::announcement(token, app.public_url());
+            let _ = writeln!(std::io::stdout().lock(), "{announcement}");
         }
         match app.run_until_stopped().await {
             Ok(()) => ExitCode::SUCCESS,

@@ -37,6 +37,18 @@ pub struct Settings {
     /// it may carry a password.
     #[serde(default)]
     pub redis_url: Option<SecretString>,
+    /// A Redis Cluster's seed nodes, `redis://host:port,…` (`REGIE_REDIS_CLUSTER`), set instead
+    /// of `redis_url`. Secret because the URLs may carry a password.
+    #[serde(default)]
+    pub redis_cluster: Option<SecretString>,
+    /// Replicas that must acknowledge a write that counts (a flush, a budget lease) before
+    /// regie lets go of it (`REGIE_REDIS_WAIT_REPLICAS`); default 1 on a cluster, 0 on one
+    /// Redis.
+    #[serde(default)]
+    pub redis_wait_replicas: Option<u32>,
+    /// How long to wait for those replicas, in milliseconds; a write not acknowledged in time
+    /// is kept and written again.
+    pub redis_wait_timeout_ms: u64,
     /// Prefix of every Redis key (`REGIE_KEY_PREFIX`).
     pub key_prefix: String,
     /// The environment whose settings were loaded (`REGIE_ENVIRONMENT`): `local` (the
@@ -204,6 +216,9 @@ impl Settings {
         if empty(&self.redis_url) {
             self.redis_url = None;
         }
+        if empty(&self.redis_cluster) {
+            self.redis_cluster = None;
+        }
         if empty(&self.admin_token) {
             self.admin_token = None;
         }
@@ -241,6 +256,18 @@ impl Settings {
             return Err(SettingsError::Invalid {
                 name: "trusted_proxies",
                 reason: e.to_string(),
+            });
+        }
+        if self.redis_url.is_some() && self.redis_cluster.is_some() {
+            return Err(SettingsError::Invalid {
+                name: "redis_cluster",
+                reason: "set either REGIE_REDIS_URL or REGIE_REDIS_CLUSTER, not both".into(),
+            });
+        }
+        if self.key_prefix.contains(['{', '}']) {
+            return Err(SettingsError::Invalid {
+                name: "key_prefix",
+                reason: "must not contain braces (they mark Redis Cluster hash tags)".into(),
             });
         }
         for (name, value) in [

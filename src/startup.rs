@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
-use secrecy::ExposeSecret;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -21,7 +20,9 @@ use crate::render::Renderer;
 use crate::routes;
 use crate::settings::Settings;
 use crate::state::AppState;
-use crate::store::{redis_timeouts, MemoryStore, RedisStore, Store, StoreError};
+use crate::store::{
+    durability, redis_target, redis_timeouts, MemoryStore, RedisStore, Store, StoreError,
+};
 use crate::telemetry;
 use crate::tracking::{KeysError, Signer};
 
@@ -96,11 +97,12 @@ impl Application {
             .port();
         let metrics =
             Metrics::with_event_labels(EventLabels::from_setting(settings.metrics_campaign_labels));
-        let store = match &settings.redis_url {
-            Some(url) => Store::Redis(Arc::new(RedisStore::new(
-                url.expose_secret(),
+        let store = match redis_target(&settings) {
+            Some(target) => Store::Redis(Arc::new(RedisStore::connect(
+                &target,
                 &settings.key_prefix,
                 redis_timeouts(&settings),
+                durability(&settings),
                 metrics.clone(),
             )?)),
             None => {
@@ -165,7 +167,7 @@ impl Application {
         if let Store::Redis(redis) = &store {
             tasks.push(tokio::spawn(watch_redis(
                 catalog.clone(),
-                redis.client().clone(),
+                redis.pubsub_clients().to_vec(),
                 redis.changes_channel(),
                 shutdown_rx.clone(),
             )));

@@ -1,27 +1,35 @@
 //! Every Redis key regie writes, built in one place. `P` is the configured prefix
-//! (`REGIE_KEY_PREFIX`, `regie` by default):
+//! (`REGIE_KEY_PREFIX`, `regie` by default).
+//!
+//! The part between braces is the Redis Cluster hash tag: keys with the same tag share a hash
+//! slot, so every script and transaction touches keys of one slot, on one Redis or a cluster
+//! alike. Tags spread the load: per campaign for its counters, leases and batch markers; per
+//! viewer for frequency history; per decision for de-duplication marks (most of the keys);
+//! the inventory's keys together; advertiser keys together. docs/scaling.md explains the
+//! choice.
 //!
 //! | key | type | what it holds | written by |
 //! | --- | --- | --- | --- |
-//! | `P:inventory` | string | the inventory document (JSON) | `put_inventory.lua`, `restore_inventory.lua` |
-//! | `P:inventory:version` | string (integer) | its version | `put_inventory.lua`, `restore_inventory.lua` |
-//! | `P:inventory:changed` | pub/sub channel | a new version, published on every write | `put_inventory.lua`, `restore_inventory.lua` |
-//! | `P:stats:{campaign}:{YYYY-MM-DD}` | hash `{counter}\|{slot}` → count, invalid traffic as `invalid.{reason}.{counter}\|{slot}` | counters of a campaign for a reporting day | `flush.lua` |
-//! | `P:totals:{campaign}` | hash counter → count (invalid ones as above) | lifetime counters of a campaign | `flush.lua` |
-//! | `P:slot-totals:{campaign}` | hash `{counter}\|{slot}` → count | lifetime counters of a campaign's valid tracking events by slot (the `optimize` rotation's evidence) | `flush.lua` |
-//! | `P:seen:{counter}:{decision_id}` | string `1` (counted valid) or `0` (invalid), expiring after the longest token life | de-duplication mark of one event | `flush.lua` |
-//! | `P:batch:{batch_id}` | string, expiring after a day | a flushed batch, so that a retry is not counted twice | `flush.lua` |
-//! | `P:apikey:{sha256}` | string | the advertiser id owning an API key | `set_api_key` |
-//! | `P:advertiser-key:{advertiser}` | string | the hash of the advertiser's current key | `set_api_key` |
-//! | `P:lease:{campaign}` | string (integer) | budget units leased over the campaign's life | `lease.lua`, `release.lua` |
-//! | `P:lease:{campaign}:{YYYY-MM-DD}` | string (integer), expiring after three days | units leased for a reporting day | `lease.lua`, `release.lua` |
-//! | `P:freq:{viewer}:{campaign}` | sorted set reservation → time (ms), expiring after the cap's window | a viewer's views of a frequency-capped campaign | `frequency_pick.lua`, `frequency_release` |
+//! | `P:{inventory}:json` | string | the inventory document (JSON) | `put_inventory.lua`, `restore_inventory.lua` |
+//! | `P:{inventory}:version` | string (integer) | its version | `put_inventory.lua`, `restore_inventory.lua` |
+//! | `P:inventory:changed` | pub/sub channel | a new version, published on every write (on a cluster, to every node's subscribers) | `put_inventory.lua`, `restore_inventory.lua` |
+//! | `P:{c:CAMPAIGN}:stats:YYYY-MM-DD` | hash `{counter}\|{slot}` → count, invalid traffic as `invalid.{reason}.{counter}\|{slot}` | counters of a campaign for a reporting day | `flush_share.lua` |
+//! | `P:{c:CAMPAIGN}:totals` | hash counter → count (invalid ones as above) | lifetime counters of a campaign | `flush_share.lua` |
+//! | `P:{c:CAMPAIGN}:slot-totals` | hash `{counter}\|{slot}` → count | lifetime counters of a campaign's valid tracking events by slot (the `optimize` rotation's evidence) | `flush_share.lua` |
+//! | `P:{c:CAMPAIGN}:batch:BATCH` | string, expiring after a day, deleted once the batch is acknowledged | a flushed batch's share for the campaign, so that a retry is not counted twice | `flush_share.lua` |
+//! | `P:{d:DECISION}:seen:COUNTER` | string (the id of the batch that counted it; an impression counted as invalid traffic has `:x` after it), expiring after the longest token life | de-duplication mark of one event | the flush (`SET … NX GET`) |
+//! | `P:{keys}:apikey:SHA256` | string | the advertiser id owning an API key | `set_api_key` |
+//! | `P:{keys}:advertiser-key:ADVERTISER` | string | the hash of the advertiser's current key | `set_api_key` |
+//! | `P:{c:CAMPAIGN}:lease` | string (integer) | budget units leased over the campaign's life | `lease.lua`, `release.lua` |
+//! | `P:{c:CAMPAIGN}:lease:YYYY-MM-DD` | string (integer), expiring after three days | units leased for a reporting day | `lease.lua`, `release.lua` |
+//! | `P:{v:VIEWER}:freq:CAMPAIGN` | sorted set reservation → time (ms), expiring after the cap's window | a viewer's views of a frequency-capped campaign | `frequency_pick.lua`, `frequency_release` |
 //!
-//! `{viewer}` is the hex of the first 128 bits of the SHA-256 of the viewer id: raw ids never
-//! reach the store. The flush script builds the `stats`, `totals`, `slot-totals`, `seen` and `batch` keys
-//! itself from the prefix (their number depends on the batch), with the same shapes as here.
+//! `VIEWER` is the hex of the first 128 bits of the SHA-256 of the viewer id: raw ids never
+//! reach the store. The frequency script appends campaign ids to `P:{v:VIEWER}:freq:`, which
+//! it is given as its key, so the viewer's slot routes it.
 
 use chrono::NaiveDate;
+use ulid::Ulid;
 
 use crate::inventory::{AdvertiserId, CampaignId};
 
@@ -32,26 +40,27 @@ pub(crate) struct Keys {
 }
 
 impl Keys {
-    /// Keys under `prefix`.
+    /// Keys under `prefix`, which holds no braces (the settings refuse them: they would change
+    /// the hash tags).
     pub(crate) fn new(prefix: &str) -> Self {
         Self {
             prefix: prefix.to_owned(),
         }
     }
 
-    /// The prefix itself, for scripts that build keys from it.
+    /// The prefix itself.
     pub(crate) fn prefix(&self) -> &str {
         &self.prefix
     }
 
-    /// `P:inventory`.
+    /// `P:{inventory}:json`.
     pub(crate) fn inventory(&self) -> String {
-        format!("{}:inventory", self.prefix)
+        format!("{}:{{inventory}}:json", self.prefix)
     }
 
-    /// `P:inventory:version`.
+    /// `P:{inventory}:version`.
     pub(crate) fn inventory_version(&self) -> String {
-        format!("{}:inventory:version", self.prefix)
+        format!("{}:{{inventory}}:version", self.prefix)
     }
 
     /// `P:inventory:changed`, the channel of inventory changes.
@@ -59,48 +68,108 @@ impl Keys {
         format!("{}:inventory:changed", self.prefix)
     }
 
-    /// `P:stats:{campaign}:{day}`.
+    /// `P:{c:CAMPAIGN}:stats:DAY`.
     pub(crate) fn stats(&self, campaign: &CampaignId, day: NaiveDate) -> String {
-        format!("{}:stats:{campaign}:{day}", self.prefix)
+        format!("{}:{{c:{campaign}}}:stats:{day}", self.prefix)
     }
 
-    /// `P:totals:{campaign}`.
+    /// `P:{c:CAMPAIGN}:totals`.
     pub(crate) fn totals(&self, campaign: &CampaignId) -> String {
-        format!("{}:totals:{campaign}", self.prefix)
+        format!("{}:{{c:{campaign}}}:totals", self.prefix)
     }
 
-    /// `P:slot-totals:{campaign}`.
+    /// `P:{c:CAMPAIGN}:slot-totals`.
     pub(crate) fn slot_totals(&self, campaign: &CampaignId) -> String {
-        format!("{}:slot-totals:{campaign}", self.prefix)
+        format!("{}:{{c:{campaign}}}:slot-totals", self.prefix)
     }
 
-    /// `P:apikey:{key_hash}`.
+    /// `P:{c:CAMPAIGN}:batch:BATCH`.
+    pub(crate) fn batch(&self, campaign: &CampaignId, batch: Ulid) -> String {
+        format!("{}:{{c:{campaign}}}:batch:{batch}", self.prefix)
+    }
+
+    /// `P:{d:DECISION}:seen:COUNTER`.
+    pub(crate) fn seen(&self, counter: &str, decision: Ulid) -> String {
+        format!("{}:{{d:{decision}}}:seen:{counter}", self.prefix)
+    }
+
+    /// `P:{keys}:apikey:HASH`.
     pub(crate) fn api_key(&self, key_hash: &str) -> String {
-        format!("{}:apikey:{key_hash}", self.prefix)
+        format!("{}:{{keys}}:apikey:{key_hash}", self.prefix)
     }
 
-    /// `P:advertiser-key:{advertiser}`.
+    /// `P:{keys}:advertiser-key:ADVERTISER`.
     pub(crate) fn advertiser_key(&self, advertiser: &AdvertiserId) -> String {
-        format!("{}:advertiser-key:{advertiser}", self.prefix)
+        format!("{}:{{keys}}:advertiser-key:{advertiser}", self.prefix)
     }
 
-    /// `P:lease:{campaign}`.
+    /// `P:{c:CAMPAIGN}:lease`.
     pub(crate) fn lease_total(&self, campaign: &CampaignId) -> String {
-        format!("{}:lease:{campaign}", self.prefix)
+        format!("{}:{{c:{campaign}}}:lease", self.prefix)
     }
 
-    /// `P:lease:{campaign}:{day}`.
+    /// `P:{c:CAMPAIGN}:lease:DAY`.
     pub(crate) fn lease_day(&self, campaign: &CampaignId, day: NaiveDate) -> String {
-        format!("{}:lease:{campaign}:{day}", self.prefix)
+        format!("{}:{{c:{campaign}}}:lease:{day}", self.prefix)
     }
 
-    /// `P:freq:{viewer}:`, to which the frequency script appends a campaign id.
+    /// `P:{v:VIEWER}:freq:`, to which the frequency script appends a campaign id.
     pub(crate) fn frequency_prefix(&self, viewer: &str) -> String {
-        format!("{}:freq:{viewer}:", self.prefix)
+        format!("{}:{{v:{viewer}}}:freq:", self.prefix)
     }
 
-    /// `P:freq:{viewer}:{campaign}`.
+    /// `P:{v:VIEWER}:freq:CAMPAIGN`.
     pub(crate) fn frequency(&self, viewer: &str, campaign: &CampaignId) -> String {
-        format!("{}:freq:{viewer}:{campaign}", self.prefix)
+        format!("{}{campaign}", self.frequency_prefix(viewer))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::connection::slot_of;
+
+    #[test]
+    fn what_one_script_or_transaction_touches_shares_a_slot() {
+        let keys = Keys::new("regie");
+        let day = NaiveDate::from_ymd_opt(2026, 11, 30).unwrap();
+        let campaign = CampaignId::parse("3vision-visitez").unwrap();
+        let advertiser = AdvertiserId::parse("3vision").unwrap();
+        let slot = slot_of(&keys.totals(&campaign));
+        for key in [
+            keys.stats(&campaign, day),
+            keys.slot_totals(&campaign),
+            keys.lease_total(&campaign),
+            keys.lease_day(&campaign, day),
+            keys.batch(&campaign, Ulid::nil()),
+        ] {
+            assert_eq!(slot_of(&key), slot, "{key}");
+        }
+        assert_eq!(
+            slot_of(&keys.inventory()),
+            slot_of(&keys.inventory_version())
+        );
+        assert_eq!(
+            slot_of(&keys.frequency_prefix("abc")),
+            slot_of(&keys.frequency("abc", &campaign))
+        );
+        assert_eq!(
+            slot_of(&keys.api_key("h")),
+            slot_of(&keys.advertiser_key(&advertiser))
+        );
+    }
+
+    #[test]
+    fn marks_of_different_decisions_spread_over_the_slots() {
+        let keys = Keys::new("regie");
+        let slots: std::collections::HashSet<u16> = (0..1_000u128)
+            .map(|i| {
+                slot_of(&keys.seen(
+                    "impressions",
+                    Ulid::from(i.wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835)),
+                ))
+            })
+            .collect();
+        assert!(slots.len() > 900, "{} distinct slots", slots.len());
     }
 }

@@ -3,17 +3,21 @@
 //!
 //! [`Backend`] lists what a store does; two implement it with the same behaviour, checked by
 //! the compiler (the trait) and by one parity suite run against both (`tests/api/store.rs`):
-//! [`RedisStore`], shared by every instance, and [`MemoryStore`], embedded in one process.
-//! [`Store`] is the one the application runs with.
+//! [`RedisStore`], shared by every instance (on one Redis primary or a Redis Cluster, through
+//! [`connection`]), and [`MemoryStore`], embedded in one process. [`Store`] is the one the
+//! application runs with.
 
+pub mod connection;
 mod keys;
 mod memory;
+pub mod migrate;
 mod redis;
 mod types;
 mod walk;
 
+pub use self::connection::{Durability, RedisTarget, RedisTimeouts};
 pub use self::memory::MemoryStore;
-pub use self::redis::{RedisStore, RedisTimeouts};
+pub use self::redis::RedisStore;
 pub use self::types::*;
 pub use self::walk::first_allowed;
 
@@ -258,6 +262,36 @@ impl Backend for Store {
 /// Parses a stats field `metric|slot`.
 pub(crate) fn split_stats_field(field: &str) -> Option<(&str, &str)> {
     field.split_once('|')
+}
+
+/// Where the Redis store is, from the settings, if it is not the embedded one.
+pub fn redis_target(settings: &crate::settings::Settings) -> Option<RedisTarget> {
+    use secrecy::ExposeSecret;
+    if let Some(seeds) = &settings.redis_cluster {
+        let seeds = seeds
+            .expose_secret()
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect();
+        return Some(RedisTarget::Cluster(seeds));
+    }
+    settings
+        .redis_url
+        .as_ref()
+        .map(|url| RedisTarget::Single(url.expose_secret().to_owned()))
+}
+
+/// How writes that count wait for replicas, from the settings: by default one replica on a
+/// cluster (each primary has one), none on a single Redis.
+pub fn durability(settings: &crate::settings::Settings) -> Durability {
+    Durability {
+        replicas: settings
+            .redis_wait_replicas
+            .unwrap_or(u32::from(settings.redis_cluster.is_some())),
+        timeout: std::time::Duration::from_millis(settings.redis_wait_timeout_ms),
+    }
 }
 
 /// The Redis timeouts from the settings.

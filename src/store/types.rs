@@ -225,21 +225,6 @@ pub enum Counted {
     Invalid(Reason),
 }
 
-impl Counted {
-    /// The one-byte code the Redis flush script answers for an event.
-    pub(crate) fn from_code(code: u8) -> Option<Counted> {
-        Some(match code {
-            b'0' => Counted::Duplicate,
-            b'1' => Counted::Valid,
-            b'b' => Counted::Invalid(Reason::Bot),
-            b'r' => Counted::Invalid(Reason::Rate),
-            b'n' => Counted::Invalid(Reason::NoImpression),
-            b't' => Counted::Invalid(Reason::TooFast),
-            _ => return None,
-        })
-    }
-}
-
 /// The events of a batch the store counted, i.e. not duplicates, and how.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FlushReport {

@@ -126,7 +126,7 @@ async fn two_instances_drain_a_cap_of_one_thousand_without_overshoot() {
     assert_eq!(after_b.get("capped"), None, "overshoot on B: {after_b:?}");
     let mut conn = redis.connection();
     let leased: u64 = redis::cmd("GET")
-        .arg("regie:lease:capped")
+        .arg("regie:{c:capped}:lease")
         .query(&mut conn)
         .unwrap();
     assert_eq!(leased, 1000);
@@ -370,7 +370,7 @@ async fn a_viewer_keeps_only_the_views_served_when_concurrent_requests_race_for_
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    let key = format!("regie:freq:{viewer}:capped");
+    let key = format!("regie:{{v:{viewer}}}:freq:capped");
     let views = eventually(Duration::from_secs(5), || {
         let mut conn = redis.connection();
         let key = key.clone();

@@ -5,12 +5,15 @@ mod helpers;
 
 mod admin;
 mod cardinality;
+mod cluster;
 mod delivery;
 mod export;
 mod faults;
 mod ivt;
 mod logs;
+mod migrate;
 mod multi_instance;
+mod on_cluster;
 mod ops;
 mod optimize;
 mod serve;

@@ -63,7 +63,7 @@ async fn instances_keep_serving_the_last_good_inventory_when_redis_restarts_empt
     let restored = eventually(Duration::from_secs(5), || async {
         let mut conn = redis.connection();
         let stored: Option<u64> = redis::cmd("GET")
-            .arg("regie:inventory:version")
+            .arg("regie:{inventory}:version")
             .query(&mut conn)
             .ok()?;
         (stored == Some(2)).then_some(())

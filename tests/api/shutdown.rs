@@ -41,7 +41,7 @@ async fn sigterm_right_after_a_burst_flushes_every_count_before_exit() {
     let mut conn = redis.connection();
     let (mut total_served, mut total_impressions) = (0u64, 0u64);
     for campaign in ["3vision-en-savoir-plus", "atelier-noel", "house-annonceurs"] {
-        let key = format!("regie:totals:{campaign}");
+        let key = format!("regie:{{c:{campaign}}}:totals");
         let n: Option<u64> = redis::cmd("HGET")
             .arg(&key)
             .arg("served")

@@ -10,15 +10,18 @@ use regie::inventory::{AdvertiserId, CampaignId, SlotName};
 use regie::ivt::Reason;
 use regie::metrics::Metrics;
 use regie::store::{
-    Backend, Batch, Counted, Event, FrequencyCap, FrequencyItem, FrequencyRelease, Lease,
-    LeaseRequest, MemoryStore, PutOutcome, RedisStore, RedisTimeouts, ServedCount, Store,
+    Backend, Batch, Counted, Durability, Event, FrequencyCap, FrequencyItem, FrequencyRelease,
+    Lease, LeaseRequest, MemoryStore, PutOutcome, RedisStore, RedisTarget, RedisTimeouts,
+    ServedCount, Store,
 };
 use regie::tracking::EventKind;
 use ulid::Ulid;
 
+use crate::cluster::RedisCluster;
 use crate::helpers::RedisServer;
 
-/// Runs a parity case once on each store.
+/// Runs a parity case once on each store: embedded, one Redis, and a Redis Cluster (shared by
+/// the cases, each under its own prefix).
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
         $(
@@ -31,6 +34,11 @@ macro_rules! on_both_backends {
                 async fn on_redis() {
                     let redis = crate::helpers::RedisServer::start();
                     super::$name(&super::redis(&redis)).await
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn on_a_redis_cluster() {
+                    let cluster = crate::cluster::RedisCluster::shared();
+                    super::$name(&super::cluster(cluster, stringify!($name))).await
                 }
             }
         )*
@@ -59,6 +67,28 @@ fn redis(server: &RedisServer) -> Store {
     };
     Store::Redis(Arc::new(
         RedisStore::new(&server.url(), "regie", timeouts, Metrics::new()).unwrap(),
+    ))
+}
+
+fn cluster(cluster: &RedisCluster, prefix: &str) -> Store {
+    let timeouts = RedisTimeouts {
+        connect: Duration::from_secs(1),
+        response: Duration::from_secs(1),
+    };
+    let durability = Durability {
+        replicas: 1,
+        timeout: Duration::from_secs(1),
+    };
+    let seeds = cluster.seeds().split(',').map(str::to_owned).collect();
+    Store::Redis(Arc::new(
+        RedisStore::connect(
+            &RedisTarget::Cluster(seeds),
+            prefix,
+            timeouts,
+            durability,
+            Metrics::new(),
+        )
+        .unwrap(),
     ))
 }
 

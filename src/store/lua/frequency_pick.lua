@@ -1,13 +1,15 @@
 -- For one viewer, serves each chain (a slot's candidates in the order they would be served) its
 -- first campaign under its frequency cap and not served by an earlier chain, and reserves a
 -- view of it; the walk `store::first_allowed` does in Rust.
--- ARGV: P:freq:{viewer}: (the key prefix), now (ms), reservation id, number of chains, then
--- per chain its length and (campaign, max views or -1 for no cap, window ms) per candidate.
+-- KEYS: P:{v:VIEWER}:freq: (the start of the viewer's keys; each campaign's key appends its
+-- id, so every key shares the viewer's hash tag and slot, and this key routes the call).
+-- ARGV: now (ms), reservation id, number of chains, then per chain its length and
+-- (campaign, max views or -1 for no cap, window ms) per candidate.
 -- Reply: per chain, the 1-based position of the campaign served, 0 for none.
-local base, now, member = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local base, now, member = KEYS[1], tonumber(ARGV[1]), ARGV[2]
 local served, out = {}, {}
-local i = 5
-for chain = 1, tonumber(ARGV[4]) do
+local i = 4
+for chain = 1, tonumber(ARGV[3]) do
   local n = tonumber(ARGV[i])
   i = i + 1
   local pick = 0

@@ -1,6 +1,6 @@
 -- Leases budget units of a capped campaign: never more than what is left under the caps, and
 -- a quarter of it at most (the rule of `store::grant`).
--- KEYS: P:lease:{campaign}, P:lease:{campaign}:{day}.
+-- KEYS: P:{c:CAMPAIGN}:lease, P:{c:CAMPAIGN}:lease:DAY (one hash slot).
 -- ARGV: lifetime cap ('' for none), daily cap ('' for none), units wanted, TTL of the daily
 -- counter in seconds.
 -- Reply: {granted, leased over the campaign's life, leased for the day}.

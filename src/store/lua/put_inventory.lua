@@ -1,5 +1,5 @@
 -- Writes the inventory under a new version, unless the caller expected another one.
--- KEYS: P:inventory, P:inventory:version.
+-- KEYS: P:{inventory}:json, P:{inventory}:version (one hash slot).
 -- ARGV: the JSON document, the expected version ('' for any), the floor version (the one the
 -- calling instance serves, so versions never go backwards), the change channel.
 -- Reply: {1, new version} when written, {0, current version} on a conflict.

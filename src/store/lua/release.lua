@@ -1,5 +1,5 @@
 -- Gives back leased units that were not served.
--- KEYS: P:lease:{campaign}, P:lease:{campaign}:{day}.
+-- KEYS: P:{c:CAMPAIGN}:lease, P:{c:CAMPAIGN}:lease:DAY (one hash slot).
 -- ARGV: units to give back.
 -- Reply: 1.
 for _, key in ipairs(KEYS) do

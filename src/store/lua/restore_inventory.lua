@@ -1,5 +1,5 @@
 -- Writes the inventory as the given version only if the store holds none or an older one.
--- KEYS: P:inventory, P:inventory:version.
+-- KEYS: P:{inventory}:json, P:{inventory}:version (one hash slot).
 -- ARGV: the JSON document, its version, the change channel.
 -- Reply: 1 when written, else 0.
 local current = tonumber(redis.call('GET', KEYS[2]) or '0')

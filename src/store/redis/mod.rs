@@ -1,21 +1,24 @@
-//! The Redis store: one connection manager built at start-up and shared by every request and
-//! task, with explicit connect and response timeouts; every key under the configured prefix.
+//! The Redis store, on one primary or a Redis Cluster: connections built at start-up and
+//! shared by every request and task ([`super::connection`]), with explicit connect and
+//! response timeouts; every key under the configured prefix.
 //!
-//! Every key is named in [`super::keys`]; every script lives in `src/store/lua/` behind a
-//! wrapper in [`scripts`].
-//!
-//! The flush and frequency scripts build keys from the prefix, so they need every key on one
-//! node: plain Redis or a single-shard deployment (see the README on Redis Cluster).
+//! Every key is named in [`super::keys`], with hash tags so that each script touches one slot;
+//! every script lives in `src/store/lua/` behind a wrapper in [`scripts`]. Writes that count
+//! (a flush, a budget lease) are acknowledged by replicas ([`Durability`]) before regie lets
+//! go of them, so a primary that fails over loses none; a flush spans slots and is written in
+//! two rounds of one pipeline per node ([`flush`]).
 
+mod flush;
 mod scripts;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::NaiveDate;
-use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 
 use self::scripts::Scripts;
+use super::connection::{Conn, Connections, Durability, RedisTarget, RedisTimeouts, SlotCmd};
 use super::keys::Keys;
 use super::{
     split_stats_field, Backend, Batch, Counts, FlushReport, FrequencyItem, FrequencyRelease, Lease,
@@ -24,97 +27,83 @@ use super::{
 use crate::inventory::{AdvertiserId, CampaignId};
 use crate::metrics::Metrics;
 
-static NEXT_STORE_ID: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-
-thread_local! {
-    /// This thread's connection to each store.
-    static CONNECTIONS: std::cell::RefCell<Vec<(usize, ConnectionManager)>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
 /// The Redis store.
 #[derive(Clone)]
 pub struct RedisStore {
-    client: redis::Client,
-    /// Distinguishes stores in the per-thread connection table (tests run several).
-    id: usize,
-    config: redis::aio::ConnectionManagerConfig,
+    connections: Arc<Connections>,
     keys: Keys,
+    durability: Durability,
     metrics: Metrics,
     scripts: Scripts,
+    /// Markers of batches acknowledged in full, deleted with the next flush.
+    acknowledged: Arc<parking_lot::Mutex<Vec<String>>>,
 }
 
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisStore")
             .field("prefix", &self.keys.prefix())
+            .field("cluster", &self.connections.is_cluster())
             .finish_non_exhaustive()
     }
 }
 
-/// Timeouts of the Redis connection.
-#[derive(Debug, Clone, Copy)]
-pub struct RedisTimeouts {
-    /// Time allowed to connect.
-    pub connect: Duration,
-    /// Time allowed for an answer.
-    pub response: Duration,
-}
-
 impl RedisStore {
-    /// Prepares the store; the connection is made on first use and re-made after failures, so
-    /// an instance starts even while Redis is down.
+    /// A store on the Redis primary at `url`, waiting for no replica.
     pub fn new(
         url: &str,
         prefix: &str,
         timeouts: RedisTimeouts,
         metrics: Metrics,
     ) -> Result<Self, StoreError> {
-        let client =
-            redis::Client::open(url).map_err(|source| StoreError::Redis { op: "open", source })?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeouts.connect))
-            .set_response_timeout(Some(timeouts.response))
-            // Fail fast and let regie's own loops retry: a request must not hang on Redis.
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        // Checks the configuration now rather than on first use.
-        ConnectionManager::new_lazy_with_config(client.clone(), config.clone()).map_err(
-            |source| StoreError::Redis {
-                op: "connect",
-                source,
-            },
-        )?;
-        Ok(Self {
-            client,
-            id: NEXT_STORE_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-            config,
-            keys: Keys::new(prefix),
+        let durability = Durability {
+            replicas: 0,
+            timeout: Duration::ZERO,
+        };
+        Self::connect(
+            &RedisTarget::Single(url.to_owned()),
+            prefix,
+            timeouts,
+            durability,
             metrics,
-            scripts: Scripts::load(),
+        )
+    }
+
+    /// Prepares the store on `target`. Connections are made on first use and re-made after
+    /// failures, so an instance starts even while Redis is down.
+    pub fn connect(
+        target: &RedisTarget,
+        prefix: &str,
+        timeouts: RedisTimeouts,
+        durability: Durability,
+        metrics: Metrics,
+    ) -> Result<Self, StoreError> {
+        let scripts = Scripts::load();
+        let connections = Connections::new(target, timeouts, &scripts.pipelined())
+            .map_err(|source| StoreError::Redis { op: "open", source })?;
+        Ok(Self {
+            connections: Arc::new(connections),
+            keys: Keys::new(prefix),
+            durability,
+            metrics,
+            scripts,
+            acknowledged: Arc::default(),
         })
     }
 
-    /// This thread's connection to Redis. Each actix worker runs its own single-threaded
-    /// runtime; a connection driven by another thread's runtime would cost two cross-thread
-    /// wake-ups per command, so every thread gets one connection, made on first use and
-    /// re-made by the manager after failures. Never a connection per request.
-    fn conn(&self) -> ConnectionManager {
-        CONNECTIONS.with(|connections| {
-            let mut connections = connections.borrow_mut();
-            if let Some((_, conn)) = connections.iter().find(|(id, _)| *id == self.id) {
-                return conn.clone();
-            }
-            let conn =
-                ConnectionManager::new_lazy_with_config(self.client.clone(), self.config.clone())
-                    .expect("the configuration was checked when the store was built");
-            connections.push((self.id, conn.clone()));
-            conn
-        })
+    /// A connection for commands on one slot (see [`Connections::conn`]).
+    fn conn(&self) -> Conn {
+        self.connections.conn()
     }
 
-    /// The client, for the pub/sub connection of the inventory watcher.
-    pub fn client(&self) -> &redis::Client {
-        &self.client
+    /// Clients for the pub/sub connection of the inventory watcher (any node of a cluster).
+    pub fn pubsub_clients(&self) -> &[redis::Client] {
+        self.connections.pubsub_clients()
+    }
+
+    /// Whether the store is a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        self.connections.is_cluster()
     }
 
     /// The channel on which inventory changes are published.
@@ -128,9 +117,41 @@ impl RedisStore {
         result.map_err(|source| StoreError::Redis { op, source })
     }
 
-    /// Runs a read-only pipeline; sends it once more when this thread's connection turns out
-    /// to be broken (Redis restarted): the manager has reconnected by then, and a read is safe
-    /// to repeat.
+    /// [`Self::observe`] for the pipelines of [`Connections::by_node`], one round trip each.
+    fn observe_many<T>(
+        &self,
+        op: &'static str,
+        (pipelines, result): (usize, redis::RedisResult<T>),
+    ) -> Result<T, StoreError> {
+        for _ in 1..pipelines {
+            self.metrics.store_call(op, result.is_ok());
+        }
+        self.observe(op, result)
+    }
+
+    /// Reads hashes that live in different slots (one per campaign): one pipeline per node.
+    async fn hashes(
+        &self,
+        op: &'static str,
+        keys: impl Iterator<Item = String>,
+    ) -> Result<Vec<Vec<(String, u64)>>, StoreError> {
+        let cmds = keys
+            .map(|key| {
+                let mut cmd = redis::cmd("HGETALL");
+                cmd.arg(&key);
+                SlotCmd::new(&key, cmd)
+            })
+            .collect();
+        let values = self.observe_many(op, self.connections.by_node(cmds, false, None).await)?;
+        values
+            .into_iter()
+            .map(|value| redis::from_redis_value(value).map_err(|_| StoreError::Corrupt(op)))
+            .collect()
+    }
+
+    /// Runs a read-only pipeline on one slot; sends it once more when the connection turns
+    /// out to be broken (Redis restarted): it has reconnected by then, and a read is safe to
+    /// repeat.
     async fn read<T: redis::FromRedisValue>(
         &self,
         op: &'static str,
@@ -193,7 +214,7 @@ impl Backend for RedisStore {
     }
 
     async fn flush(&self, batch: &Batch) -> Result<FlushReport, StoreError> {
-        self.scripts.flush.run(self, batch).await
+        flush::flush(self, batch).await
     }
 
     async fn daily_stats(
@@ -210,11 +231,8 @@ impl Backend for RedisStore {
     }
 
     async fn totals(&self, campaigns: &[CampaignId]) -> Result<Vec<Counts>, StoreError> {
-        let mut pipe = redis::pipe();
-        for campaign in campaigns {
-            pipe.hgetall(self.keys.totals(campaign));
-        }
-        let hashes: Vec<Vec<(String, u64)>> = self.read("read_totals", &pipe).await?;
+        let keys = campaigns.iter().map(|c| self.keys.totals(c));
+        let hashes = self.hashes("read_totals", keys).await?;
         Ok(hashes
             .into_iter()
             .map(|fields| {
@@ -229,11 +247,8 @@ impl Backend for RedisStore {
         &self,
         campaigns: &[CampaignId],
     ) -> Result<Vec<Vec<(String, Counts)>>, StoreError> {
-        let mut pipe = redis::pipe();
-        for campaign in campaigns {
-            pipe.hgetall(self.keys.slot_totals(campaign));
-        }
-        let hashes: Vec<Vec<(String, u64)>> = self.read("read_slot_totals", &pipe).await?;
+        let keys = campaigns.iter().map(|c| self.keys.slot_totals(c));
+        let hashes = self.hashes("read_slot_totals", keys).await?;
         Ok(hashes.into_iter().map(by_slot).collect())
     }
 
@@ -314,18 +329,21 @@ impl Backend for RedisStore {
     }
 
     async fn frequency_release(&self, releases: &[FrequencyRelease]) -> Result<(), StoreError> {
-        let mut pipe = redis::pipe();
+        // Viewers live in different slots: one pipeline per node.
+        let mut cmds = Vec::new();
         for release in releases {
             for campaign in &release.campaigns {
-                pipe.zrem(
-                    self.keys.frequency(&release.viewer, campaign),
-                    &release.reservation,
-                )
-                .ignore();
+                let key = self.keys.frequency(&release.viewer, campaign);
+                let mut cmd = redis::cmd("ZREM");
+                cmd.arg(&key).arg(&release.reservation);
+                cmds.push(SlotCmd::new(&key, cmd));
             }
         }
-        let mut conn = self.conn();
-        self.observe("frequency_release", pipe.query_async::<()>(&mut conn).await)
+        self.observe_many(
+            "frequency_release",
+            self.connections.by_node(cmds, false, None).await,
+        )
+        .map(drop)
     }
 }
 

@@ -4,35 +4,39 @@
 use redis::Script;
 
 use super::RedisStore;
-use crate::store::{
-    Batch, Counted, FlushReport, FrequencyItem, Lease, LeaseRequest, PutOutcome, StoreError,
-};
+use crate::store::connection::SlotCmd;
+use crate::store::{FrequencyItem, Lease, LeaseRequest, PutOutcome, StoreError};
 
 /// How long a daily lease counter is kept: the day and a margin for time zones.
 const DAILY_LEASE_TTL_SECS: u64 = 3 * 86_400;
-
-/// How long a batch id is remembered: far longer than any retry takes.
-const BATCH_TTL_SECS: u64 = 86_400;
 
 /// Every script, loaded once when the store is built.
 #[derive(Clone)]
 pub(super) struct Scripts {
     pub(super) put_inventory: PutInventory,
     pub(super) restore_inventory: RestoreInventory,
-    pub(super) flush: Flush,
+    pub(super) flush_share: FlushShare,
     pub(super) lease: LeaseScript,
     pub(super) release: Release,
     pub(super) frequency_pick: FrequencyPick,
 }
 
 impl Scripts {
+    /// The sources of the scripts sent in pipelines by hash, for a node that lacks them.
+    pub(super) fn pipelined(&self) -> [&'static str; 2] {
+        [
+            include_str!("../lua/flush_share.lua"),
+            include_str!("../lua/lease.lua"),
+        ]
+    }
+
     pub(super) fn load() -> Self {
         Self {
             put_inventory: PutInventory(Script::new(include_str!("../lua/put_inventory.lua"))),
             restore_inventory: RestoreInventory(Script::new(include_str!(
                 "../lua/restore_inventory.lua"
             ))),
-            flush: Flush(Script::new(include_str!("../lua/flush.lua"))),
+            flush_share: FlushShare(Script::new(include_str!("../lua/flush_share.lua"))),
             lease: LeaseScript(Script::new(include_str!("../lua/lease.lua"))),
             release: Release(Script::new(include_str!("../lua/release.lua"))),
             frequency_pick: FrequencyPick(Script::new(include_str!("../lua/frequency_pick.lua"))),
@@ -100,90 +104,52 @@ impl RestoreInventory {
     }
 }
 
-/// `flush.lua`: a batch of counters, applied once.
+/// `flush_share.lua`: a flushed batch's counts for one campaign, applied once. It is sent in
+/// the flush's pipelines ([`super::flush`]), which build its arguments.
 #[derive(Clone)]
-pub(super) struct Flush(Script);
-
-impl Flush {
-    pub(super) async fn run(
-        &self,
-        store: &RedisStore,
-        batch: &Batch,
-    ) -> Result<FlushReport, StoreError> {
-        let mut invocation = self.0.prepare_invoke();
-        invocation
-            .arg(store.keys.prefix())
-            .arg(batch.id.to_string())
-            .arg(BATCH_TTL_SECS)
-            .arg(batch.dedup_ttl_secs)
-            .arg(batch.served.len());
-        for s in &batch.served {
-            invocation
-                .arg(s.campaign.as_str())
-                .arg(s.day.to_string())
-                .arg(s.slot.as_str())
-                .arg(s.count)
-                .arg(crate::store::stored_field(s.invalid, "served").as_ref());
-        }
-        for e in &batch.events {
-            invocation
-                .arg(crate::store::counter_field(e.kind))
-                .arg(e.decision_id.to_string())
-                .arg(e.campaign.as_str())
-                .arg(e.day.to_string())
-                .arg(e.slot.as_str())
-                .arg(e.invalid.map_or("", crate::ivt::Reason::as_str));
-        }
-        let answer: redis::Value =
-            store.observe("flush", invocation.invoke_async(&mut store.conn()).await)?;
-        match answer {
-            redis::Value::Int(-1) => Ok(FlushReport {
-                counted: vec![Counted::Duplicate; batch.events.len()],
-                already_applied: true,
-            }),
-            redis::Value::BulkString(codes) if codes.len() == batch.events.len() => {
-                let counted = codes
-                    .iter()
-                    .map(|&code| Counted::from_code(code))
-                    .collect::<Option<Vec<_>>>()
-                    .ok_or(StoreError::Corrupt("flush answer"))?;
-                Ok(FlushReport {
-                    counted,
-                    already_applied: false,
-                })
-            }
-            // An empty table.concat comes back as an empty string.
-            redis::Value::SimpleString(s) if s.is_empty() && batch.events.is_empty() => {
-                Ok(FlushReport::default())
-            }
-            _ => Err(StoreError::Corrupt("flush answer")),
-        }
-    }
-}
+pub(super) struct FlushShare(pub(super) Script);
 
 /// `lease.lua`: budget units of a capped campaign.
 #[derive(Clone)]
 pub(super) struct LeaseScript(Script);
 
 impl LeaseScript {
+    /// Leases units. The grant is used only once replicas acknowledged it: units granted by a
+    /// primary that then fails over unreplicated would be granted again by its successor. A
+    /// grant not acknowledged is an error and its units are not used (under-delivery by one
+    /// block at worst, never a budget granted twice).
     pub(super) async fn run(
         &self,
         store: &RedisStore,
         request: &LeaseRequest<'_>,
     ) -> Result<Lease, StoreError> {
         let keys = &store.keys;
-        let (granted, total_leased, day_leased): (u64, u64, u64) = store.observe(
+        let total_key = keys.lease_total(request.campaign);
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(self.0.get_hash())
+            .arg(2)
+            .arg(&total_key)
+            .arg(keys.lease_day(request.campaign, request.day))
+            .arg(request.total_cap.map(|c| c.to_string()).unwrap_or_default())
+            .arg(request.daily_cap.map(|c| c.to_string()).unwrap_or_default())
+            .arg(request.wanted)
+            .arg(DAILY_LEASE_TTL_SECS);
+        let answers = store.observe_many(
             "lease",
-            self.0
-                .key(keys.lease_total(request.campaign))
-                .key(keys.lease_day(request.campaign, request.day))
-                .arg(request.total_cap.map(|c| c.to_string()).unwrap_or_default())
-                .arg(request.daily_cap.map(|c| c.to_string()).unwrap_or_default())
-                .arg(request.wanted)
-                .arg(DAILY_LEASE_TTL_SECS)
-                .invoke_async(&mut store.conn())
+            store
+                .connections
+                .by_node(
+                    vec![SlotCmd::new(&total_key, cmd)],
+                    true,
+                    Some(store.durability),
+                )
                 .await,
         )?;
+        let (granted, total_leased, day_leased): (u64, u64, u64) = answers
+            .into_iter()
+            .next()
+            .and_then(|answer| redis::from_redis_value(answer).ok())
+            .ok_or(StoreError::Corrupt("lease answer"))?;
         Ok(Lease {
             granted,
             total_leased,
@@ -232,7 +198,7 @@ impl FrequencyPick {
     ) -> Result<Vec<Option<usize>>, StoreError> {
         let mut invocation = self.0.prepare_invoke();
         invocation
-            .arg(store.keys.frequency_prefix(viewer))
+            .key(store.keys.frequency_prefix(viewer))
             .arg(now_ms)
             .arg(reservation)
             .arg(chains.len());
