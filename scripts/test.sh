@@ -14,7 +14,8 @@ command -v redis-server >/dev/null || missing+=(redis-server)
 command -v redis-cli >/dev/null || missing+=(redis-tools)
 command -v chromium >/dev/null || missing+=(chromium)
 command -v chromedriver >/dev/null || missing+=(chromium-driver)
-command -v promtool >/dev/null || missing+=(prometheus)
+{ command -v promtool && command -v prometheus; } >/dev/null || missing+=(prometheus)
+command -v docker-compose >/dev/null || missing+=(docker-compose)
 command -v curl >/dev/null || missing+=(curl)
 if ((${#missing[@]})); then
   echo "==> installing ${missing[*]}"
@@ -32,6 +33,9 @@ cargo clippy --all-targets --quiet -- -D warnings
 
 echo "==> OpenAPI description against a live instance"
 scripts/contract-check.sh
+
+echo "==> operations kit: compose file, Prometheus configuration, alert rules and their tests"
+scripts/deploy-check.sh
 
 echo "==> cargo test"
 log=$(mktemp)

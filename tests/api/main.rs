@@ -7,6 +7,7 @@ mod admin;
 mod cardinality;
 mod cluster;
 mod delivery;
+mod deploy;
 mod export;
 mod faults;
 mod ivt;
