@@ -9,6 +9,7 @@ use regie::inventory::{parse_inventory, CampaignId, Rotation, SlotName};
 use regie::selection::{TierRotation, Trials};
 use regie::serving::{choose, Context, PageRequest, Viewer};
 use regie::snapshot::Snapshot;
+use regie::targeting::{Country, LocalMoment, PageShown, SizeChoice};
 use serde_json::json;
 
 const SIZES: [usize; 3] = [10, 1_000, 100_000];
@@ -83,15 +84,22 @@ fn decision(c: &mut Criterion) {
             .collect();
         let page = PageRequest {
             slots: &[slot],
+            sizes: vec![SizeChoice::Any],
             viewer: Viewer::default(),
             keywords: vec!["politique".to_owned()],
             excluded: excluded.clone(),
+            excluded_advertisers: Vec::new(),
+            country: Country::parse(b"FR"),
             now,
+            local: LocalMoment::at(now, chrono_tz::UTC),
             today: now.date_naive(),
         };
+        let shown = PageShown::default();
         let ctx = Context {
             page: &page,
             excluded: &excluded,
+            shown: &shown,
+            size: SizeChoice::Any,
             delivery: None,
         };
         let mut rng = SmallRng::seed_from_u64(2);

@@ -15,6 +15,8 @@
 //! - [`optimize`]: the `optimize` rotation's counts, read from the store in the background.
 //! - [`snapshot`]: one inventory version compiled for serving: per-slot, per-tier tables;
 //!   campaigns are referred to by their `CampaignIndex` in it.
+//! - [`targeting`]: country, day-parting, responsive sizes and competitive separation, pure
+//!   rules evaluated per request against the snapshot's compiled forms.
 //! - [`serving`]: how a campaign is chosen for a page, in one place: the page request,
 //!   eligibility (status, flight, exclusions, keywords, delivery checks), tier order and
 //!   fallback, the frequency walk in the store, budget retry, and the `explain` dry run.
@@ -63,5 +65,6 @@ pub mod snapshot;
 pub mod startup;
 pub mod state;
 pub mod store;
+pub mod targeting;
 pub mod telemetry;
 pub mod tracking;

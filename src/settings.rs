@@ -70,6 +70,9 @@ pub struct Settings {
     pub impression_token_ttl_secs: u64,
     /// How long a click token stays valid, in seconds.
     pub click_token_ttl_secs: u64,
+    /// The request header holding the reader's country as an ISO 3166-1 alpha-2 code, set by
+    /// the CDN or proxy in front of regie (`REGIE_COUNTRY_HEADER`).
+    pub country_header: String,
     /// IANA time zone in which reporting days and daily caps are counted.
     pub reporting_timezone: String,
     /// How often counters are written to the store, in milliseconds.
@@ -244,6 +247,12 @@ impl Settings {
                 reason: format!("{:?} is not an IANA time zone", self.reporting_timezone),
             });
         }
+        if actix_web::http::header::HeaderName::try_from(self.country_header.as_str()).is_err() {
+            return Err(SettingsError::Invalid {
+                name: "country_header",
+                reason: format!("{:?} is not an HTTP header name", self.country_header),
+            });
+        }
         if let Some(url) = &self.public_url {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
                 return Err(SettingsError::Invalid {
@@ -276,6 +285,8 @@ impl Settings {
             ("optimize_refresh_ms", self.optimize_refresh_ms),
             ("impression_token_ttl_secs", self.impression_token_ttl_secs),
             ("click_token_ttl_secs", self.click_token_ttl_secs),
+            // `WAIT n 0` would block forever.
+            ("redis_wait_timeout_ms", self.redis_wait_timeout_ms),
         ] {
             if value == 0 {
                 return Err(SettingsError::Invalid {
@@ -283,6 +294,14 @@ impl Settings {
                     reason: "must be positive".into(),
                 });
             }
+        }
+        // A write waiting for replicas is one Redis answer: it must come before the client
+        // gives up on it, or every acknowledged write would look like a failure.
+        if self.redis_wait_timeout_ms >= self.redis_response_timeout_ms {
+            return Err(SettingsError::Invalid {
+                name: "redis_wait_timeout_ms",
+                reason: "must be shorter than redis_response_timeout_ms".into(),
+            });
         }
         Ok(())
     }
@@ -308,6 +327,12 @@ impl Settings {
     /// The reporting time zone.
     pub fn timezone(&self) -> chrono_tz::Tz {
         self.reporting_timezone.parse().unwrap_or(chrono_tz::UTC)
+    }
+
+    /// The header carrying the reader's country (checked to be a header name at load).
+    pub fn country_header(&self) -> actix_web::http::header::HeaderName {
+        actix_web::http::header::HeaderName::try_from(self.country_header.as_str())
+            .unwrap_or_else(|_| actix_web::http::header::HeaderName::from_static("cf-ipcountry"))
     }
 
     /// The flush interval.
@@ -403,6 +428,32 @@ mod tests {
         assert_eq!(
             settings.inventory_seed(),
             InventorySeed::File(PathBuf::from(DEFAULT_INVENTORY))
+        );
+    }
+
+    #[test]
+    fn redis_settings_that_cannot_work_are_refused_naming_the_setting() {
+        let refused = |base: &str| {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join("base.toml"), base).unwrap();
+            match Settings::load_from(dir.path(), "local", false) {
+                Err(SettingsError::Invalid { name, .. }) => name,
+                other => panic!("{base:?} was not refused: {other:?}"),
+            }
+        };
+
+        assert_eq!(
+            refused("redis_url = \"redis://a\"\nredis_cluster = \"redis://b\"\n"),
+            "redis_cluster"
+        );
+        assert_eq!(refused("key_prefix = \"re{gie}\"\n"), "key_prefix");
+        assert_eq!(
+            refused("redis_wait_timeout_ms = 0\n"),
+            "redis_wait_timeout_ms"
+        );
+        assert_eq!(
+            refused("redis_wait_timeout_ms = 1000\nredis_response_timeout_ms = 1000\n"),
+            "redis_wait_timeout_ms"
         );
     }
 }

@@ -149,6 +149,7 @@ impl Application {
             public_url: public_url.trim_end_matches('/').to_owned(),
             admin_token: settings.admin_token.clone(),
             zone: ReportingZone(settings.timezone()),
+            country_header: settings.country_header(),
             impression_ttl_secs: settings.impression_token_ttl_secs,
             click_ttl_secs: settings.click_token_ttl_secs,
             draining: Default::default(),

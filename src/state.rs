@@ -41,6 +41,8 @@ pub struct AppState {
     pub admin_token: Option<SecretString>,
     /// Reporting time zone.
     pub zone: ReportingZone,
+    /// The header that carries the reader's country (`REGIE_COUNTRY_HEADER`).
+    pub country_header: actix_web::http::header::HeaderName,
     /// Life of impression and viewable tokens, in seconds.
     pub impression_ttl_secs: u64,
     /// Life of click tokens, in seconds.

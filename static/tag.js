@@ -3,10 +3,21 @@
  *   <script async src="https://ads.example/tag.js" data-regie-keywords="economie,bretagne"></script>
  * Keywords are per page: comma-separated data-regie-keywords on this script tag
  * and/or on <html>, merged and sent for every slot.
- * Slots get data-regie-state = loading | filled | empty | error, and filled ones
- * data-regie-decision. Empty and failed slots are hidden (display:none).
+ * Consent: data-regie-consent="0" on this script tag, or the browser's Global
+ * Privacy Control (navigator.globalPrivacyControl), and the tag sets no cookie,
+ * sends no viewer id and asks regie to ignore the reader (consent: false).
+ * Sizes: each slot's width (CSS pixels available to it, or data-regie-width) is
+ * sent, so that a slot with several sizes gets the largest that fits.
+ * Lazy loading: data-regie-lazy on a slot, or on this script tag for every slot
+ * (data-regie-lazy="false" on a slot opts it out), asks for the slot's ad only
+ * when it comes within data-regie-lazy-margin pixels (default 200) of the
+ * viewport; slots that come near together are asked for in one request, and
+ * keep apart from the advertisers already on the page.
+ * Slots get data-regie-state = lazy | loading | filled | empty | error, and filled
+ * ones data-regie-decision. Empty and failed slots are hidden (display:none).
  * regie.refresh() fills every slot again (single-page apps) and returns
- * regie.ready, a Promise for the latest fill. HTML creatives may use %%CLICK_URL%%.
+ * regie.ready, a Promise for the latest fill (lazy slots not yet near the
+ * viewport are reported as "lazy"). HTML creatives may use %%CLICK_URL%%.
  */
 (function () {
   'use strict';
@@ -31,6 +42,40 @@
         (location.protocol === 'https:' ? '; Secure' : '');
     } catch (e) { /* keep the one-off id */ }
     return hex;
+  }
+
+  // Read at every fill: a consent tool may change its answer and call regie.refresh().
+  function trackingRefused() {
+    return me.getAttribute('data-regie-consent') === '0' || navigator.globalPrivacyControl === true;
+  }
+
+  // A refusal also forgets the id given before it.
+  function forgetViewer() {
+    try {
+      if (/(?:^|;\s*)regie_uid=/.test(document.cookie)) {
+        document.cookie = 'regie_uid=; Max-Age=0; Path=/; SameSite=Lax';
+      }
+    } catch (e) { /* sandboxed: there is no cookie to forget */ }
+  }
+
+  // CSS pixels available to the slot: its own width, or its container's while an
+  // empty slot is shrunk to nothing (a flex item); data-regie-width overrides both.
+  function slotWidth(el) {
+    const given = parseInt(el.getAttribute('data-regie-width'), 10);
+    let w = given > 0 ? given : Math.floor(el.getBoundingClientRect().width);
+    if (!w && el.parentElement) w = Math.floor(el.parentElement.clientWidth);
+    return w > 0 ? Math.min(w, 10000) : null;
+  }
+
+  function isLazy(el) {
+    const own = el.getAttribute('data-regie-lazy');
+    if (own === 'false' || own === '0') return false;
+    return (own !== null || me.hasAttribute('data-regie-lazy')) && !!window.IntersectionObserver;
+  }
+
+  function lazyMargin() {
+    const m = parseInt(me.getAttribute('data-regie-lazy-margin'), 10);
+    return m >= 0 ? m : 200;
   }
 
   function keywords() {
@@ -134,15 +179,72 @@
     if (node === a) shown(a); // text: nothing left to load
   }
 
-  async function request(names, uid, kw) {
+  // One page view: what every request of one fill shares.
+  function pageView(gen) {
+    const refused = trackingRefused();
+    if (refused) forgetViewer();
+    return { gen: gen, uid: refused ? undefined : viewerId(), refused: refused,
+      kw: keywords(), campaigns: [], advertisers: [] };
+  }
+
+  async function request(view, batch) {
+    const body = { slots: batch.map((el) => el.getAttribute('data-regie-slot')),
+      widths: batch.map(slotWidth), uid: view.uid, keywords: view.kw };
+    if (view.refused) body.consent = false;
+    // Slots asked for later (lazy ones) keep apart from what the page shows already.
+    if (view.campaigns.length) body.exclude = view.campaigns.slice(0, 50);
+    if (view.advertisers.length) body.exclude_advertisers = view.advertisers.slice(0, 50);
     const res = await fetch(origin + '/v1/decisions', {
       method: 'POST',
       credentials: 'omit',
       headers: { 'Content-Type': 'application/json' },
-      body: JSON.stringify({ slots: names, uid: uid, keywords: kw }),
+      body: JSON.stringify(body),
     });
     if (!res.ok) throw new Error('regie: decisions answered ' + res.status);
     return (await res.json()).decisions;
+  }
+
+  // Asks for the slots' ads, at most 20 a request (the API's limit), and renders them.
+  function decide(view, slots) {
+    slots.forEach((el) => el.setAttribute('data-regie-state', 'loading'));
+    const batches = [];
+    for (let i = 0; i < slots.length; i += 20) batches.push(slots.slice(i, i + 20));
+    return Promise.all(batches.map(async (batch) => {
+      let ds = null;
+      try {
+        ds = await request(view, batch);
+      } catch (e) {
+        console.warn(e);
+      }
+      if (view.gen !== generation) return;
+      (ds || []).forEach((d) => {
+        if (d && d.campaign_id && view.campaigns.indexOf(d.campaign_id) < 0) view.campaigns.push(d.campaign_id);
+        if (d && d.advertiser_id && view.advertisers.indexOf(d.advertiser_id) < 0) view.advertisers.push(d.advertiser_id);
+      });
+      batch.forEach((el, i) => (ds ? render(el, ds[i], view.gen) : collapse(el, 'error')));
+    }));
+  }
+
+  // Lazy slots are asked for when they come within the margin of the viewport;
+  // those that come near in the same moment share one request.
+  function watchLazy(view, slots) {
+    const margin = lazyMargin() + 'px';
+    let due = [];
+    const io = new IntersectionObserver((entries) => {
+      entries.forEach((entry) => {
+        if (entry.isIntersecting && due.indexOf(entry.target) < 0) {
+          io.unobserve(entry.target);
+          due.push(entry.target);
+        }
+      });
+      if (due.length) {
+        const now = due;
+        due = [];
+        decide(view, now);
+      }
+    }, { rootMargin: margin + ' 0px ' + margin + ' 0px' });
+    slots.forEach((el) => io.observe(el));
+    cleanups.push(() => io.disconnect());
   }
 
   async function fill() {
@@ -156,20 +258,13 @@
       el.setAttribute('data-regie-state', 'loading');
       if (collapsed.delete(el)) el.style.removeProperty('display');
     });
-    const uid = viewerId();
-    const kw = keywords();
-    const batches = []; // the API takes at most 20 slots per call
-    for (let i = 0; i < slots.length; i += 20) batches.push(slots.slice(i, i + 20));
-    await Promise.all(batches.map(async (batch) => {
-      let ds = null;
-      try {
-        ds = await request(batch.map((el) => el.getAttribute('data-regie-slot')), uid, kw);
-      } catch (e) {
-        console.warn(e);
-      }
-      if (gen !== generation) return;
-      batch.forEach((el, i) => (ds ? render(el, ds[i], gen) : collapse(el, 'error')));
-    }));
+    const view = pageView(gen);
+    const lazy = slots.filter(isLazy);
+    const eager = slots.filter((el) => lazy.indexOf(el) < 0);
+    lazy.forEach((el) => el.setAttribute('data-regie-state', 'lazy'));
+    await decide(view, eager);
+    // Watched once the eager slots are shown, so that lazy ones keep apart from them.
+    if (lazy.length && gen === generation) watchLazy(view, lazy);
     return slots.map((el) => ({ slot: el.getAttribute('data-regie-slot'),
       state: el.getAttribute('data-regie-state'),
       decision_id: el.getAttribute('data-regie-decision') }));

@@ -48,6 +48,10 @@ pub struct Slot {
     /// The slot's size as `WIDTHxHEIGHT`; image creatives of that size are preferred.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<String>,
+    /// Instead of `size`: the sizes the slot can take (`["728x90", "320x50"]`); the request's
+    /// width selects the largest that fits, and image creatives of that size.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sizes: Vec<String>,
     /// The campaign served when nothing else is eligible (usually the house ad).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fallback: Option<CampaignId>,
@@ -150,6 +154,64 @@ pub struct Targeting {
     /// None of these may be among the request's keywords.
     #[serde(default)]
     pub keywords_none: Vec<String>,
+    /// ISO 3166-1 alpha-2 codes: when given, the request's country must be one of them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub countries: Vec<String>,
+    /// Day-parting in the reporting time zone: when given, the campaign is served only inside
+    /// one of these windows.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub schedule: Vec<ScheduleWindow>,
+}
+
+/// A day of the week, as the inventory spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Day {
+    /// Monday.
+    Mon,
+    /// Tuesday.
+    Tue,
+    /// Wednesday.
+    Wed,
+    /// Thursday.
+    Thu,
+    /// Friday.
+    Fri,
+    /// Saturday.
+    Sat,
+    /// Sunday.
+    Sun,
+}
+
+impl Day {
+    /// Every day, Monday first.
+    pub const ALL: [Day; 7] = [
+        Day::Mon,
+        Day::Tue,
+        Day::Wed,
+        Day::Thu,
+        Day::Fri,
+        Day::Sat,
+        Day::Sun,
+    ];
+}
+
+/// One day-parting window: from `from` (included) to `to` (excluded), local time, starting on
+/// each of `days`. A `to` earlier than `from` runs across midnight into the next day.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleWindow {
+    /// The days on which the window opens; every day when left out.
+    #[serde(default = "every_day")]
+    pub days: Vec<Day>,
+    /// Opening time, `HH:MM`.
+    pub from: String,
+    /// Closing time, `HH:MM` (or `24:00`), excluded.
+    pub to: String,
+}
+
+fn every_day() -> Vec<Day> {
+    Day::ALL.to_vec()
 }
 
 /// A campaign: what an advertiser bought.
@@ -186,9 +248,12 @@ pub struct Campaign {
     /// Per-viewer frequency cap.
     #[serde(default)]
     pub frequency: Option<Frequency>,
-    /// Keyword targeting.
+    /// Keyword, country and day-parting targeting.
     #[serde(default)]
     pub targeting: Targeting,
+    /// Competitive separation: a page never shows two campaigns sharing one of these labels.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclusion_labels: Vec<String>,
     /// The creatives, rotated by their own weights.
     pub creatives: Vec<Creative>,
 }

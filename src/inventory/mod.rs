@@ -5,8 +5,8 @@ mod names;
 mod validate;
 
 pub use document::{
-    Advertiser, Campaign, Caps, Creative, Format, Frequency, Inventory, Pacing, Priority, Rotation,
-    Slot, Status, Targeting,
+    Advertiser, Campaign, Caps, Creative, Day, Format, Frequency, Inventory, Pacing, Priority,
+    Rotation, ScheduleWindow, Slot, Status, Targeting,
 };
 pub use names::{
     AdvertiserId, CampaignId, CreativeId, SlotName, Weight, MAX_ID_BYTES, MAX_SLOT_NAME_BYTES,
@@ -17,5 +17,6 @@ pub use names::{
 pub const DEMO_INVENTORY: &str = include_str!("../../config/inventory.json");
 
 pub use validate::{
-    parse_inventory, parse_size, validate, FieldError, InvalidInventory, ParsedInventory,
+    normalize_label, parse_inventory, parse_size, validate, FieldError, InvalidInventory,
+    ParsedInventory,
 };

@@ -6,7 +6,10 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::document::{Campaign, Creative, Format, Inventory};
+use unicode_normalization::UnicodeNormalization;
+
+use super::document::{Campaign, Creative, Format, Inventory, ScheduleWindow, Slot};
+use crate::targeting::{parse_time_of_day, Country};
 
 /// One problem in an inventory document.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -42,6 +45,11 @@ const MAX_TEXT_BYTES: usize = 1_000;
 const MAX_HTML_BYTES: usize = 64 * 1024;
 const MAX_PIXELS: u32 = 10_000;
 const MAX_FREQUENCY_WINDOW_SECS: u64 = 366 * 86_400;
+const MAX_SLOT_SIZES: usize = 10;
+const MAX_COUNTRIES: usize = 250;
+const MAX_SCHEDULE_WINDOWS: usize = 50;
+const MAX_EXCLUSION_LABELS: usize = 20;
+const MAX_LABEL_BYTES: usize = 64;
 
 /// Parses and validates a JSON inventory document.
 ///
@@ -281,6 +289,7 @@ fn check_semantics(
                 );
             }
         }
+        check_sizes(slot, &format!("slots[{i}]"), errors);
     }
     let mut advertiser_ids = HashSet::new();
     for (advertiser, &i) in inventory.advertisers.iter().zip(&at.advertisers) {
@@ -390,6 +399,9 @@ fn check_campaign(campaign: &Campaign, at: &str, errors: &mut Errors) {
             }
         }
     }
+    check_countries(&campaign.targeting.countries, at, errors);
+    check_schedule(&campaign.targeting.schedule, at, errors);
+    check_labels(&campaign.exclusion_labels, at, errors);
     if campaign.creatives.is_empty() || campaign.creatives.len() > MAX_CREATIVES {
         errors.push(
             format!("{at}.creatives"),
@@ -407,6 +419,122 @@ fn check_campaign(campaign: &Campaign, at: &str, errors: &mut Errors) {
         }
         check_creative(creative, &at, errors);
     }
+}
+
+/// A slot's `sizes`: an alternative to `size`, each `WIDTHxHEIGHT`, none twice.
+fn check_sizes(slot: &Slot, at: &str, errors: &mut Errors) {
+    if slot.sizes.is_empty() {
+        return;
+    }
+    if slot.size.is_some() {
+        errors.push(format!("{at}.sizes"), "cannot be given together with size");
+    }
+    if slot.sizes.len() > MAX_SLOT_SIZES {
+        errors.push(
+            format!("{at}.sizes"),
+            format!("must hold at most {MAX_SLOT_SIZES} sizes"),
+        );
+    }
+    let mut seen = HashSet::new();
+    for (k, size) in slot.sizes.iter().enumerate() {
+        match parse_size(size) {
+            None => errors.push(
+                format!("{at}.sizes[{k}]"),
+                "must be WIDTHxHEIGHT, e.g. 320x50",
+            ),
+            Some(parsed) if !seen.insert(parsed) => {
+                errors.push(format!("{at}.sizes[{k}]"), "is listed twice")
+            }
+            Some(_) => {}
+        }
+    }
+}
+
+fn check_countries(countries: &[String], at: &str, errors: &mut Errors) {
+    if countries.len() > MAX_COUNTRIES {
+        errors.push(
+            format!("{at}.targeting.countries"),
+            format!("must hold at most {MAX_COUNTRIES} countries"),
+        );
+    }
+    let mut seen = HashSet::new();
+    for (k, code) in countries.iter().enumerate() {
+        let path = format!("{at}.targeting.countries[{k}]");
+        match Country::parse(code.as_bytes()) {
+            None if code.eq_ignore_ascii_case("UK") => errors.push(
+                path,
+                "is not an ISO 3166-1 alpha-2 code (the United Kingdom is GB)",
+            ),
+            None => errors.push(path, "must be an ISO 3166-1 alpha-2 code, e.g. FR"),
+            Some(country) if !seen.insert(country) => errors.push(path, "is listed twice"),
+            Some(_) => {}
+        }
+    }
+}
+
+fn check_schedule(windows: &[ScheduleWindow], at: &str, errors: &mut Errors) {
+    if windows.len() > MAX_SCHEDULE_WINDOWS {
+        errors.push(
+            format!("{at}.targeting.schedule"),
+            format!("must hold at most {MAX_SCHEDULE_WINDOWS} windows"),
+        );
+    }
+    for (k, window) in windows.iter().enumerate() {
+        let at = format!("{at}.targeting.schedule[{k}]");
+        if window.days.is_empty() {
+            errors.push(format!("{at}.days"), "must name at least one day");
+        }
+        let mut seen = HashSet::new();
+        for (d, day) in window.days.iter().enumerate() {
+            if !seen.insert(day) {
+                errors.push(format!("{at}.days[{d}]"), "is listed twice");
+            }
+        }
+        let from = parse_time_of_day(&window.from, false);
+        if from.is_none() {
+            errors.push(format!("{at}.from"), "must be a time HH:MM, 00:00 to 23:59");
+        }
+        let to = parse_time_of_day(&window.to, true);
+        if to.is_none() {
+            errors.push(format!("{at}.to"), "must be a time HH:MM, 00:01 to 24:00");
+        }
+        if from.is_some() && from == to {
+            errors.push(
+                format!("{at}.to"),
+                "must differ from from (a whole day is 00:00 to 24:00)",
+            );
+        }
+    }
+}
+
+fn check_labels(labels: &[String], at: &str, errors: &mut Errors) {
+    if labels.len() > MAX_EXCLUSION_LABELS {
+        errors.push(
+            format!("{at}.exclusion_labels"),
+            format!("must hold at most {MAX_EXCLUSION_LABELS} labels"),
+        );
+    }
+    let mut seen = HashSet::new();
+    for (k, label) in labels.iter().enumerate() {
+        let path = format!("{at}.exclusion_labels[{k}]");
+        let normalized = normalize_label(label);
+        if normalized.is_empty()
+            || normalized.len() > MAX_LABEL_BYTES
+            || normalized.chars().any(char::is_control)
+        {
+            errors.push(
+                path,
+                format!("must be 1 to {MAX_LABEL_BYTES} bytes without control characters"),
+            );
+        } else if !seen.insert(normalized) {
+            errors.push(path, "is listed twice");
+        }
+    }
+}
+
+/// The form in which exclusion labels are compared: trimmed, NFC, lower case (as keywords).
+pub fn normalize_label(raw: &str) -> String {
+    raw.trim().nfc().flat_map(char::to_lowercase).collect()
 }
 
 fn check_creative(creative: &Creative, at: &str, errors: &mut Errors) {
@@ -683,6 +811,106 @@ mod tests {
         let err = parse_inventory(b"{ not json").unwrap_err();
         assert_eq!(err.details.len(), 1);
         assert_eq!(err.details[0].path, "");
+    }
+
+    #[test]
+    fn targeting_countries_schedule_and_labels_are_checked_by_path() {
+        let mut doc = valid();
+        doc["campaigns"][0]["targeting"] = json!({
+            "countries": ["FR", "be", "UK", "XX", "FR", "FRA"],
+            "schedule": [
+                { "days": ["mon", "fri"], "from": "22:00", "to": "02:00" },
+                { "days": [], "from": "7:00", "to": "24:01" },
+                { "days": ["sat", "sat"], "from": "10:00", "to": "10:00" },
+                { "from": "00:00", "to": "24:00" }
+            ]
+        });
+        doc["campaigns"][0]["exclusion_labels"] =
+            json!(["Automobile", "automobile ", "", "x".repeat(65)]);
+        let errors = errors_of(doc);
+        let paths: Vec<&str> = errors.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(
+            paths,
+            vec![
+                "campaigns[0].targeting.countries[2]",
+                "campaigns[0].targeting.countries[3]",
+                "campaigns[0].targeting.countries[4]",
+                "campaigns[0].targeting.countries[5]",
+                "campaigns[0].targeting.schedule[1].days",
+                "campaigns[0].targeting.schedule[1].from",
+                "campaigns[0].targeting.schedule[1].to",
+                "campaigns[0].targeting.schedule[2].days[1]",
+                "campaigns[0].targeting.schedule[2].to",
+                "campaigns[0].exclusion_labels[1]",
+                "campaigns[0].exclusion_labels[2]",
+                "campaigns[0].exclusion_labels[3]",
+            ],
+            "{errors:?}"
+        );
+        assert!(errors[0].1.contains("GB"), "{errors:?}");
+    }
+
+    #[test]
+    fn an_unknown_day_is_named_by_its_path() {
+        let mut doc = valid();
+        doc["campaigns"][0]["targeting"] =
+            json!({ "schedule": [{ "days": ["monday"], "from": "07:00", "to": "10:00" }] });
+        assert_eq!(
+            paths_of(doc),
+            vec!["campaigns[0].targeting.schedule[0].days[0]".to_owned()]
+        );
+    }
+
+    #[test]
+    fn a_slot_takes_size_or_sizes_not_both() {
+        let mut doc = valid();
+        doc["slots"][0]["sizes"] = json!(["728x90", "320x50"]);
+        assert_eq!(paths_of(doc.clone()), vec!["slots[0].sizes".to_owned()]);
+        doc["slots"][0].as_object_mut().unwrap().remove("size");
+        let parsed = parse_inventory(doc.to_string().as_bytes()).unwrap();
+        assert_eq!(parsed.inventory.slots[0].sizes, ["728x90", "320x50"]);
+        doc["slots"][0]["sizes"] = json!(["728x90", "big", "728x90"]);
+        assert_eq!(
+            paths_of(doc),
+            vec![
+                "slots[0].sizes[1]".to_owned(),
+                "slots[0].sizes[2]".to_owned()
+            ]
+        );
+    }
+
+    #[test]
+    fn the_new_fields_round_trip_and_stay_out_of_documents_without_them() {
+        let mut doc = valid();
+        doc["slots"][0].as_object_mut().unwrap().remove("size");
+        doc["slots"][0]["sizes"] = json!(["728x90", "320x50"]);
+        doc["campaigns"][0]["targeting"] = json!({
+            "keywords_any": [], "keywords_none": [], "countries": ["FR"],
+            "schedule": [{ "days": ["mon"], "from": "07:00", "to": "10:00" }]
+        });
+        doc["campaigns"][0]["exclusion_labels"] = json!(["automobile"]);
+        let parsed = parse_inventory(doc.to_string().as_bytes()).unwrap();
+        let out = serde_json::to_value(&parsed.inventory).unwrap();
+        assert_eq!(out["slots"][0]["sizes"], doc["slots"][0]["sizes"]);
+        assert_eq!(
+            out["campaigns"][0]["targeting"],
+            doc["campaigns"][0]["targeting"]
+        );
+        assert_eq!(
+            out["campaigns"][0]["exclusion_labels"],
+            json!(["automobile"])
+        );
+        let plain = serde_json::to_value(
+            &parse_inventory(valid().to_string().as_bytes())
+                .unwrap()
+                .inventory,
+        )
+        .unwrap();
+        assert!(plain["slots"][0].get("sizes").is_none());
+        assert!(plain["campaigns"][0].get("exclusion_labels").is_none());
+        assert!(plain["campaigns"][0]["targeting"]
+            .get("countries")
+            .is_none());
     }
 
     #[test]

@@ -5,7 +5,7 @@ use actix_web::{web, HttpResponse};
 
 use crate::error::ApiError;
 
-const CREATIVES: [(&str, &str); 4] = [
+const CREATIVES: [(&str, &str); 6] = [
     (
         "3vision-728x90.svg",
         include_str!("../../static/creatives/3vision-728x90.svg"),
@@ -21,6 +21,14 @@ const CREATIVES: [(&str, &str); 4] = [
     (
         "annonceurs-728x90.svg",
         include_str!("../../static/creatives/annonceurs-728x90.svg"),
+    ),
+    (
+        "3vision-320x50.svg",
+        include_str!("../../static/creatives/3vision-320x50.svg"),
+    ),
+    (
+        "annonceurs-320x50.svg",
+        include_str!("../../static/creatives/annonceurs-320x50.svg"),
     ),
 ];
 

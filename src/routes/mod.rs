@@ -5,6 +5,7 @@ mod auth;
 mod creatives;
 mod errors;
 mod health;
+mod page_inputs;
 mod pages;
 mod rate;
 mod serve;

@@ -124,6 +124,10 @@ struct FrameQuery {
     /// Comma-separated keywords, as for `GET /v1/slots/{slot}/ad`.
     #[serde(default)]
     kw: Option<String>,
+    /// The slot's width in CSS pixels, as for `GET /v1/slots/{slot}/ad`; without it the tag
+    /// measures the frame.
+    #[serde(default)]
+    w: Option<String>,
 }
 
 /// `GET /v1/slots/{slot}/frame`: one ad for `<iframe>` embedding. The page is the tag plus one
@@ -148,9 +152,18 @@ async fn frame(
     };
     let keywords = query.kw.as_deref().unwrap_or_default();
     let keywords = truncate(keywords, MAX_FRAME_KEYWORDS_BYTES);
+    // Only a width the decision endpoint would take; anything else is left to the tag.
+    let width = query
+        .w
+        .as_deref()
+        .and_then(|w| w.parse::<u32>().ok())
+        .filter(|w| (1..=10_000).contains(w))
+        .map(|w| w.to_string())
+        .unwrap_or_default();
     let body = FRAME_HTML
         .replace("{{KEYWORDS}}", &escape_html(keywords))
-        .replace("{{SLOT}}", &escape_html(name.as_str()));
+        .replace("{{SLOT}}", &escape_html(name.as_str()))
+        .replace("{{WIDTH}}", &width);
     html(body, &ad_page_policy(&state, "*"))
 }
 
@@ -204,8 +217,9 @@ mod tests {
     }
 
     #[test]
-    fn the_frame_template_has_both_placeholders() {
+    fn the_frame_template_has_its_placeholders() {
         assert!(FRAME_HTML.contains("{{SLOT}}") && FRAME_HTML.contains("{{KEYWORDS}}"));
+        assert!(FRAME_HTML.contains("{{WIDTH}}"));
     }
 
     #[test]

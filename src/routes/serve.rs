@@ -9,12 +9,14 @@ use ulid::Ulid;
 
 use super::auth::is_admin;
 use super::errors::allow;
+use super::page_inputs;
 use crate::error::ApiError;
 use crate::inventory::{CampaignId, SlotName};
 use crate::render::Prepared;
 use crate::serving::{Choice, PageRequest, Serving, Viewer};
 use crate::snapshot::{normalize_keyword, CampaignIndex, CompiledSlot, Snapshot};
 use crate::state::AppState;
+use crate::targeting::{Country, LocalMoment};
 
 /// Most slots in one batch request (the contract's limit).
 pub const MAX_BATCH_SLOTS: usize = 20;
@@ -50,6 +52,9 @@ struct AdQuery {
     uid: Option<String>,
     kw: Option<String>,
     exclude: Option<String>,
+    exclude_advertisers: Option<String>,
+    consent: Option<String>,
+    w: Option<String>,
     explain: Option<String>,
 }
 
@@ -64,6 +69,12 @@ struct BatchRequest {
     keywords: Vec<String>,
     #[serde(default)]
     exclude: Vec<String>,
+    #[serde(default)]
+    exclude_advertisers: Vec<String>,
+    #[serde(default)]
+    consent: Option<bool>,
+    #[serde(default)]
+    widths: Vec<Option<u32>>,
 }
 
 /// The request's targeting inputs, validated.
@@ -71,42 +82,80 @@ struct Inputs {
     viewer: Viewer,
     keywords: Vec<String>,
     excluded: Vec<CampaignIndex>,
+    excluded_advertisers: Vec<usize>,
+    country: Option<Country>,
 }
 
 impl Inputs {
-    /// The page request for these slots, at the time of the call.
+    /// The page request for these slots, each given its width (or none), at the time of the
+    /// call.
     fn page<'a>(
         self,
         req: &HttpRequest,
         state: &AppState,
         slots: &'a [&'a CompiledSlot],
+        widths: &[Option<u32>],
     ) -> PageRequest<'a> {
         let now = state.clock.now();
         let mut viewer = self.viewer;
         if state.ivt.is_bot(req) {
             // A bot is nobody to count views for: nothing about it is read or stored.
-            viewer = Viewer {
-                uid: None,
-                bot: true,
-            };
+            viewer.uid = None;
+            viewer.bot = true;
         }
         PageRequest {
             slots,
+            sizes: slots
+                .iter()
+                .zip(widths)
+                .map(|(slot, width)| slot.size_for(*width))
+                .collect(),
             viewer,
             keywords: self.keywords,
             excluded: self.excluded,
+            excluded_advertisers: self.excluded_advertisers,
+            country: self.country,
             now,
+            local: LocalMoment::at(now, state.zone.0),
             today: state.zone.day(now),
         }
     }
 }
 
+/// What a request says about its reader and its page besides slots and keywords.
+struct Reader {
+    uid: Option<String>,
+    refused_tracking: bool,
+    country: Option<Country>,
+}
+
+impl Reader {
+    fn parse(
+        state: &AppState,
+        req: &HttpRequest,
+        uid: Option<String>,
+        consent_query: Option<&str>,
+        consent_body: Option<bool>,
+    ) -> Result<Self, ApiError> {
+        let refused_tracking =
+            page_inputs::tracking_refused(consent_query, consent_body, req.headers())?;
+        Ok(Self {
+            // Without consent the id is not even looked at.
+            uid: if refused_tracking { None } else { uid },
+            refused_tracking,
+            country: page_inputs::country(req.headers(), &state.country_header),
+        })
+    }
+}
+
 fn parse_inputs(
     snapshot: &Snapshot,
-    uid: Option<String>,
+    reader: Reader,
     keywords: impl Iterator<Item = String>,
     exclude: impl Iterator<Item = String>,
+    exclude_advertisers: impl Iterator<Item = String>,
 ) -> Result<Inputs, ApiError> {
+    let uid = reader.uid;
     if let Some(uid) = &uid {
         if uid.is_empty() || uid.len() > MAX_UID_BYTES || uid.chars().any(char::is_control) {
             return Err(ApiError::bad_request(
@@ -156,9 +205,15 @@ fn parse_inputs(
         }
     }
     Ok(Inputs {
-        viewer: Viewer { uid, bot: false },
+        viewer: Viewer {
+            uid,
+            refused_tracking: reader.refused_tracking,
+            bot: false,
+        },
         keywords: normalized,
         excluded,
+        excluded_advertisers: page_inputs::excluded_advertisers(snapshot, exclude_advertisers)?,
+        country: reader.country,
     })
 }
 
@@ -276,22 +331,25 @@ async fn get_ad(
     }
     let snapshot = current_snapshot(state)?;
     let compiled = parse_slot(&slot, &snapshot)?;
+    let reader = Reader::parse(state, &req, query.uid, query.consent.as_deref(), None)?;
+    let width = page_inputs::width(query.w.as_deref())?;
     let inputs = parse_inputs(
         &snapshot,
-        query.uid,
+        reader,
         split_list(query.kw),
         split_list(query.exclude),
+        split_list(query.exclude_advertisers),
     )?;
     let slots = [compiled];
     if explain {
-        let page = inputs.page(&req, state, &slots);
+        let page = inputs.page(&req, state, &slots, &[width]);
         let body = serving(state, &snapshot).explain(&page).await.pop();
         return Ok(HttpResponse::Ok()
             .insert_header(super::no_store())
             .json(body));
     }
     let timer = state.metrics.decision_duration.start_timer();
-    let page = inputs.page(&req, state, &slots);
+    let page = inputs.page(&req, state, &slots, &[width]);
     let choice = serving(state, &snapshot)
         .decide(&page)
         .await
@@ -343,15 +401,22 @@ async fn post_decisions(
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let widths = page_inputs::widths(body.widths, names.len())?;
+    let reader = Reader::parse(&state, &req, body.uid, None, body.consent)?;
     let inputs = parse_inputs(
         &snapshot,
-        body.uid,
+        reader,
         body.keywords.into_iter(),
         body.exclude.into_iter(),
+        body.exclude_advertisers.into_iter(),
     )?;
     let timer = state.metrics.decision_duration.start_timer();
-    let known: Vec<&CompiledSlot> = names.iter().filter_map(|n| snapshot.slot(n)).collect();
-    let page = inputs.page(&req, state, &known);
+    let (known, known_widths): (Vec<&CompiledSlot>, Vec<Option<u32>>) = names
+        .iter()
+        .zip(widths)
+        .filter_map(|(n, w)| snapshot.slot(n).map(|slot| (slot, w)))
+        .unzip();
+    let page = inputs.page(&req, state, &known, &known_widths);
     // Campaigns chosen for earlier slots of this page are excluded from the later ones.
     let mut choices = serving(state, &snapshot).decide(&page).await.into_iter();
     let prepared = state.renderer.prepared(&snapshot);

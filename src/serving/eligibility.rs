@@ -9,7 +9,8 @@ use serde::Serialize;
 
 use super::PageRequest;
 use crate::inventory::Status;
-use crate::snapshot::{CampaignIndex, CompiledCampaign, Snapshot};
+use crate::snapshot::{CampaignIndex, CompiledCampaign, SlotMember, Snapshot};
+use crate::targeting::{PageShown, SizeChoice};
 
 /// Why a campaign was not eligible for a decision: a closed set, which `explain` reports as
 /// `reason` in snake_case.
@@ -24,8 +25,17 @@ pub enum Ineligible {
     Ended,
     /// The page already shows it, or asked not to see it.
     Excluded,
+    /// The page shows, or asked not to see, a campaign of its advertiser or one sharing an
+    /// exclusion label (competitive separation).
+    Separation,
+    /// It targets countries and the request's is not one of them, or is unknown.
+    Country,
+    /// The request falls outside every window of its schedule.
+    Schedule,
     /// The request's keywords do not match its targeting.
     Keywords,
+    /// It has no creative for the size the slot takes at the request's width.
+    Size,
     /// A lifetime or daily cap is reached.
     Capped,
     /// It is ahead of its even-delivery line.
@@ -48,17 +58,22 @@ pub struct Context<'a> {
     /// Campaign indexes that must not be chosen: the page's exclusions, and the campaigns
     /// chosen for its earlier slots.
     pub excluded: &'a [CampaignIndex],
+    /// The advertisers and exclusion labels the page shows already or asked not to see.
+    pub shown: &'a PageShown,
+    /// The size the slot takes for this request.
+    pub size: SizeChoice,
     /// Caps, pacing and frequency, when they apply.
     pub delivery: Option<&'a dyn DeliveryCheck>,
 }
 
-/// Whether the campaign at `index` may be served in this context.
+/// Whether the campaign of a slot's `member` may be served in this context.
 pub fn eligibility(
     snapshot: &Snapshot,
-    index: CampaignIndex,
+    member: &SlotMember,
     ctx: &Context<'_>,
 ) -> Result<(), Ineligible> {
-    let compiled = &snapshot.campaign_at(index);
+    let index = member.campaign;
+    let compiled = snapshot.campaign_at(index);
     let campaign = &compiled.campaign;
     let now = ctx.page.now;
     if campaign.status == Status::Paused {
@@ -73,8 +88,29 @@ pub fn eligibility(
     if ctx.excluded.contains(&index) {
         return Err(Ineligible::Excluded);
     }
+    if !ctx.shown.admits(compiled) {
+        return Err(Ineligible::Separation);
+    }
+    if !compiled.countries.is_empty()
+        && !ctx
+            .page
+            .country
+            .is_some_and(|country| compiled.countries.contains(&country))
+    {
+        return Err(Ineligible::Country);
+    }
+    if compiled
+        .schedule
+        .as_ref()
+        .is_some_and(|schedule| !schedule.is_open(ctx.page.local))
+    {
+        return Err(Ineligible::Schedule);
+    }
     if !keywords_match(compiled, &ctx.page.keywords) {
         return Err(Ineligible::Keywords);
+    }
+    if member.creatives_for(ctx.size).is_none() {
+        return Err(Ineligible::Size);
     }
     match ctx.delivery {
         Some(delivery) => delivery.check(index, compiled),

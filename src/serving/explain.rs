@@ -6,10 +6,11 @@ use serde_json::{json, Value};
 use super::budget::RequestDelivery;
 use super::{draw_order, eligibility, Context, PageRequest};
 use crate::snapshot::{CompiledSlot, SlotMember, Snapshot};
+use crate::targeting::SizeChoice;
 
 fn entry(snapshot: &Snapshot, member: &SlotMember, ctx: &Context<'_>) -> (bool, Value) {
     let campaign = &snapshot.campaign_at(member.campaign).campaign;
-    let verdict = eligibility(snapshot, member.campaign, ctx);
+    let verdict = eligibility(snapshot, member, ctx);
     let value = json!({
         "campaign_id": campaign.id.as_str(),
         "weight": campaign.weight.get(),
@@ -23,12 +24,16 @@ fn entry(snapshot: &Snapshot, member: &SlotMember, ctx: &Context<'_>) -> (bool, 
 pub(super) fn explain(
     snapshot: &Snapshot,
     slot: &CompiledSlot,
+    size: SizeChoice,
     page: &PageRequest<'_>,
     delivery: &RequestDelivery<'_>,
 ) -> Value {
+    let shown = page.shown();
     let ctx = Context {
         page,
         excluded: &page.excluded,
+        shown: &shown,
+        size,
         delivery: Some(delivery),
     };
     let mut chosen_tier: Option<&str> = None;
@@ -108,6 +113,14 @@ pub(super) fn explain(
             "now": page.now,
             "keywords": page.keywords,
             "excluded": page.excluded.iter().map(|&i| snapshot.campaign_at(i).campaign.id.as_str()).collect::<Vec<_>>(),
+            "excluded_advertisers": page.excluded_advertisers.iter().filter_map(|&i| snapshot.advertiser_id(i)).map(|id| id.as_str()).collect::<Vec<_>>(),
+            "country": page.country,
+            "size": match size {
+                SizeChoice::Any => Value::Null,
+                SizeChoice::Size(k) => json!(slot.sizes[k].label()),
+                SizeChoice::NoneFits => json!("none_fits"),
+            },
+            "tracking_refused": page.viewer.refused_tracking,
             "frequency_capping": delivery.frequency_checked(),
             "chosen_tier": chosen_tier,
             "tiers": tiers,

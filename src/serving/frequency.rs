@@ -22,6 +22,7 @@ use super::eligibility::in_flight;
 use super::{commit, draw_order, Choice, Context, PageRequest, Serving};
 use crate::snapshot::{CampaignIndex, CompiledSlot, Snapshot};
 use crate::store::{first_allowed, Backend, FrequencyCap, FrequencyItem, FrequencyRelease};
+use crate::targeting::{PageShown, SizeChoice};
 
 /// The most candidates drawn for one slot. A viewer who has reached the frequency cap of
 /// every one of them is served the slot's fallback, or nothing.
@@ -98,18 +99,29 @@ pub(super) async fn decide_for_viewer<R: Rng + ?Sized>(
         },
     };
     let snapshot = serving.snapshot;
-    let picks = walk.pick(page.slots, &page.excluded, rng).await;
+    let slots: Vec<PageSlot> = page
+        .slots
+        .iter()
+        .copied()
+        .zip(page.sizes.iter().copied())
+        .collect();
+    let mut shown = page.shown();
+    let picks = walk.pick(&slots, &page.excluded, &shown, rng).await;
     let mut excluded = page.excluded.clone();
     excluded.extend(picks.iter().flatten().map(|p| p.choice.campaign));
     let mut chosen = Vec::with_capacity(page.slots.len());
-    for (slot, mut next) in page.slots.iter().zip(picks) {
+    for (slot, mut next) in slots.iter().zip(picks) {
         loop {
             let Some(p) = next else {
                 chosen.push(None);
                 break;
             };
-            let id = &snapshot.campaign_at(p.choice.campaign).campaign.id;
-            if delivery.take(id) {
+            let campaign = snapshot.campaign_at(p.choice.campaign);
+            // The slots were drawn together, each unaware of the campaigns the earlier ones
+            // would get: one that must be kept apart from them is drawn again, as one whose
+            // budget ran out is. Drawing again among what is left keeps the weights.
+            if shown.admits(campaign) && delivery.take(&campaign.campaign.id) {
+                shown.show(campaign);
                 chosen.push(Some(p.choice));
                 break;
             }
@@ -117,15 +129,22 @@ pub(super) async fn decide_for_viewer<R: Rng + ?Sized>(
                 serving.releaser.release(FrequencyRelease {
                     viewer: walk.reservation.viewer.clone(),
                     reservation: walk.reservation.id.clone(),
-                    campaigns: vec![id.clone()],
+                    campaigns: vec![campaign.campaign.id.clone()],
                 });
             }
-            next = walk.pick(&[slot], &excluded, rng).await.pop().flatten();
+            next = walk
+                .pick(&[*slot], &excluded, &shown, rng)
+                .await
+                .pop()
+                .flatten();
             excluded.extend(next.iter().map(|p| p.choice.campaign));
         }
     }
     chosen
 }
+
+/// A slot of the page and the size it takes for the request.
+type PageSlot<'a> = (&'a CompiledSlot, SizeChoice);
 
 impl Walk<'_> {
     /// Chooses a campaign for each slot, none twice and none of `excluded`, under the viewer's
@@ -133,23 +152,26 @@ impl Walk<'_> {
     /// takes no budget.
     async fn pick<R: Rng + ?Sized>(
         &self,
-        slots: &[&CompiledSlot],
+        slots: &[PageSlot<'_>],
         excluded: &[CampaignIndex],
+        shown: &PageShown,
         rng: &mut R,
     ) -> Vec<Option<Pick>> {
         let snapshot = self.serving.snapshot;
-        let ctx = Context {
+        let ctx = |size: SizeChoice| Context {
             page: self.page,
             excluded,
+            shown,
+            size,
             delivery: Some(self.delivery),
         };
         let capped = |index: CampaignIndex| cap_of(snapshot, index).is_some();
         let orders: Vec<Vec<Choice>> = slots
             .iter()
             .enumerate()
-            .map(|(before, slot)| {
+            .map(|(before, &(slot, size))| {
                 let mut uncapped = 0;
-                draw_order(snapshot, slot, &ctx, rng, MAX_CANDIDATES, |choice| {
+                draw_order(snapshot, slot, &ctx(size), rng, MAX_CANDIDATES, |choice| {
                     if !capped(choice.campaign) {
                         uncapped += 1;
                     }
@@ -197,11 +219,11 @@ impl Walk<'_> {
             .iter()
             .zip(slots)
             .zip(positions)
-            .map(|((order, slot), position)| {
+            .map(|((order, &(slot, size)), position)| {
                 let choice = *order.get(position?)?;
                 let passed_over: Vec<CampaignIndex> =
                     order[..position?].iter().map(|c| c.campaign).collect();
-                commit(snapshot, slot, &ctx, &choice, &passed_over);
+                commit(snapshot, slot, &ctx(size), &choice, &passed_over);
                 Some(Pick {
                     choice,
                     reserved: capped(choice.campaign),

@@ -6,8 +6,10 @@
 //!
 //! For each slot, in the page's order:
 //! 1. [`eligibility`]: a campaign is set aside when it is paused or out of flight, excluded
-//!    by the page or already chosen for an earlier slot, not matching the keywords, or held
-//!    back by its budget, its pacing or the viewer's frequency cap ([`Ineligible`]).
+//!    by the page or already chosen for an earlier slot, kept apart from what the page shows
+//!    (its advertiser or an exclusion label), outside its countries or its schedule, not
+//!    matching the keywords, without a creative for the slot's size at the page's width, or
+//!    held back by its budget, its pacing or the viewer's frequency cap ([`Ineligible`]).
 //! 2. Order (`order.rs`, [`draw_order`]): the highest tier with an eligible campaign is drawn
 //!    by the slot's rotation (weighted random, smooth or optimize); the slot's fallback comes
 //!    only when no tier has one.
@@ -37,13 +39,17 @@ use crate::delivery::{Budgets, Releaser};
 use crate::inventory::Priority;
 use crate::snapshot::{CampaignIndex, CompiledSlot, Snapshot};
 use crate::store::Store;
+use crate::targeting::{Country, LocalMoment, PageShown, SizeChoice};
 
 /// Who the page is shown to.
 #[derive(Debug, Clone, Default)]
 pub struct Viewer {
     /// The viewer id the page sent, if any: frequency caps apply only with one, since
-    /// without it regie cannot tell viewers apart.
+    /// without it regie cannot tell viewers apart. Always `None` when the reader refused
+    /// tracking: the id is then ignored entirely.
     pub uid: Option<String>,
+    /// The reader refused tracking (`consent=0`, `"consent": false` or `Sec-GPC: 1`).
+    pub refused_tracking: bool,
     /// A known bot (contract section 8): served from the `house` tier only, and taking
     /// nothing from any budget or frequency cap.
     pub bot: bool,
@@ -53,18 +59,34 @@ pub struct Viewer {
 #[derive(Debug)]
 pub struct PageRequest<'a> {
     /// The slots asked for, in the page's order: a campaign chosen for a slot is not chosen
-    /// for a later one.
+    /// for a later one, nor one of the same advertiser or sharing an exclusion label.
     pub slots: &'a [&'a CompiledSlot],
+    /// The size each slot takes for the width the page gave it (as `slots`).
+    pub sizes: Vec<SizeChoice>,
     /// Who the page is shown to.
     pub viewer: Viewer,
     /// The page's keywords, normalised with [`crate::snapshot::normalize_keyword`].
     pub keywords: Vec<String>,
     /// Campaigns the page asked not to see.
     pub excluded: Vec<CampaignIndex>,
+    /// Advertisers the page asked not to see (`exclude_advertisers`; indexes of
+    /// [`Snapshot::advertiser_index`]).
+    pub excluded_advertisers: Vec<usize>,
+    /// The reader's country, from the CDN's header; `None` when unknown.
+    pub country: Option<Country>,
     /// The time of the request.
     pub now: DateTime<Utc>,
+    /// The same on the reporting time zone's wall clock, for day-parting.
+    pub local: LocalMoment,
     /// Its reporting day.
     pub today: NaiveDate,
+}
+
+impl PageRequest<'_> {
+    /// What the page excludes before any slot is chosen, for competitive separation.
+    pub fn shown(&self) -> PageShown {
+        PageShown::excluding(self.excluded_advertisers.clone())
+    }
 }
 
 /// What choosing campaigns needs from the running application, borrowed for one request.
@@ -106,20 +128,29 @@ impl Serving<'_> {
     ) -> Vec<Option<Choice>> {
         let snapshot = self.snapshot;
         let mut excluded = page.excluded.clone();
-        let mut choose_one = |slot: &CompiledSlot| loop {
+        let mut shown = page.shown();
+        let mut choose_one = |slot: &CompiledSlot, size: SizeChoice| loop {
             let ctx = Context {
                 page,
                 excluded: &excluded,
+                shown: &shown,
+                size,
                 delivery: Some(delivery),
             };
             let choice = choose(snapshot, slot, &ctx, rng)?;
             // Set aside for the later slots, and for this one if its budget is spent.
             excluded.push(choice.campaign);
-            if delivery.take(&snapshot.campaign_at(choice.campaign).campaign.id) {
+            let campaign = snapshot.campaign_at(choice.campaign);
+            if delivery.take(&campaign.campaign.id) {
+                shown.show(campaign);
                 return Some(choice);
             }
         };
-        page.slots.iter().map(|slot| choose_one(slot)).collect()
+        page.slots
+            .iter()
+            .zip(&page.sizes)
+            .map(|(slot, size)| choose_one(slot, *size))
+            .collect()
     }
 
     /// [`Serving::decide`] for a known bot: only `house` campaigns (the slot's fallback too,
@@ -140,17 +171,25 @@ impl Serving<'_> {
                 .copied()
                 .filter(|&index| snapshot.campaign_at(index).campaign.priority != Priority::House),
         );
-        let mut choose_one = |slot: &CompiledSlot| {
+        let mut shown = page.shown();
+        let mut choose_one = |slot: &CompiledSlot, size: SizeChoice| {
             let ctx = Context {
                 page,
                 excluded: &excluded,
+                shown: &shown,
+                size,
                 delivery: Some(delivery),
             };
             let choice = choose(snapshot, slot, &ctx, rng)?;
             excluded.push(choice.campaign);
+            shown.show(snapshot.campaign_at(choice.campaign));
             Some(choice)
         };
-        page.slots.iter().map(|slot| choose_one(slot)).collect()
+        page.slots
+            .iter()
+            .zip(&page.sizes)
+            .map(|(slot, size)| choose_one(slot, *size))
+            .collect()
     }
 
     /// `explain=1` for each slot of the page: why each campaign was or was not eligible, and
@@ -158,10 +197,16 @@ impl Serving<'_> {
     /// reservation is made; the viewer's frequency caps are read from the store.
     pub async fn explain(&self, page: &PageRequest<'_>) -> Vec<serde_json::Value> {
         let mut explained = Vec::with_capacity(page.slots.len());
-        for slot in page.slots {
+        for (slot, size) in page.slots.iter().zip(&page.sizes) {
             let allowed = frequency::allowed(self, slot, page).await;
             let delivery = RequestDelivery::new(self.budgets, page, allowed.as_deref());
-            explained.push(explain::explain(self.snapshot, slot, page, &delivery));
+            explained.push(explain::explain(
+                self.snapshot,
+                slot,
+                *size,
+                page,
+                &delivery,
+            ));
         }
         explained
     }

@@ -61,12 +61,15 @@ pub fn draw_order<R: Rng + ?Sized>(
                 break 'tiers;
             }
             let picked = draw.next(rng, |m| {
-                let campaign = tier.members[m].campaign;
-                !drawn.iter().any(|c| c.campaign == campaign)
-                    && eligibility(snapshot, campaign, ctx).is_ok()
+                let member = &tier.members[m];
+                !drawn.iter().any(|c| c.campaign == member.campaign)
+                    && eligibility(snapshot, member, ctx).is_ok()
             });
             let Some(m) = picked else { break };
-            let choice = choice(&tier.members[m], Some((t, tier.priority, m)), rng);
+            let Some(choice) = choice(&tier.members[m], ctx, Some((t, tier.priority, m)), rng)
+            else {
+                break;
+            };
             drawn.push(choice);
             if enough(&choice) {
                 return drawn;
@@ -75,9 +78,9 @@ pub fn draw_order<R: Rng + ?Sized>(
     }
     if let Some(fallback) = &slot.fallback {
         if !drawn.iter().any(|c| c.campaign == fallback.campaign)
-            && eligibility(snapshot, fallback.campaign, ctx).is_ok()
+            && eligibility(snapshot, fallback, ctx).is_ok()
         {
-            drawn.push(choice(fallback, None, rng));
+            drawn.extend(choice(fallback, ctx, None, rng));
         }
     }
     drawn
@@ -98,22 +101,26 @@ pub fn commit(
     };
     let tier = &slot.tiers[t];
     tier.rotation.commit(member, |m| {
-        let campaign = tier.members[m].campaign;
-        !passed_over.contains(&campaign) && eligibility(snapshot, campaign, ctx).is_ok()
+        let member = &tier.members[m];
+        !passed_over.contains(&member.campaign) && eligibility(snapshot, member, ctx).is_ok()
     });
 }
 
+/// The member as chosen, with one of its creatives for the request's size (it has one: its
+/// eligibility says so).
 fn choice<R: Rng + ?Sized>(
     member: &SlotMember,
+    ctx: &Context<'_>,
     drawn: Option<(usize, Priority, usize)>,
     rng: &mut R,
-) -> Choice {
-    Choice {
+) -> Option<Choice> {
+    let (creatives, table) = member.creatives_for(ctx.size)?;
+    Some(Choice {
         campaign: member.campaign,
-        creative: member.creatives[member.creative_table.sample(rng)],
+        creative: creatives[table.sample(rng)],
         tier: drawn.map(|(_, priority, _)| priority),
         drawn: drawn.map(|(t, _, m)| (t, m)),
-    }
+    })
 }
 
 #[cfg(test)]
@@ -121,6 +128,7 @@ mod tests {
     use super::*;
     use crate::inventory::{parse_inventory, SlotName};
     use crate::serving::{PageRequest, Viewer};
+    use crate::targeting::{LocalMoment, PageShown, SizeChoice};
     use chrono::{DateTime, TimeZone, Utc};
     use rand::{rngs::StdRng, SeedableRng};
     use serde_json::json;
@@ -129,6 +137,20 @@ mod tests {
         json!({ "id": id, "advertiser_id": "a", "slots": ["Publicité 2"], "priority": priority,
                 "weight": weight, "creatives": [{ "id": "c", "format": "text", "title": id,
                 "landing_url": "https://a.example/" }] })
+    }
+
+    fn snapshot_of(campaigns: Vec<serde_json::Value>, advertisers: &[&str]) -> Snapshot {
+        let doc = json!({
+            "slots": [{ "name": "Publicité 2" }],
+            "advertisers": advertisers.iter().map(|a| json!({ "id": a, "name": a })).collect::<Vec<_>>(),
+            "campaigns": campaigns,
+        });
+        Snapshot::compile(
+            1,
+            parse_inventory(doc.to_string().as_bytes())
+                .unwrap()
+                .inventory,
+        )
     }
 
     fn snapshot(campaigns: Vec<serde_json::Value>, fallback: Option<&str>) -> Snapshot {
@@ -159,9 +181,12 @@ mod tests {
             .slot(&SlotName::parse("Publicité 2").unwrap())
             .unwrap();
         let page = page(keywords);
+        let shown = PageShown::default();
         let ctx = Context {
             page: &page,
             excluded,
+            shown: &shown,
+            size: SizeChoice::Any,
             delivery: None,
         };
         choose(snapshot, slot, &ctx, rng)
@@ -264,21 +289,111 @@ mod tests {
     fn page(keywords: &[String]) -> PageRequest<'static> {
         PageRequest {
             slots: &[],
+            sizes: Vec::new(),
             viewer: Viewer::default(),
             keywords: keywords.to_vec(),
             excluded: Vec::new(),
+            excluded_advertisers: Vec::new(),
+            country: None,
             now: now(),
+            local: LocalMoment::at(now(), chrono_tz::UTC),
             today: now().date_naive(),
         }
     }
+
+    static NOTHING_SHOWN: PageShown = PageShown::new();
 
     /// No keywords, no exclusion, no delivery rules.
     fn plain_context<'a>(page: &'a PageRequest<'a>) -> Context<'a> {
         Context {
             page,
             excluded: &[],
+            shown: &NOTHING_SHOWN,
+            size: SizeChoice::Any,
             delivery: None,
         }
+    }
+
+    #[test]
+    fn weights_hold_among_the_campaigns_a_page_keeps_apart_from_what_it_shows() {
+        // Two slots of one page: when the first shows "a-big", the second draws among the
+        // campaigns of other advertisers only, "b" and "c", still 3:1.
+        let mut campaigns = vec![
+            campaign("a-big", "standard", 4),
+            campaign("a-small", "standard", 2),
+            campaign("b", "standard", 3),
+            campaign("c", "standard", 1),
+        ];
+        for (c, advertiser) in campaigns.iter_mut().zip(["a", "a", "b", "c"]) {
+            c["advertiser_id"] = json!(advertiser);
+        }
+        let snap = snapshot_of(campaigns, &["a", "b", "c"]);
+        let slot = snap.slot(&SlotName::parse("Publicité 2").unwrap()).unwrap();
+        let page = page(&[]);
+        let a_big = snap.campaign_index[&crate::inventory::CampaignId::parse("a-big").unwrap()];
+        let mut rng = StdRng::seed_from_u64(0x5e9a);
+        let mut counts: std::collections::HashMap<String, u64> = Default::default();
+        let mut pages = 0;
+        while pages < 20_000 {
+            let mut shown = PageShown::default();
+            let ctx = Context {
+                shown: &shown,
+                ..plain_context(&page)
+            };
+            let first = choose(&snap, slot, &ctx, &mut rng).unwrap();
+            if first.campaign != a_big {
+                continue;
+            }
+            pages += 1;
+            shown.show(snap.campaign_at(first.campaign));
+            let excluded = [first.campaign];
+            let ctx = Context {
+                excluded: &excluded,
+                shown: &shown,
+                ..plain_context(&page)
+            };
+            let second = choose(&snap, slot, &ctx, &mut rng).unwrap();
+            *counts
+                .entry(snap.campaign_at(second.campaign).campaign.id.to_string())
+                .or_default() += 1;
+        }
+        assert!(!counts.contains_key("a-small"), "{counts:?}");
+        let (b, c) = (counts["b"] as f64, counts["c"] as f64);
+        let n = b + c;
+        let chi2 = (b - n * 0.75).powi(2) / (n * 0.75) + (c - n * 0.25).powi(2) / (n * 0.25);
+        // 1 degree of freedom, p = 0.001; the seed is fixed, so the test is deterministic.
+        assert!(chi2 < 10.828, "chi2 = {chi2:.2}, counts = {counts:?}");
+    }
+
+    #[test]
+    fn country_schedule_and_size_rules_set_campaigns_aside() {
+        let mut fr = campaign("fr", "sponsorship", 1);
+        fr["targeting"] = json!({ "countries": ["FR"] });
+        let mut mornings = campaign("mornings", "sponsorship", 1);
+        // 2026-11-30 is a Monday; the test's time is 12:00 UTC.
+        mornings["targeting"] =
+            json!({ "schedule": [{ "days": ["mon"], "from": "07:00", "to": "10:00" }] });
+        let snap = snapshot(vec![fr, mornings, campaign("other", "standard", 1)], None);
+        let slot = snap.slot(&SlotName::parse("Publicité 2").unwrap()).unwrap();
+        let verdicts = |page: &PageRequest<'_>| {
+            let ctx = plain_context(page);
+            slot.tiers[0]
+                .members
+                .iter()
+                .map(|m| super::eligibility(&snap, m, &ctx).err())
+                .collect::<Vec<_>>()
+        };
+        use crate::serving::Ineligible;
+        let mut p = page(&[]);
+        assert_eq!(
+            verdicts(&p),
+            [Some(Ineligible::Country), Some(Ineligible::Schedule)]
+        );
+        p.country = crate::targeting::Country::parse(b"FR");
+        p.local = LocalMoment::at(now() - chrono::Duration::hours(3), chrono_tz::UTC);
+        assert_eq!(verdicts(&p), [None, None]);
+        p.country = crate::targeting::Country::parse(b"BE");
+        assert_eq!(verdicts(&p), [Some(Ineligible::Country), None]);
     }
 
     fn ids(snapshot: &Snapshot, choices: &[Choice]) -> Vec<String> {

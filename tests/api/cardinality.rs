@@ -25,21 +25,22 @@ const EVENT_FAMILIES: [&str; 3] = [
 ];
 
 /// An inventory file of `campaigns` campaigns spread over the four slots, campaign `i` in slot
-/// `i % 4`. Written as text: a `serde_json::Value` of 100 000 campaigns takes seconds to build
+/// `i % 4` and of advertiser `adv{i % 4}` (a page never shows two campaigns of one advertiser). Written as text: a `serde_json::Value` of 100 000 campaigns takes seconds to build
 /// in a debug build.
 fn inventory_file(campaigns: usize) -> tempfile::NamedTempFile {
     let slots = serde_json::to_string(&SLOTS.map(|s| json!({ "name": s }))).unwrap();
     let mut text = format!(
-        r#"{{"slots":{slots},"advertisers":[{{"id":"adv","name":"Advertiser"}}],"campaigns":["#
+        r#"{{"slots":{slots},"advertisers":[{{"id":"adv0","name":"A0"}},{{"id":"adv1","name":"A1"}},{{"id":"adv2","name":"A2"}},{{"id":"adv3","name":"A3"}}],"campaigns":["#
     );
     for i in 0..campaigns {
         if i > 0 {
             text.push(',');
         }
         let slot = SLOTS[i % SLOTS.len()];
+        let advertiser = i % SLOTS.len();
         write!(
             text,
-            r#"{{"id":"c{i}","advertiser_id":"adv","slots":["{slot}"],"creatives":[{{"id":"t","format":"text","title":"Annonce","landing_url":"https://adv.example/"}}]}}"#
+            r#"{{"id":"c{i}","advertiser_id":"adv{advertiser}","slots":["{slot}"],"creatives":[{{"id":"t","format":"text","title":"Annonce","landing_url":"https://adv.example/"}}]}}"#
         )
         .unwrap();
     }

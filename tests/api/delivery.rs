@@ -291,11 +291,13 @@ async fn a_page_shows_each_frequency_capped_campaign_within_its_cap(kind: StoreK
     let slots = ["banner", "Publicité 2", "Publicité 3", "Publicité 4"];
     let doc = json!({
         "slots": slots.iter().map(|s| json!({ "name": s })).collect::<Vec<_>>(),
-        "advertisers": [{ "id": "adv", "name": "Advertiser" }],
+        // One advertiser each: a page never shows two campaigns of one advertiser.
+        "advertisers": [{ "id": "adv", "name": "Advertiser" }, { "id": "adv-2", "name": "Advertiser 2" },
+                        { "id": "adv-3", "name": "Advertiser 3" }],
         "campaigns": [
             text_campaign("once", &slots, "sponsorship", json!({ "frequency": { "max": 1, "per_seconds": 3600 } })),
-            text_campaign("twice", &slots, "sponsorship", json!({ "frequency": { "max": 2, "per_seconds": 3600 } })),
-            text_campaign("filler", &slots, "standard", json!({})),
+            text_campaign("twice", &slots, "sponsorship", json!({ "frequency": { "max": 2, "per_seconds": 3600 }, "advertiser_id": "adv-2" })),
+            text_campaign("filler", &slots, "standard", json!({ "advertiser_id": "adv-3" })),
         ],
     });
     let (app, _file) = app_with(kind, redis.as_ref(), &doc, |_| {}).await;
@@ -469,16 +471,18 @@ async fn explain_gives_each_reason_and_needs_the_admin_token(kind: StoreKind) {
     let both = ["Publicité 2", "warm-up"];
     let doc = json!({
         "slots": [{ "name": "Publicité 2", "fallback": "house" }, { "name": "warm-up" }],
-        "advertisers": [{ "id": "adv", "name": "Advertiser" }],
+        // The three warm-up campaigns are shown on one page: one advertiser each.
+        "advertisers": [{ "id": "adv", "name": "Advertiser" }, { "id": "adv-2", "name": "Advertiser 2" },
+                        { "id": "adv-3", "name": "Advertiser 3" }, { "id": "adv-4", "name": "Advertiser 4" }],
         "campaigns": [
             text_campaign("paused", &["Publicité 2"], "standard", json!({ "status": "paused" })),
             text_campaign("future", &["Publicité 2"], "standard", json!({ "start": "2026-12-25T00:00:00Z" })),
             text_campaign("over", &["Publicité 2"], "standard", json!({ "end": "2026-11-01T00:00:00Z" })),
             text_campaign("sport", &["Publicité 2"], "standard", json!({ "targeting": { "keywords_any": ["sport"] } })),
             text_campaign("on-page", &["Publicité 2"], "standard", json!({})),
-            text_campaign("capped", &both, "standard", json!({ "caps": { "total_impressions": 1 } })),
-            text_campaign("paced", &both, "standard", json!({ "caps": { "daily_impressions": 100 }, "pacing": "even" })),
-            text_campaign("seen", &both, "standard", json!({ "frequency": { "max": 1, "per_seconds": 3600 } })),
+            text_campaign("capped", &both, "standard", json!({ "caps": { "total_impressions": 1 }, "advertiser_id": "adv-2" })),
+            text_campaign("paced", &both, "standard", json!({ "caps": { "daily_impressions": 100 }, "pacing": "even", "advertiser_id": "adv-3" })),
+            text_campaign("seen", &both, "standard", json!({ "frequency": { "max": 1, "per_seconds": 3600 }, "advertiser_id": "adv-4" })),
             text_campaign("ok", &["Publicité 2"], "standard", json!({ "weight": 1 })),
             text_campaign("house", &["Publicité 2"], "house", json!({})),
         ],

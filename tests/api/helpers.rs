@@ -402,14 +402,15 @@ pub async fn settled_total(app: &TestApp, campaign: &str, field: &str, expected:
 }
 
 /// An inventory document with `slots` slots and `campaigns` campaigns each eligible in every
-/// slot, weights 1..=n, and no fallback.
+/// slot, weights 1..=n, each of its own advertiser (so that one page may show them all), and
+/// no fallback.
 pub fn wide_inventory(slots: usize, campaigns: usize) -> Value {
     let slot_names: Vec<String> = (1..=slots).map(|i| format!("Publicité {i}")).collect();
     serde_json::json!({
         "slots": slot_names.iter().map(|n| serde_json::json!({ "name": n })).collect::<Vec<_>>(),
-        "advertisers": [{ "id": "adv", "name": "Advertiser" }],
+        "advertisers": (1..=campaigns).map(|i| serde_json::json!({ "id": format!("adv{i}"), "name": format!("Advertiser {i}") })).collect::<Vec<_>>(),
         "campaigns": (1..=campaigns).map(|i| serde_json::json!({
-            "id": format!("c{i}"), "advertiser_id": "adv", "slots": slot_names, "weight": i,
+            "id": format!("c{i}"), "advertiser_id": format!("adv{i}"), "slots": slot_names, "weight": i,
             "creatives": [{ "id": "t", "format": "text", "title": format!("Campagne {i}"),
                             "landing_url": format!("https://c{i}.example/") }]
         })).collect::<Vec<_>>(),

@@ -22,4 +22,5 @@ mod shutdown;
 mod standalone;
 mod stats;
 mod store;
+mod targeting;
 mod tracking;

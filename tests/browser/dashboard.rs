@@ -7,23 +7,24 @@ use serde_json::{json, Value};
 
 use crate::harness::{campaign_of, eventually, exclusive, Browser, TestApp, CAMPAIGNS};
 
-/// Page views as a tag would make them, without a browser: every slot served and shown, some
-/// seen, some clicked.
+/// Page views without a browser, slot by slot (all the campaigns are the advertiser's, and a
+/// page shows one campaign per advertiser): every slot served and shown, some seen, some
+/// clicked.
 async fn seed_traffic(app: &TestApp) {
-    let slots: Vec<_> = CAMPAIGNS.iter().map(|(slot, _)| *slot).collect();
     let mut unseen_viewable = String::new();
     for view in 0..3 {
-        let answer: Value = app
-            .http
-            .post(format!("{}/v1/decisions", app.url))
-            .json(&json!({ "slots": slots, "uid": format!("viewer-{view}"), "keywords": [] }))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        for decision in answer["decisions"].as_array().unwrap() {
+        for (slot, _) in CAMPAIGNS {
+            let decision: Value = app
+                .http
+                .post(format!("{}/v1/decisions", app.url))
+                .json(&json!({ "slots": [slot], "uid": format!("viewer-{view}"), "keywords": [] }))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let decision = &decision["decisions"][0];
             let slot = decision["slot"].as_str().unwrap();
             let hit = |field: &str| decision[field].as_str().unwrap().to_owned();
             app.http.get(hit("impression_url")).send().await.unwrap();
@@ -78,7 +79,7 @@ async fn sign_in(browser: &Browser, app: &TestApp, key: &str) {
 #[tokio::test]
 async fn the_dashboard_shows_the_stats_api_numbers_for_the_advertiser() {
     let _one = exclusive().await;
-    let app = TestApp::start().await;
+    let app = TestApp::start_for_one_advertiser().await;
     seed_traffic(&app).await;
     let browser = Browser::start().await;
 
@@ -212,7 +213,7 @@ async fn loaded(browser: &Browser) {
 #[tokio::test]
 async fn the_csv_link_downloads_the_campaign_s_figures_with_the_key() {
     let _one = exclusive().await;
-    let app = TestApp::start().await;
+    let app = TestApp::start_for_one_advertiser().await;
     seed_traffic(&app).await;
     let downloads = tempfile::tempdir().unwrap();
     let browser = Browser::start_with_downloads(downloads.path()).await;
@@ -281,7 +282,7 @@ async fn the_csv_link_downloads_the_campaign_s_figures_with_the_key() {
 #[tokio::test]
 async fn the_ctr_chart_draws_a_line_per_slot_from_the_day_s_figures() {
     let _one = exclusive().await;
-    let app = TestApp::start().await;
+    let app = TestApp::start_for_one_advertiser().await;
     seed_traffic(&app).await;
     let browser = Browser::start().await;
     sign_in(&browser, &app, &app.api_key).await;

@@ -91,6 +91,7 @@ impl Site {
                 .route("/landing/{name}", web::get().to(landing))
                 .route("/publisher/article", web::get().to(publisher_article))
                 .route("/publisher/iframe", web::get().to(publisher_iframe))
+                .route("/publisher/page/{kind}", web::get().to(publisher_page))
         })
         .workers(1)
         .disable_signals()
@@ -167,6 +168,46 @@ async fn publisher_iframe(data: SiteData) -> HttpResponse {
         ))
 }
 
+/// A publisher's page for the privacy and lazy-loading tests, which records the body of every
+/// decision request the tag makes (`window.decisionRequests`). `kind`: `consent` (the tag's
+/// `data-regie-consent="0"`), `gpc` (the browser's Global Privacy Control) or `lazy` (a slot
+/// in view and two far below the fold, lazy).
+async fn publisher_page(kind: web::Path<String>, data: SiteData) -> HttpResponse {
+    let regie = data
+        .1
+        .get()
+        .expect("regie's URL is set before pages are asked for");
+    let record = r#"<script>window.decisionRequests = []; const realFetch = window.fetch.bind(window);
+window.fetch = (url, options) => { if (String(url).includes('/v1/decisions')) window.decisionRequests.push(JSON.parse(options.body)); return realFetch(url, options); };</script>"#;
+    let (before, slots, tag) = match kind.as_str() {
+        "consent" => ("", BANNER_AND_PAVE, format!(r#"<script async src="{regie}/tag.js" data-regie-consent="0"></script>"#)),
+        "gpc" => (
+            "<script>Object.defineProperty(navigator, 'globalPrivacyControl', { value: true });</script>",
+            BANNER_AND_PAVE,
+            format!(r#"<script async src="{regie}/tag.js"></script>"#),
+        ),
+        _ => (
+            "",
+            r#"<div data-regie-slot="banner" id="banner"></div>
+<div style="height:5000px">Un long article.</div>
+<div data-regie-slot="Publicité 2" id="p2" data-regie-lazy></div>
+<div data-regie-slot="Publicité 3" id="p3" data-regie-lazy></div>"#,
+            format!(r#"<script async src="{regie}/tag.js" data-regie-lazy-margin="100"></script>"#),
+        ),
+    };
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .body(format!(
+            r#"<!doctype html><html lang="fr"><meta charset="utf-8"><title>Éditeur</title>
+{record}{before}
+{slots}
+{tag}"#
+        ))
+}
+
+const BANNER_AND_PAVE: &str = r#"<div data-regie-slot="banner" id="banner"></div>
+<div data-regie-slot="Publicité 2" id="p2"></div>"#;
+
 // ---------------------------------------------------------------------------------------------
 // regie.
 
@@ -198,9 +239,21 @@ pub fn campaign_of(slot: &str) -> &'static str {
         .unwrap()
 }
 
+/// The advertiser of a campaign: [`ADVERTISER`] for all of them when `one_advertiser` (the
+/// dashboard's tests), else one each, since a page never shows two campaigns of one
+/// advertiser.
+fn advertiser_of(campaign: &str, one_advertiser: bool) -> String {
+    if one_advertiser || campaign == campaign_of("banner") {
+        ADVERTISER.to_owned()
+    } else {
+        format!("{ADVERTISER}-{campaign}")
+    }
+}
+
 /// The browser tests' inventory: every demo slot has its own campaign and format, with images
-/// and landing pages on the test's own site. `without` leaves a slot's campaign out.
-pub fn inventory(site: &str, without: &[&str]) -> Value {
+/// and landing pages on the test's own site; the banner has two sizes, 728x90 and 320x50.
+/// `without` leaves a slot's campaign out.
+pub fn inventory(site: &str, without: &[&str], one_advertiser: bool) -> Value {
     let creative = |slot: &str| -> Value {
         let landing = format!("{site}/landing/{}", campaign_of(slot));
         match slot {
@@ -227,14 +280,34 @@ pub fn inventory(site: &str, without: &[&str]) -> Value {
         .iter()
         .filter(|(slot, _)| !without.contains(slot))
         .map(|(slot, id)| {
-            json!({ "id": id, "advertiser_id": ADVERTISER, "status": "active", "slots": [slot],
-                    "weight": 1, "priority": "standard", "pacing": "asap",
-                    "creatives": [creative(slot)] })
+            let mut creatives = vec![creative(slot)];
+            if *slot == "banner" {
+                creatives.push(json!({ "id": "mobile", "format": "image", "title": "Littoral Énergies",
+                    "image_url": format!("{site}/creative/320x50.svg"), "alt": "Littoral Énergies",
+                    "width": 320, "height": 50, "landing_url": format!("{site}/landing/{id}") }));
+            }
+            json!({ "id": id, "advertiser_id": advertiser_of(id, one_advertiser), "status": "active",
+                    "slots": [slot], "weight": 1, "priority": "standard", "pacing": "asap",
+                    "creatives": creatives })
         })
         .collect();
+    let mut advertisers: Vec<Value> = CAMPAIGNS
+        .iter()
+        .map(|(_, id)| advertiser_of(id, one_advertiser))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .map(|id| json!({ "id": id, "name": "Littoral Énergies" }))
+        .collect();
+    advertisers.sort_by_key(|a| a["id"].as_str().map(str::to_owned));
     json!({
-        "slots": CAMPAIGNS.iter().map(|(slot, _)| json!({ "name": slot })).collect::<Vec<_>>(),
-        "advertisers": [{ "id": ADVERTISER, "name": "Littoral Énergies" }],
+        "slots": CAMPAIGNS.iter().map(|(slot, _)| {
+            if *slot == "banner" {
+                json!({ "name": slot, "sizes": ["728x90", "320x50"] })
+            } else {
+                json!({ "name": slot })
+            }
+        }).collect::<Vec<_>>(),
+        "advertisers": advertisers,
         "campaigns": campaigns,
     })
 }
@@ -243,8 +316,17 @@ impl TestApp {
     /// Starts the site and regie with the browser tests' inventory (less the campaigns of
     /// `without`), and creates the advertiser's key.
     pub async fn start_without(without: &[&str]) -> Self {
+        Self::start_with(without, false).await
+    }
+
+    /// Starts with every campaign of one advertiser, [`ADVERTISER`], whose key sees them all.
+    pub async fn start_for_one_advertiser() -> Self {
+        Self::start_with(&[], true).await
+    }
+
+    async fn start_with(without: &[&str], one_advertiser: bool) -> Self {
         let site = Site::start().await;
-        let file = helpers::inventory_file(&inventory(&site.url, without));
+        let file = helpers::inventory_file(&inventory(&site.url, without, one_advertiser));
         let app = helpers::spawn_app_with(AppOptions {
             inventory: file.path().to_owned(),
             ..AppOptions::new(None)

@@ -11,6 +11,7 @@ mod demo;
 mod harness;
 mod pages;
 mod publisher;
+mod targeting;
 
 // regie is started exactly as the API tests start it; this binary uses part of the helpers.
 #[allow(dead_code)]
