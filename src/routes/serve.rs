@@ -402,7 +402,7 @@ async fn post_decisions(
         })
         .collect::<Result<Vec<_>, _>>()?;
     let widths = page_inputs::widths(body.widths, names.len())?;
-    let reader = Reader::parse(&state, &req, body.uid, None, body.consent)?;
+    let reader = Reader::parse(state, &req, body.uid, None, body.consent)?;
     let inputs = parse_inputs(
         &snapshot,
         reader,
