@@ -29,7 +29,13 @@ import urllib.parse
 
 SLOTS = ["banner", "Publicité 2", "Publicité 3", "Publicité 4"]
 BODY = json.dumps({"slots": SLOTS}).encode()
-HEADERS = {"Content-Type": "application/json", "Connection": "keep-alive"}
+# A browser's user agent: without one, regie takes the requests for a bot's (house ads only).
+HEADERS = {
+    "Content-Type": "application/json",
+    "Connection": "keep-alive",
+    "User-Agent": "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/124.0 Safari/537.36",
+}
 
 
 def impression_path(url):

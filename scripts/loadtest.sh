@@ -54,6 +54,9 @@ readonly ROUNDS=${LOADTEST_ROUNDS:-3}
 readonly SLOT_PATH='/v1/slots/Publicit%C3%A9%202/ad'
 readonly ADMIN_TOKEN="loadtest-$RANDOM$RANDOM-0123456789abcdefghij"
 readonly REGIE_BIN="$ROOT/target/release/regie"
+# wrk and curl stand for readers: an HTTP library's user agent, or none, is a bot to regie
+# (README, "Invalid traffic"), whose decisions come from the house tier only.
+readonly BROWSER_UA="Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0 Safari/537.36"
 readonly BARE_BIN="$ROOT/target/release/examples/bare"
 readonly READY_TIMEOUT_SECS=60
 readonly WALK_SCRIPT="$ROOT/loadtest/walk_paths.lua"
@@ -170,7 +173,7 @@ run_wrk() {
     log "wrk -t$THREADS -c$CONNECTIONS -d$DURATION ${script[*]} $url ${script_args[*]}"
     # wrk stops by itself after -d; the timeout is a safety net should it hang.
     timeout --kill-after=5 $(($(duration_secs "$DURATION") + 60)) \
-        wrk --latency -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" "${script[@]}" \
+        wrk --latency -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" -H "User-Agent: $BROWSER_UA" "${script[@]}" \
         "$url" "${script_args[@]}" >"$file" 2>&1 || die "wrk failed against $url (see $file)"
     rps=$(awk '/^Requests\/sec:/ { print $2 }' "$file")
     [[ -n $rps ]] || die "no Requests/sec in $file"
@@ -418,6 +421,9 @@ spawn_regie() {
         # As deployed: JSON logs at info, a span per request. No drain delay, so that stopping
         # one between measurements is quick.
         export REGIE_ENVIRONMENT=production REGIE_DRAIN_DELAY_MS=0
+        # wrk's readers all come from 127.0.0.1: limits per address so high that they never
+        # refuse, yet every request still goes through the limiters, as deployed.
+        export REGIE_DECISIONS_PER_SECOND=1000000000 REGIE_IVT_IMPRESSIONS_PER_MINUTE=4000000000
         # shellcheck disable=SC2163 # exports each VAR=VALUE argument
         if (($#)); then export "$@"; fi
         exec "$REGIE_BIN"
@@ -446,7 +452,7 @@ FIRST_DECISION=""
 fetch_decision() {
     FIRST_DECISION="$OUT/decision.json"
     local status
-    status=$(curl --silent --max-time 5 --output "$FIRST_DECISION" --write-out '%{http_code}' \
+    status=$(curl --silent --max-time 5 -A "$BROWSER_UA" --output "$FIRST_DECISION" --write-out '%{http_code}' \
         "$REGIE_URL$SLOT_PATH")
     [[ $status == 200 ]] || die "GET $SLOT_PATH answered $status, not a decision (see $FIRST_DECISION)"
 }

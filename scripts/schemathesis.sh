@@ -91,6 +91,7 @@ timeout --kill-after=10 "${ST_TIMEOUT:-900}" \
     "$VENV/bin/st" run "$SPEC" \
     --url "$BASE_URL" \
     --header "Authorization: Bearer $ADMIN_TOKEN" \
+    --header "User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0 Safari/537.36" \
     --checks "${ST_CHECKS:-not_a_server_error,response_schema_conformance}" \
     --max-examples "${ST_MAX_EXAMPLES:-30}" \
     --workers 1 \

@@ -18,8 +18,9 @@ use ulid::Ulid;
 
 use crate::clock::SharedClock;
 use crate::inventory::{CampaignId, SlotName};
+use crate::ivt::Reason;
 use crate::metrics::Metrics;
-use crate::store::{Backend, Batch, Event, ServedCount, Store};
+use crate::store::{Backend, Batch, Counted, Event, ServedCount, Store};
 
 /// Events per batch: one script call each, small enough not to stall Redis for long.
 const MAX_EVENTS_PER_BATCH: usize = 5_000;
@@ -28,6 +29,8 @@ const MAX_EVENTS_PER_BATCH: usize = 5_000;
 struct Pending {
     /// hashbrown's map, for lookups by [`ServedKey`].
     served: hashbrown::HashMap<(CampaignId, SlotName, NaiveDate), u64>,
+    /// Invalid served decisions, apart: rare, so kept out of the hot map's key.
+    invalid_served: HashMap<(CampaignId, SlotName, NaiveDate, Reason), u64>,
     events: Vec<Event>,
 }
 
@@ -120,6 +123,23 @@ impl Recorder {
         }
     }
 
+    /// Counts one served decision that is invalid (a bot's), apart from the valid ones.
+    pub fn invalid_served(
+        &self,
+        campaign: &CampaignId,
+        slot: &SlotName,
+        day: NaiveDate,
+        reason: Reason,
+    ) {
+        let mut pending = self.shard().lock();
+        let key = (campaign.clone(), slot.clone(), day, reason);
+        if let Some(n) = pending.invalid_served.get_mut(&key) {
+            *n += 1;
+        } else if self.reserve_room() {
+            pending.invalid_served.insert(key, 1);
+        }
+    }
+
     /// Records one tracking event (de-duplicated later by the store).
     pub fn event(&self, event: Event) {
         if self.reserve_room() {
@@ -130,20 +150,28 @@ impl Recorder {
     /// Takes everything pending, as batches ready to write.
     fn take_batches(&self, dedup_ttl_secs: u64, now_secs: i64) -> Vec<Batch> {
         let mut served: HashMap<(CampaignId, SlotName, NaiveDate), u64> = HashMap::new();
+        let mut invalid_served: HashMap<(CampaignId, SlotName, NaiveDate, Reason), u64> =
+            HashMap::new();
         let mut events = Vec::new();
         let mut taken = 0;
         for shard in self.shards.iter() {
             let pending = std::mem::take(&mut *shard.0.lock());
-            taken += pending.served.len() + pending.events.len();
+            taken += pending.served.len() + pending.invalid_served.len() + pending.events.len();
             events.extend(pending.events);
             for (key, count) in pending.served {
                 *served.entry(key).or_insert(0) += count;
             }
+            for (key, count) in pending.invalid_served {
+                *invalid_served.entry(key).or_insert(0) += count;
+            }
         }
         self.held.fetch_sub(taken, Ordering::Relaxed);
         // The same count kept by two shards is one entry from here on.
-        let merged = served.len() + events.len();
+        let merged = served.len() + invalid_served.len() + events.len();
         self.metrics.pending_events.sub((taken - merged) as i64);
+        // Impressions before clicks, whichever shard held them: the store counts a click as
+        // valid only after its decision's impression.
+        events.sort_by_key(|event| event.kind);
         let served: Vec<ServedCount> = served
             .into_iter()
             .map(|((campaign, slot, day), count)| ServedCount {
@@ -151,7 +179,19 @@ impl Recorder {
                 slot,
                 day,
                 count,
+                invalid: None,
             })
+            .chain(
+                invalid_served
+                    .into_iter()
+                    .map(|((campaign, slot, day, reason), count)| ServedCount {
+                        campaign,
+                        slot,
+                        day,
+                        count,
+                        invalid: Some(reason),
+                    }),
+            )
             .collect();
         if served.is_empty() && events.is_empty() {
             return Vec::new();
@@ -232,9 +272,7 @@ impl Flusher {
             match self.store.flush(batch).await {
                 Ok(report) => {
                     for (event, counted) in batch.events.iter().zip(&report.counted) {
-                        if *counted {
-                            self.count_metric(event);
-                        }
+                        self.count_metric(event, *counted);
                     }
                     let size = batch_size(batch);
                     self.recorder.queued.fetch_sub(size, Ordering::Relaxed);
@@ -259,9 +297,15 @@ impl Flusher {
         true
     }
 
-    fn count_metric(&self, event: &Event) {
-        self.metrics
-            .count_event(event.kind, event.slot.as_str(), event.campaign.as_str());
+    fn count_metric(&self, event: &Event, counted: Counted) {
+        match counted {
+            Counted::Duplicate => {}
+            Counted::Invalid(reason) => self.metrics.invalid(event.kind.as_str(), reason),
+            Counted::Valid => {
+                self.metrics
+                    .count_event(event.kind, event.slot.as_str(), event.campaign.as_str())
+            }
+        }
     }
 
     /// Flushes every `interval` until `shutdown` turns true, then flushes what is left, trying
@@ -353,6 +397,7 @@ mod tests {
                 campaign: campaign.clone(),
                 slot: slot.clone(),
                 day,
+                invalid: None,
             });
         }
         assert_eq!(metrics.dropped_events.get(), 3);

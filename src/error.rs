@@ -51,6 +51,13 @@ pub enum ApiError {
     /// An invalid inventory (422).
     #[error(transparent)]
     InvalidInventory(#[from] InvalidInventory),
+    /// The client address is over its decision limit (429); it may ask again after the
+    /// given number of seconds (`Retry-After`).
+    #[error("too many ad requests from this address; try again in {retry_after_secs} s")]
+    RateLimited {
+        /// Whole seconds until a request would be allowed, at least 1.
+        retry_after_secs: u64,
+    },
     /// No inventory is loaded yet (503).
     #[error("no inventory is loaded yet")]
     NotReady,
@@ -86,6 +93,7 @@ impl ApiError {
             ApiError::UnsupportedEncoding => "unsupported_encoding",
             ApiError::VersionConflict { .. } => "version_conflict",
             ApiError::InvalidInventory(_) => "invalid_inventory",
+            ApiError::RateLimited { .. } => "rate_limited",
             ApiError::NotReady => "not_ready",
             ApiError::Store(_) => "store_unavailable",
         }
@@ -119,6 +127,7 @@ impl ResponseError for ApiError {
             ApiError::UnsupportedEncoding => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::VersionConflict { .. } => StatusCode::CONFLICT,
             ApiError::InvalidInventory(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::NotReady | ApiError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -138,6 +147,9 @@ impl ResponseError for ApiError {
         let mut response = HttpResponse::build(self.status_code());
         if matches!(self, ApiError::Unauthorized) {
             response.insert_header(("WWW-Authenticate", "Bearer"));
+        }
+        if let ApiError::RateLimited { retry_after_secs } = self {
+            response.insert_header((actix_web::http::header::RETRY_AFTER, *retry_after_secs));
         }
         // No cache may keep an error: the same request may succeed a moment later.
         response

@@ -28,6 +28,8 @@
 //!   Redis Cluster; its Lua scripts in `src/store/lua/`, its keys named in one module) and by
 //!   an embedded in-memory store.
 //! - [`tracking`]: signed tracking tokens.
+//! - [`ivt`]: invalid traffic (known bots, client addresses behind trusted proxies, rate
+//!   limits per address): what makes a decision or an event count apart.
 //! - [`counting`]: counters buffered in memory and flushed to the store in idempotent batches.
 //! - [`metrics`]: Prometheus metrics, owned by one struct.
 //! - [`reporting`]: advertisers' counters by day and slot, and their CSV export.
@@ -49,6 +51,7 @@ pub mod counting;
 pub mod delivery;
 pub mod error;
 pub mod inventory;
+pub mod ivt;
 pub mod local_admin;
 pub mod metrics;
 pub mod optimize;

@@ -61,6 +61,8 @@ pub struct Metrics {
     clicks: IntCounterVec,
     /// Tracking requests refused, by kind and reason.
     pub tracking_rejected: IntCounterVec,
+    /// Invalid traffic counted apart, by kind and reason (closed sets, [`crate::ivt`]).
+    pub invalid_traffic: IntCounterVec,
     /// Counter events waiting in memory for the store.
     pub pending_events: IntGauge,
     /// Counter events dropped because the pending buffer was full.
@@ -139,6 +141,15 @@ impl Metrics {
             "Tracking requests that counted nothing, by kind and reason.",
             &["kind", "reason"],
         );
+        let invalid_traffic = counter_vec(
+            "regie_invalid_traffic_total",
+            "Invalid decisions and events, counted apart, by kind and reason.",
+            &["kind", "reason"],
+        );
+        // Every possible series from the start, so a rate over them never starts missing.
+        for (kind, reason) in crate::ivt::metric_series() {
+            invalid_traffic.with_label_values(&[kind, reason.as_str()]);
+        }
         let pending_events = gauge(
             "regie_events_pending",
             "Counter events waiting in memory to be written to the store.",
@@ -218,6 +229,7 @@ impl Metrics {
             viewable,
             clicks,
             tracking_rejected,
+            invalid_traffic,
             pending_events,
             dropped_events,
             store_roundtrips,
@@ -251,6 +263,14 @@ impl Metrics {
             EventLabels::SlotAndCampaign => counter.with_label_values(&[slot, campaign]),
         }
         .inc();
+    }
+
+    /// Counts one invalid decision request or event; `kind` is one of
+    /// [`crate::ivt::METRIC_KINDS`].
+    pub fn invalid(&self, kind: &'static str, reason: crate::ivt::Reason) {
+        self.invalid_traffic
+            .with_label_values(&[kind, reason.as_str()])
+            .inc();
     }
 
     /// Records one store round trip's outcome.

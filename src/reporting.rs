@@ -92,9 +92,8 @@ fn write_records(days: &[DayReport]) -> Result<Vec<u8>, csv::Error> {
                 &c.viewable.to_string(),
                 &c.clicks.to_string(),
                 &format!("{:.4}", ctr(c.clicks, c.impressions)),
-                // Invalid traffic is not counted apart yet: every counted event is valid.
-                "0",
-                "0",
+                &c.invalid.total().impressions.to_string(),
+                &c.invalid.total().clicks.to_string(),
             ])?;
         }
     }
@@ -113,6 +112,7 @@ mod tests {
             impressions,
             viewable: impressions / 2,
             clicks,
+            invalid: Default::default(),
         }
     }
 
@@ -137,10 +137,14 @@ mod tests {
 
     #[test]
     fn slot_names_with_commas_quotes_and_accents_are_quoted_as_rfc_4180_says() {
+        let mut with_invalid = counts(3, 1);
+        with_invalid.add_field("invalid.bot.impressions", 2);
+        with_invalid.add_field("invalid.rate.impressions", 1);
+        with_invalid.add_field("invalid.too_fast.clicks", 1);
         let days = by_day_and_slot(
             &[date(30)],
             vec![vec![
-                ("Publicité 2, \"haut\"".into(), counts(3, 1)),
+                ("Publicité 2, \"haut\"".into(), with_invalid),
                 ("Publicité 3".into(), counts(0, 0)),
             ]],
             &[],
@@ -149,7 +153,7 @@ mod tests {
         assert_eq!(
             csv,
             "date,slot,served,impressions,viewable,clicks,ctr,invalid_impressions,invalid_clicks\r\n\
-             2026-11-30,\"Publicité 2, \"\"haut\"\"\",4,3,1,1,0.3333,0,0\r\n\
+             2026-11-30,\"Publicité 2, \"\"haut\"\"\",4,3,1,1,0.3333,3,1\r\n\
              2026-11-30,Publicité 3,1,0,0,0,0.0000,0,0\r\n"
         );
     }

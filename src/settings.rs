@@ -111,6 +111,19 @@ pub struct Settings {
     /// (`REGIE_METRICS_CAMPAIGN_LABELS`): one series per campaign and slot, for deployments
     /// with few campaigns.
     pub metrics_campaign_labels: bool,
+    /// Proxies whose `X-Forwarded-For` is believed, comma-separated CIDRs
+    /// (`REGIE_TRUSTED_PROXIES`); empty trusts none.
+    #[serde(default)]
+    pub trusted_proxies: String,
+    /// Decision requests per second and client address; above, 429 (0 disables).
+    pub decisions_per_second: u32,
+    /// Impressions, and viewable impressions, per minute and client address; above, invalid
+    /// (`rate`; 0 disables).
+    pub ivt_impressions_per_minute: u32,
+    /// Clicks per minute and client address; above, invalid (`rate`; 0 disables).
+    pub ivt_clicks_per_minute: u32,
+    /// A click sooner than this after its decision is invalid (`too_fast`), in milliseconds.
+    pub min_click_delay_ms: u64,
 }
 
 fn local() -> String {
@@ -255,6 +268,12 @@ impl Settings {
                 );
             }
         }
+        if let Err(e) = crate::ivt::TrustedProxies::parse(&self.trusted_proxies) {
+            return Err(SettingsError::Invalid {
+                name: "trusted_proxies",
+                reason: e.to_string(),
+            });
+        }
         if self.redis_url.is_some() && self.redis_cluster.is_some() {
             return Err(SettingsError::Invalid {
                 name: "redis_cluster",
@@ -371,6 +390,20 @@ impl Settings {
     /// How often the `optimize` rotation's counts are read.
     pub fn optimize_refresh(&self) -> Duration {
         Duration::from_millis(self.optimize_refresh_ms)
+    }
+
+    /// The invalid-traffic rules' settings.
+    pub fn ivt(&self) -> crate::ivt::IvtSettings {
+        crate::ivt::IvtSettings {
+            trusted_proxies: crate::ivt::TrustedProxies::parse(&self.trusted_proxies)
+                .unwrap_or_default(),
+            limits: crate::ivt::LimitSettings {
+                decisions_per_second: self.decisions_per_second,
+                impressions_per_minute: self.ivt_impressions_per_minute,
+                clicks_per_minute: self.ivt_clicks_per_minute,
+            },
+            min_click_delay_ms: self.min_click_delay_ms,
+        }
     }
 
     /// The shutdown timeout.

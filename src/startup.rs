@@ -148,6 +148,7 @@ impl Application {
             impression_ttl_secs: settings.impression_token_ttl_secs,
             click_ttl_secs: settings.click_token_ttl_secs,
             draining: Default::default(),
+            ivt: crate::ivt::Ivt::new(settings.ivt(), clock.clone()),
         });
 
         let shares_key = match (&settings.tracking_keys, &store) {
@@ -162,6 +163,7 @@ impl Application {
         };
         let mut tasks = vec![
             release_task,
+            tokio::spawn(state.ivt.limits.clone().run_sweeper(shutdown_rx.clone())),
             tokio::spawn(
                 catalog
                     .clone()

@@ -49,6 +49,8 @@ pub struct AppState {
     pub click_ttl_secs: u64,
     /// Set when the process begins to shut down: `/readyz` answers 503 from then on.
     pub draining: std::sync::atomic::AtomicBool,
+    /// The invalid-traffic rules: known bots, client addresses, rate limits, click delay.
+    pub ivt: crate::ivt::Ivt,
 }
 
 impl AppState {

@@ -17,6 +17,19 @@
     ['ctr', 'Taux de clic'],
   ];
   const STATUS = { active: 'Active', paused: 'En pause' };
+  // Invalid traffic, counted apart (never in the figures above it), by reason.
+  const INVALID = [
+    ['served', 'diffusion', 'diffusions'],
+    ['impressions', 'impression', 'impressions'],
+    ['viewable', 'impression visible', 'impressions visibles'],
+    ['clicks', 'clic', 'clics'],
+  ];
+  const REASONS = {
+    bot: 'robots et outils automatiques',
+    rate: 'trop de requêtes d\'une même adresse',
+    no_impression: 'clics sans impression',
+    too_fast: 'clics trop rapides',
+  };
   const integer = new Intl.NumberFormat('fr-FR');
   const percent = new Intl.NumberFormat('fr-FR',
     { style: 'percent', minimumFractionDigits: 2, maximumFractionDigits: 2 });
@@ -255,6 +268,24 @@
       el('tbody', {}, ...rows));
   }
 
+  // One line an advertiser can read: what was set aside as invalid over the
+  // period, and why (in the line's tooltip and its details).
+  function invalidLine(invalid) {
+    const figures = INVALID.map(([m, one, many], i) => [
+      i ? ', ' : '',
+      el('span', { 'data-metric': m, 'data-value': String(invalid[m] || 0) },
+        `${integer.format(invalid[m] || 0)} ${(invalid[m] || 0) > 1 ? many : one}`),
+    ]).flat();
+    const why = Object.entries(invalid.reasons || {})
+      .map(([reason, t]) => [reason, (t.served || 0) + (t.impressions || 0) + (t.viewable || 0) + (t.clicks || 0)])
+      .filter(([, n]) => n > 0)
+      .map(([reason, n]) => `${REASONS[reason] || reason} : ${integer.format(n)}`);
+    return el('p', { class: 'invalid', 'data-invalid': '',
+      title: 'Trafic invalide (IAB/MRC) : compté à part, jamais facturé ni décompté des plafonds.' },
+    el('strong', {}, 'Trafic invalide écarté : '), ...figures,
+    why.length ? ` (${why.join(' ; ')})` : '', '.');
+  }
+
   function campaignSection(c, stats) {
     const lifetime = c.totals || {};
     const section = el('section', { class: 'campaign', 'data-campaign': c.campaign_id,
@@ -274,6 +305,7 @@
         ...METRICS.map(([m, label]) => el('div', { class: 'tile' },
           el('span', { class: 'label' }, label),
           metricCell('span', m, (stats.totals || {})[m], { class: 'value' })))),
+      invalidLine((stats.totals || {}).invalid || {}),
       chart(stats),
       ctrChart(stats),
       slotTable(stats.slots));

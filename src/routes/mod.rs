@@ -8,6 +8,7 @@ mod errors;
 mod health;
 mod page_inputs;
 mod pages;
+mod rate;
 mod serve;
 mod stats;
 mod tracking;

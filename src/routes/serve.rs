@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use actix_web::middleware::from_fn;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use ulid::Ulid;
@@ -27,12 +28,20 @@ const MAX_UID_BYTES: usize = 128;
 pub(super) fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         super::public_resource("/v1/slots/{slot}/ad")
-            .route(web::get().to(get_ad))
+            .route(
+                web::get()
+                    .to(get_ad)
+                    .wrap(from_fn(super::rate::limit_decisions)),
+            )
             .default_service(allow("GET")),
     )
     .service(
         super::public_resource("/v1/decisions")
-            .route(web::post().to(post_decisions))
+            .route(
+                web::post()
+                    .to(post_decisions)
+                    .wrap(from_fn(super::rate::limit_decisions)),
+            )
             .default_service(allow("POST")),
     );
 }
@@ -82,11 +91,18 @@ impl Inputs {
     /// call.
     fn page<'a>(
         self,
+        req: &HttpRequest,
         state: &AppState,
         slots: &'a [&'a CompiledSlot],
         widths: &[Option<u32>],
     ) -> PageRequest<'a> {
         let now = state.clock.now();
+        let mut viewer = self.viewer;
+        if state.ivt.is_bot(req) {
+            // A bot is nobody to count views for: nothing about it is read or stored.
+            viewer.uid = None;
+            viewer.bot = true;
+        }
         PageRequest {
             slots,
             sizes: slots
@@ -94,7 +110,7 @@ impl Inputs {
                 .zip(widths)
                 .map(|(slot, width)| slot.size_for(*width))
                 .collect(),
-            viewer: self.viewer,
+            viewer,
             keywords: self.keywords,
             excluded: self.excluded,
             excluded_advertisers: self.excluded_advertisers,
@@ -192,6 +208,7 @@ fn parse_inputs(
         viewer: Viewer {
             uid,
             refused_tracking: reader.refused_tracking,
+            bot: false,
         },
         keywords: normalized,
         excluded,
@@ -243,9 +260,20 @@ fn answer(
         counters.fallback.inc();
     }
     let campaign = &snapshot.campaign_at(choice.campaign).campaign;
-    state
-        .recorder
-        .served(&campaign.id, &compiled.slot.name, page.today);
+    if page.viewer.bot {
+        // Answered as usual, counted apart (contract section 8).
+        state.recorder.invalid_served(
+            &campaign.id,
+            &compiled.slot.name,
+            page.today,
+            crate::ivt::Reason::Bot,
+        );
+        state.metrics.invalid("decision", crate::ivt::Reason::Bot);
+    } else {
+        state
+            .recorder
+            .served(&campaign.id, &compiled.slot.name, page.today);
+    }
     let creative = &campaign.creatives[choice.creative];
     // The id's time is the decision's, read once per request rather than again here.
     let decision_id = Ulid::from_datetime(page.now.into());
@@ -314,14 +342,14 @@ async fn get_ad(
     )?;
     let slots = [compiled];
     if explain {
-        let page = inputs.page(state, &slots, &[width]);
+        let page = inputs.page(&req, state, &slots, &[width]);
         let body = serving(state, &snapshot).explain(&page).await.pop();
         return Ok(HttpResponse::Ok()
             .insert_header(super::no_store())
             .json(body));
     }
     let timer = state.metrics.decision_duration.start_timer();
-    let page = inputs.page(state, &slots, &[width]);
+    let page = inputs.page(&req, state, &slots, &[width]);
     let choice = serving(state, &snapshot)
         .decide(&page)
         .await
@@ -353,10 +381,10 @@ struct EmptyEntry<'a> {
 
 async fn post_decisions(
     req: HttpRequest,
-    state: web::Data<AppState>,
     body: web::Json<BatchRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let snapshot = current_snapshot(&state)?;
+    let state = state_of(&req);
+    let snapshot = current_snapshot(state)?;
     let body = body.into_inner();
     if body.slots.is_empty() || body.slots.len() > MAX_BATCH_SLOTS {
         return Err(ApiError::bad_request(
@@ -374,7 +402,7 @@ async fn post_decisions(
         })
         .collect::<Result<Vec<_>, _>>()?;
     let widths = page_inputs::widths(body.widths, names.len())?;
-    let reader = Reader::parse(&state, &req, body.uid, None, body.consent)?;
+    let reader = Reader::parse(state, &req, body.uid, None, body.consent)?;
     let inputs = parse_inputs(
         &snapshot,
         reader,
@@ -388,9 +416,9 @@ async fn post_decisions(
         .zip(widths)
         .filter_map(|(n, w)| snapshot.slot(n).map(|slot| (slot, w)))
         .unzip();
-    let page = inputs.page(&state, &known, &known_widths);
+    let page = inputs.page(&req, state, &known, &known_widths);
     // Campaigns chosen for earlier slots of this page are excluded from the later ones.
-    let mut choices = serving(&state, &snapshot).decide(&page).await.into_iter();
+    let mut choices = serving(state, &snapshot).decide(&page).await.into_iter();
     let prepared = state.renderer.prepared(&snapshot);
     // Decisions come written already; the answer is written around them.
     let mut out = Vec::with_capacity(1_024 * names.len());
@@ -402,7 +430,7 @@ async fn post_decisions(
         let (decision, error) = match snapshot.slot(name) {
             Some(compiled) => {
                 let choice = choices.next().flatten();
-                let decision = answer(&state, &snapshot, &prepared, compiled, choice, &page);
+                let decision = answer(state, &snapshot, &prepared, compiled, choice, &page);
                 (decision, None)
             }
             None => (None, Some("unknown_slot")),

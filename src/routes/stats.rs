@@ -12,9 +12,10 @@ use super::auth::{caller, Caller};
 use super::errors::allow;
 use crate::error::ApiError;
 use crate::inventory::CampaignId;
+use crate::ivt::Reason;
 use crate::reporting::{by_day_and_slot, ctr, write_csv, DayReport};
 use crate::state::AppState;
-use crate::store::{Backend, Counts};
+use crate::store::{Backend, Counts, Tally};
 
 /// The longest range one stats request covers.
 const MAX_DAYS: i64 = 366;
@@ -53,6 +54,7 @@ struct Totals {
     viewable: u64,
     clicks: u64,
     ctr: f64,
+    invalid: Invalid,
 }
 
 impl From<Counts> for Totals {
@@ -63,6 +65,40 @@ impl From<Counts> for Totals {
             viewable: c.viewable,
             clicks: c.clicks,
             ctr: ctr(c.clicks, c.impressions),
+            invalid: Invalid::from(&c),
+        }
+    }
+}
+
+/// Invalid traffic, counted apart from the valid counters beside it (contract section 8);
+/// in a campaign's `totals`, also by reason.
+#[derive(Debug, Serialize)]
+struct Invalid {
+    #[serde(flatten)]
+    total: Tally,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reasons: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl Invalid {
+    fn from(c: &Counts) -> Self {
+        Self {
+            total: c.invalid.total(),
+            reasons: None,
+        }
+    }
+
+    fn with_reasons(c: &Counts) -> Self {
+        let reasons = Reason::ALL
+            .iter()
+            .map(|r| {
+                let tally = serde_json::to_value(c.invalid.reason(*r)).expect("plain counters");
+                (r.as_str().to_owned(), tally)
+            })
+            .collect();
+        Self {
+            total: c.invalid.total(),
+            reasons: Some(reasons),
         }
     }
 }
@@ -90,6 +126,7 @@ struct SlotTotals {
     impressions: u64,
     viewable: u64,
     clicks: u64,
+    invalid: Invalid,
 }
 
 fn parse_day(raw: &str, name: &str) -> Result<NaiveDate, ApiError> {
@@ -224,15 +261,18 @@ async fn campaign_stats(
             impressions: c.impressions,
             viewable: c.viewable,
             clicks: c.clicks,
+            invalid: Invalid::from(&c),
         })
         .collect();
+    let mut totals = Totals::from(total);
+    totals.invalid = Invalid::with_reasons(&total);
     Ok(HttpResponse::Ok()
         .insert_header(super::no_store())
         .json(serde_json::json!({
             "campaign_id": report.campaign.as_str(),
             "from": report.from,
             "to": report.to,
-            "totals": Totals::from(total),
+            "totals": totals,
             "days": days_out,
             "slots": slots,
         })))

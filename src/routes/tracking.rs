@@ -6,7 +6,7 @@
 //! never from the request.
 
 use actix_web::http::header;
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::errors::allow;
 use super::no_store;
@@ -31,7 +31,7 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig) {
     ] {
         cfg.service(
             super::public_resource(path)
-                .route(web::get().to(move |state, token| beacon(state, token, kind)))
+                .route(web::get().to(move |req, state, token| beacon(req, state, token, kind)))
                 .route(web::head().to(pixel))
                 .default_service(allow("GET, HEAD")),
         );
@@ -90,13 +90,19 @@ fn verify(state: &AppState, token: &str, kind: EventKind) -> Result<Verified, To
     })
 }
 
-fn record(state: &AppState, verified: &Verified, kind: EventKind) {
+/// Counts the event, valid or, when the request shows it is invalid traffic, apart.
+fn record(req: &HttpRequest, state: &AppState, verified: &Verified, kind: EventKind) {
+    let now_ms = state.clock.now().timestamp_millis();
+    let invalid = state
+        .ivt
+        .event_reason(req, kind, verified.payload.issued_at_ms(), now_ms);
     state.recorder.event(Event {
         kind,
         decision_id: verified.payload.decision_id,
         campaign: verified.payload.campaign.clone(),
         slot: verified.payload.slot.clone(),
         day: state.today(),
+        invalid,
     });
 }
 
@@ -109,21 +115,28 @@ fn reject(state: &AppState, kind: EventKind, reason: TokenError) {
 }
 
 async fn beacon(
+    req: HttpRequest,
     state: web::Data<AppState>,
     token: web::Path<String>,
     kind: EventKind,
 ) -> HttpResponse {
     match verify(&state, &token, kind) {
-        Ok(verified) => record(&state, &verified, kind),
+        Ok(verified) => record(&req, &state, &verified, kind),
         Err(reason) => reject(&state, kind, reason),
     }
     pixel().await
 }
 
-async fn click(state: web::Data<AppState>, token: web::Path<String>) -> HttpResponse {
+/// A valid token always redirects to its landing page, an invalid click's too: the person
+/// (or bot) lands where the ad leads, only the count differs.
+async fn click(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    token: web::Path<String>,
+) -> HttpResponse {
     match verify(&state, &token, EventKind::Click) {
         Ok(verified) => {
-            record(&state, &verified, EventKind::Click);
+            record(&req, &state, &verified, EventKind::Click);
             HttpResponse::Found()
                 .insert_header((header::LOCATION, verified.landing_url))
                 .insert_header(no_store())

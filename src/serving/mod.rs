@@ -36,6 +36,7 @@ use rand::Rng;
 
 use self::budget::RequestDelivery;
 use crate::delivery::{Budgets, Releaser};
+use crate::inventory::Priority;
 use crate::snapshot::{CampaignIndex, CompiledSlot, Snapshot};
 use crate::store::Store;
 use crate::targeting::{Country, LocalMoment, PageShown, SizeChoice};
@@ -49,6 +50,9 @@ pub struct Viewer {
     pub uid: Option<String>,
     /// The reader refused tracking (`consent=0`, `"consent": false` or `Sec-GPC: 1`).
     pub refused_tracking: bool,
+    /// A known bot (contract section 8): served from the `house` tier only, and taking
+    /// nothing from any budget or frequency cap.
+    pub bot: bool,
 }
 
 /// A parsed page request: what a decision depends on besides the inventory.
@@ -105,6 +109,9 @@ impl Serving<'_> {
     pub async fn decide(&self, page: &PageRequest<'_>) -> Vec<Option<Choice>> {
         let mut rng = rand::rng();
         let delivery = RequestDelivery::new(self.budgets, page, None);
+        if page.viewer.bot {
+            return self.decide_for_bot(page, &delivery, &mut rng);
+        }
         match page.viewer.uid.as_deref() {
             Some(uid) => frequency::decide_for_viewer(self, page, &delivery, uid, &mut rng).await,
             None => self.decide_without_viewer(page, &delivery, &mut rng),
@@ -138,6 +145,45 @@ impl Serving<'_> {
                 shown.show(campaign);
                 return Some(choice);
             }
+        };
+        page.slots
+            .iter()
+            .zip(&page.sizes)
+            .map(|(slot, size)| choose_one(slot, *size))
+            .collect()
+    }
+
+    /// [`Serving::decide`] for a known bot: only `house` campaigns (the slot's fallback too,
+    /// when it is one), still never one twice on a page and never one held back by its
+    /// budget or pacing, but no unit is taken and no frequency cap is read or reserved.
+    fn decide_for_bot<R: Rng + ?Sized>(
+        &self,
+        page: &PageRequest<'_>,
+        delivery: &RequestDelivery<'_>,
+        rng: &mut R,
+    ) -> Vec<Option<Choice>> {
+        let snapshot = self.snapshot;
+        let mut excluded = page.excluded.clone();
+        excluded.extend(
+            snapshot
+                .campaign_index
+                .values()
+                .copied()
+                .filter(|&index| snapshot.campaign_at(index).campaign.priority != Priority::House),
+        );
+        let mut shown = page.shown();
+        let mut choose_one = |slot: &CompiledSlot, size: SizeChoice| {
+            let ctx = Context {
+                page,
+                excluded: &excluded,
+                shown: &shown,
+                size,
+                delivery: Some(delivery),
+            };
+            let choice = choose(snapshot, slot, &ctx, rng)?;
+            excluded.push(choice.campaign);
+            shown.show(snapshot.campaign_at(choice.campaign));
+            Some(choice)
         };
         page.slots
             .iter()

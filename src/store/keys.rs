@@ -13,11 +13,11 @@
 //! | `P:{inventory}:json` | string | the inventory document (JSON) | `put_inventory.lua`, `restore_inventory.lua` |
 //! | `P:{inventory}:version` | string (integer) | its version | `put_inventory.lua`, `restore_inventory.lua` |
 //! | `P:inventory:changed` | pub/sub channel | a new version, published on every write (on a cluster, to every node's subscribers) | `put_inventory.lua`, `restore_inventory.lua` |
-//! | `P:{c:CAMPAIGN}:stats:YYYY-MM-DD` | hash `{counter}\|{slot}` → count | counters of a campaign for a reporting day | `flush_share.lua` |
-//! | `P:{c:CAMPAIGN}:totals` | hash counter → count | lifetime counters of a campaign | `flush_share.lua` |
-//! | `P:{c:CAMPAIGN}:slot-totals` | hash `{counter}\|{slot}` → count | lifetime counters of a campaign's tracking events by slot (the `optimize` rotation's evidence) | `flush_share.lua` |
+//! | `P:{c:CAMPAIGN}:stats:YYYY-MM-DD` | hash `{counter}\|{slot}` → count, invalid traffic as `invalid.{reason}.{counter}\|{slot}` | counters of a campaign for a reporting day | `flush_share.lua` |
+//! | `P:{c:CAMPAIGN}:totals` | hash counter → count (invalid ones as above) | lifetime counters of a campaign | `flush_share.lua` |
+//! | `P:{c:CAMPAIGN}:slot-totals` | hash `{counter}\|{slot}` → count | lifetime counters of a campaign's valid tracking events by slot (the `optimize` rotation's evidence) | `flush_share.lua` |
 //! | `P:{c:CAMPAIGN}:batch:BATCH` | string, expiring after a day, deleted once the batch is acknowledged | a flushed batch's share for the campaign, so that a retry is not counted twice | `flush_share.lua` |
-//! | `P:{d:DECISION}:seen:COUNTER` | string (the id of the batch that counted it), expiring after the longest token life | de-duplication mark of one event | the flush (`SET … NX GET`) |
+//! | `P:{d:DECISION}:seen:COUNTER` | string (the id of the batch that counted it; an impression counted as invalid traffic has `:x` after it), expiring after the longest token life | de-duplication mark of one event | the flush (`SET … NX GET`) |
 //! | `P:{keys}:apikey:SHA256` | string | the advertiser id owning an API key | `set_api_key.lua`, `revoke_api_key.lua` |
 //! | `P:{keys}:advertiser-key:ADVERTISER` | string | the hash of the advertiser's current key | `set_api_key.lua`, `revoke_api_key.lua` |
 //! | `P:{keys}:tracking-secret` | string | the tracking signing secret of instances without `REGIE_TRACKING_KEYS` | `tracking_secret.lua` |

@@ -8,10 +8,12 @@ use parking_lot::Mutex;
 use ulid::Ulid;
 
 use super::{
-    counter_field, first_allowed, grant, Backend, Batch, Counts, FlushReport, FrequencyItem,
-    FrequencyRelease, Lease, LeaseRequest, PutOutcome, StoreError, StoredInventory,
+    counter_field, first_allowed, grant, stored_field, Backend, Batch, Counted, Counts,
+    FlushReport, FrequencyItem, FrequencyRelease, Lease, LeaseRequest, PutOutcome, StoreError,
+    StoredInventory,
 };
 use crate::inventory::{AdvertiserId, CampaignId};
+use crate::ivt::Reason;
 use crate::tracking::EventKind;
 
 /// The embedded store.
@@ -26,10 +28,11 @@ struct Data {
     /// (campaign, day) → slot → counters.
     daily: HashMap<(CampaignId, NaiveDate), HashMap<String, Counts>>,
     totals: HashMap<CampaignId, Counts>,
-    /// campaign → slot → lifetime counters of tracking events.
+    /// campaign → slot → lifetime counters of valid tracking events.
     slot_totals: HashMap<CampaignId, HashMap<String, Counts>>,
-    /// De-duplication marks and their expiry (Unix seconds).
-    seen: HashMap<(EventKind, Ulid), i64>,
+    /// De-duplication marks: their expiry (Unix seconds), and whether the event counted as
+    /// valid (a click needs its decision's valid impression).
+    seen: HashMap<(EventKind, Ulid), (i64, bool)>,
     /// Marks in insertion order; with one TTL for all, that is expiry order.
     seen_order: VecDeque<(i64, EventKind, Ulid)>,
     applied_batches: HashSet<Ulid>,
@@ -103,51 +106,66 @@ impl Backend for MemoryStore {
         data.expire_marks(batch.now_secs);
         if !data.applied_batches.insert(batch.id) {
             return Ok(FlushReport {
-                counted: vec![false; batch.events.len()],
+                counted: vec![Counted::Duplicate; batch.events.len()],
                 already_applied: true,
             });
         }
         for served in &batch.served {
+            let field = stored_field(served.invalid, "served");
             data.daily
                 .entry((served.campaign.clone(), served.day))
                 .or_default()
                 .entry(served.slot.to_string())
                 .or_default()
-                .served += served.count;
+                .add_field(&field, served.count);
             data.totals
                 .entry(served.campaign.clone())
                 .or_default()
-                .served += served.count;
+                .add_field(&field, served.count);
         }
         let expires = batch.now_secs + batch.dedup_ttl_secs as i64;
         let mut counted = Vec::with_capacity(batch.events.len());
         for event in &batch.events {
-            let fresh = data
-                .seen
-                .insert((event.kind, event.decision_id), expires)
-                .is_none();
-            if fresh {
-                data.seen_order
-                    .push_back((expires, event.kind, event.decision_id));
-                let field = counter_field(event.kind);
-                data.daily
-                    .entry((event.campaign.clone(), event.day))
-                    .or_default()
-                    .entry(event.slot.to_string())
-                    .or_default()
-                    .add_field(field, 1);
-                data.totals
-                    .entry(event.campaign.clone())
-                    .or_default()
-                    .add_field(field, 1);
+            let mut invalid = event.invalid;
+            if invalid.is_none()
+                && event.kind == EventKind::Click
+                && data
+                    .seen
+                    .get(&(EventKind::Impression, event.decision_id))
+                    .map(|m| m.1)
+                    != Some(true)
+            {
+                invalid = Some(Reason::NoImpression);
+            }
+            let key = (event.kind, event.decision_id);
+            if data.seen.contains_key(&key) {
+                counted.push(Counted::Duplicate);
+                continue;
+            }
+            data.seen.insert(key, (expires, invalid.is_none()));
+            data.seen_order
+                .push_back((expires, event.kind, event.decision_id));
+            let field = stored_field(invalid, counter_field(event.kind));
+            data.daily
+                .entry((event.campaign.clone(), event.day))
+                .or_default()
+                .entry(event.slot.to_string())
+                .or_default()
+                .add_field(&field, 1);
+            data.totals
+                .entry(event.campaign.clone())
+                .or_default()
+                .add_field(&field, 1);
+            if invalid.is_none() {
+                // The optimize rotation learns from valid events only.
                 data.slot_totals
                     .entry(event.campaign.clone())
                     .or_default()
                     .entry(event.slot.to_string())
                     .or_default()
-                    .add_field(field, 1);
+                    .add_field(&field, 1);
             }
-            counted.push(fresh);
+            counted.push(invalid.map_or(Counted::Valid, Counted::Invalid));
         }
         Ok(FlushReport {
             counted,
@@ -366,7 +384,7 @@ impl Data {
             }
             self.seen_order.pop_front();
             // A mark re-inserted later carries a later expiry; only drop the one that expired.
-            if self.seen.get(&(kind, id)) == Some(&expires) {
+            if self.seen.get(&(kind, id)).map(|m| m.0) == Some(expires) {
                 self.seen.remove(&(kind, id));
             }
         }

@@ -5,6 +5,7 @@ use serde::Serialize;
 use ulid::Ulid;
 
 use crate::inventory::{CampaignId, SlotName};
+use crate::ivt::Reason;
 use crate::tracking::EventKind;
 
 /// The inventory document as stored, with its version.
@@ -39,17 +40,31 @@ pub struct Counts {
     pub viewable: u64,
     /// Clicks.
     pub clicks: u64,
+    /// Invalid decisions and events, counted apart from the four above (contract section 8).
+    #[serde(skip)]
+    pub invalid: InvalidCounts,
 }
 
 impl Counts {
-    /// Adds `n` to the counter named `field` (`served`, `impressions`, `viewable`, `clicks`).
+    /// Adds `n` to the counter named `field`: `served`, `impressions`, `viewable`, `clicks`,
+    /// or an invalid one, `invalid.{reason}.{counter}` ([`invalid_field`]).
     pub fn add_field(&mut self, field: &str, n: u64) {
         match field {
             "served" => self.served += n,
             "impressions" => self.impressions += n,
             "viewable" => self.viewable += n,
             "clicks" => self.clicks += n,
-            _ => {}
+            _ => {
+                let Some((reason, counter)) = field
+                    .strip_prefix("invalid.")
+                    .and_then(|rest| rest.split_once('.'))
+                else {
+                    return;
+                };
+                if let Some(reason) = Reason::parse(reason) {
+                    self.invalid.by_reason[reason as usize].add_field(counter, n);
+                }
+            }
         }
     }
 
@@ -59,6 +74,84 @@ impl Counts {
         self.impressions += other.impressions;
         self.viewable += other.viewable;
         self.clicks += other.clicks;
+        for (mine, theirs) in self
+            .invalid
+            .by_reason
+            .iter_mut()
+            .zip(&other.invalid.by_reason)
+        {
+            mine.add(theirs);
+        }
+    }
+}
+
+/// Invalid decisions and events, by reason.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InvalidCounts {
+    /// Indexed by [`Reason`] in the order of [`Reason::ALL`].
+    pub by_reason: [Tally; 4],
+}
+
+impl InvalidCounts {
+    /// The counters of one reason.
+    pub fn reason(&self, reason: Reason) -> Tally {
+        self.by_reason[reason as usize]
+    }
+
+    /// Every reason's counters added up.
+    pub fn total(&self) -> Tally {
+        let mut total = Tally::default();
+        self.by_reason.iter().for_each(|t| total.add(t));
+        total
+    }
+}
+
+/// Four counters without anything else: one reason's invalid traffic.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Tally {
+    /// Decisions served.
+    pub served: u64,
+    /// Impressions.
+    pub impressions: u64,
+    /// Viewable impressions.
+    pub viewable: u64,
+    /// Clicks.
+    pub clicks: u64,
+}
+
+impl Tally {
+    fn add_field(&mut self, field: &str, n: u64) {
+        match field {
+            "served" => self.served += n,
+            "impressions" => self.impressions += n,
+            "viewable" => self.viewable += n,
+            "clicks" => self.clicks += n,
+            _ => {}
+        }
+    }
+
+    fn add(&mut self, other: &Tally) {
+        self.served += other.served;
+        self.impressions += other.impressions;
+        self.viewable += other.viewable;
+        self.clicks += other.clicks;
+    }
+}
+
+/// The stored name of an invalid counter: `invalid.{reason}.{counter}`, beside the valid
+/// `{counter}` in the same hashes, so reading stats reads both at once.
+pub fn invalid_field(reason: Reason, counter: &str) -> String {
+    format!("invalid.{}.{counter}", reason.as_str())
+}
+
+/// The stored name of a counter, valid or invalid.
+pub fn stored_field(
+    invalid: Option<Reason>,
+    counter: &'static str,
+) -> std::borrow::Cow<'static, str> {
+    match invalid {
+        None => counter.into(),
+        Some(reason) => invalid_field(reason, counter).into(),
     }
 }
 
@@ -82,6 +175,8 @@ pub struct ServedCount {
     pub day: NaiveDate,
     /// How many decisions.
     pub count: u64,
+    /// Why these decisions are invalid, if they are (counted apart).
+    pub invalid: Option<Reason>,
 }
 
 /// One tracking event, counted at most once per decision and kind.
@@ -97,6 +192,10 @@ pub struct Event {
     pub slot: SlotName,
     /// The reporting day of the event.
     pub day: NaiveDate,
+    /// Why the event is invalid, as the request showed (`bot`, `rate`, `too_fast`). A click
+    /// without one is still invalid (`no_impression`) when the store holds no valid
+    /// impression of its decision.
+    pub invalid: Option<Reason>,
 }
 
 /// A batch of counters written in one round trip. Its id makes a retried write idempotent: a
@@ -115,11 +214,22 @@ pub struct Batch {
     pub now_secs: i64,
 }
 
-/// The events of a batch the store counted, i.e. not duplicates.
+/// How the store counted one event of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counted {
+    /// Not counted: an event of that kind was already counted for the decision.
+    Duplicate,
+    /// Counted in the totals.
+    Valid,
+    /// Counted apart, as invalid for this reason.
+    Invalid(Reason),
+}
+
+/// The events of a batch the store counted, i.e. not duplicates, and how.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FlushReport {
-    /// For each event of the batch, in order, whether it was counted.
-    pub counted: Vec<bool>,
+    /// For each event of the batch, in order, how it was counted.
+    pub counted: Vec<Counted>,
     /// The batch had already been applied (a retry after a lost answer).
     pub already_applied: bool,
 }

@@ -44,6 +44,21 @@ pub struct TokenPayload {
     pub slot: SlotName,
 }
 
+impl TokenPayload {
+    /// When the decision was made, in Unix milliseconds. The decision id is a ULID made from
+    /// the decision's time, so it carries the milliseconds the signed seconds lack; an id not
+    /// made that way (outside its second) falls back to the second.
+    pub fn issued_at_ms(&self) -> i64 {
+        let second = self.issued_at.saturating_mul(1_000);
+        let from_id = i64::try_from(self.decision_id.timestamp_ms()).unwrap_or(i64::MAX);
+        if (second..second + 1_000).contains(&from_id) {
+            from_id
+        } else {
+            second
+        }
+    }
+}
+
 /// Why a token was refused; also the `reason` label of `regie_tracking_rejected_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
@@ -382,6 +397,21 @@ mod tests {
         for junk in ["", "!!!", "AAAA", &"A".repeat(5000), "AQ", "AQEx"] {
             assert!(s.verify(junk).is_err());
         }
+    }
+
+    #[test]
+    fn the_issue_time_in_milliseconds_comes_from_the_decision_id_within_its_second() {
+        let at = chrono::DateTime::from_timestamp_millis(1_764_500_000_250).unwrap();
+        let mut p = payload();
+        p.decision_id = Ulid::from_datetime(at.into());
+        p.issued_at = 1_764_500_000;
+        assert_eq!(p.issued_at_ms(), 1_764_500_000_250);
+        p.issued_at = 1_764_400_000;
+        assert_eq!(
+            p.issued_at_ms(),
+            1_764_400_000_000,
+            "an id from another second is not believed"
+        );
     }
 
     #[test]

@@ -154,6 +154,7 @@ fn count_for_every_campaign(app: &TestApp, campaigns: usize) -> Counted {
                 campaign: campaign.clone(),
                 slot: slots[i % slots.len()].clone(),
                 day,
+                invalid: None,
             });
         }
     }

@@ -55,6 +55,9 @@ async fn view(app: &TestApp, slot: &str, click: bool) {
     assert_eq!(decision["campaign_id"], "eoliennes");
     app.fire(decision["impression_url"].as_str().unwrap()).await;
     if click {
+        // The reader looks at the ad before clicking: a click within a second of its
+        // decision is too fast to count.
+        app.clock.advance(chrono::Duration::seconds(2));
         app.fire(decision["click_url"].as_str().unwrap()).await;
     }
 }

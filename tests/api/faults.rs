@@ -113,6 +113,7 @@ async fn a_batch_retried_after_a_lost_answer_is_not_counted_twice() {
             slot: slot.clone(),
             day,
             count: 5,
+            invalid: None,
         }],
         events: vec![Event {
             kind: EventKind::Impression,
@@ -120,6 +121,7 @@ async fn a_batch_retried_after_a_lost_answer_is_not_counted_twice() {
             campaign: campaign.clone(),
             slot,
             day,
+            invalid: None,
         }],
         dedup_ttl_secs: 3600,
         now_secs: 0,
@@ -128,7 +130,7 @@ async fn a_batch_retried_after_a_lost_answer_is_not_counted_twice() {
     let first = store.flush(&batch).await.unwrap();
     let retry = store.flush(&batch).await.unwrap();
 
-    assert_eq!(first.counted, vec![true]);
+    assert_eq!(first.counted, vec![regie::store::Counted::Valid]);
     assert!(retry.already_applied);
     let totals = store.totals(std::slice::from_ref(&campaign)).await.unwrap();
     assert_eq!((totals[0].served, totals[0].impressions), (5, 1));

@@ -20,6 +20,21 @@ pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdefghij";
 /// Tracking keys shared by the instances of a test, as a deployment shares them.
 pub const TRACKING_KEYS: &str = "t1:test-tracking-secret-0123456789abcdefgh";
 
+/// The user agent of an ordinary browser. The tests' readers are people, and a request with no
+/// user agent or an HTTP library's is a bot's (contract section 8), so every reader's client
+/// sends this one.
+pub const BROWSER_UA: &str =
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0 Safari/537.36";
+
+/// A reader's HTTP client: a browser's user agent, redirects not followed.
+pub fn reader_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .user_agent(BROWSER_UA)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
 /// Which store an app runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoreKind {
@@ -188,6 +203,11 @@ pub fn test_settings(redis_url: Option<String>, inventory: PathBuf) -> Settings 
     settings.poll_interval_ms = 100;
     settings.workers = Some(1);
     settings.shutdown_timeout_secs = 5;
+    // Every reader of a test comes from 127.0.0.1, so the limits per client address are off
+    // unless a test of invalid traffic turns them on.
+    settings.decisions_per_second = 0;
+    settings.ivt_impressions_per_minute = 0;
+    settings.ivt_clicks_per_minute = 0;
     settings
 }
 
@@ -203,10 +223,7 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     let stop = app.stop_handle();
     let state = app.state();
     tokio::spawn(app.run_until_stopped());
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
+    let client = reader_client();
     TestApp {
         address,
         client,
@@ -491,7 +508,9 @@ impl Binary {
 
     /// The decision answered at `path` (`/v1/slots/{slot}/ad`).
     pub async fn decision(&self, path: &str) -> Value {
-        reqwest::get(format!("{}{path}", self.base))
+        reader_client()
+            .get(format!("{}{path}", self.base))
+            .send()
             .await
             .unwrap()
             .json()

@@ -24,7 +24,7 @@ async fn each_request_logs_in_its_own_span_by_route_pattern_without_its_token() 
     )
     .await;
     let base = regie.base.clone();
-    let client = reqwest::Client::new();
+    let client = crate::helpers::reader_client();
 
     let decision = regie.decision("/v1/slots/Publicit%C3%A9%202/ad").await;
     let impression_url = decision["impression_url"].as_str().unwrap();

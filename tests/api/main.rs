@@ -11,6 +11,7 @@ mod deploy;
 mod export;
 mod faults;
 mod hostile;
+mod ivt;
 mod keys;
 mod logs;
 mod migrate;

@@ -105,6 +105,11 @@ async fn the_same_token_fired_at_two_instances_is_counted_once() {
         .1
         .to_owned();
 
+    // The impression is counted before the reader clicks, two seconds later.
+    assert_eq!(a.get(&format!("/v1/{token_path}")).await.status(), 200);
+    settled_total(&b, &campaign, "impressions", 1).await;
+    a.clock.advance(chrono::Duration::seconds(2));
+    b.clock.advance(chrono::Duration::seconds(2));
     for app in [&a, &b, &a, &b] {
         assert_eq!(app.get(&format!("/v1/{token_path}")).await.status(), 200);
         assert_eq!(app.get(&format!("/v1/{click_path}")).await.status(), 302);

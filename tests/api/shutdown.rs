@@ -21,7 +21,7 @@ async fn sigterm_right_after_a_burst_flushes_every_count_before_exit() {
         Stdio::null(),
     )
     .await;
-    let client = reqwest::Client::new();
+    let client = crate::helpers::reader_client();
 
     let mut served = 0u64;
     let mut impressions = 0u64;

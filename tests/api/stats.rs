@@ -98,6 +98,7 @@ async fn ctr_is_clicks_over_impressions_and_zero_without_impressions(kind: Store
     // Two impressions, one click: ctr 0.5.
     let first = house_impression(&app).await;
     house_impression(&app).await;
+    app.clock.advance(Duration::seconds(2)); // the reader looks before clicking
     app.fire(first["click_url"].as_str().unwrap()).await;
     let stats = eventually(std::time::Duration::from_secs(5), || async {
         let stats = app.stats("house-annonceurs", "").await;

@@ -7,11 +7,12 @@ use std::time::Duration;
 
 use chrono::NaiveDate;
 use regie::inventory::{AdvertiserId, CampaignId, SlotName};
+use regie::ivt::Reason;
 use regie::metrics::Metrics;
 use regie::store::{
-    Backend, Batch, Durability, Event, FrequencyCap, FrequencyItem, FrequencyRelease, Lease,
-    LeaseRequest, MemoryStore, PutOutcome, RedisStore, RedisTarget, RedisTimeouts, ServedCount,
-    Store,
+    Backend, Batch, Counted, Durability, Event, FrequencyCap, FrequencyItem, FrequencyRelease,
+    Lease, LeaseRequest, MemoryStore, PutOutcome, RedisStore, RedisTarget, RedisTimeouts,
+    ServedCount, Store,
 };
 use regie::tracking::EventKind;
 use ulid::Ulid;
@@ -47,6 +48,7 @@ macro_rules! on_both_backends {
 on_both_backends!(
     inventory_writes_are_versioned_and_never_go_backwards,
     a_batch_is_counted_once_and_an_event_once_per_decision_and_kind,
+    invalid_traffic_is_counted_apart_by_reason_and_a_click_needs_a_valid_impression,
     an_advertiser_has_one_api_key_at_a_time,
     a_revoked_key_finds_no_advertiser,
     nothing_asked_is_nothing_answered,
@@ -131,6 +133,7 @@ async fn a_batch_is_counted_once_and_an_event_once_per_decision_and_kind(store: 
         campaign: campaign.clone(),
         slot: slot.clone(),
         day: day(30),
+        invalid: None,
     };
     let batch = |events: Vec<Event>| Batch {
         id: Ulid::new(),
@@ -139,6 +142,7 @@ async fn a_batch_is_counted_once_and_an_event_once_per_decision_and_kind(store: 
             slot: slot.clone(),
             day: day(30),
             count: 3,
+            invalid: None,
         }],
         events,
         dedup_ttl_secs: 3_600,
@@ -156,13 +160,13 @@ async fn a_batch_is_counted_once_and_an_event_once_per_decision_and_kind(store: 
         .await
         .unwrap();
 
-    assert_eq!(applied.counted, [true, true]);
+    assert_eq!(applied.counted, [Counted::Valid, Counted::Valid]);
     assert!(!applied.already_applied);
     assert!(retried.already_applied);
-    assert_eq!(retried.counted, [false, false]);
+    assert_eq!(retried.counted, [Counted::Duplicate, Counted::Duplicate]);
     assert_eq!(
         again.counted,
-        [false, true],
+        [Counted::Duplicate, Counted::Valid],
         "the impression is a duplicate"
     );
     let totals = store.totals(&[campaign.clone(), id("none")]).await.unwrap();
@@ -208,6 +212,7 @@ async fn slot_totals_add_up_every_day_s_counted_events_by_slot(store: &Store) {
         campaign: campaign.clone(),
         slot: SlotName::parse(slot).unwrap(),
         day: day(d),
+        invalid: None,
     };
     let impression = event(EventKind::Impression, "Publicité 2", 29);
     let batch = |events: Vec<Event>| Batch {
@@ -217,6 +222,7 @@ async fn slot_totals_add_up_every_day_s_counted_events_by_slot(store: &Store) {
             slot: SlotName::parse("Publicité 2").unwrap(),
             day: day(30),
             count: 5,
+            invalid: None,
         }],
         events,
         dedup_ttl_secs: 3_600,
@@ -226,7 +232,11 @@ async fn slot_totals_add_up_every_day_s_counted_events_by_slot(store: &Store) {
     store
         .flush(&batch(vec![
             impression.clone(),
-            event(EventKind::Click, "Publicité 2", 29),
+            // The impression's click: a click without one would count apart, as invalid.
+            Event {
+                kind: EventKind::Click,
+                ..impression.clone()
+            },
             event(EventKind::Impression, "Publicité 2", 30),
             event(EventKind::Impression, "banner, haut", 30),
         ]))
@@ -250,6 +260,101 @@ async fn slot_totals_add_up_every_day_s_counted_events_by_slot(store: &Store) {
         [("Publicité 2", 0, 2, 1), ("banner, haut", 0, 1, 0)]
     );
     assert!(totals[1].is_empty());
+}
+
+async fn invalid_traffic_is_counted_apart_by_reason_and_a_click_needs_a_valid_impression(
+    store: &Store,
+) {
+    let campaign = id("c1");
+    let slot = SlotName::parse("banner").unwrap();
+    let (seen, unseen, crawled) = (Ulid::new(), Ulid::new(), Ulid::new());
+    let event = |kind, decision_id, invalid| Event {
+        kind,
+        decision_id,
+        campaign: campaign.clone(),
+        slot: slot.clone(),
+        day: day(30),
+        invalid,
+    };
+    let batch = Batch {
+        id: Ulid::new(),
+        served: vec![
+            ServedCount {
+                campaign: campaign.clone(),
+                slot: slot.clone(),
+                day: day(30),
+                count: 4,
+                invalid: None,
+            },
+            ServedCount {
+                campaign: campaign.clone(),
+                slot: slot.clone(),
+                day: day(30),
+                count: 2,
+                invalid: Some(Reason::Bot),
+            },
+        ],
+        events: vec![
+            event(EventKind::Impression, seen, None),
+            event(EventKind::Impression, crawled, Some(Reason::Bot)),
+            event(EventKind::Viewable, seen, Some(Reason::Rate)),
+            event(EventKind::Click, seen, None),
+            event(EventKind::Click, unseen, None),
+            event(EventKind::Click, crawled, None),
+        ],
+        dedup_ttl_secs: 3_600,
+        now_secs: 0,
+    };
+
+    let report = store.flush(&batch).await.unwrap();
+    let late = store
+        .flush(&Batch {
+            id: Ulid::new(),
+            served: Vec::new(),
+            events: vec![
+                event(EventKind::Impression, unseen, None),
+                event(EventKind::Click, unseen, None),
+            ],
+            dedup_ttl_secs: 3_600,
+            now_secs: 0,
+        })
+        .await
+        .unwrap();
+
+    assert_eq!(
+        report.counted,
+        [
+            Counted::Valid,
+            Counted::Invalid(Reason::Bot),
+            Counted::Invalid(Reason::Rate),
+            Counted::Valid,
+            Counted::Invalid(Reason::NoImpression),
+            Counted::Invalid(Reason::NoImpression),
+        ],
+        "a click counts only after its decision's valid impression"
+    );
+    assert_eq!(late.counted, [Counted::Valid, Counted::Duplicate]);
+    let totals = store.totals(std::slice::from_ref(&campaign)).await.unwrap()[0];
+    assert_eq!(
+        (
+            totals.served,
+            totals.impressions,
+            totals.viewable,
+            totals.clicks
+        ),
+        (4, 2, 0, 1)
+    );
+    let bot = totals.invalid.reason(Reason::Bot);
+    assert_eq!((bot.served, bot.impressions), (2, 1));
+    assert_eq!(totals.invalid.reason(Reason::Rate).viewable, 1);
+    assert_eq!(totals.invalid.reason(Reason::NoImpression).clicks, 2);
+    assert_eq!(totals.invalid.total().clicks, 2);
+    let daily = store.daily_stats(&campaign, &[day(30)]).await.unwrap();
+    assert_eq!(daily[0].len(), 1, "one slot");
+    assert_eq!(
+        daily[0][0].1, totals,
+        "the day holds every count of the lifetime"
+    );
 }
 
 async fn an_advertiser_has_one_api_key_at_a_time(store: &Store) {

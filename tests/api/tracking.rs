@@ -101,6 +101,10 @@ async fn a_click_redirects_to_the_landing_url_and_counts_once(kind: StoreKind) {
         creative["landing_url"].as_str().unwrap().to_owned()
     };
 
+    // The reader saw the ad, and clicks a few seconds later.
+    app.fire(decision["impression_url"].as_str().unwrap()).await;
+    settled_total(&app, &campaign, "impressions", 1).await;
+    app.clock.advance(Duration::seconds(2));
     for _ in 0..3 {
         let response = app.fire(decision["click_url"].as_str().unwrap()).await;
         assert_eq!(response.status(), 302);

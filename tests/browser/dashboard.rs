@@ -11,6 +11,7 @@ use crate::harness::{campaign_of, eventually, exclusive, Browser, TestApp, CAMPA
 /// page shows one campaign per advertiser): every slot served and shown, some seen, some
 /// clicked.
 async fn seed_traffic(app: &TestApp) {
+    let mut unseen_viewable = String::new();
     for view in 0..3 {
         for (slot, _) in CAMPAIGNS {
             let decision: Value = app
@@ -27,14 +28,24 @@ async fn seed_traffic(app: &TestApp) {
             let slot = decision["slot"].as_str().unwrap();
             let hit = |field: &str| decision[field].as_str().unwrap().to_owned();
             app.http.get(hit("impression_url")).send().await.unwrap();
+            if slot == "Publicité 2" && view == 0 {
+                unseen_viewable = hit("viewable_url");
+            }
             if slot == "banner" || (slot == "Publicité 2" && view > 0) {
                 app.http.get(hit("viewable_url")).send().await.unwrap();
             }
             if (slot == "banner" && view == 0) || slot == "Publicité 3" {
+                app.reader_looks_at_the_page();
                 app.http.get(hit("click_url")).send().await.unwrap();
             }
         }
     }
+    // A crawler loads a viewable pixel the reader never sent: counted apart, as invalid.
+    let crawler = reqwest::Client::builder()
+        .user_agent("Mozilla/5.0 (compatible; bingbot/2.0; +http://www.bing.com/bingbot.htm)")
+        .build()
+        .unwrap();
+    crawler.get(&unseen_viewable).send().await.unwrap();
     app.expect_total(campaign_of("Publicité 3"), "clicks", 3)
         .await;
     app.expect_total(campaign_of("Publicité 2"), "viewable", 2)
@@ -96,7 +107,9 @@ async fn the_dashboard_shows_the_stats_api_numbers_for_the_advertiser() {
                  slots[r.dataset.slot] = {};
                  for (const m of r.querySelectorAll('[data-metric]')) slots[r.dataset.slot][m.dataset.metric] = Number(m.dataset.value);
                }
-               out[c.dataset.campaign] = { totals, slots, days: c.querySelectorAll('svg[data-chart] [data-date]').length };
+               const invalid = {};
+               for (const m of c.querySelectorAll('[data-invalid] [data-metric]')) invalid[m.dataset.metric] = Number(m.dataset.value);
+               out[c.dataset.campaign] = { totals, slots, invalid, days: c.querySelectorAll('svg[data-chart] [data-date]').length };
              }
              return out;",
         )
@@ -119,6 +132,10 @@ async fn the_dashboard_shows_the_stats_api_numbers_for_the_advertiser() {
                 "{campaign} {metric}"
             );
             assert_eq!(
+                page["invalid"][metric], api["totals"]["invalid"][metric],
+                "{campaign} invalid {metric}"
+            );
+            assert_eq!(
                 page["slots"][slot][metric], api["slots"][0][metric],
                 "{campaign} {slot} {metric}"
             );
@@ -137,6 +154,7 @@ async fn the_dashboard_shows_the_stats_api_numbers_for_the_advertiser() {
     // The numbers are the seeded ones, not zeros that would match an empty API.
     assert_eq!(shown[campaign_of("banner")]["totals"]["impressions"], 3);
     assert_eq!(shown[campaign_of("banner")]["totals"]["clicks"], 1);
+    assert_eq!(shown[campaign_of("Publicité 2")]["invalid"]["viewable"], 1);
     assert_eq!(shown[campaign_of("Publicité 3")]["totals"]["clicks"], 3);
     // Tall enough to show every campaign.
     browser.client.set_window_size(1280, 2400).await.unwrap();

@@ -151,6 +151,7 @@ async fn a_click_reaches_the_landing_page_and_is_counted_once() {
     let browser = Browser::start().await;
     browser.open_and_fill(&format!("{}/demo", app.url)).await;
     let demo_window = browser.client.window().await.unwrap();
+    app.reader_looks_at_the_page();
 
     browser
         .client
@@ -203,6 +204,7 @@ async fn a_link_in_an_html_creative_goes_through_the_click_url() {
         .js("document.querySelector('[data-regie-slot=\"Publicité 4\"]').scrollIntoView()")
         .await;
     frame.enter_frame().await.unwrap();
+    app.reader_looks_at_the_page();
     browser
         .client
         .find(Locator::Id("cta"))

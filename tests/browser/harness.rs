@@ -334,10 +334,7 @@ impl TestApp {
         .await;
         let url = app.address.clone();
         site.regie_url.set(url.clone()).unwrap();
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap();
+        let http = helpers::reader_client();
         let created = http
             .put(format!("{url}/v1/admin/advertisers/{ADVERTISER}"))
             .bearer_auth(ADMIN_TOKEN)
@@ -365,6 +362,12 @@ impl TestApp {
 
     pub async fn start() -> Self {
         Self::start_without(&[]).await
+    }
+
+    /// Moves regie's clock on by two seconds, as the time a reader takes to look at a page
+    /// before clicking an ad: a click sooner after its decision is too fast to be counted.
+    pub fn reader_looks_at_the_page(&self) {
+        self._app.clock.advance(chrono::Duration::seconds(2));
     }
 
     /// A campaign's stats, read with the admin token.
@@ -503,7 +506,12 @@ impl Browser {
         ]
         .iter()
         .map(|a| a.to_string())
-        .chain([format!("--user-data-dir={}", profile.path().display())])
+        .chain([
+            format!("--user-data-dir={}", profile.path().display()),
+            // Headless Chromium says "HeadlessChrome" in its user agent, which regie counts as a
+            // bot; the browser tests stand for people, so it presents an ordinary one.
+            format!("--user-agent={}", helpers::BROWSER_UA),
+        ])
         .collect::<Vec<_>>();
         let mut caps = serde_json::Map::new();
         let mut options = json!({ "binary": CHROMIUM, "args": args });

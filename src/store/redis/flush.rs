@@ -4,7 +4,11 @@
 //! 1. **Marks.** Each event sets its de-duplication mark, keyed by decision (so marks spread
 //!    over every slot), to the batch's id: `SET mark BATCH NX GET EX ttl`. An event counts
 //!    when the mark was absent, or already holds this batch's id (a retry whose first answer
-//!    was lost).
+//!    was lost). An impression counted as invalid traffic marks `BATCH:x`. A click with no
+//!    reason of its own to be invalid also reads its decision's impression mark (same hash
+//!    tag, so same node, and after that impression's own `SET` when the batch holds it: the
+//!    recorder puts impressions first): without a valid impression, the click is invalid
+//!    (`no_impression`).
 //! 2. **Shares.** Each campaign of the batch gets one script call on its slot that adds the
 //!    batch's aggregated counts for it to its stats and totals, unless the campaign's marker
 //!    of this batch says it already did.
@@ -22,8 +26,10 @@ use redis::Value;
 
 use super::RedisStore;
 use crate::inventory::CampaignId;
+use crate::ivt::Reason;
 use crate::store::connection::SlotCmd;
-use crate::store::{counter_field, Batch, FlushReport, StoreError};
+use crate::store::{counter_field, stored_field, Batch, Counted, FlushReport, StoreError};
+use crate::tracking::EventKind;
 
 /// How long a batch marker is kept when its batch is never acknowledged (the flusher deletes
 /// it once it is): longer than any outage a batch waits through in memory.
@@ -35,8 +41,8 @@ const MAX_ACKNOWLEDGED: usize = 100_000;
 /// What one flush adds to one campaign.
 #[derive(Default)]
 struct Share {
-    /// Lifetime counters: counter → count.
-    totals: BTreeMap<&'static str, u64>,
+    /// Lifetime counters: counter → count (invalid ones as `invalid.{reason}.{counter}`).
+    totals: BTreeMap<String, u64>,
     /// Lifetime counters of tracking events by slot: `counter|slot` → count.
     slot_totals: BTreeMap<String, u64>,
     /// Day → (`counter|slot` → count).
@@ -44,16 +50,25 @@ struct Share {
 }
 
 impl Share {
-    fn add_event(&mut self, counter: &'static str, slot: &str, day: NaiveDate) {
-        self.add(counter, slot, day, 1);
-        *self
-            .slot_totals
-            .entry(format!("{counter}|{slot}"))
-            .or_default() += 1;
+    fn add_event(
+        &mut self,
+        counter: &'static str,
+        invalid: Option<Reason>,
+        slot: &str,
+        day: NaiveDate,
+    ) {
+        self.add(&stored_field(invalid, counter), slot, day, 1);
+        // The optimize rotation learns from valid events only.
+        if invalid.is_none() {
+            *self
+                .slot_totals
+                .entry(format!("{counter}|{slot}"))
+                .or_default() += 1;
+        }
     }
 
-    fn add(&mut self, counter: &'static str, slot: &str, day: NaiveDate, n: u64) {
-        *self.totals.entry(counter).or_default() += n;
+    fn add(&mut self, counter: &str, slot: &str, day: NaiveDate, n: u64) {
+        *self.totals.entry(counter.to_owned()).or_default() += n;
         *self
             .days
             .entry(day)
@@ -69,8 +84,10 @@ pub(super) async fn flush(store: &RedisStore, batch: &Batch) -> Result<FlushRepo
     let wait = Some(store.durability);
 
     // Round 1: marks. An event repeated within the batch is counted at its first occurrence.
+    let invalid_mark = format!("{batch_id}:x");
     let mut seen_in_batch = HashSet::new();
     let mut marked = Vec::new();
+    let mut reads_impression = vec![false; batch.events.len()];
     let mut cmds = Vec::new();
     for (i, event) in batch.events.iter().enumerate() {
         let field = counter_field(event.kind);
@@ -78,37 +95,80 @@ pub(super) async fn flush(store: &RedisStore, batch: &Batch) -> Result<FlushRepo
             continue;
         }
         let key = store.keys.seen(field, event.decision_id);
+        let invalid_impression = event.kind == EventKind::Impression && event.invalid.is_some();
         let mut cmd = redis::cmd("SET");
         cmd.arg(&key)
-            .arg(&batch_id)
+            .arg(if invalid_impression {
+                &invalid_mark
+            } else {
+                &batch_id
+            })
             .arg("NX")
             .arg("GET")
             .arg("EX")
             .arg(batch.dedup_ttl_secs.max(1));
         cmds.push(SlotCmd::new(&key, cmd));
-        marked.push(i);
+        marked.push((i, invalid_impression));
+        if event.kind == EventKind::Click && event.invalid.is_none() {
+            let impression = store
+                .keys
+                .seen(counter_field(EventKind::Impression), event.decision_id);
+            let mut read = redis::cmd("GET");
+            read.arg(&impression);
+            cmds.push(SlotCmd::new(&impression, read));
+            reads_impression[i] = true;
+        }
     }
     let answers = store.observe_many("flush", store.connections.by_node(cmds, true, wait).await)?;
-    let mut counted = vec![false; batch.events.len()];
-    for (&i, answer) in marked.iter().zip(answers) {
-        counted[i] = match answer {
-            Value::Nil => true,
-            Value::BulkString(holder) => holder == batch_id.as_bytes(),
+    let mut answers = answers.into_iter();
+    let mut counted = vec![Counted::Duplicate; batch.events.len()];
+    for (i, invalid_impression) in marked {
+        let event = &batch.events[i];
+        let ours: &[u8] = if invalid_impression {
+            invalid_mark.as_bytes()
+        } else {
+            batch_id.as_bytes()
+        };
+        let fresh = match answers.next() {
+            Some(Value::Nil) => true,
+            Some(Value::BulkString(holder)) => holder == ours,
             _ => return Err(StoreError::Corrupt("de-duplication mark")),
         };
+        let mut reason = event.invalid;
+        if reads_impression[i] {
+            let valid_impression = match answers.next() {
+                Some(Value::Nil) => false,
+                Some(Value::BulkString(holder)) => !holder.ends_with(b":x"),
+                _ => return Err(StoreError::Corrupt("impression mark")),
+            };
+            if !valid_impression {
+                reason = Some(Reason::NoImpression);
+            }
+        }
+        if fresh {
+            counted[i] = reason.map_or(Counted::Valid, Counted::Invalid);
+        }
     }
 
     // Round 2: one share per campaign.
     let mut shares: HashMap<&CampaignId, Share> = HashMap::new();
     for s in &batch.served {
-        shares
-            .entry(&s.campaign)
-            .or_default()
-            .add("served", s.slot.as_str(), s.day, s.count);
+        shares.entry(&s.campaign).or_default().add(
+            &stored_field(s.invalid, "served"),
+            s.slot.as_str(),
+            s.day,
+            s.count,
+        );
     }
-    for (event, _) in batch.events.iter().zip(&counted).filter(|(_, c)| **c) {
+    for (event, counted) in batch.events.iter().zip(&counted) {
+        let invalid = match counted {
+            Counted::Duplicate => continue,
+            Counted::Valid => None,
+            Counted::Invalid(reason) => Some(*reason),
+        };
         shares.entry(&event.campaign).or_default().add_event(
             counter_field(event.kind),
+            invalid,
             event.slot.as_str(),
             event.day,
         );
@@ -128,7 +188,7 @@ pub(super) async fn flush(store: &RedisStore, batch: &Batch) -> Result<FlushRepo
         }
         cmd.arg(BATCH_TTL_SECS).arg(share.totals.len());
         for (counter, n) in &share.totals {
-            cmd.arg(*counter).arg(*n);
+            cmd.arg(counter).arg(*n);
         }
         cmd.arg(share.slot_totals.len());
         for (field, n) in &share.slot_totals {
@@ -168,7 +228,9 @@ pub(super) async fn flush(store: &RedisStore, batch: &Batch) -> Result<FlushRepo
         .map(|(campaign, _)| *campaign)
         .collect();
     for (event, counted) in batch.events.iter().zip(counted.iter_mut()) {
-        *counted &= applied.contains(&event.campaign);
+        if !applied.contains(&event.campaign) {
+            *counted = Counted::Duplicate;
+        }
     }
     put_back(store, markers);
     Ok(FlushReport {
