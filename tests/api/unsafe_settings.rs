@@ -109,6 +109,8 @@ async fn two_instances_on_one_redis_without_tracking_keys_count_each_others_beac
     let on_b = |url: &str| url.replace(&a.address, &b.address);
     b.fire(&on_b(decision["impression_url"].as_str().unwrap()))
         .await;
+    // The reader clicks two seconds after the decision, as a person does.
+    b.clock.advance(chrono::Duration::seconds(2));
     let click = b.fire(&on_b(decision["click_url"].as_str().unwrap())).await;
 
     assert_eq!(click.status(), 302, "B redirects A's click");
