@@ -107,6 +107,25 @@ async fn write(
     Ok(outcome)
 }
 
+/// Removes the element of the inventory's `list` whose `key` is `value`, as one edit, and
+/// answers the new version; `missing` when there is no such element.
+async fn remove(
+    state: &AppState,
+    list: &'static str,
+    key: &'static str,
+    value: &str,
+    missing: impl Fn() -> ApiError,
+) -> Result<u64, ApiError> {
+    let (version, _) = edit(state, |doc| {
+        let elements = array(doc, list);
+        let index = position(elements, key, value).ok_or_else(&missing)?;
+        elements.remove(index);
+        Ok(((), None))
+    })
+    .await?;
+    Ok(version)
+}
+
 /// Applies `edit` to the latest document and writes it, retrying when another write came
 /// first. Errors inside `array[index]` are reported relative to the edited item.
 async fn edit<T>(
@@ -288,13 +307,7 @@ async fn delete_campaign(
 ) -> Result<HttpResponse, ApiError> {
     require_admin(&req, &state)?;
     let id = campaign_id(&id)?;
-    let (version, _) = edit(&state, |doc| {
-        let campaigns = array(doc, "campaigns");
-        let index = position(campaigns, "id", id.as_str()).ok_or_else(|| no_campaign(&id))?;
-        campaigns.remove(index);
-        Ok(((), None))
-    })
-    .await?;
+    let version = remove(&state, "campaigns", "id", id.as_str(), || no_campaign(&id)).await?;
     Ok(HttpResponse::Ok().json(json!({ "version": version })))
 }
 
@@ -354,13 +367,7 @@ async fn delete_slot(
 ) -> Result<HttpResponse, ApiError> {
     require_admin(&req, &state)?;
     let name = slot_name(&name)?;
-    let (version, _) = edit(&state, |doc| {
-        let slots = array(doc, "slots");
-        let index = position(slots, "name", name.as_str()).ok_or_else(|| no_slot(&name))?;
-        slots.remove(index);
-        Ok(((), None))
-    })
-    .await?;
+    let version = remove(&state, "slots", "name", name.as_str(), || no_slot(&name)).await?;
     Ok(HttpResponse::Ok().json(json!({ "version": version })))
 }
 
@@ -385,11 +392,8 @@ async fn delete_advertiser(
 ) -> Result<HttpResponse, ApiError> {
     require_admin(&req, &state)?;
     let id = advertiser_id(&id)?;
-    let (version, _) = edit(&state, |doc| {
-        let advertisers = array(doc, "advertisers");
-        let index = position(advertisers, "id", id.as_str()).ok_or_else(|| no_advertiser(&id))?;
-        advertisers.remove(index);
-        Ok(((), None))
+    let version = remove(&state, "advertisers", "id", id.as_str(), || {
+        no_advertiser(&id)
     })
     .await?;
     state.store.revoke_api_key(&id).await?;
