@@ -33,6 +33,11 @@ pub const DEFAULT_INVENTORY: &str = "config/inventory.json";
 pub struct Settings {
     /// Address and port to listen on (`REGIE_LISTEN`).
     pub listen: String,
+    /// Address and port of the operations listener (`REGIE_OPS_LISTEN`): when set, `/metrics`,
+    /// `/healthz` and `/readyz` are answered there only (404 on `listen`), so that a private
+    /// network can reach them and the public cannot. Unset: they are answered on `listen`.
+    #[serde(default)]
+    pub ops_listen: Option<String>,
     /// Base of the absolute tracking URLs (`REGIE_PUBLIC_URL`); default `http://` + listen.
     #[serde(default)]
     pub public_url: Option<String>,
@@ -235,6 +240,9 @@ impl Settings {
         }
         if self.public_url.as_deref() == Some("") {
             self.public_url = None;
+        }
+        if self.ops_listen.as_deref() == Some("") {
+            self.ops_listen = None;
         }
         if self
             .inventory

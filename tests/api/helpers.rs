@@ -182,6 +182,9 @@ impl AppOptions {
 pub struct TestApp {
     /// `http://127.0.0.1:PORT`.
     pub address: String,
+    /// The operations listener's `http://127.0.0.1:PORT`, when the test set `ops_listen`;
+    /// else the same as `address`.
+    pub ops_address: String,
     /// A client that does not follow redirects.
     pub client: reqwest::Client,
     /// The app's clock.
@@ -220,12 +223,17 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         .await
         .expect("the app starts");
     let address = format!("http://127.0.0.1:{}", app.port());
+    let ops_address = app.ops_port().map_or_else(
+        || address.clone(),
+        |port| format!("http://127.0.0.1:{port}"),
+    );
     let stop = app.stop_handle();
     let state = app.state();
     tokio::spawn(app.run_until_stopped());
     let client = reader_client();
     TestApp {
         address,
+        ops_address,
         client,
         clock: options.clock,
         state,
@@ -347,7 +355,14 @@ impl TestApp {
 
     /// The text of /metrics.
     pub async fn metrics(&self) -> String {
-        self.get("/metrics").await.text().await.unwrap()
+        self.client
+            .get(format!("{}/metrics", self.ops_address))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 }
 
@@ -490,9 +505,14 @@ impl Binary {
             base: format!("http://127.0.0.1:{port}"),
         };
         let client = reqwest::Client::new();
+        // With an operations listener, readiness is answered there only.
+        let ops_base = settings
+            .iter()
+            .find(|(name, _)| *name == "REGIE_OPS_LISTEN")
+            .map_or_else(|| binary.base.clone(), |(_, ops)| format!("http://{ops}"));
         let ready = async {
             loop {
-                if let Ok(r) = client.get(format!("{}/readyz", binary.base)).send().await {
+                if let Ok(r) = client.get(format!("{ops_base}/readyz")).send().await {
                     if r.status() == 200 {
                         return;
                     }
