@@ -28,6 +28,8 @@
 #          (loadtest/random_uid.lua for all three), and regie's own CPU time per request
 #          (/proc) in the capped and the uncapped run: their ratio is the throughput ratio
 #          where regie alone is the bottleneck, Redis and wrk running elsewhere;
+#        - the same capped decisions with every Redis process frozen (SIGSTOP): their latency
+#          percentiles, against the capped run with Redis answering (the store's breaker);
 #   5. prints requests/s of each and the ratio regie / baseline in a table.
 # Everything it started is stopped on exit (trap). Raw outputs go to artifacts/loadtest/.
 # With the defaults the measurements take about three and a half minutes, after the build.
@@ -219,6 +221,14 @@ per_thousand() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", 1000
 # The requests wrk completed, from the summary of $OUT/NAME.wrk.txt ("123 requests in 10s").
 wrk_requests() { awk '/ requests in / { print $1 }' "$OUT/$1.wrk.txt"; }
 
+# A latency percentile (50%, 99%, …) of wrk run NAME, in milliseconds.
+wrk_latency_ms() {
+    awk -v p="$2" '$1 == p && NF == 2 {
+        v = $2 + 0; u = $2; sub(/^[0-9.]+/, "", u)
+        printf "%.2f", (u == "us" ? v / 1000 : u == "s" ? v * 1000 : u == "m" ? v * 60000 : v)
+    }' "$OUT/$1.wrk.txt"
+}
+
 # The sum of the samples of metric NAME on BASE/metrics whose line contains FILTER (e.g.
 # 'op="flush"'), as an integer; 0 when there is none. Label values may hold spaces ("Publicité
 # 2"), so the value is the last field and the name is matched at the start of the line.
@@ -359,6 +369,7 @@ start_cluster() {
         spawn "redis-$i" redis-server --bind 127.0.0.1 --port "$port" --cluster-port "$bus" \
             --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 5000 \
             --save "" --appendonly no --dir "$WORK/redis-$i" --daemonize no
+        REDIS_PIDS+=("$LAST_PID")
         deadline=$((SECONDS + 10))
         until redis-cli -h 127.0.0.1 -p "$port" ping 2>/dev/null | grep -q PONG; do
             ((SECONDS < deadline)) || die "redis-server $i did not answer within 10 s"
@@ -382,6 +393,7 @@ start_cluster() {
 }
 
 REDIS_PORT=""
+REDIS_PIDS=()
 start_redis() {
     if [[ ${LOADTEST_CLUSTER:-0} == 1 ]]; then
         start_cluster
@@ -391,6 +403,7 @@ start_redis() {
     mkdir -p "$WORK/redis"
     spawn redis redis-server --bind 127.0.0.1 --port "$REDIS_PORT" \
         --save "" --appendonly no --dir "$WORK/redis" --daemonize no
+    REDIS_PIDS+=("$LAST_PID")
     local pid=$LAST_PID deadline=$((SECONDS + 10))
     until redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null | grep -q PONG; do
         kill -0 "$pid" 2>/dev/null || die "redis-server exited (see $OUT/redis.log)"
@@ -599,6 +612,7 @@ measure_capped_decisions() {
     lease=$(($(metric_sum "$capped_url" regie_store_roundtrips_total 'op="lease"') - lease_before))
     sample=$(status_sample "$capped_url$SLOT_PATH?uid=loadtest-sample" 20)
     anomalies=$(wrk_anomalies regie-capped-uid)
+    measure_frozen_store "$capped_url"
     # Stopped before the references run: it would only poll, but it should not take CPU.
     stop "$capped_pid"
 
@@ -625,6 +639,25 @@ measure_capped_decisions() {
     add_row "  regie CPU per decision (us), caps+freq" "$capped_cpu" "$free_cpu" \
         "$(ratio "$free_cpu" "$capped_cpu")" \
         "baseline: uncapped, no uid; ratio = uncapped / capped CPU: throughput ratio with Redis and wrk on other cores"
+}
+
+# The same frequency-capped decisions with every Redis process frozen (SIGSTOP): the store's
+# breaker must keep public requests from waiting on it for more than
+# REGIE_STORE_REQUEST_TIMEOUT_MS (50 ms), serving them without the frequency-capped campaigns.
+# Compares the latency percentiles with those of the run before, Redis answering.
+measure_frozen_store() {
+    local url=$1 rps p50 p99 before_p99 note
+    log "freezing Redis (SIGSTOP) for one run"
+    kill -STOP "${REDIS_PIDS[@]}"
+    rps=$(run_wrk regie-capped-uid-frozen "$url" "$UID_SCRIPT" "$SLOT_PATH" uid)
+    kill -CONT "${REDIS_PIDS[@]}"
+    p50=$(wrk_latency_ms regie-capped-uid-frozen 50%)
+    p99=$(wrk_latency_ms regie-capped-uid-frozen 99%)
+    before_p99=$(wrk_latency_ms regie-capped-uid 99%)
+    note="baseline: the run before, Redis answering (p99 $before_p99 ms); target: regie p99 < 50 ms;"
+    note+=" p50 $p50 ms; $rps req/s; first breaker log lines: $(grep -c 'store slow or unreachable' "$OUT/regie-capped.log" || true)"
+    add_row "  caps+freq uid, Redis frozen: p99 (ms)" "$p99" "$before_p99" "$(ratio "$p99" "$before_p99")" \
+        "$(with_anomalies regie-capped-uid-frozen "$note")"
 }
 
 main() {

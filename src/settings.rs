@@ -105,6 +105,10 @@ pub struct Settings {
     pub redis_connect_timeout_ms: u64,
     /// Redis response timeout, in milliseconds.
     pub redis_response_timeout_ms: u64,
+    /// The longest a public request waits for the store, in milliseconds
+    /// (`REGIE_STORE_REQUEST_TIMEOUT_MS`): past it, or while the store is known to be
+    /// unreachable, what needs the store (frequency caps) is skipped.
+    pub store_request_timeout_ms: u64,
     /// HTTP worker threads; default one per core.
     #[serde(default)]
     pub workers: Option<usize>,
@@ -303,6 +307,10 @@ impl Settings {
                 self.impression_token_ttl_secs,
             ),
             ("REGIE_CLICK_TOKEN_TTL_SECS", self.click_token_ttl_secs),
+            (
+                "REGIE_STORE_REQUEST_TIMEOUT_MS",
+                self.store_request_timeout_ms,
+            ),
             // `WAIT n 0` would block forever.
             ("REGIE_REDIS_WAIT_TIMEOUT_MS", self.redis_wait_timeout_ms),
         ] {

@@ -118,6 +118,25 @@ impl RedisServer {
         }
     }
 
+    /// Freezes it (SIGSTOP), as a stalled host: connections stay open and nothing answers.
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a frozen server go on (SIGCONT).
+    pub fn thaw(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("redis-server runs").id();
+        let status = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill {signal} {pid}");
+    }
+
     /// Starts it again on the same port, keeping its data or not.
     pub fn restart(&mut self, keep_data: bool) {
         self.stop();
@@ -194,6 +213,16 @@ pub struct TestApp {
     stop: StopHandle,
 }
 
+/// The Redis timeouts of stores a test builds itself: a second for everything, requests
+/// included (a test of the request budget sets its own).
+pub fn store_timeouts() -> regie::store::RedisTimeouts {
+    regie::store::RedisTimeouts {
+        connect: Duration::from_secs(1),
+        response: Duration::from_secs(1),
+        request: Duration::from_secs(1),
+    }
+}
+
 /// Settings for a test: the repository's config files, none of the developer's variables.
 pub fn test_settings(redis_url: Option<String>, inventory: PathBuf) -> Settings {
     let mut settings = Settings::load_from(std::path::Path::new("config"), "local", false).unwrap();
@@ -211,6 +240,10 @@ pub fn test_settings(redis_url: Option<String>, inventory: PathBuf) -> Settings 
     settings.decisions_per_second = 0;
     settings.ivt_impressions_per_minute = 0;
     settings.ivt_clicks_per_minute = 0;
+    // A debug build on a loaded machine can take longer than the production budget of 50 ms
+    // for a store call: tests of frequency caps must not see it skipped. Tests of the budget
+    // set it back.
+    settings.store_request_timeout_ms = 1_000;
     settings
 }
 
