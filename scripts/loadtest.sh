@@ -4,7 +4,8 @@
 #   scripts/loadtest.sh
 #
 # What it does, everything on 127.0.0.1 and bounded in time:
-#   1. installs wrk (Debian package) and redis-server if missing;
+#   1. installs wrk (Debian package) and redis-server if missing, and oha (`cargo install oha
+#      --locked` into ~/.cargo, a few minutes the first time; reused after) for fixed_rate;
 #   2. builds regie and the bare handler (examples/bare.rs) in release;
 #   3. starts its own redis-server on a free port (no persistence, a temporary --dir), or with
 #      LOADTEST_CLUSTER=1 a local Redis Cluster of six (three primaries, three replicas; regie
@@ -30,9 +31,23 @@
 #          where regie alone is the bottleneck, Redis and wrk running elsewhere;
 #        - the same capped decisions with every Redis process frozen (SIGSTOP): their latency
 #          percentiles, against the capped run with Redis answering (the store's breaker);
+#        - fixed_rate: decisions, then one-token beacons, at a fixed rate of half the bare
+#          handler's saturating req/s (the median of its rounds in the comparison above, or one
+#          wrk run when that comparison was skipped), driven by `oha -q` with latency
+#          correction, regie and the bare handler alternating $LOADTEST_ROUNDS times:
+#          p50/p99/p99.9 of each (medians of the rounds) and the ratio of the p99s;
+#        - inventory_scale: a third regie, under its own key prefix, gets a 100 000-campaign
+#          inventory from scripts/gen-inventory.py through `PUT /v1/admin/inventory`. The
+#          realistic profile is tried first; a 413 (over the body limit) is noted and the lean
+#          profile, which fits, is put instead. Both are validated with `regie check` first.
+#          It measures the time from sending the PUT until a decision of a slot only the new
+#          inventory has (`une-2`, SCALE_SLOT) is served, the instance's VmRSS (and peak, VmHWM) before and
+#          after, and then decisions of that slot against the bare handler, as the first
+#          comparison does (alternating rounds, median);
 #   5. prints requests/s of each and the ratio regie / baseline in a table.
 # Everything it started is stopped on exit (trap). Raw outputs go to artifacts/loadtest/.
-# With the defaults the measurements take about three and a half minutes, after the build.
+# With the defaults the measurements take about seven minutes, after the build (and after
+# oha's installation, the first time).
 #
 # Environment: LOADTEST_DURATION (10s), LOADTEST_THREADS (2), LOADTEST_CONNECTIONS (32),
 # LOADTEST_WORKERS (2: actix workers of both servers), LOADTEST_ROUNDS (3: alternating rounds
@@ -40,10 +55,13 @@
 # binaries in target/release), LOADTEST_CLUSTER=1 (a local Redis Cluster instead of one
 # redis-server), LOADTEST_BEACONS (distinct impression URLs to collect; by
 # default enough for the whole run at 1.5 × the one-token beacon rate, at most 1 000 000),
-# RUST_LOG (regie's production setting when unset).
+# RUST_LOG (regie's production setting when unset), LOADTEST_ONLY (comma-separated names of
+# MEASUREMENTS below, e.g. `fixed_rate,inventory_scale`: only those run; flush_roundtrips
+# reports nothing without distinct_impressions), LOADTEST_SCALE_CAMPAIGNS (100000: campaigns
+# of the inventory_scale inventory).
 #
-# Adding a measurement: write a `measure_…` function that calls `add_row`, and call it from
-# `main`.
+# Adding a measurement: write a `measure_NAME` function that calls `add_row`, and add NAME to
+# MEASUREMENTS.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -64,6 +82,13 @@ readonly READY_TIMEOUT_SECS=60
 readonly WALK_SCRIPT="$ROOT/loadtest/walk_paths.lua"
 readonly UID_SCRIPT="$ROOT/loadtest/random_uid.lua"
 readonly CAPPED_INVENTORY="$ROOT/loadtest/inventory-capped.json"
+readonly SCALE_CAMPAIGNS=${LOADTEST_SCALE_CAMPAIGNS:-100000}
+# A slot of the generated inventory only (scripts/gen-inventory.py), among its busiest.
+readonly SCALE_SLOT=une-2
+readonly SCALE_SLOT_PATH="/v1/slots/$SCALE_SLOT/ad"
+# The measurements, in the order they run: each NAME is a function measure_NAME.
+readonly MEASUREMENTS=(decision impression distinct_impressions flush_roundtrips
+    capped_decisions fixed_rate inventory_scale)
 
 OUT="$ROOT/artifacts/loadtest/$(date -u +%Y%m%dT%H%M%SZ)"
 readonly OUT
@@ -148,8 +173,13 @@ start_bare() {
 
 # Stops one process started by `spawn` before the end of the script.
 stop() {
+    kill -TERM "$1" 2>/dev/null && { wait "$1" 2>/dev/null || true; }
+    forget "$1"
+}
+
+# Drops PID, which has exited and been waited for, from the processes to stop on exit.
+forget() {
     local pid=$1 kept=() p
-    kill -TERM "$pid" 2>/dev/null && { wait "$pid" 2>/dev/null || true; }
     for p in "${STARTED_PIDS[@]}"; do
         [[ $p == "$pid" ]] || kept+=("$p")
     done
@@ -298,6 +328,80 @@ compare_rounds() {
     CMP_BARE_CPU=$(cpu_us_per_request "$bare_ticks" "$bare_requests")
 }
 
+# Runs oha against URL at a fixed RATE (req/s) for $DURATION, keeping its JSON report as
+# $OUT/NAME.oha.json; prints "p50 p99 p99.9 req/s anomalies" (milliseconds; anomalies is "-"
+# or what went wrong, without spaces). With --latency-correction a request's latency counts
+# from when the schedule meant to send it, so a stall is not hidden by the requests it delays
+# (coordinated omission).
+run_oha() {
+    local name=$1 url=$2 rate=$3 file="$OUT/$1.oha.json"
+    log "oha -q $rate -c $CONNECTIONS -z $DURATION --latency-correction $url"
+    timeout --kill-after=5 $(($(duration_secs "$DURATION") + 60)) \
+        "$OHA_BIN" --no-tui --output-format json --latency-correction -q "$rate" -c "$CONNECTIONS" \
+        -z "$DURATION" -H "User-Agent: $BROWSER_UA" "$url" >"$file" 2>"$OUT/$name.oha.err" ||
+        die "oha failed against $url (see $file and $OUT/$name.oha.err)"
+    python3 - "$file" <<'PY' || die "unreadable oha report $file"
+import json, sys
+report = json.load(open(sys.argv[1]))
+p = report["latencyPercentiles"]
+statuses = report.get("statusCodeDistribution", {})
+# oha aborts the requests still in flight at the deadline: not an anomaly.
+errors = {k: v for k, v in report.get("errorDistribution", {}).items()
+          if k != "aborted due to deadline"}
+odd = [f"{code}x{n}" for code, n in sorted(statuses.items()) if not code.startswith("2")]
+odd += [f"{k.replace(' ', '_')}x{n}" for k, n in sorted(errors.items())]
+ms = lambda v: f"{v * 1000:.2f}" if v is not None else "-"
+print(ms(p["p50"]), ms(p["p99"]), ms(p["p99.9"]),
+      f"{report['summary']['requestsPerSec']:.0f}", ",".join(odd) or "-")
+PY
+}
+
+# compare_latency NAME REGIE_URL BARE_URL RATE: both servers at RATE req/s with oha, in turn,
+# $ROUNDS times each (see compare_rounds for why). Sets LAT_REGIE and LAT_BARE
+# ("p50/p99/p99.9", medians of the rounds, ms), LAT_RATIO (median of the rounds' p99 ratios)
+# and LAT_NOTE (the rates reached, every round's ratio, and anomalies seen).
+LAT_REGIE="" LAT_BARE="" LAT_RATIO="" LAT_NOTE=""
+compare_latency() {
+    local name=$1 regie_url=$2 bare_url=$3 rate=$4 round
+    local regie_runs=() bare_runs=() ratios=() anomalies="" p50 p99 p999 reached odd
+    for ((round = 1; round <= ROUNDS; round++)); do
+        read -r p50 p99 p999 reached odd <<<"$(run_oha "regie-$name-$round" "$regie_url" "$rate")"
+        regie_runs+=("$p50 $p99 $p999 $reached")
+        [[ $odd == - ]] || anomalies+="; regie round $round: ${odd//,/ }"
+        read -r p50 p99 p999 reached odd <<<"$(run_oha "bare-$name-$round" "$bare_url" "$rate")"
+        bare_runs+=("$p50 $p99 $p999 $reached")
+        [[ $odd == - ]] || anomalies+="; bare round $round: ${odd//,/ }"
+        ratios+=("$(ratio "$(cut -d' ' -f2 <<<"${regie_runs[-1]}")" "$p99")")
+    done
+    LAT_REGIE=$(latency_medians "${regie_runs[@]}")
+    LAT_BARE=$(latency_medians "${bare_runs[@]}")
+    LAT_RATIO=$(median %.2f "${ratios[@]}")
+    LAT_NOTE="reached ${LAT_REGIE##* } (regie) and ${LAT_BARE##* } (bare) req/s;"
+    LAT_NOTE+=" median of $ROUNDS alternating rounds, p99 ratios ${ratios[*]}$anomalies"
+    LAT_REGIE=${LAT_REGIE% *}
+    LAT_BARE=${LAT_BARE% *}
+}
+
+# latency_medians "P50 P99 P99.9 REQ/S"...: the median of each column over the runs, as
+# "P50/P99/P99.9 REQ/S".
+latency_medians() {
+    local formats=(%.2f %.2f %.2f %.0f) column values=() medians=()
+    for column in 1 2 3 4; do
+        mapfile -t values < <(printf '%s\n' "$@" | cut -d' ' -f"$column")
+        medians+=("$(median "${formats[column - 1]}" "${values[@]}")")
+    done
+    printf '%s/%s/%s %s' "${medians[@]}"
+}
+
+# Resident memory of PID: "VmRSS VmHWM" (current and peak), in MiB.
+rss_mib() {
+    awk '/^VmRSS:/ { rss = $2 } /^VmHWM:/ { hwm = $2 }
+        END { printf "%.0f %.0f", rss / 1024, hwm / 1024 }' "/proc/$1/status"
+}
+
+# Milliseconds since the epoch.
+now_ms() { date +%s%3N; }
+
 # ------------------------------------------------------------------------- the table
 
 ROW_NAMES=()
@@ -346,6 +450,21 @@ ensure_tools() {
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
     fi
     command -v python3 >/dev/null || die "python3 is needed (to find free ports)"
+    if selected fixed_rate; then ensure_oha; fi
+}
+
+# oha drives the fixed-rate runs (wrk has no fixed rate). It is a crate, not a Debian
+# package: installed once with cargo into ~/.cargo/bin (or $CARGO_HOME/bin), then reused.
+OHA_BIN=""
+ensure_oha() {
+    local cargo_home=${CARGO_HOME:-$HOME/.cargo}
+    OHA_BIN=$(command -v oha || true)
+    [[ -z $OHA_BIN && -x $cargo_home/bin/oha ]] && OHA_BIN=$cargo_home/bin/oha
+    [[ -n $OHA_BIN ]] && return
+    log "installing oha (cargo install --locked oha, a few minutes; see $OUT/oha-install.log)"
+    nice -n 10 cargo install --locked --root "$cargo_home" oha >"$OUT/oha-install.log" 2>&1 ||
+        die "cargo install oha failed (see $OUT/oha-install.log)"
+    OHA_BIN=$cargo_home/bin/oha
 }
 
 build() {
@@ -470,12 +589,15 @@ fetch_decision() {
     [[ $status == 200 ]] || die "GET $SLOT_PATH answered $status, not a decision (see $FIRST_DECISION)"
 }
 
+# The bare handler's decision req/s: half of it is the rate of the fixed-rate decisions.
+BARE_DECISION_RPS=""
 measure_decision() {
     local bytes note
     bytes=$(wc -c <"$FIRST_DECISION")
     start_bare bare-decision "$bytes" application/json
     compare_rounds decision "$REGIE_URL$SLOT_PATH" "$REGIE_PID" "$BARE_URL$SLOT_PATH" "$BARE_PID"
     stop "$BARE_PID"
+    BARE_DECISION_RPS=$CMP_BARE
 
     note="body $bytes B; $CMP_NOTE; after: $(status_sample "$REGIE_URL$SLOT_PATH" 20)"
     add_row "GET /v1/slots/{slot}/ad (req/s)" "$CMP_REGIE" "$CMP_BARE" "$CMP_RATIO" "$note"
@@ -484,18 +606,27 @@ measure_decision() {
         "ratio = bare / regie CPU: the throughput ratio where the server alone is the bottleneck"
 }
 
-# req/s of the one-token beacons: sizes the list of distinct tokens collected next.
-ONE_TOKEN_BEACON_RPS=""
-measure_impression() {
-    local impression_url path
+# The path of FIRST_DECISION's impression beacon. The URL is built from REGIE_PUBLIC_URL;
+# the path aims at whichever instance it is appended to.
+beacon_path() {
+    local impression_url
     impression_url=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["impression_url"])' \
         "$FIRST_DECISION")
-    # The URL is built from REGIE_PUBLIC_URL; aim at this instance whatever its host.
-    path="/v1/i/${impression_url##*/v1/i/}"
+    printf '/v1/i/%s' "${impression_url##*/v1/i/}"
+}
+
+# req/s of the one-token beacons: sizes the list of distinct tokens collected next. And the
+# bare handler's, whose half is the rate of the fixed-rate beacons.
+ONE_TOKEN_BEACON_RPS=""
+BARE_BEACON_RPS=""
+measure_impression() {
+    local path
+    path=$(beacon_path)
     start_bare bare-impression 43 image/gif
     compare_rounds impression "$REGIE_URL$path" "$REGIE_PID" "$BARE_URL$path" "$BARE_PID"
     stop "$BARE_PID"
     ONE_TOKEN_BEACON_RPS=$CMP_REGIE
+    BARE_BEACON_RPS=$CMP_BARE
 
     add_row "GET /v1/i/{token} (req/s)" "$CMP_REGIE" "$CMP_BARE" "$CMP_RATIO" \
         "one token: counted once, then deduplicated; $CMP_NOTE"
@@ -569,6 +700,10 @@ measure_distinct_impressions() {
 # count to write). Then regie_events_dropped_total, which is 0 unless events were dropped
 # past REGIE_MAX_PENDING_EVENTS.
 measure_flush_roundtrips() {
+    if ((${#FLUSH_SAMPLE[@]} == 0)); then
+        log "flush_roundtrips skipped: it counts over distinct_impressions, which did not run"
+        return
+    fi
     local before=${FLUSH_SAMPLE[0]} after=${FLUSH_SAMPLE[1]} requests=${FLUSH_SAMPLE[2]} \
         decisions=${FLUSH_SAMPLE[3]} trips events dropped note
     trips=$((after - before))
@@ -660,18 +795,145 @@ measure_frozen_store() {
         "$(with_anomalies regie-capped-uid-frozen "$note")"
 }
 
+# ------------------------------------------------------------------------------- main
+
+# Whether measurement NAME runs: every one does unless LOADTEST_ONLY names some.
+selected() { [[ -z ${LOADTEST_ONLY:-} || ",$LOADTEST_ONLY," == *",$1,"* ]]; }
+
+# Fixed-rate latency: decisions, then one-token beacons, at half of the bare handler's
+# saturating rate for the same answer, so that both servers have headroom and the percentiles
+# show the cost of a request rather than queueing. Saturation is what the comparisons above
+# measured (the median of the bare handler's rounds); when they were skipped, one wrk run of
+# the bare handler measures it here.
+measure_fixed_rate() {
+    local bytes path saturation rate note
+    bytes=$(wc -c <"$FIRST_DECISION")
+    start_bare bare-decision-rate "$bytes" application/json
+    saturation=$BARE_DECISION_RPS
+    [[ -n $saturation ]] || saturation=$(run_wrk bare-decision-saturation "$BARE_URL$SLOT_PATH")
+    rate=$(half_rate "$saturation")
+    compare_latency decision-rate "$REGIE_URL$SLOT_PATH" "$BARE_URL$SLOT_PATH" "$rate"
+    stop "$BARE_PID"
+    note="target <= 1.2 (ratio of the p99s); oha -q $rate -c $CONNECTIONS, latency corrected; $LAT_NOTE"
+    add_row "GET {slot}/ad at $rate/s: p50/p99/p99.9 ms" "$LAT_REGIE" "$LAT_BARE" "$LAT_RATIO" "$note"
+
+    path=$(beacon_path)
+    start_bare bare-impression-rate 43 image/gif
+    saturation=$BARE_BEACON_RPS
+    [[ -n $saturation ]] || saturation=$(run_wrk bare-impression-saturation "$BARE_URL$path")
+    rate=$(half_rate "$saturation")
+    compare_latency impression-rate "$REGIE_URL$path" "$BARE_URL$path" "$rate"
+    stop "$BARE_PID"
+    note="target <= 1.2 (ratio of the p99s); one token; oha -q $rate -c $CONNECTIONS, latency corrected; $LAT_NOTE"
+    add_row "GET /v1/i/{token} at $rate/s: p50/p99/p99.9 ms" "$LAT_REGIE" "$LAT_BARE" "$LAT_RATIO" "$note"
+}
+
+# Half of RPS, rounded down to a multiple of 1 000 (at least 1 000): a round rate to read.
+half_rate() { awk -v r="$1" 'BEGIN { n = int(r / 2000) * 1000; print (n < 1000 ? 1000 : n) }'; }
+
+# Inventory scale: a 100 000-campaign inventory put through the admin API into a regie of its
+# own (its own key prefix in the same Redis, so the other instances keep their inventory).
+# The realistic profile of scripts/gen-inventory.py is tried first; when the API refuses it
+# as too large (413), the lean profile, which fits, is put instead, and the note says so.
+# The time runs from sending the PUT until a poller (poll_until_served) gets a decision of
+# SCALE_SLOT_PATH, a slot only the new inventory has: validation, the store write, the
+# compilation of the snapshot and its pick-up. Then decisions of that slot against the bare
+# handler, as measure_decision does.
+measure_inventory_scale() {
+    local url pid doc="$WORK/inventory-scale.json" profile generated check_ms started status \
+        put_ms served_ms poller rss_before rss_after rss_loaded refused="" bytes note \
+        decision="$OUT/decision-scale.json" listing
+    spawn_regie regie-scale REGIE_KEY_PREFIX=loadscale
+    url=$SPAWNED_URL
+    pid=$LAST_PID
+    rss_before=$(rss_mib "$pid")
+    for profile in realistic lean; do
+        log "generating a $SCALE_CAMPAIGNS-campaign inventory, profile $profile"
+        generated=$(python3 "$ROOT/scripts/gen-inventory.py" --campaigns "$SCALE_CAMPAIGNS" \
+            --profile "$profile" "$doc") || die "scripts/gen-inventory.py failed"
+        echo "$generated" >"$OUT/inventory-scale-$profile.json"
+        started=$(now_ms)
+        "$REGIE_BIN" check "$doc" >"$OUT/inventory-scale-$profile.check.txt" 2>&1 ||
+            die "the generated inventory is not valid (see $OUT/inventory-scale-$profile.check.txt)"
+        check_ms=$(($(now_ms) - started))
+        spawn poll-scale-$profile poll_until_served "$url$SCALE_SLOT_PATH" 60
+        poller=$LAST_PID
+        started=$(now_ms)
+        # curl may fail to send the rest of a body the server already refused: the status says.
+        status=$(curl --silent --max-time 60 -X PUT -H "Authorization: Bearer $ADMIN_TOKEN" \
+            -H 'Content-Type: application/json' --data-binary "@$doc" \
+            --output "$OUT/inventory-scale-$profile.put.json" --write-out '%{http_code}' \
+            "$url/v1/admin/inventory" || true)
+        put_ms=$(($(now_ms) - started))
+        if [[ $status == 413 && $profile == realistic ]]; then
+            stop "$poller"
+            bytes=$(python3 -c 'import json, sys; print(json.loads(sys.argv[1])["bytes"])' "$generated")
+            refused="realistic profile ($bytes B) refused with 413, lean profile put instead; "
+            continue
+        fi
+        [[ $status == 200 ]] ||
+            die "PUT /v1/admin/inventory answered $status (see $OUT/inventory-scale-$profile.put.json)"
+        wait "$poller" || die "no decision of $SCALE_SLOT_PATH within 60 s of the PUT (see $OUT/poll-scale-$profile.log)"
+        forget "$poller"
+        served_ms=$(($(tail -1 "$OUT/poll-scale-$profile.log") - started))
+        break
+    done
+    rss_after=$(rss_mib "$pid")
+
+    curl --silent --fail --max-time 5 -A "$BROWSER_UA" --output "$decision" \
+        "$url$SCALE_SLOT_PATH" || die "GET $SCALE_SLOT_PATH failed on the new inventory"
+    listing=$(python3 -c 'import json, sys
+print(sum(sys.argv[2] in c["slots"] for c in json.load(open(sys.argv[1]))["campaigns"]))' \
+        "$doc" "$SCALE_SLOT")
+    start_bare bare-scale "$(wc -c <"$decision")" application/json
+    compare_rounds scale "$url$SCALE_SLOT_PATH" "$pid" "$BARE_URL$SCALE_SLOT_PATH" "$BARE_PID"
+    stop "$BARE_PID"
+    rss_loaded=$(rss_mib "$pid")
+    stop "$pid"
+
+    note="target <= 1000; ${refused}profile $profile: $generated; PUT answered in $put_ms ms;"
+    note+=" regie check took $check_ms ms"
+    add_row "PUT $SCALE_CAMPAIGNS campaigns until served (ms)" "$served_ms" "-" "-" "$note"
+    note="VmRSS before the PUT ${rss_before% *} MiB (baseline), after it ${rss_after% *} MiB,"
+    note+=" after the decisions ${rss_loaded% *} MiB; peak (VmHWM) ${rss_loaded#* } MiB"
+    add_row "  regie memory, $SCALE_CAMPAIGNS campaigns (MiB)" "${rss_after% *}" "${rss_before% *}" \
+        "$(ratio "${rss_after% *}" "${rss_before% *}")" "$note"
+    note="target >= 0.85; $listing campaigns list $SCALE_SLOT; body $(wc -c <"$decision") B;"
+    note+=" $CMP_NOTE; after: $(status_sample "$url$SCALE_SLOT_PATH" 20)"
+    add_row "GET {slot}/ad, $SCALE_CAMPAIGNS campaigns (req/s)" "$CMP_REGIE" "$CMP_BARE" "$CMP_RATIO" "$note"
+}
+
+# Polls URL, as a browser, until it answers 200, for at most SECS seconds; prints the time it
+# did (now_ms). Runs in the background while measure_inventory_scale puts the inventory.
+poll_until_served() {
+    local url=$1 deadline=$((SECONDS + $2))
+    while ((SECONDS < deadline)); do
+        if [[ $(curl --silent --max-time 2 -A "$BROWSER_UA" --output /dev/null \
+            --write-out '%{http_code}' "$url") == 200 ]]; then
+            now_ms
+            return 0
+        fi
+        sleep 0.005
+    done
+    return 1
+}
+
 main() {
+    local name only=()
+    IFS=, read -ra only <<<"${LOADTEST_ONLY:-}"
+    for name in "${only[@]}"; do
+        [[ " ${MEASUREMENTS[*]} " == *" $name "* ]] ||
+            die "LOADTEST_ONLY: no measurement $name (there are: ${MEASUREMENTS[*]})"
+    done
     mkdir -p "$OUT"
     ensure_tools
     build
     start_redis
     start_regie
     fetch_decision
-    measure_decision
-    measure_impression
-    measure_distinct_impressions
-    measure_flush_roundtrips
-    measure_capped_decisions
+    for name in "${MEASUREMENTS[@]}"; do
+        if selected "$name"; then "measure_$name"; fi
+    done
     print_table | tee "$OUT/table.txt"
 }
 
