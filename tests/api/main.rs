@@ -27,3 +27,4 @@ mod store;
 mod targeting;
 mod tracking;
 mod unsafe_settings;
+mod validation;
