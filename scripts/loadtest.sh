@@ -429,6 +429,8 @@ spawn_regie() {
             export REGIE_REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0"
         fi
         export REGIE_LISTEN="127.0.0.1:$port"
+        # Production refuses to start without it (tracking URLs are absolute).
+        export REGIE_PUBLIC_URL="$SPAWNED_URL"
         export REGIE_ADMIN_TOKEN="$ADMIN_TOKEN"
         export REGIE_WORKERS="$WORKERS"
         # As deployed: JSON logs at info, a span per request. No drain delay, so that stopping
