@@ -21,7 +21,9 @@ use super::budget::RequestDelivery;
 use super::eligibility::in_flight;
 use super::{commit, draw_order, Choice, Context, PageRequest, Serving};
 use crate::snapshot::{CampaignIndex, CompiledSlot, Snapshot};
-use crate::store::{first_allowed, Backend, FrequencyCap, FrequencyItem, FrequencyRelease};
+use crate::store::{
+    first_allowed, Backend, FrequencyCap, FrequencyItem, FrequencyRelease, StoreError,
+};
 use crate::targeting::{PageShown, SizeChoice};
 
 /// The most candidates drawn for one slot. A viewer who has reached the frequency cap of
@@ -41,6 +43,16 @@ fn viewer_key(uid: &str) -> String {
         key.push(HEX[usize::from(byte & 0x0f)] as char);
     }
     key
+}
+
+/// Logs a failed frequency call: an outage at debug level, since the store's breaker logs it
+/// once; anything else, an answer regie cannot use, as a warning.
+fn log_unavailable(e: &StoreError) {
+    if e.is_outage() {
+        tracing::debug!(error = %e, "frequency caps unavailable");
+    } else {
+        tracing::warn!(error = %e, "frequency caps unavailable; frequency-capped campaigns are not served");
+    }
 }
 
 /// A campaign's frequency cap, as the store checks it.
@@ -208,7 +220,7 @@ impl Walk<'_> {
                 {
                     Ok(positions) => positions,
                     Err(e) => {
-                        tracing::warn!(error = %e, "frequency caps unavailable; frequency-capped campaigns are not served");
+                        log_unavailable(&e);
                         first_allowed(&orders, |c| c.campaign, |c| Some(!capped(c.campaign)))
                             .expect("every verdict is known")
                     }
@@ -281,7 +293,7 @@ pub(super) async fn allowed(
             .filter_map(|(index, ok)| ok.then_some(index))
             .collect(),
         Err(e) => {
-            tracing::warn!(error = %e, "frequency caps unavailable");
+            log_unavailable(&e);
             Vec::new()
         }
     })

@@ -5,7 +5,7 @@ use std::time::Duration;
 use chrono::NaiveDate;
 use regie::inventory::{CampaignId, SlotName};
 use regie::metrics::Metrics;
-use regie::store::{Backend, Batch, Event, RedisStore, RedisTimeouts, ServedCount, Store};
+use regie::store::{Backend, Batch, Event, RedisStore, ServedCount, Store};
 use regie::tracking::EventKind;
 use ulid::Ulid;
 
@@ -96,10 +96,7 @@ async fn past_the_bound_events_are_dropped_and_counted_as_dropped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_retried_after_a_lost_answer_is_not_counted_twice() {
     let redis = RedisServer::start();
-    let timeouts = RedisTimeouts {
-        connect: Duration::from_secs(1),
-        response: Duration::from_secs(1),
-    };
+    let timeouts = crate::helpers::store_timeouts();
     let store = Store::Redis(std::sync::Arc::new(
         RedisStore::new(&redis.url(), "regie", timeouts, Metrics::new()).unwrap(),
     ));
