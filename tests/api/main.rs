@@ -28,3 +28,4 @@ mod store;
 mod targeting;
 mod tracking;
 mod unsafe_settings;
+mod validation;

@@ -370,7 +370,7 @@ impl Backend for RedisStore {
         chains: &[Vec<FrequencyItem>],
     ) -> Result<Vec<Option<usize>>, StoreError> {
         let pick = (self.scripts.frequency_pick).run(self, viewer, now_ms, reservation, chains);
-        self.on_request_path("frequency_pick", pick).await
+        self.on_request_path("frequency", pick).await
     }
 
     async fn frequency_check(
