@@ -41,9 +41,10 @@
 #          realistic profile is tried first; a 413 (over the body limit) is noted and the lean
 #          profile, which fits, is put instead. Both are validated with `regie check` first.
 #          It measures the time from sending the PUT until a decision of a slot only the new
-#          inventory has (`une-2`, SCALE_SLOT) is served, the instance's VmRSS (and peak, VmHWM) before and
-#          after, and then decisions of that slot against the bare handler, as the first
-#          comparison does (alternating rounds, median);
+#          inventory has (SCALE_SLOT, `une-2`) is served, with where it went from regie's log;
+#          the instance's VmRSS before and after (and its peak, VmHWM); then decisions of that
+#          slot against the bare handler, as the first comparison does (alternating rounds,
+#          median);
 #   5. prints requests/s of each and the ratio regie / baseline in a table.
 # Everything it started is stopped on exit (trap). Raw outputs go to artifacts/loadtest/.
 # With the defaults the measurements take about seven minutes, after the build (and after
@@ -401,12 +402,14 @@ PY
 LAT_REGIE="" LAT_BARE="" LAT_RATIO="" LAT_NOTE=""
 compare_latency() {
     local name=$1 regie_url=$2 bare_url=$3 rate=$4 round
-    local regie_runs=() bare_runs=() ratios=() anomalies="" p50 p99 p999 reached odd
+    local regie_runs=() bare_runs=() ratios=() anomalies="" run p50 p99 p999 reached odd
     for ((round = 1; round <= ROUNDS; round++)); do
-        read -r p50 p99 p999 reached odd <<<"$(run_oha "regie-$name-$round" "$regie_url" "$rate")"
+        run=$(run_oha "regie-$name-$round" "$regie_url" "$rate")
+        read -r p50 p99 p999 reached odd <<<"$run"
         regie_runs+=("$p50 $p99 $p999 $reached")
         [[ $odd == - ]] || anomalies+="; regie round $round: ${odd//,/ }"
-        read -r p50 p99 p999 reached odd <<<"$(run_oha "bare-$name-$round" "$bare_url" "$rate")"
+        run=$(run_oha "bare-$name-$round" "$bare_url" "$rate")
+        read -r p50 p99 p999 reached odd <<<"$run"
         bare_runs+=("$p50 $p99 $p999 $reached")
         [[ $odd == - ]] || anomalies+="; bare round $round: ${odd//,/ }"
         ratios+=("$(ratio "$(cut -d' ' -f2 <<<"${regie_runs[-1]}")" "$p99")")
@@ -415,6 +418,12 @@ compare_latency() {
     LAT_BARE=$(latency_medians "${bare_runs[@]}")
     LAT_RATIO=$(median %.2f "${ratios[@]}")
     LAT_NOTE="reached ${LAT_REGIE##* } (regie) and ${LAT_BARE##* } (bare) req/s;"
+    # oha takes more CPU per request than wrk, on the same cores as the servers: when it cannot
+    # keep the rate, the machine is saturated and the percentiles are mostly queueing.
+    if awk -v a="${LAT_REGIE##* }" -v b="${LAT_BARE##* }" -v r="$rate" \
+        'BEGIN { exit !(a < 0.95 * r || b < 0.95 * r) }'; then
+        LAT_NOTE+=" UNDER THE RATE: the machine saturated, the percentiles are queueing;"
+    fi
     LAT_NOTE+=" median of $ROUNDS alternating rounds, p99 ratios ${ratios[*]}$anomalies"
     LAT_REGIE=${LAT_REGIE% *}
     LAT_BARE=${LAT_BARE% *}
@@ -459,7 +468,7 @@ add_row() {
 }
 
 print_table() {
-    local i fmt='%-40s %14s %14s %8s  %s\n'
+    local i fmt='%-40s %17s %17s %8s  %s\n'
     echo
     echo "regie load test: wrk -t$THREADS -c$CONNECTIONS -d$DURATION, $WORKERS workers each, $(nproc) cores, Redis store"
     echo "baseline: the bare actix-web handler with a body of the same size, unless the notes say otherwise"
@@ -867,8 +876,9 @@ measure_fixed_rate() {
     rate=$(half_rate "$saturation")
     compare_latency decision-rate "$REGIE_URL$SLOT_PATH" "$BARE_URL$SLOT_PATH" "$rate"
     stop "$BARE_PID"
-    note="target <= 1.2 (ratio of the p99s); oha -q $rate -c $CONNECTIONS, latency corrected; $LAT_NOTE"
-    add_row "GET {slot}/ad at $rate/s: p50/p99/p99.9 ms" "$LAT_REGIE" "$LAT_BARE" "$LAT_RATIO" "$note"
+    note="target <= 1.2 (ratio of the p99s); oha -q $rate -c $CONNECTIONS, latency corrected;"
+    add_row "GET {slot}/ad at $rate/s: p50/p99/p99.9 ms" "$LAT_REGIE" "$LAT_BARE" "$LAT_RATIO" \
+        "$note $LAT_NOTE"
 
     path=$(beacon_path)
     start_bare bare-impression-rate 43 image/gif
@@ -877,8 +887,9 @@ measure_fixed_rate() {
     rate=$(half_rate "$saturation")
     compare_latency impression-rate "$REGIE_URL$path" "$BARE_URL$path" "$rate"
     stop "$BARE_PID"
-    note="target <= 1.2 (ratio of the p99s); one token; oha -q $rate -c $CONNECTIONS, latency corrected; $LAT_NOTE"
-    add_row "GET /v1/i/{token} at $rate/s: p50/p99/p99.9 ms" "$LAT_REGIE" "$LAT_BARE" "$LAT_RATIO" "$note"
+    note="target <= 1.2 (ratio of the p99s); one token; oha -q $rate -c $CONNECTIONS, latency corrected;"
+    add_row "GET /v1/i/{token} at $rate/s: p50/p99/p99.9 ms" "$LAT_REGIE" "$LAT_BARE" "$LAT_RATIO" \
+        "$note $LAT_NOTE"
 }
 
 # Half of RPS, rounded down to a multiple of 1 000 (at least 1 000): a round rate to read.
@@ -894,7 +905,7 @@ half_rate() { awk -v r="$1" 'BEGIN { n = int(r / 2000) * 1000; print (n < 1000 ?
 # handler, as measure_decision does.
 measure_inventory_scale() {
     local url pid doc="$WORK/inventory-scale.json" profile generated check_ms started status \
-        put_ms served_ms poller rss_before rss_after rss_loaded refused="" bytes note \
+        put_ms served_ms poller rss_before rss_after rss_loaded refused="" bytes note sample \
         decision="$OUT/decision-scale.json" listing
     spawn_regie regie-scale REGIE_KEY_PREFIX=loadscale
     url=$SPAWNED_URL
@@ -926,7 +937,7 @@ measure_inventory_scale() {
         fi
         [[ $status == 200 ]] ||
             die "PUT /v1/admin/inventory answered $status (see $OUT/inventory-scale-$profile.put.json)"
-        wait "$poller" || die "no decision of $SCALE_SLOT_PATH within 60 s of the PUT (see $OUT/poll-scale-$profile.log)"
+        wait "$poller" || die "no decision of $SCALE_SLOT_PATH within 60 s of the PUT"
         forget "$poller"
         served_ms=$(($(tail -1 "$OUT/poll-scale-$profile.log") - started))
         break
@@ -942,18 +953,50 @@ print(sum(sys.argv[2] in c["slots"] for c in json.load(open(sys.argv[1]))["campa
     compare_rounds scale "$url$SCALE_SLOT_PATH" "$pid" "$BARE_URL$SCALE_SLOT_PATH" "$BARE_PID"
     stop "$BARE_PID"
     rss_loaded=$(rss_mib "$pid")
+    sample=$(status_sample "$url$SCALE_SLOT_PATH" 20)
     stop "$pid"
 
     note="target <= 1000; ${refused}profile $profile: $generated; PUT answered in $put_ms ms;"
-    note+=" regie check took $check_ms ms"
+    note+=" $(put_phases "$OUT/regie-scale.log" "$started"); regie check took $check_ms ms"
     add_row "PUT $SCALE_CAMPAIGNS campaigns until served (ms)" "$served_ms" "-" "-" "$note"
-    note="VmRSS before the PUT ${rss_before% *} MiB (baseline), after it ${rss_after% *} MiB,"
-    note+=" after the decisions ${rss_loaded% *} MiB; peak (VmHWM) ${rss_loaded#* } MiB"
-    add_row "  regie memory, $SCALE_CAMPAIGNS campaigns (MiB)" "${rss_after% *}" "${rss_before% *}" \
-        "$(ratio "${rss_after% *}" "${rss_before% *}")" "$note"
+    # Right after the PUT, the allocator still holds what parsing and compiling freed; it gives
+    # it back under the load that follows, so the figure after the decisions is the lasting one.
+    note="VmRSS after the decisions; baseline: before the PUT (default inventory);"
+    note+=" $(awk -v a="${rss_loaded% *}" -v b="${rss_before% *}" -v n="$SCALE_CAMPAIGNS" \
+        'BEGIN { printf "%.1f", (a - b) * 1024 / n }') KiB per campaign;"
+    note+=" right after the PUT ${rss_after% *} MiB; peak (VmHWM) ${rss_loaded#* } MiB"
+    add_row "  regie VmRSS, $SCALE_CAMPAIGNS campaigns (MiB)" "${rss_loaded% *}" "${rss_before% *}" \
+        "$(ratio "${rss_loaded% *}" "${rss_before% *}")" "$note"
     note="target >= 0.85; $listing campaigns list $SCALE_SLOT; body $(wc -c <"$decision") B;"
-    note+=" $CMP_NOTE; after: $(status_sample "$url$SCALE_SLOT_PATH" 20)"
-    add_row "GET {slot}/ad, $SCALE_CAMPAIGNS campaigns (req/s)" "$CMP_REGIE" "$CMP_BARE" "$CMP_RATIO" "$note"
+    note+=" $CMP_NOTE; after: $sample"
+    add_row "GET {slot}/ad, $SCALE_CAMPAIGNS campaigns (req/s)" "$CMP_REGIE" "$CMP_BARE" \
+        "$CMP_RATIO" "$note"
+}
+
+# Where the time of an inventory PUT went, from regie's log LOG (JSON lines) and the time
+# STARTED (now_ms) the PUT was sent: when the new version was written to the store, and when
+# each compilation of it began serving (the PUT's own, and the one its publication woke).
+put_phases() {
+    python3 - "$1" "$2" <<'PY'
+import datetime as dt, json, sys
+started = int(sys.argv[2])
+written, served = None, []
+for line in open(sys.argv[1], encoding="utf-8", errors="replace"):
+    try:
+        entry = json.loads(line)
+        at = dt.datetime.fromisoformat(entry["timestamp"].replace("Z", "")[:26])
+    except (ValueError, KeyError, TypeError):
+        continue
+    ms = round(at.replace(tzinfo=dt.timezone.utc).timestamp() * 1000) - started
+    if ms < 0:
+        continue
+    if entry.get("message") == "inventory written through the admin API" and written is None:
+        written = ms
+    elif entry.get("message") == "serving inventory version":
+        served.append(str(ms))
+print(f"regie's log: written to the store after {'-' if written is None else written} ms,"
+      f" serving after {' and '.join(served) or '-'} ms")
+PY
 }
 
 # Polls URL, as a browser, until it answers 200, for at most SECS seconds; prints the time it
