@@ -47,7 +47,7 @@
 #          median);
 #   5. prints requests/s of each and the ratio regie / baseline in a table.
 # Everything it started is stopped on exit (trap). Raw outputs go to artifacts/loadtest/.
-# With the defaults the measurements take about seven minutes, after the build (and after
+# With the defaults the measurements take about eight minutes, after the build (and after
 # oha's installation, the first time).
 #
 # Environment: LOADTEST_DURATION (10s), LOADTEST_THREADS (2), LOADTEST_CONNECTIONS (32),
