@@ -26,4 +26,5 @@ mod stats;
 mod store;
 mod targeting;
 mod tracking;
+mod traffic_bounds;
 mod unsafe_settings;
