@@ -28,6 +28,8 @@
 #          (loadtest/random_uid.lua for all three), and regie's own CPU time per request
 #          (/proc) in the capped and the uncapped run: their ratio is the throughput ratio
 #          where regie alone is the bottleneck, Redis and wrk running elsewhere;
+#        - the same capped decisions with every Redis process frozen (SIGSTOP): their latency
+#          percentiles, against the capped run with Redis answering (the store's breaker);
 #   5. prints requests/s of each and the ratio regie / baseline in a table.
 # Everything it started is stopped on exit (trap). Raw outputs go to artifacts/loadtest/.
 # With the defaults the measurements take about three and a half minutes, after the build.
@@ -219,6 +221,52 @@ per_thousand() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", 1000
 # The requests wrk completed, from the summary of $OUT/NAME.wrk.txt ("123 requests in 10s").
 wrk_requests() { awk '/ requests in / { print $1 }' "$OUT/$1.wrk.txt"; }
 
+# The sum of an INFO field (e.g. used_memory, used_cpu_user) over every Redis process.
+redis_info_sum() {
+    local addr total=0 value
+    for addr in "${REDIS_ADDRS[@]}"; do
+        value=$(redis-cli -h "${addr%:*}" -p "${addr#*:}" info all 2>/dev/null |
+            awk -F: -v f="$1" '$1 == f { print $2 + 0 }')
+        total=$(awk -v a="$total" -v b="${value:-0}" 'BEGIN { print a + b }')
+    done
+    printf '%s' "$total"
+}
+
+# Redis CPU seconds (user and system) over every Redis process.
+redis_cpu_secs() {
+    awk -v u="$(redis_info_sum used_cpu_user)" -v s="$(redis_info_sum used_cpu_sys)" \
+        'BEGIN { printf "%.3f", u + s }'
+}
+
+# Microseconds of Redis CPU per call of a command over every Redis process since the last
+# CONFIG RESETSTAT (INFO commandstats), e.g. evalsha.
+redis_usec_per_call() {
+    local addr calls=0 usec=0 line
+    for addr in "${REDIS_ADDRS[@]}"; do
+        line=$(redis-cli -h "${addr%:*}" -p "${addr#*:}" info commandstats 2>/dev/null |
+            grep "^cmdstat_$1:" || true)
+        [[ -n $line ]] || continue
+        calls=$((calls + $(tr ':,' '\n\n' <<<"$line" | awk -F= '$1 == "calls" { print $2 }')))
+        usec=$((usec + $(tr ':,' '\n\n' <<<"$line" | awk -F= '$1 == "usec" { print $2 }')))
+    done
+    awk -v c="$calls" -v u="$usec" 'BEGIN { if (c > 0) printf "%.1f", u / c; else print "-" }'
+}
+
+redis_reset_stats() {
+    local addr
+    for addr in "${REDIS_ADDRS[@]}"; do
+        redis-cli -h "${addr%:*}" -p "${addr#*:}" config resetstat >/dev/null
+    done
+}
+
+# A latency percentile (50%, 99%, …) of wrk run NAME, in milliseconds.
+wrk_latency_ms() {
+    awk -v p="$2" '$1 == p && NF == 2 {
+        v = $2 + 0; u = $2; sub(/^[0-9.]+/, "", u)
+        printf "%.2f", (u == "us" ? v / 1000 : u == "s" ? v * 1000 : u == "m" ? v * 60000 : v)
+    }' "$OUT/$1.wrk.txt"
+}
+
 # The sum of the samples of metric NAME on BASE/metrics whose line contains FILTER (e.g.
 # 'op="flush"'), as an integer; 0 when there is none. Label values may hold spaces ("Publicité
 # 2"), so the value is the last field and the name is matched at the start of the line.
@@ -359,6 +407,8 @@ start_cluster() {
         spawn "redis-$i" redis-server --bind 127.0.0.1 --port "$port" --cluster-port "$bus" \
             --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 5000 \
             --save "" --appendonly no --dir "$WORK/redis-$i" --daemonize no
+        REDIS_PIDS+=("$LAST_PID")
+        REDIS_ADDRS+=("127.0.0.1:$port")
         deadline=$((SECONDS + 10))
         until redis-cli -h 127.0.0.1 -p "$port" ping 2>/dev/null | grep -q PONG; do
             ((SECONDS < deadline)) || die "redis-server $i did not answer within 10 s"
@@ -382,6 +432,8 @@ start_cluster() {
 }
 
 REDIS_PORT=""
+REDIS_PIDS=()
+REDIS_ADDRS=()
 start_redis() {
     if [[ ${LOADTEST_CLUSTER:-0} == 1 ]]; then
         start_cluster
@@ -391,6 +443,8 @@ start_redis() {
     mkdir -p "$WORK/redis"
     spawn redis redis-server --bind 127.0.0.1 --port "$REDIS_PORT" \
         --save "" --appendonly no --dir "$WORK/redis" --daemonize no
+    REDIS_PIDS+=("$LAST_PID")
+    REDIS_ADDRS+=("127.0.0.1:$REDIS_PORT")
     local pid=$LAST_PID deadline=$((SECONDS + 10))
     until redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null | grep -q PONG; do
         kill -0 "$pid" 2>/dev/null || die "redis-server exited (see $OUT/redis.log)"
@@ -416,6 +470,8 @@ spawn_regie() {
             export REGIE_REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0"
         fi
         export REGIE_LISTEN="127.0.0.1:$port"
+        # Production refuses to start without it (tracking URLs are absolute).
+        export REGIE_PUBLIC_URL="$SPAWNED_URL"
         export REGIE_ADMIN_TOKEN="$ADMIN_TOKEN"
         export REGIE_WORKERS="$WORKERS"
         # As deployed: JSON logs at info, a span per request. No drain delay, so that stopping
@@ -580,7 +636,7 @@ measure_flush_roundtrips() {
 measure_capped_decisions() {
     local capped_url capped_pid capped_rps free_uid_rps free_rps requests freq_before \
         release_before lease_before freq release lease sample note anomalies ticks \
-        capped_cpu free_cpu
+        capped_cpu free_cpu redis_cpu redis_memory evalsha
     "$REGIE_BIN" check "$CAPPED_INVENTORY" >"$OUT/inventory-capped.check.txt" 2>&1 ||
         die "$CAPPED_INVENTORY is not valid (see $OUT/inventory-capped.check.txt)"
     spawn_regie regie-capped REGIE_KEY_PREFIX=loadcaps REGIE_INVENTORY="$CAPPED_INVENTORY"
@@ -591,14 +647,23 @@ measure_capped_decisions() {
     release_before=$(metric_sum "$capped_url" regie_store_roundtrips_total 'op="frequency_release"')
     lease_before=$(metric_sum "$capped_url" regie_store_roundtrips_total 'op="lease"')
     ticks=$(cpu_ticks "$capped_pid")
+    redis_reset_stats
+    redis_cpu=$(redis_cpu_secs)
+    redis_memory=$(redis_info_sum used_memory)
     capped_rps=$(run_wrk regie-capped-uid "$capped_url" "$UID_SCRIPT" "$SLOT_PATH" uid)
     requests=$(wrk_requests regie-capped-uid)
     capped_cpu=$(cpu_us_per_request $(($(cpu_ticks "$capped_pid") - ticks)) "$requests")
+    redis_cpu=$(awk -v a="$(redis_cpu_secs)" -v b="$redis_cpu" -v r="$requests" \
+        'BEGIN { if (r > 0) printf "%.1f", (a - b) * 1e6 / r; else print "-" }')
+    redis_memory=$(awk -v a="$(redis_info_sum used_memory)" -v b="$redis_memory" -v r="$requests" \
+        'BEGIN { if (r > 0) printf "%.0f", (a - b) / r; else print "-" }')
+    evalsha=$(redis_usec_per_call evalsha)
     freq=$(($(metric_sum "$capped_url" regie_store_roundtrips_total 'op="frequency"') - freq_before))
     release=$(($(metric_sum "$capped_url" regie_store_roundtrips_total 'op="frequency_release"') - release_before))
     lease=$(($(metric_sum "$capped_url" regie_store_roundtrips_total 'op="lease"') - lease_before))
     sample=$(status_sample "$capped_url$SLOT_PATH?uid=loadtest-sample" 20)
     anomalies=$(wrk_anomalies regie-capped-uid)
+    measure_frozen_store "$capped_url"
     # Stopped before the references run: it would only poll, but it should not take CPU.
     stop "$capped_pid"
 
@@ -622,9 +687,30 @@ measure_capped_decisions() {
         "$(ratio "$capped_rps" "$free_uid_rps")" "baseline: uncapped with the same random uids"
     # Redis and wrk take much of the two cores in the capped run; regie's own CPU per request
     # gives the ratio regie would reach where it alone is the bottleneck.
+    add_row "  Redis CPU per decision (us), caps+freq" "$redis_cpu" "-" "-" \
+        "every Redis process (INFO used_cpu_*); EVALSHA $evalsha us per call (INFO commandstats); Redis memory $redis_memory B per new viewer (used_memory)"
     add_row "  regie CPU per decision (us), caps+freq" "$capped_cpu" "$free_cpu" \
         "$(ratio "$free_cpu" "$capped_cpu")" \
         "baseline: uncapped, no uid; ratio = uncapped / capped CPU: throughput ratio with Redis and wrk on other cores"
+}
+
+# The same frequency-capped decisions with every Redis process frozen (SIGSTOP): the store's
+# breaker must keep public requests from waiting on it for more than
+# REGIE_STORE_REQUEST_TIMEOUT_MS (50 ms), serving them without the frequency-capped campaigns.
+# Compares the latency percentiles with those of the run before, Redis answering.
+measure_frozen_store() {
+    local url=$1 rps p50 p99 before_p99 note
+    log "freezing Redis (SIGSTOP) for one run"
+    kill -STOP "${REDIS_PIDS[@]}"
+    rps=$(run_wrk regie-capped-uid-frozen "$url" "$UID_SCRIPT" "$SLOT_PATH" uid)
+    kill -CONT "${REDIS_PIDS[@]}"
+    p50=$(wrk_latency_ms regie-capped-uid-frozen 50%)
+    p99=$(wrk_latency_ms regie-capped-uid-frozen 99%)
+    before_p99=$(wrk_latency_ms regie-capped-uid 99%)
+    note="baseline: the run before, Redis answering (p99 $before_p99 ms); target: regie p99 < 50 ms;"
+    note+=" p50 $p50 ms; $rps req/s; first breaker log lines: $(grep -c 'store slow or unreachable' "$OUT/regie-capped.log" || true)"
+    add_row "  caps+freq uid, Redis frozen: p99 (ms)" "$p99" "$before_p99" "$(ratio "$p99" "$before_p99")" \
+        "$(with_anomalies regie-capped-uid-frozen "$note")"
 }
 
 main() {

@@ -26,8 +26,9 @@
 //! - [`catalog`]: the served snapshot behind an `ArcSwap`, the task that follows the store,
 //!   and a watch of the version served.
 //! - [`store`]: the shared store: the `Backend` trait, implemented by Redis (one primary or a
-//!   Redis Cluster; its Lua scripts in `src/store/lua/`, its keys named in one module) and by
-//!   an embedded in-memory store.
+//!   Redis Cluster; its Lua scripts in `src/store/lua/`, its keys named in one module, a
+//!   circuit breaker that keeps public requests from waiting on it) and by an embedded
+//!   in-memory store.
 //! - [`tracking`]: signed tracking tokens.
 //! - [`ivt`]: invalid traffic (known bots, client addresses behind trusted proxies, rate
 //!   limits per address): what makes a decision or an event count apart.

@@ -33,6 +33,11 @@ pub const DEFAULT_INVENTORY: &str = "config/inventory.json";
 pub struct Settings {
     /// Address and port to listen on (`REGIE_LISTEN`).
     pub listen: String,
+    /// Address and port of the operations listener (`REGIE_OPS_LISTEN`): when set, `/metrics`,
+    /// `/healthz` and `/readyz` are answered there only (404 on `listen`), so that a private
+    /// network can reach them and the public cannot. Unset: they are answered on `listen`.
+    #[serde(default)]
+    pub ops_listen: Option<String>,
     /// Base of the absolute tracking URLs (`REGIE_PUBLIC_URL`); default `http://` + listen.
     #[serde(default)]
     pub public_url: Option<String>,
@@ -107,6 +112,10 @@ pub struct Settings {
     pub redis_connect_timeout_ms: u64,
     /// Redis response timeout, in milliseconds.
     pub redis_response_timeout_ms: u64,
+    /// The longest a public request waits for the store, in milliseconds
+    /// (`REGIE_STORE_REQUEST_TIMEOUT_MS`): past it, or while the store is known to be
+    /// unreachable, what needs the store (frequency caps) is skipped.
+    pub store_request_timeout_ms: u64,
     /// HTTP worker threads; default one per core.
     #[serde(default)]
     pub workers: Option<usize>,
@@ -246,6 +255,9 @@ impl Settings {
         if self.public_url.as_deref() == Some("") {
             self.public_url = None;
         }
+        if self.ops_listen.as_deref() == Some("") {
+            self.ops_listen = None;
+        }
         if self
             .inventory
             .as_ref()
@@ -305,6 +317,10 @@ impl Settings {
                 self.impression_token_ttl_secs,
             ),
             ("REGIE_CLICK_TOKEN_TTL_SECS", self.click_token_ttl_secs),
+            (
+                "REGIE_STORE_REQUEST_TIMEOUT_MS",
+                self.store_request_timeout_ms,
+            ),
             // `WAIT n 0` would block forever.
             ("REGIE_REDIS_WAIT_TIMEOUT_MS", self.redis_wait_timeout_ms),
         ] {

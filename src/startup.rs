@@ -53,6 +53,8 @@ pub enum StartError {
 pub struct Application {
     port: u16,
     server: Server,
+    /// The operations listener's port and server, when `REGIE_OPS_LISTEN` is set.
+    ops: Option<(u16, Server)>,
     state: web::Data<AppState>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -86,15 +88,8 @@ impl Application {
         settings: Settings,
         clock: SharedClock,
     ) -> Result<Self, StartError> {
-        let listener =
-            TcpListener::bind(&settings.listen).map_err(|source| StartError::Listen {
-                address: settings.listen.clone(),
-                source,
-            })?;
-        let port = listener
-            .local_addr()
-            .expect("a bound listener has an address")
-            .port();
+        let (listener, port) = bind(&settings.listen)?;
+        let ops_listener = settings.ops_listen.as_deref().map(bind).transpose()?;
         let metrics =
             Metrics::with_event_labels(EventLabels::from_setting(settings.metrics_campaign_labels));
         let store = match redis_target(&settings) {
@@ -205,13 +200,19 @@ impl Application {
         ));
 
         let server_state = state.clone();
+        // With an ops listener, the service listener answers 404 on the operations routes.
+        let service_routes = if ops_listener.is_some() {
+            routes::configure_service
+        } else {
+            routes::configure
+        };
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(server_state.clone())
                 .app_data(routes::json_config())
                 .app_data(routes::query_config())
                 .app_data(routes::path_config())
-                .configure(routes::configure)
+                .configure(service_routes)
                 .default_service(routes::default_service())
         })
         .disable_signals()
@@ -226,10 +227,40 @@ impl Application {
                 source,
             })?
             .run();
+        let ops = match ops_listener {
+            Some((listener, ops_port)) => {
+                let ops_state = state.clone();
+                let ops_server = HttpServer::new(move || {
+                    App::new()
+                        .app_data(ops_state.clone())
+                        .app_data(routes::query_config())
+                        .app_data(routes::path_config())
+                        .configure(routes::configure_ops)
+                        .default_service(routes::default_service())
+                })
+                .disable_signals()
+                // A scrape or a probe at a time: one worker is plenty, and it stays off the
+                // service's cores.
+                .workers(1)
+                .listen(listener)
+                .map_err(|source| StartError::Listen {
+                    address: settings.ops_listen.clone().unwrap_or_default(),
+                    source,
+                })?
+                .run();
+                tracing::info!(
+                    port = ops_port,
+                    "operations listener: /metrics, /healthz, /readyz"
+                );
+                Some((ops_port, ops_server))
+            }
+            None => None,
+        };
         tracing::info!(port, store = state.store.kind(), public_url = %state.public_url, "regie is listening");
         Ok(Self {
             port,
             server,
+            ops,
             state,
             shutdown,
             tasks,
@@ -245,6 +276,11 @@ impl Application {
     /// The bound port (useful with port 0).
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The operations listener's bound port, when `REGIE_OPS_LISTEN` is set.
+    pub fn ops_port(&self) -> Option<u16> {
+        self.ops.as_ref().map(|(port, _)| *port)
     }
 
     /// The state its handlers share: for tests that drive the domain below HTTP where HTTP
@@ -271,6 +307,7 @@ impl Application {
         let state = self.state.clone();
         let stop_requested = self.stop_requested.clone();
         let server = tokio::spawn(self.server);
+        let ops = self.ops.map(|(_, ops)| (ops.handle(), tokio::spawn(ops)));
         tokio::select! {
             _ = shutdown_signal() => tracing::info!("signal received; draining"),
             _ = stop_requested.notified() => tracing::info!("stop requested; draining"),
@@ -281,6 +318,13 @@ impl Application {
         tokio::time::sleep(self.drain_delay).await;
         handle.stop(true).await;
         let served = server.await.map_err(std::io::Error::other)?;
+        // The ops listener answers (`/readyz`: 503) until the service has stopped.
+        if let Some((ops_handle, ops_server)) = ops {
+            ops_handle.stop(true).await;
+            if let Ok(Err(e)) = ops_server.await {
+                tracing::warn!(error = %e, "the operations listener failed");
+            }
+        }
         let _ = self.shutdown.send(true);
         let remaining = self
             .shutdown_timeout
@@ -303,6 +347,17 @@ impl Application {
         tracing::info!("stopped");
         served
     }
+}
+
+/// Binds a listener, with its port (useful with port 0).
+fn bind(address: &str) -> Result<(TcpListener, u16), StartError> {
+    let listen_error = |source| StartError::Listen {
+        address: address.to_owned(),
+        source,
+    };
+    let listener = TcpListener::bind(address).map_err(listen_error)?;
+    let port = listener.local_addr().map_err(listen_error)?.port();
+    Ok((listener, port))
 }
 
 async fn shutdown_signal() {

@@ -33,15 +33,27 @@ pub fn default_service() -> actix_web::Route {
         .wrap(from_fn(crate::telemetry::observe))
 }
 
-/// Registers every route.
+/// Registers every route: the service's and the operations' on one listener.
 pub fn configure(cfg: &mut web::ServiceConfig) {
+    configure_service(cfg);
+    configure_ops(cfg);
+}
+
+/// Registers the routes of publishers, advertisers and administrators: everything but
+/// [`configure_ops`].
+pub fn configure_service(cfg: &mut web::ServiceConfig) {
     serve::configure(cfg);
     tracking::configure(cfg);
     stats::configure(cfg);
     admin::configure(cfg);
-    health::configure(cfg);
     creatives::configure(cfg);
     pages::configure(cfg);
+}
+
+/// Registers the operations routes, `/metrics`, `/healthz` and `/readyz`: on the service
+/// listener, or alone on the ops listener (`REGIE_OPS_LISTEN`).
+pub fn configure_ops(cfg: &mut web::ServiceConfig) {
+    health::configure(cfg);
 }
 
 /// A resource labelled with its pattern for the request metrics and logs, its requests each

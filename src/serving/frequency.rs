@@ -10,8 +10,9 @@
 //! given back, except in the rare case where a budget's last unit went to another request.
 //!
 //! Without a `uid` no frequency cap applies: regie cannot tell viewers apart. Viewer ids are
-//! hashed with a key before they reach the store ([`super::ViewerKeys`]). When the store cannot be reached, frequency-capped
-//! campaigns are not served (the cap is a promise to the advertiser); others are.
+//! hashed with a key before they reach the store ([`super::ViewerKeys`]). When the store
+//! cannot be reached, frequency-capped campaigns are not served (the cap is a promise to the
+//! advertiser); others are.
 
 use rand::Rng;
 use ulid::Ulid;
@@ -20,7 +21,9 @@ use super::budget::RequestDelivery;
 use super::eligibility::in_flight;
 use super::{commit, draw_order, Choice, Context, PageRequest, Serving};
 use crate::snapshot::{CampaignIndex, CompiledSlot, Snapshot};
-use crate::store::{first_allowed, Backend, FrequencyCap, FrequencyItem, FrequencyRelease};
+use crate::store::{
+    first_allowed, Backend, FrequencyCap, FrequencyItem, FrequencyRelease, StoreError,
+};
 use crate::targeting::{PageShown, SizeChoice};
 
 /// The most candidates drawn for one slot. A viewer who has reached the frequency cap of
@@ -29,6 +32,16 @@ const MAX_CANDIDATES: usize = 32;
 
 /// The most frequency-capped campaigns `explain` checks.
 const MAX_CHECKED: usize = 1_000;
+
+/// Logs a failed frequency call: an outage at debug level, since the store's breaker logs it
+/// once; anything else, an answer regie cannot use, as a warning.
+fn log_unavailable(e: &StoreError) {
+    if e.is_outage() {
+        tracing::debug!(error = %e, "frequency caps unavailable");
+    } else {
+        tracing::warn!(error = %e, "frequency caps unavailable; frequency-capped campaigns are not served");
+    }
+}
 
 /// A campaign's frequency cap, as the store checks it.
 fn cap_of(snapshot: &Snapshot, index: CampaignIndex) -> Option<FrequencyCap> {
@@ -195,7 +208,7 @@ impl Walk<'_> {
                 {
                     Ok(positions) => positions,
                     Err(e) => {
-                        tracing::warn!(error = %e, "frequency caps unavailable; frequency-capped campaigns are not served");
+                        log_unavailable(&e);
                         first_allowed(&orders, |c| c.campaign, |c| Some(!capped(c.campaign)))
                             .expect("every verdict is known")
                     }
@@ -268,7 +281,7 @@ pub(super) async fn allowed(
             .filter_map(|(index, ok)| ok.then_some(index))
             .collect(),
         Err(e) => {
-            tracing::warn!(error = %e, "frequency caps unavailable");
+            log_unavailable(&e);
             Vec::new()
         }
     })

@@ -198,6 +198,8 @@ pub struct RedisTimeouts {
     pub connect: Duration,
     /// Time allowed for an answer.
     pub response: Duration,
+    /// Time a public request waits for an answer, at most ([`super::breaker`]).
+    pub request: Duration,
 }
 
 fn failure(description: &'static str, detail: String) -> RedisError {

@@ -7,6 +7,7 @@
 //! [`connection`]), and [`MemoryStore`], embedded in one process. [`Store`] is the one the
 //! application runs with.
 
+pub mod breaker;
 pub mod connection;
 mod keys;
 mod memory;
@@ -321,5 +322,6 @@ pub fn redis_timeouts(settings: &crate::settings::Settings) -> RedisTimeouts {
     RedisTimeouts {
         connect: std::time::Duration::from_millis(settings.redis_connect_timeout_ms),
         response: std::time::Duration::from_millis(settings.redis_response_timeout_ms),
+        request: std::time::Duration::from_millis(settings.store_request_timeout_ms),
     }
 }

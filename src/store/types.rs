@@ -299,6 +299,30 @@ pub enum StoreError {
     /// The store holds something regie cannot read.
     #[error("the store holds an unreadable {0}")]
     Corrupt(&'static str),
+    /// A request-path call was not made, or not waited for: the store did not answer within
+    /// the request budget, or is known to be unreachable ([`super::breaker`]).
+    #[error("redis {op} skipped: the store is slow or unreachable")]
+    Skipped {
+        /// The operation.
+        op: &'static str,
+    },
+}
+
+impl StoreError {
+    /// Whether the store could not be reached or did not answer in time, as opposed to an
+    /// answer regie cannot use: an outage, which the breaker logs once.
+    pub fn is_outage(&self) -> bool {
+        match self {
+            StoreError::Redis { source, .. } => is_outage(source),
+            StoreError::Skipped { .. } => true,
+            StoreError::Corrupt(_) => false,
+        }
+    }
+}
+
+/// Whether a Redis error means the store could not be reached or did not answer in time.
+pub(crate) fn is_outage(e: &::redis::RedisError) -> bool {
+    e.is_io_error() || e.is_timeout() || e.is_connection_refusal() || e.is_connection_dropped()
 }
 
 /// A request for budget units of a capped campaign.

@@ -12,7 +12,9 @@ use promql_parser::parser::{self, Expr};
 use promql_parser::util::{walk_expr, ExprVisitor};
 use serde_json::Value;
 
-use crate::helpers::{eventually, free_port, spawn_app, RedisServer, StoreKind, TestApp};
+use crate::helpers::{
+    eventually, free_port, spawn_app, spawn_app_with, AppOptions, RedisServer, StoreKind, TestApp,
+};
 
 /// Metrics the dashboard or the alerts may query before regie exports them: none.
 const NOT_YET_EXPORTED: &[&str] = &[];
@@ -42,8 +44,9 @@ async fn every_metric_the_dashboard_queries_is_one_regie_exports() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_prometheus_scrapes_two_instances_and_answers_with_their_decision_counts() {
     let redis = RedisServer::start();
-    let a = spawn_app(StoreKind::Redis, Some(&redis)).await;
-    let b = spawn_app(StoreKind::Redis, Some(&redis)).await;
+    // As deploy/compose.yaml runs them: Prometheus scrapes the operations listeners.
+    let a = spawn_with_ops_listener(&redis).await;
+    let b = spawn_with_ops_listener(&redis).await;
     let prometheus = Prometheus::start(&[scrape_target(&a), scrape_target(&b)]).await;
 
     for _ in 0..7 {
@@ -282,8 +285,16 @@ fn metric_names(queries: &[String]) -> BTreeSet<String> {
 }
 
 /// `host:port` that Prometheus scrapes for an app's metrics.
+/// An app on `redis` with its own operations listener (`REGIE_OPS_LISTEN`).
+async fn spawn_with_ops_listener(redis: &RedisServer) -> TestApp {
+    let mut options = AppOptions::new(Some(redis.url()));
+    options.tweak = Box::new(|s| s.ops_listen = Some("127.0.0.1:0".into()));
+    spawn_app_with(options).await
+}
+
+/// Where Prometheus scrapes an app: its operations listener.
 fn scrape_target(app: &TestApp) -> String {
-    app.address.trim_start_matches("http://").to_owned()
+    app.ops_address.trim_start_matches("http://").to_owned()
 }
 
 fn unix_now() -> f64 {

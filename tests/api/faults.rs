@@ -5,9 +5,7 @@ use std::time::Duration;
 use chrono::NaiveDate;
 use regie::inventory::{CampaignId, SlotName};
 use regie::metrics::Metrics;
-use regie::store::{
-    Backend, Batch, Event, MarkLifetimes, RedisStore, RedisTimeouts, ServedCount, Store,
-};
+use regie::store::{Backend, Batch, Event, MarkLifetimes, RedisStore, ServedCount, Store};
 use regie::tracking::EventKind;
 use ulid::Ulid;
 
@@ -127,10 +125,7 @@ async fn a_token_replayed_during_an_outage_does_not_crowd_real_events_out() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_retried_after_a_lost_answer_is_not_counted_twice() {
     let redis = RedisServer::start();
-    let timeouts = RedisTimeouts {
-        connect: Duration::from_secs(1),
-        response: Duration::from_secs(1),
-    };
+    let timeouts = crate::helpers::store_timeouts();
     let store = Store::Redis(std::sync::Arc::new(
         RedisStore::new(&redis.url(), "regie", timeouts, Metrics::new()).unwrap(),
     ));

@@ -118,6 +118,25 @@ impl RedisServer {
         }
     }
 
+    /// Freezes it (SIGSTOP), as a stalled host: connections stay open and nothing answers.
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a frozen server go on (SIGCONT).
+    pub fn thaw(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("redis-server runs").id();
+        let status = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill {signal} {pid}");
+    }
+
     /// Starts it again on the same port, keeping its data or not.
     pub fn restart(&mut self, keep_data: bool) {
         self.stop();
@@ -182,6 +201,9 @@ impl AppOptions {
 pub struct TestApp {
     /// `http://127.0.0.1:PORT`.
     pub address: String,
+    /// The operations listener's `http://127.0.0.1:PORT`, when the test set `ops_listen`;
+    /// else the same as `address`.
+    pub ops_address: String,
     /// A client that does not follow redirects.
     pub client: reqwest::Client,
     /// The app's clock.
@@ -189,6 +211,16 @@ pub struct TestApp {
     /// The state its handlers share, for driving the domain where HTTP would only add time.
     pub state: actix_web::web::Data<regie::state::AppState>,
     stop: StopHandle,
+}
+
+/// The Redis timeouts of stores a test builds itself: a second for everything, requests
+/// included (a test of the request budget sets its own).
+pub fn store_timeouts() -> regie::store::RedisTimeouts {
+    regie::store::RedisTimeouts {
+        connect: Duration::from_secs(1),
+        response: Duration::from_secs(1),
+        request: Duration::from_secs(1),
+    }
 }
 
 /// Settings for a test: the repository's config files, none of the developer's variables.
@@ -208,6 +240,10 @@ pub fn test_settings(redis_url: Option<String>, inventory: PathBuf) -> Settings 
     settings.decisions_per_second = 0;
     settings.ivt_impressions_per_minute = 0;
     settings.ivt_clicks_per_minute = 0;
+    // A debug build on a loaded machine can take longer than the production budget of 50 ms
+    // for a store call: tests of frequency caps must not see it skipped. Tests of the budget
+    // set it back.
+    settings.store_request_timeout_ms = 1_000;
     settings
 }
 
@@ -220,12 +256,17 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         .await
         .expect("the app starts");
     let address = format!("http://127.0.0.1:{}", app.port());
+    let ops_address = app.ops_port().map_or_else(
+        || address.clone(),
+        |port| format!("http://127.0.0.1:{port}"),
+    );
     let stop = app.stop_handle();
     let state = app.state();
     tokio::spawn(app.run_until_stopped());
     let client = reader_client();
     TestApp {
         address,
+        ops_address,
         client,
         clock: options.clock,
         state,
@@ -347,7 +388,14 @@ impl TestApp {
 
     /// The text of /metrics.
     pub async fn metrics(&self) -> String {
-        self.get("/metrics").await.text().await.unwrap()
+        self.client
+            .get(format!("{}/metrics", self.ops_address))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 }
 
@@ -490,9 +538,14 @@ impl Binary {
             base: format!("http://127.0.0.1:{port}"),
         };
         let client = reqwest::Client::new();
+        // With an operations listener, readiness is answered there only.
+        let ops_base = settings
+            .iter()
+            .find(|(name, _)| *name == "REGIE_OPS_LISTEN")
+            .map_or_else(|| binary.base.clone(), |(_, ops)| format!("http://{ops}"));
         let ready = async {
             loop {
-                if let Ok(r) = client.get(format!("{}/readyz", binary.base)).send().await {
+                if let Ok(r) = client.get(format!("{ops_base}/readyz")).send().await {
                     if r.status() == 200 {
                         return;
                     }

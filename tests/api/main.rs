@@ -4,6 +4,7 @@
 mod helpers;
 
 mod admin;
+mod breaker;
 mod cardinality;
 mod cluster;
 mod delivery;

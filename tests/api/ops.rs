@@ -154,3 +154,97 @@ async fn readiness_says_draining_once_a_shutdown_begins_while_ads_are_still_serv
         "still serving while draining"
     );
 }
+
+/// An app with its own operations listener (`REGIE_OPS_LISTEN`) on a free port.
+async fn spawn_with_ops_listener(mut options: AppOptions) -> crate::helpers::TestApp {
+    let earlier = std::mem::replace(&mut options.tweak, Box::new(|_| {}));
+    options.tweak = Box::new(move |s| {
+        earlier(s);
+        s.ops_listen = Some("127.0.0.1:0".into());
+    });
+    spawn_app_with(options).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_an_ops_listener_metrics_health_and_readiness_are_answered_there_only() {
+    let app = spawn_with_ops_listener(AppOptions::new(None)).await;
+    assert_ne!(app.ops_address, app.address);
+    app.decision("banner").await;
+
+    for path in ["/metrics", "/healthz", "/readyz"] {
+        let public = app.get(path).await;
+        assert_eq!(public.status(), 404, "{path} on the service listener");
+        let body: Value = public.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "not_found", "{path}");
+
+        let ops = app
+            .client
+            .get(format!("{}{path}", app.ops_address))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(ops.status(), 200, "{path} on the ops listener");
+    }
+    assert!(app
+        .metrics()
+        .await
+        .contains(r#"regie_decisions_total{outcome="filled",slot="banner"} 1"#));
+    let ad_on_ops = app
+        .client
+        .get(format!("{}{}", app.ops_address, ad_path("banner")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        ad_on_ops.status(),
+        404,
+        "ads are not served on the ops listener"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ops_listener_says_draining_while_the_service_listener_still_serves() {
+    let mut options = AppOptions::new(None);
+    options.tweak = Box::new(|s| s.drain_delay_ms = 3_000);
+    let app = spawn_with_ops_listener(options).await;
+    let readyz = format!("{}/readyz", app.ops_address);
+    assert_eq!(app.client.get(&readyz).send().await.unwrap().status(), 200);
+
+    app.begin_shutdown();
+
+    let draining = eventually(std::time::Duration::from_secs(2), || async {
+        let response = app.client.get(&readyz).send().await.ok()?;
+        let status = response.status();
+        let body: Value = response.json().await.ok()?;
+        (status == 503 && body["status"] == "draining").then_some(())
+    })
+    .await;
+    assert!(
+        draining.is_some(),
+        "/readyz on the ops listener did not say draining"
+    );
+    assert_eq!(app.get(&ad_path("banner")).await.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_container_healthcheck_passes_on_the_ops_port_and_fails_on_the_service_port() {
+    let ops_port = free_port().to_string();
+    let ops_address = format!("127.0.0.1:{ops_port}");
+    let regie =
+        crate::helpers::Binary::start(&[("REGIE_OPS_LISTEN", ops_address.as_str())], Stdio::null())
+            .await;
+    let healthcheck = |address: &str| {
+        Command::new(env!("CARGO_BIN_EXE_regie"))
+            .args(["healthcheck", "--address", address])
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+    };
+
+    assert!(healthcheck(&ops_address).success());
+    let service = regie.base.trim_start_matches("http://").to_owned();
+    assert!(
+        !healthcheck(&service).success(),
+        "/healthz answered on the service port"
+    );
+}

@@ -12,7 +12,7 @@ use regie::metrics::Metrics;
 use regie::store::{
     Backend, Batch, Counted, Durability, Event, FrequencyCap, FrequencyItem, FrequencyRelease,
     Lease, LeaseRequest, MarkLifetimes, MemoryStore, PutOutcome, RedisStore, RedisTarget,
-    RedisTimeouts, ServedCount, Store,
+    ServedCount, Store,
 };
 use regie::tracking::EventKind;
 use ulid::Ulid;
@@ -65,20 +65,14 @@ fn memory() -> Store {
 }
 
 fn redis(server: &RedisServer) -> Store {
-    let timeouts = RedisTimeouts {
-        connect: Duration::from_secs(1),
-        response: Duration::from_secs(1),
-    };
+    let timeouts = crate::helpers::store_timeouts();
     Store::Redis(Arc::new(
         RedisStore::new(&server.url(), "regie", timeouts, Metrics::new()).unwrap(),
     ))
 }
 
 fn cluster(cluster: &RedisCluster, prefix: &str) -> Store {
-    let timeouts = RedisTimeouts {
-        connect: Duration::from_secs(1),
-        response: Duration::from_secs(1),
-    };
+    let timeouts = crate::helpers::store_timeouts();
     let durability = Durability {
         replicas: 1,
         timeout: Duration::from_secs(1),

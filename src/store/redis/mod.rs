@@ -17,6 +17,7 @@ use std::time::Duration;
 use chrono::NaiveDate;
 
 use self::scripts::Scripts;
+use super::breaker::Breaker;
 use super::connection::{Conn, Connections, Durability, RedisTarget, RedisTimeouts, SlotCmd};
 use super::keys::Keys;
 use super::{
@@ -36,7 +37,12 @@ pub struct RedisStore {
     scripts: Scripts,
     /// Markers of batches acknowledged in full, deleted with the next flush.
     acknowledged: Arc<parking_lot::Mutex<Vec<String>>>,
+    /// Keeps public requests from waiting on a slow or unreachable Redis.
+    breaker: Arc<Breaker>,
 }
+
+/// How often the breaker's probe pings a store that stopped answering.
+const PROBE_EVERY: Duration = Duration::from_millis(250);
 
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -87,6 +93,7 @@ impl RedisStore {
             metrics,
             scripts,
             acknowledged: Arc::default(),
+            breaker: Arc::new(Breaker::new(timeouts.request)),
         })
     }
 
@@ -110,10 +117,67 @@ impl RedisStore {
         self.keys.inventory_changed()
     }
 
-    /// Records the outcome of one round trip and adds the operation to an error.
+    /// Records the outcome of one round trip and adds the operation to an error. A store that
+    /// cannot be reached opens the breaker, whichever task found out.
     fn observe<T>(&self, op: &'static str, result: redis::RedisResult<T>) -> Result<T, StoreError> {
         self.metrics.store_call(op, result.is_ok());
-        result.map_err(|source| StoreError::Redis { op, source })
+        result.map_err(|source| {
+            if super::is_outage(&source) {
+                self.trip(op, &source);
+            }
+            StoreError::Redis { op, source }
+        })
+    }
+
+    /// Runs a call of a public request: at once [`StoreError::Skipped`] while the breaker is
+    /// open, else the call, given up after the breaker's budget. A call given up on may
+    /// still be carried out by Redis later: a frequency reservation made then only makes the
+    /// viewer's cap stricter, never looser.
+    async fn on_request_path<T>(
+        &self,
+        op: &'static str,
+        call: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        if self.breaker.is_open() {
+            return Err(StoreError::Skipped { op });
+        }
+        match tokio::time::timeout(self.breaker.budget(), call).await {
+            Ok(result) => result,
+            Err(_) => {
+                self.metrics.store_call(op, false);
+                let budget = self.breaker.budget();
+                self.trip(op, &format_args!("no answer within {budget:?}"));
+                Err(StoreError::Skipped { op })
+            }
+        }
+    }
+
+    /// Opens the breaker; the first failure of an outage logs it and starts the probe.
+    fn trip(&self, op: &'static str, cause: &dyn std::fmt::Display) {
+        if self.breaker.trip() {
+            tracing::error!(
+                op,
+                cause = %cause,
+                "store slow or unreachable: requests skip it (frequency-capped campaigns are not served) until it answers"
+            );
+            tokio::spawn(self.clone().probe());
+        }
+    }
+
+    /// Pings the store until it answers, then closes the breaker.
+    async fn probe(self) {
+        loop {
+            tokio::time::sleep(PROBE_EVERY).await;
+            let ping: redis::RedisResult<String> =
+                redis::cmd("PING").query_async(&mut self.conn()).await;
+            if ping.is_ok() {
+                self.metrics.store_call("probe", true);
+                if self.breaker.reset() {
+                    tracing::info!("store answers again: requests use it");
+                }
+                return;
+            }
+        }
     }
 
     /// [`Self::observe`] for the pipelines of [`Connections::by_node`], one round trip each.
@@ -305,9 +369,8 @@ impl Backend for RedisStore {
         reservation: &str,
         chains: &[Vec<FrequencyItem>],
     ) -> Result<Vec<Option<usize>>, StoreError> {
-        (self.scripts.frequency_pick)
-            .run(self, viewer, now_ms, reservation, chains)
-            .await
+        let pick = (self.scripts.frequency_pick).run(self, viewer, now_ms, reservation, chains);
+        self.on_request_path("frequency", pick).await
     }
 
     async fn frequency_check(
@@ -325,7 +388,9 @@ impl Backend for RedisStore {
                 "+inf",
             );
         }
-        let seen: Vec<u64> = self.read("frequency_check", &pipe).await?;
+        let seen: Vec<u64> = self
+            .on_request_path("frequency_check", self.read("frequency_check", &pipe))
+            .await?;
         if seen.len() != items.len() {
             return Err(StoreError::Corrupt("frequency check answer"));
         }
