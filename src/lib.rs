@@ -7,8 +7,9 @@
 //! # Layout
 //!
 //! - [`inventory`]: the inventory document (contract section 1), its validated names (one
-//!   type per kind of id: `CampaignId`, `AdvertiserId`, `CreativeId`) and its validation,
-//!   which names every bad field by its path.
+//!   type per kind of id: `CampaignId`, `AdvertiserId`, `CreativeId`), its URLs kept
+//!   normalised (`LandingUrl`, `ImageUrl`) and its validation, which names every bad field by
+//!   its path.
 //! - [`selection`]: weighted rotation within one tier: alias tables (`weighted_random`),
 //!   smooth weighted round robin (`smooth`) and Thompson sampling (`optimize`). Pure, seeded
 //!   in tests.

@@ -176,12 +176,12 @@ impl Renderer {
             format: creative.format,
             title: creative.title.as_deref(),
             body: creative.body.as_deref(),
-            image_url: creative.image_url.as_deref().map(|url| {
+            image_url: creative.image_url.as_ref().map(|url| {
                 // Images regie serves itself are named by path in the inventory.
-                if url.starts_with('/') {
+                if url.is_own() {
                     std::borrow::Cow::Owned(format!("{}{url}", self.public_url))
                 } else {
-                    std::borrow::Cow::Borrowed(url)
+                    std::borrow::Cow::Borrowed(url.as_str())
                 }
             }),
             alt: creative.alt.as_deref(),

@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::names::{AdvertiserId, CampaignId, CreativeId, SlotName, Weight};
+use super::urls::{ImageUrl, LandingUrl};
 
 /// The whole inventory: what `config/inventory.json` holds and the admin API reads and writes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -284,9 +285,9 @@ pub struct Creative {
     /// Body text of a text creative.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body: Option<String>,
-    /// The image's URL (image creatives).
+    /// The image's URL (image creatives), normalised.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub image_url: Option<String>,
+    pub image_url: Option<ImageUrl>,
     /// The image's alternative text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alt: Option<String>,
@@ -299,8 +300,8 @@ pub struct Creative {
     /// HTML markup (html creatives).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub html: Option<String>,
-    /// Where a click leads; `http` or `https` only.
-    pub landing_url: String,
+    /// Where a click leads; `http` or `https` only, normalised.
+    pub landing_url: LandingUrl,
     /// Weight among the campaign's creatives.
     #[serde(default)]
     pub weight: Weight,

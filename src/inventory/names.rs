@@ -3,7 +3,6 @@
 //! Each is parsed once, at the edge (inventory load or request), and trusted afterwards.
 
 use std::borrow::{Borrow, Cow};
-use std::fmt;
 
 use serde::{Deserialize, Serialize};
 use unicode_normalization::UnicodeNormalization;
@@ -72,17 +71,28 @@ impl TryFrom<String> for SlotName {
     }
 }
 
-impl From<SlotName> for String {
-    fn from(value: SlotName) -> Self {
-        value.0
-    }
-}
+/// The way back to text of newtypes over a `String` (`SlotName`, the identifiers, the URLs):
+/// `From<T> for String` (for serde's `into = "String"`) and `Display`.
+macro_rules! into_text {
+    ($($name:ident),*) => {
+        $(
+            impl From<$name> for String {
+                fn from(value: $name) -> Self {
+                    value.0
+                }
+            }
 
-impl fmt::Display for SlotName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
+            impl std::fmt::Display for $name {
+                fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str(&self.0)
+                }
+            }
+        )*
+    };
 }
+pub(super) use into_text;
+
+into_text!(SlotName);
 
 /// The longest identifier accepted, in bytes.
 pub const MAX_ID_BYTES: usize = 64;
@@ -135,17 +145,7 @@ macro_rules! identifier {
             }
         }
 
-        impl From<$name> for String {
-            fn from(value: $name) -> Self {
-                value.0
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
-            }
-        }
+        into_text!($name);
     };
 }
 

@@ -8,8 +8,11 @@ use serde_json::Value;
 
 use unicode_normalization::UnicodeNormalization;
 
-use super::document::{Campaign, Creative, Format, Inventory, ScheduleWindow, Slot};
+use super::document::{Advertiser, Campaign, Creative, Format, Inventory, ScheduleWindow, Slot};
 use crate::targeting::{parse_time_of_day, Country};
+
+mod decode;
+use decode::{decode_element, Decoded};
 
 /// One problem in an inventory document.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -51,10 +54,12 @@ const MAX_SCHEDULE_WINDOWS: usize = 50;
 const MAX_EXCLUSION_LABELS: usize = 20;
 const MAX_LABEL_BYTES: usize = 64;
 
-/// Parses and validates a JSON inventory document.
+/// Parses and validates a JSON inventory document; landing and image URLs come out
+/// normalised.
 ///
 /// Each array element is decoded on its own so that one bad campaign does not hide the
-/// problems of the next; cross references are checked once every element decoded.
+/// problems of the next, and each element reports every bad field (see `decode`); cross
+/// references and duplicates are checked once every element decoded.
 pub fn parse_inventory(bytes: &[u8]) -> Result<ParsedInventory, InvalidInventory> {
     let mut errors = Errors::default();
     let value: Value = match serde_json::from_slice(bytes) {
@@ -147,7 +152,40 @@ impl Errors {
     }
 }
 
-fn decode_array<T: DeserializeOwned>(
+/// An element of one of the document's lists.
+trait Element: DeserializeOwned {
+    /// Reports what is wrong with the element on its own, apart from its relations to the
+    /// other elements (duplicates, references).
+    fn check_alone(&self, at: &str, errors: &mut Errors);
+}
+
+impl Element for Slot {
+    fn check_alone(&self, at: &str, errors: &mut Errors) {
+        if let Some(size) = &self.size {
+            if parse_size(size).is_none() {
+                errors.push(format!("{at}.size"), "must be WIDTHxHEIGHT, e.g. 300x250");
+            }
+        }
+        check_sizes(self, at, errors);
+    }
+}
+
+impl Element for Advertiser {
+    fn check_alone(&self, at: &str, errors: &mut Errors) {
+        check_text(&self.name, &format!("{at}.name"), true, errors);
+    }
+}
+
+impl Element for Campaign {
+    fn check_alone(&self, at: &str, errors: &mut Errors) {
+        check_campaign(self, at, errors);
+    }
+}
+
+/// Decodes the document's list `field`: the elements that decoded as written, and their
+/// positions in the list. An element with bad fields is left out, once it has been checked as
+/// far as it could be decoded.
+fn decode_array<T: Element>(
     root: &mut serde_json::Map<String, Value>,
     field: &str,
     errors: &mut Errors,
@@ -163,111 +201,23 @@ fn decode_array<T: DeserializeOwned>(
     let mut decoded = Vec::with_capacity(items.len());
     let mut positions = Vec::with_capacity(items.len());
     for (i, item) in items.into_iter().enumerate() {
-        if let Some(value) = decode_element(item, &format!("{field}[{i}]"), errors) {
-            decoded.push(value);
-            positions.push(i);
+        let at = format!("{field}[{i}]");
+        match decode_element::<T>(item, &at, errors) {
+            Decoded::Clean(value) => {
+                decoded.push(value);
+                positions.push(i);
+            }
+            Decoded::Repaired(value, repairs) => {
+                let mut found = Errors::default();
+                value.check_alone(&at, &mut found);
+                errors
+                    .0
+                    .extend(found.0.into_iter().filter(|e| repairs.keeps(&e.path)));
+            }
+            Decoded::Failed => {}
         }
     }
     (decoded, positions)
-}
-
-/// Most decoding errors reported for one element.
-const MAX_ERRORS_PER_ELEMENT: usize = 32;
-
-/// Decodes one element, reporting every bad field: serde stops at the first error, so the
-/// offending field is taken out and the element decoded again, until it decodes or a
-/// required field is missing. An element with any error is left out (`None`).
-fn decode_element<T: DeserializeOwned>(
-    mut item: Value,
-    prefix: &str,
-    errors: &mut Errors,
-) -> Option<T> {
-    let mut reported: Vec<String> = Vec::new();
-    for _ in 0..MAX_ERRORS_PER_ELEMENT {
-        let e = match serde_path_to_error::deserialize::<_, T>(item.clone()) {
-            Ok(value) => return reported.is_empty().then_some(value),
-            Err(e) => e,
-        };
-        let (path, message) = describe_decode_error(prefix, &e);
-        // A field taken out was required: what follows would only repeat it.
-        if reported.contains(&path) {
-            return None;
-        }
-        errors.push(path.clone(), message);
-        reported.push(path);
-        if !take_out(&mut item, e.path()) {
-            return None;
-        }
-    }
-    None
-}
-
-/// Removes the value at `path` from `item` (an array element becomes `null`). False when
-/// there is nothing to remove there (e.g. a missing field).
-fn take_out(item: &mut Value, path: &serde_path_to_error::Path) -> bool {
-    use serde_path_to_error::Segment;
-    let segments: Vec<&Segment> = path.iter().collect();
-    let Some((last, parents)) = segments.split_last() else {
-        return false;
-    };
-    let mut node = item;
-    for segment in parents {
-        node = match (segment, node) {
-            (Segment::Map { key }, Value::Object(map)) => match map.get_mut(key.as_str()) {
-                Some(child) => child,
-                None => return false,
-            },
-            (Segment::Seq { index }, Value::Array(items)) => match items.get_mut(*index) {
-                Some(child) => child,
-                None => return false,
-            },
-            _ => return false,
-        };
-    }
-    match (last, node) {
-        (Segment::Map { key }, Value::Object(map)) => map.remove(key.as_str()).is_some(),
-        (Segment::Seq { index }, Value::Array(items)) => match items.get_mut(*index) {
-            Some(slot) if !slot.is_null() => {
-                *slot = Value::Null;
-                true
-            }
-            _ => false,
-        },
-        _ => false,
-    }
-}
-
-/// Turns serde's error into a path and a message, pointing at the offending field itself for
-/// unknown and missing fields (serde reports those on the enclosing object).
-fn describe_decode_error(
-    prefix: &str,
-    e: &serde_path_to_error::Error<serde_json::Error>,
-) -> (String, String) {
-    let inner = e.path().to_string();
-    let mut path = if inner == "." || inner.is_empty() {
-        prefix.to_owned()
-    } else if inner.starts_with('[') {
-        format!("{prefix}{inner}")
-    } else {
-        format!("{prefix}.{inner}")
-    };
-    let message = e.inner().to_string();
-    // serde_json appends " at line L column C", meaningless once the element was split out.
-    let message = match message.find(" at line ") {
-        Some(at) => message[..at].to_owned(),
-        None => message,
-    };
-    // The path already names an unknown field; a missing one is reported on its object.
-    if message.starts_with("unknown field `") {
-        return (path, "is not a known field".to_owned());
-    }
-    if let Some(rest) = message.strip_prefix("missing field `") {
-        if let Some(name) = rest.split('`').next() {
-            path = format!("{path}.{name}");
-            return (path, "is required".to_owned());
-        }
-    }
-    (path, message)
 }
 
 fn check_semantics(
@@ -281,15 +231,7 @@ fn check_semantics(
         if !slot_names.insert(&slot.name) {
             errors.push(format!("slots[{i}].name"), "duplicates another slot's name");
         }
-        if let Some(size) = &slot.size {
-            if parse_size(size).is_none() {
-                errors.push(
-                    format!("slots[{i}].size"),
-                    "must be WIDTHxHEIGHT, e.g. 300x250",
-                );
-            }
-        }
-        check_sizes(slot, &format!("slots[{i}]"), errors);
+        slot.check_alone(&format!("slots[{i}]"), errors);
     }
     let mut advertiser_ids = HashSet::new();
     for (advertiser, &i) in inventory.advertisers.iter().zip(&at.advertisers) {
@@ -299,12 +241,7 @@ fn check_semantics(
                 "duplicates another advertiser's id",
             );
         }
-        check_text(
-            &advertiser.name,
-            &format!("advertisers[{i}].name"),
-            true,
-            errors,
-        );
+        advertiser.check_alone(&format!("advertisers[{i}]"), errors);
     }
     let mut campaign_ids = HashSet::new();
     for (campaign, &i) in inventory.campaigns.iter().zip(&at.campaigns) {
@@ -312,7 +249,7 @@ fn check_semantics(
         if !campaign_ids.insert(&campaign.id) {
             errors.push(format!("{at}.id"), "duplicates another campaign's id");
         }
-        check_campaign(campaign, &at, errors);
+        campaign.check_alone(&at, errors);
         if check_references {
             if !advertiser_ids.contains(&campaign.advertiser_id) {
                 errors.push(
@@ -537,13 +474,8 @@ pub fn normalize_label(raw: &str) -> String {
     raw.trim().nfc().flat_map(char::to_lowercase).collect()
 }
 
+/// Checks a creative; its URLs were checked when they were decoded (see `LandingUrl`).
 fn check_creative(creative: &Creative, at: &str, errors: &mut Errors) {
-    if !is_web_url(&creative.landing_url) {
-        errors.push(
-            format!("{at}.landing_url"),
-            "must be an absolute http or https URL",
-        );
-    }
     for (name, text) in [
         ("title", &creative.title),
         ("body", &creative.body),
@@ -565,13 +497,11 @@ fn check_creative(creative: &Creative, at: &str, errors: &mut Errors) {
     }
     match creative.format {
         Format::Image => {
-            match &creative.image_url {
-                None => errors.push(format!("{at}.image_url"), "is required for an image creative"),
-                Some(url) if !is_web_url(url) && !is_own_path(url) => errors.push(
+            if creative.image_url.is_none() {
+                errors.push(
                     format!("{at}.image_url"),
-                    "must be an absolute http or https URL, or a path on regie itself starting with /",
-                ),
-                Some(_) => {}
+                    "is required for an image creative",
+                );
             }
             for (name, pixels) in [("width", creative.width), ("height", creative.height)] {
                 if pixels.is_none() {
@@ -601,21 +531,6 @@ fn check_text(text: &str, path: &str, required: bool, errors: &mut Errors) {
     } else if text.len() > MAX_TEXT_BYTES {
         errors.push(path, format!("must be at most {MAX_TEXT_BYTES} bytes"));
     }
-}
-
-fn is_web_url(raw: &str) -> bool {
-    url::Url::parse(raw)
-        .map(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
-        .unwrap_or(false)
-}
-
-/// A root-relative path (`/creatives/x.svg`): an image regie serves itself, made absolute with
-/// the public URL when a decision is answered.
-pub fn is_own_path(raw: &str) -> bool {
-    raw.starts_with('/')
-        && !raw.starts_with("//")
-        && !raw.contains('\\')
-        && !raw.chars().any(char::is_control)
 }
 
 /// Parses a `WIDTHxHEIGHT` slot size.
@@ -715,6 +630,148 @@ mod tests {
                 "campaigns[0].priority".to_owned(),
                 "campaigns[0].weight".to_owned(),
             ]
+        );
+    }
+
+    #[test]
+    fn a_landing_url_with_a_line_break_is_refused_by_its_path() {
+        let mut doc = valid();
+        doc["campaigns"][0]["creatives"][0]["landing_url"] =
+            json!("https://3vision.example/\r\nSet-Cookie: x=1");
+        assert_eq!(
+            errors_of(doc),
+            vec![(
+                "campaigns[0].creatives[0].landing_url".to_owned(),
+                "must not contain control characters (CR, LF, tab…)".to_owned()
+            )]
+        );
+    }
+
+    #[test]
+    fn every_bad_field_of_an_element_is_reported_even_when_one_fails_to_decode() {
+        let mut doc = valid();
+        let campaign = &mut doc["campaigns"][0];
+        campaign["weight"] = json!("heavy");
+        campaign["frequency"] = json!({ "max": 0, "per_seconds": 60 });
+        campaign["creatives"][0]["landing_url"] = json!("javascript:alert(1)");
+        campaign["creatives"][0]["image_url"] = json!("https://cdn.example/a.png\r\n");
+        campaign["creatives"][0]["width"] = json!(0);
+
+        let errors = errors_of(doc);
+
+        let paths: Vec<&str> = errors.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(
+            paths,
+            vec![
+                "campaigns[0].creatives[0].image_url",
+                "campaigns[0].creatives[0].landing_url",
+                "campaigns[0].weight",
+                "campaigns[0].frequency.max",
+                "campaigns[0].creatives[0].width",
+            ],
+            "{errors:?}"
+        );
+        assert_eq!(errors[1].1, "must be an absolute http or https URL");
+    }
+
+    #[test]
+    fn values_that_cannot_be_left_out_are_reported_without_hiding_the_rest() {
+        let mut doc = valid();
+        let campaign = &mut doc["campaigns"][0];
+        campaign["advertiser_id"] = json!("not valid!");
+        campaign["slots"] = json!(["Publicité 2", 5, "Publicité 2"]);
+        campaign["targeting"] = json!({
+            "keywords_any": [7],
+            "schedule": [{ "days": ["monday", "mon"], "from": "7h", "to": "10:00" }, "x"],
+        });
+        // A format that does not decode: which fields the creative needs is unknown, so the
+        // missing title is not held against it.
+        campaign["creatives"][0]["format"] = json!("video");
+        campaign["creatives"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("title");
+        campaign["creatives"][0]["landing_url"] = json!(42);
+        campaign["creatives"][0]["alt"] = json!("x".repeat(1_001));
+        campaign["creatives"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!(["not", "a", "creative"]));
+
+        let mut paths = paths_of(doc);
+        paths.sort();
+
+        assert_eq!(
+            paths,
+            vec![
+                "campaigns[0].advertiser_id",
+                "campaigns[0].creatives[0].alt",
+                "campaigns[0].creatives[0].format",
+                "campaigns[0].creatives[0].landing_url",
+                "campaigns[0].creatives[1][1]",
+                "campaigns[0].slots[1]",
+                "campaigns[0].slots[2]",
+                "campaigns[0].targeting.keywords_any[0]",
+                "campaigns[0].targeting.schedule[0].days[0]",
+                "campaigns[0].targeting.schedule[0].from",
+                "campaigns[0].targeting.schedule[1]",
+            ]
+        );
+    }
+
+    #[test]
+    fn an_element_written_as_an_empty_object_is_told_each_required_field() {
+        let mut doc = valid();
+        doc["slots"].as_array_mut().unwrap().push(json!({}));
+        doc["advertisers"].as_array_mut().unwrap().push(json!({}));
+        doc["campaigns"].as_array_mut().unwrap().push(json!({}));
+        doc["campaigns"][0]["creatives"] = json!([{}]);
+        doc["campaigns"][0]["frequency"] = json!({});
+        doc["campaigns"][0]["targeting"] = json!({ "schedule": [{}] });
+
+        let paths = paths_of(doc);
+
+        assert_eq!(
+            paths,
+            vec![
+                "slots[1].name",
+                "advertisers[2].id",
+                "advertisers[2].name",
+                "campaigns[0].creatives[0].id",
+                "campaigns[0].creatives[0].format",
+                "campaigns[0].creatives[0].landing_url",
+                "campaigns[0].frequency.max",
+                "campaigns[0].frequency.per_seconds",
+                "campaigns[0].targeting.schedule[0].from",
+                "campaigns[0].targeting.schedule[0].to",
+                "campaigns[2].id",
+                "campaigns[2].advertiser_id",
+                "campaigns[2].slots",
+                "campaigns[2].creatives",
+            ]
+        );
+    }
+
+    #[test]
+    fn urls_are_kept_in_normalised_form() {
+        let mut doc = valid();
+        doc["campaigns"][0]["creatives"][0]["landing_url"] =
+            json!("HTTPS://Journal.Example:443/a b?q=é");
+        doc["campaigns"][0]["creatives"][0]["image_url"] = json!("/creatives/une image.svg");
+        doc["campaigns"][1]["creatives"][0]["image_url"] = json!("http://Bücher.example/x.png");
+
+        let parsed = parse_inventory(doc.to_string().as_bytes()).unwrap();
+
+        let out = serde_json::to_value(&parsed.inventory).unwrap();
+        let creative = &out["campaigns"][0]["creatives"][0];
+        assert_eq!(
+            creative["landing_url"],
+            "https://journal.example/a%20b?q=%C3%A9"
+        );
+        assert_eq!(creative["image_url"], "/creatives/une%20image.svg");
+        assert_eq!(
+            out["campaigns"][1]["creatives"][0]["image_url"],
+            "http://xn--bcher-kva.example/x.png"
         );
     }
 

@@ -82,7 +82,7 @@ fn verify(state: &AppState, token: &str, kind: EventKind) -> Result<Verified, To
         return Err(TokenError::UnknownCampaign);
     }
     Ok(Verified {
-        landing_url: creative.landing_url.clone(),
+        landing_url: creative.landing_url.to_string(),
         payload,
     })
 }

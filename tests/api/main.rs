@@ -29,3 +29,4 @@ mod targeting;
 mod tracking;
 mod traffic_bounds;
 mod unsafe_settings;
+mod validation;

@@ -9,6 +9,8 @@ use serde_json::Value;
 
 use crate::helpers::{eventually, Binary};
 
+const DEMO: &str = include_str!("../../config/inventory.json");
+
 /// Readers are people: invalid-traffic rules treat an HTTP library's user agent as a bot.
 const BROWSER: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) \
                        Chrome/124.0 Safari/537.36";
@@ -342,4 +344,31 @@ fn an_inventory_or_config_directory_that_is_named_but_missing_stops_the_start() 
         config_output.contains("REGIE_CONFIG_DIR"),
         "{config_output}"
     );
+}
+
+#[test]
+fn check_prints_every_bad_field_of_an_inventory_file_and_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut doc: Value = serde_json::from_str(DEMO).unwrap();
+    let campaign = &mut doc["campaigns"][1];
+    campaign["weight"] = serde_json::json!("heavy");
+    campaign["creatives"][0]["landing_url"] = serde_json::json!("javascript:alert(1)");
+    campaign["creatives"][0]["image_url"] = serde_json::json!("https://cdn.example/a.png\r\n");
+    std::fs::write(dir.path().join("bad.json"), doc.to_string()).unwrap();
+    std::fs::write(dir.path().join("good.json"), DEMO).unwrap();
+
+    let (bad_status, bad) = run_to_exit(dir.path(), &["check", "bad.json"], &[]);
+    let (good_status, good) = run_to_exit(dir.path(), &["check", "good.json"], &[]);
+
+    assert_eq!(bad_status, 1, "{bad}");
+    assert_eq!(
+        bad.lines().collect::<Vec<_>>(),
+        vec![
+            "campaigns[1].creatives[0].image_url: must not contain control characters (CR, LF, tab…)",
+            "campaigns[1].creatives[0].landing_url: must be an absolute http or https URL",
+            "campaigns[1].weight: invalid type: string \"heavy\", expected u64",
+        ]
+    );
+    assert_eq!(good_status, 0, "{good}");
+    assert!(good.contains("good.json: valid"), "{good}");
 }
