@@ -225,8 +225,9 @@ pub const MARK_MARGIN_SECS: u64 = 2 * crate::tracking::CLOCK_SKEW_SECS as u64;
 /// holds (one per impression, viewable impression and click).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MarkLifetimes {
-    /// Impression marks. A click is valid only while its impression's mark lives (contract
-    /// section 8, `no_impression`), so a click later than this after its impression is not.
+    /// Impression marks. They also prove a click's impression (contract section 8: a click
+    /// whose impression was never counted is `no_impression`), so they live as long as click
+    /// tokens when those live longer.
     pub impression: u64,
     /// Viewable impression marks.
     pub viewable: u64,
@@ -235,11 +236,12 @@ pub struct MarkLifetimes {
 }
 
 impl MarkLifetimes {
-    /// Marks that outlive every token that could repeat them: each kind's token life (the
-    /// viewable token lives as long as the impression's) plus [`MARK_MARGIN_SECS`].
+    /// Marks that outlive every token that needs them, plus [`MARK_MARGIN_SECS`]: viewable
+    /// marks the impression token's life (the viewable token lives as long), click marks the
+    /// click token's, impression marks the longer of the two (a click token checks them).
     pub fn for_tokens(impression_token_secs: u64, click_token_secs: u64) -> Self {
         Self {
-            impression: impression_token_secs + MARK_MARGIN_SECS,
+            impression: impression_token_secs.max(click_token_secs) + MARK_MARGIN_SECS,
             viewable: impression_token_secs + MARK_MARGIN_SECS,
             click: click_token_secs + MARK_MARGIN_SECS,
         }

@@ -9,8 +9,12 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use crate::helpers::{
-    ad_path, inventory_file, settled_total, spawn_app_with, AppOptions, RedisServer,
+    ad_path, inventory_file, redis_for, settled_total, spawn_app, spawn_app_with, AppOptions,
+    RedisServer, StoreKind,
 };
+use crate::on_both_stores;
+
+on_both_stores!(a_click_late_in_its_tokens_life_is_counted_as_valid);
 
 /// The keys Redis holds that match `pattern`.
 fn keys(redis: &RedisServer, pattern: &str) -> Vec<String> {
@@ -32,7 +36,8 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn each_kinds_de_duplication_marks_live_as_long_as_its_token_and_ten_minutes() {
+async fn each_kinds_de_duplication_marks_live_as_long_as_the_tokens_that_need_them_and_ten_minutes()
+{
     let redis = RedisServer::start();
     let app = spawn_app_with(AppOptions::new(Some(redis.url()))).await;
     let decision = app.decision("banner").await;
@@ -46,9 +51,10 @@ async fn each_kinds_de_duplication_marks_live_as_long_as_its_token_and_ten_minut
     assert_eq!(settled_total(&app, &campaign, "clicks", 1).await, 1);
 
     let life = |counter: &str| ttl(&redis, &format!("regie:{{d:{id}}}:seen:{counter}"));
-    // Impression and viewable tokens live an hour, click tokens a day (the defaults).
+    // Impression and viewable tokens live an hour, click tokens a day (the defaults); a click
+    // checks its impression's mark, so impression marks live as long as click tokens.
     for (counter, token_life) in [
-        ("impressions", 3_600),
+        ("impressions", 86_400),
         ("viewable", 3_600),
         ("clicks", 86_400),
     ] {
@@ -58,6 +64,24 @@ async fn each_kinds_de_duplication_marks_live_as_long_as_its_token_and_ten_minut
             "{counter}: {ttl} s"
         );
     }
+}
+
+/// A click checks that its impression was counted: its impression's mark outlives the
+/// impression token for that (the embedded store expires marks by the app's clock).
+async fn a_click_late_in_its_tokens_life_is_counted_as_valid(kind: StoreKind) {
+    let redis = redis_for(kind);
+    let app = spawn_app(kind, redis.as_ref()).await;
+    let decision = app.decision("banner").await;
+    let campaign = decision["campaign_id"].as_str().unwrap().to_owned();
+    app.fire(decision["impression_url"].as_str().unwrap()).await;
+    assert_eq!(settled_total(&app, &campaign, "impressions", 1).await, 1);
+
+    // Past the impression token's life (an hour) and its marks' margin, within the click's.
+    app.clock.advance(chrono::Duration::hours(20));
+    let click = app.fire(decision["click_url"].as_str().unwrap()).await;
+
+    assert_eq!(click.status(), 302);
+    assert_eq!(settled_total(&app, &campaign, "clicks", 1).await, 1);
 }
 
 /// One slot whose only campaign is shown at most `max` times a day to one viewer.
