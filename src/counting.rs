@@ -4,9 +4,11 @@
 //! the store at least every flush interval, one round trip per batch. A batch that fails stays
 //! queued with its id and is retried as is, so a retry after a timeout is not counted twice.
 //! While the store is down, events wait in bounded memory; past the bound they are dropped and
-//! counted as dropped. On shutdown the flusher writes what is left before the process exits.
+//! counted as dropped. An event already waiting (a replayed beacon) is not admitted again, so
+//! one valid token fired over and over cannot fill the bound and crowd real events out. On
+//! shutdown the flusher writes what is left before the process exits.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,7 +22,8 @@ use crate::clock::SharedClock;
 use crate::inventory::{CampaignId, SlotName};
 use crate::ivt::Reason;
 use crate::metrics::Metrics;
-use crate::store::{Backend, Batch, Counted, Event, ServedCount, Store};
+use crate::store::{Backend, Batch, Counted, Event, MarkLifetimes, ServedCount, Store};
+use crate::tracking::EventKind;
 
 /// Events per batch: one script call each, small enough not to stall Redis for long.
 const MAX_EVENTS_PER_BATCH: usize = 5_000;
@@ -45,6 +48,10 @@ impl hashbrown::Equivalent<(CampaignId, SlotName, NaiveDate)> for ServedKey<'_> 
     }
 }
 
+/// The events (kind and decision) that wait to be written, in one shard of
+/// [`Recorder::event`]'s replay guard.
+type Waiting = Mutex<HashSet<(EventKind, Ulid)>>;
+
 /// How many shards the pending counts are split into.
 const SHARDS: usize = 16;
 
@@ -66,6 +73,10 @@ struct Shard(Mutex<Pending>);
 /// one another; only the flusher visits every shard.
 pub struct Recorder {
     shards: Box<[Shard]>,
+    /// The events held in the shards or by batches waiting for a retry, by kind and
+    /// decision, split by decision id: a repeat of one is not admitted. At most
+    /// `max_pending` entries, since each stands for an event that takes room.
+    waiting: Box<[Waiting]>,
     /// Events and served entries held in the shards.
     held: AtomicUsize,
     /// Events and served entries held by batches that failed and wait for a retry.
@@ -87,6 +98,7 @@ impl Recorder {
     pub fn new(max_pending: usize, metrics: Metrics) -> Self {
         Self {
             shards: (0..SHARDS).map(|_| Shard::default()).collect(),
+            waiting: (0..SHARDS).map(|_| Mutex::default()).collect(),
             held: AtomicUsize::new(0),
             queued: AtomicUsize::new(0),
             max_pending,
@@ -140,15 +152,37 @@ impl Recorder {
         }
     }
 
-    /// Records one tracking event (de-duplicated later by the store).
+    fn waiting_of(&self, decision: Ulid) -> &Waiting {
+        &self.waiting[(decision.random() % SHARDS as u128) as usize]
+    }
+
+    /// Records one tracking event, unless the same event (kind and decision) already waits
+    /// to be written: the store would count it once anyway, and a replayed token must not
+    /// take the room of real events while the store is down. Events already written are
+    /// de-duplicated by the store.
     pub fn event(&self, event: Event) {
-        if self.reserve_room() {
-            self.shard().lock().events.push(event);
+        let key = (event.kind, event.decision_id);
+        let mut waiting = self.waiting_of(event.decision_id).lock();
+        if waiting.contains(&key) || !self.reserve_room() {
+            return;
+        }
+        waiting.insert(key);
+        drop(waiting);
+        self.shard().lock().events.push(event);
+    }
+
+    /// Forgets the events of a written batch: a repeat of one is admitted again, for the
+    /// store to recognise.
+    fn written(&self, events: &[Event]) {
+        for event in events {
+            self.waiting_of(event.decision_id)
+                .lock()
+                .remove(&(event.kind, event.decision_id));
         }
     }
 
     /// Takes everything pending, as batches ready to write.
-    fn take_batches(&self, dedup_ttl_secs: u64, now_secs: i64) -> Vec<Batch> {
+    fn take_batches(&self, mark_ttl: MarkLifetimes, now_secs: i64) -> Vec<Batch> {
         let mut served: HashMap<(CampaignId, SlotName, NaiveDate), u64> = HashMap::new();
         let mut invalid_served: HashMap<(CampaignId, SlotName, NaiveDate, Reason), u64> =
             HashMap::new();
@@ -200,7 +234,7 @@ impl Recorder {
             id: Ulid::new(),
             served,
             events: Vec::new(),
-            dedup_ttl_secs,
+            mark_ttl,
             now_secs,
         }];
         for chunk in events.chunks(MAX_EVENTS_PER_BATCH) {
@@ -212,7 +246,7 @@ impl Recorder {
                     id: Ulid::new(),
                     served: Vec::new(),
                     events: chunk.to_vec(),
-                    dedup_ttl_secs,
+                    mark_ttl,
                     now_secs,
                 });
             }
@@ -231,28 +265,28 @@ pub struct Flusher {
     store: Store,
     clock: SharedClock,
     metrics: Metrics,
-    dedup_ttl_secs: u64,
+    mark_ttl: MarkLifetimes,
     retry: VecDeque<Batch>,
     /// Whether the last write failed: an outage is logged when it starts and when it ends.
     failing: bool,
 }
 
 impl Flusher {
-    /// A flusher for `recorder`. De-duplication marks are kept `dedup_ttl_secs`, which must be
-    /// at least the longest token life so a replayed token is never counted twice.
+    /// A flusher for `recorder`. De-duplication marks are kept as `mark_ttl` says, which must
+    /// be at least each kind's token life so a replayed token is never counted twice.
     pub fn new(
         recorder: Arc<Recorder>,
         store: Store,
         clock: SharedClock,
         metrics: Metrics,
-        dedup_ttl_secs: u64,
+        mark_ttl: MarkLifetimes,
     ) -> Self {
         Self {
             recorder,
             store,
             clock,
             metrics,
-            dedup_ttl_secs,
+            mark_ttl,
             retry: VecDeque::new(),
             failing: false,
         }
@@ -262,7 +296,7 @@ impl Flusher {
     /// what was not written. True when nothing is left.
     pub async fn flush(&mut self) -> bool {
         let now_secs = self.clock.now().timestamp();
-        for batch in self.recorder.take_batches(self.dedup_ttl_secs, now_secs) {
+        for batch in self.recorder.take_batches(self.mark_ttl, now_secs) {
             self.recorder
                 .queued
                 .fetch_add(batch_size(&batch), Ordering::Relaxed);
@@ -274,6 +308,7 @@ impl Flusher {
                     for (event, counted) in batch.events.iter().zip(&report.counted) {
                         self.count_metric(event, *counted);
                     }
+                    self.recorder.written(&batch.events);
                     let size = batch_size(batch);
                     self.recorder.queued.fetch_sub(size, Ordering::Relaxed);
                     self.metrics.pending_events.sub(size as i64);
@@ -371,7 +406,7 @@ mod tests {
             }
         });
 
-        let batches = recorder.take_batches(60, 0);
+        let batches = recorder.take_batches(MarkLifetimes::uniform(60), 0);
         let served: Vec<(&str, u64)> = batches
             .iter()
             .flat_map(|b| b.served.iter().map(|s| (s.campaign.as_str(), s.count)))
@@ -382,7 +417,64 @@ mod tests {
             1,
             "one entry waits for the store"
         );
-        assert!(recorder.take_batches(60, 0).is_empty(), "taken once");
+        assert!(
+            recorder
+                .take_batches(MarkLifetimes::uniform(60), 0)
+                .is_empty(),
+            "taken once"
+        );
+    }
+
+    #[test]
+    fn a_replayed_event_waits_once_and_leaves_room_for_others() {
+        let metrics = Metrics::new();
+        let recorder = Recorder::new(10, metrics.clone());
+        let (campaign, slot, day) = names();
+        let event = |kind, decision_id| Event {
+            kind,
+            decision_id,
+            campaign: campaign.clone(),
+            slot: slot.clone(),
+            day,
+            invalid: None,
+        };
+        let replayed = Ulid::new();
+
+        std::thread::scope(|scope| {
+            for _ in 0..4 {
+                scope.spawn(|| {
+                    for _ in 0..100 {
+                        recorder.event(event(EventKind::Impression, replayed));
+                    }
+                });
+            }
+        });
+        recorder.event(event(EventKind::Viewable, replayed));
+        for _ in 0..8 {
+            recorder.event(event(EventKind::Impression, Ulid::new()));
+        }
+
+        assert_eq!(metrics.dropped_events.get(), 0);
+        let batches = recorder.take_batches(MarkLifetimes::uniform(60), 0);
+        let events: Vec<&Event> = batches.iter().flat_map(|b| &b.events).collect();
+        assert_eq!(events.len(), 10);
+        let replays = events
+            .iter()
+            .filter(|e| e.decision_id == replayed && e.kind == EventKind::Impression)
+            .count();
+        assert_eq!(replays, 1);
+        // Taken for a write that has not succeeded yet, they still wait: no repeat comes in.
+        recorder.event(event(EventKind::Impression, replayed));
+        assert!(recorder
+            .take_batches(MarkLifetimes::uniform(60), 0)
+            .is_empty());
+        // Once written, a repeat is admitted again, for the store to recognise.
+        recorder.written(&batches[0].events);
+        recorder.event(event(EventKind::Impression, replayed));
+        assert_eq!(
+            recorder.take_batches(MarkLifetimes::uniform(60), 0).len(),
+            1
+        );
     }
 
     #[test]
@@ -403,7 +495,7 @@ mod tests {
         assert_eq!(metrics.dropped_events.get(), 3);
         assert_eq!(metrics.pending_events.get(), 2);
         let events: usize = recorder
-            .take_batches(60, 0)
+            .take_batches(MarkLifetimes::uniform(60), 0)
             .iter()
             .map(|b| b.events.len())
             .sum();

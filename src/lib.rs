@@ -20,7 +20,8 @@
 //!   rules evaluated per request against the snapshot's compiled forms.
 //! - [`serving`]: how a campaign is chosen for a page, in one place: the page request,
 //!   eligibility (status, flight, exclusions, keywords, delivery checks), tier order and
-//!   fallback, the frequency walk in the store, budget retry, and the `explain` dry run.
+//!   fallback, the frequency walk in the store (viewer ids hashed with a key), budget retry,
+//!   and the `explain` dry run.
 //! - [`delivery`]: caps (budgets leased from the store), even pacing, click caps, and the
 //!   background release of unused frequency reservations.
 //! - [`catalog`]: the served snapshot behind an `ArcSwap`, the task that follows the store,

@@ -67,6 +67,8 @@ pub struct Metrics {
     pub pending_events: IntGauge,
     /// Counter events dropped because the pending buffer was full.
     pub dropped_events: IntCounter,
+    /// Viewer histories the embedded store forgot to stay under `REGIE_MAX_VIEWER_HISTORIES`.
+    pub viewer_histories_evicted: IntCounter,
     /// Round trips to the store, by operation.
     pub store_roundtrips: IntCounterVec,
     /// Failed store operations, by operation.
@@ -102,6 +104,13 @@ impl Metrics {
         let registry = Registry::new();
         let counter_vec = |name: &str, help: &str, labels: &[&str]| {
             let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
+            c
+        };
+        let counter = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).expect("valid metric");
             registry
                 .register(Box::new(c.clone()))
                 .expect("unique metric");
@@ -154,14 +163,15 @@ impl Metrics {
             "regie_events_pending",
             "Counter events waiting in memory to be written to the store.",
         );
-        let dropped_events = IntCounter::new(
+        let dropped_events = counter(
             "regie_events_dropped_total",
             "Counter events dropped because the pending buffer was full.",
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(dropped_events.clone()))
-            .expect("unique metric");
+        );
+        let viewer_histories_evicted = counter(
+            "regie_viewer_histories_evicted_total",
+            "Viewer histories the embedded store forgot, least recently seen first, to stay \
+             under REGIE_MAX_VIEWER_HISTORIES.",
+        );
         let store_roundtrips = counter_vec(
             "regie_store_roundtrips_total",
             "Round trips to the store, by operation.",
@@ -232,6 +242,7 @@ impl Metrics {
             invalid_traffic,
             pending_events,
             dropped_events,
+            viewer_histories_evicted,
             store_roundtrips,
             store_errors,
             store_up,

@@ -74,6 +74,10 @@ pub struct Settings {
     /// Tracking signing keys, `id:secret,id:secret`; the first signs (`REGIE_TRACKING_KEYS`).
     #[serde(default)]
     pub tracking_keys: Option<SecretString>,
+    /// The key of the hash of viewer ids (`REGIE_VIEWER_KEY`, at least 32 bytes); unset, a
+    /// key derived from the tracking signing key.
+    #[serde(default)]
+    pub viewer_key: Option<SecretString>,
     /// How long an impression or viewable token stays valid, in seconds.
     pub impression_token_ttl_secs: u64,
     /// How long a click token stays valid, in seconds.
@@ -92,6 +96,9 @@ pub struct Settings {
     /// Counter events kept in memory while the store is unreachable; past this they are dropped
     /// (and counted as dropped).
     pub max_pending_events: usize,
+    /// Viewer histories (one per viewer and frequency-capped campaign) the embedded store
+    /// keeps at most; past it, the least recently seen are forgotten.
+    pub max_viewer_histories: usize,
     /// Time given to in-flight requests and the final flush on shutdown, in seconds.
     pub shutdown_timeout_secs: u64,
     /// On shutdown, how long `/readyz` answers 503 while requests are still served, so that
@@ -242,6 +249,9 @@ impl Settings {
         if empty(&self.tracking_keys) {
             self.tracking_keys = None;
         }
+        if empty(&self.viewer_key) {
+            self.viewer_key = None;
+        }
         if self.public_url.as_deref() == Some("") {
             self.public_url = None;
         }
@@ -329,8 +339,9 @@ impl Settings {
         Ok(())
     }
 
-    /// What contract section 9 refuses at start: secrets short enough to guess, and a
-    /// production deployment whose tracking URLs would point at its own listen address.
+    /// What contract section 9 refuses at start: secrets short enough to guess (and a short
+    /// `REGIE_VIEWER_KEY`), and a production deployment whose tracking URLs would point at its
+    /// own listen address.
     /// [`Settings::load`] applies it to what the process was given.
     pub fn check_safety(&self, environment: &str) -> Result<(), SettingsError> {
         if let Some(token) = &self.admin_token {
@@ -350,6 +361,18 @@ impl Settings {
                 return Err(SettingsError::Invalid {
                     name: "REGIE_TRACKING_KEYS",
                     reason: e.reason().to_owned(),
+                });
+            }
+        }
+        if let Some(key) = &self.viewer_key {
+            let len = key.expose_secret().len();
+            if len < crate::tracking::MIN_SECRET_BYTES {
+                return Err(SettingsError::Invalid {
+                    name: "REGIE_VIEWER_KEY",
+                    reason: format!(
+                        "must be at least {} bytes (it is {len}); e.g. `openssl rand -base64 32`",
+                        crate::tracking::MIN_SECRET_BYTES
+                    ),
                 });
             }
         }
@@ -463,6 +486,20 @@ mod tests {
         assert_eq!(
             refused(&|s| s.tracking_keys = token("k1:0123456789abcdef"), "local"),
             Some("REGIE_TRACKING_KEYS")
+        );
+        assert_eq!(
+            refused(
+                &|s| s.viewer_key = token("0123456789abcdef0123456789abcde"),
+                "local"
+            ),
+            Some("REGIE_VIEWER_KEY")
+        );
+        assert_eq!(
+            refused(
+                &|s| s.viewer_key = token("0123456789abcdef0123456789abcdef"),
+                "local"
+            ),
+            None
         );
         assert_eq!(refused(&|_| {}, "production"), Some("REGIE_PUBLIC_URL"));
         assert_eq!(

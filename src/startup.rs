@@ -17,10 +17,12 @@ use crate::delivery::{Budgets, Releaser};
 use crate::metrics::{EventLabels, Metrics};
 use crate::render::Renderer;
 use crate::routes;
+use crate::serving::ViewerKeys;
 use crate::settings::Settings;
 use crate::state::AppState;
 use crate::store::{
-    durability, redis_target, redis_timeouts, MemoryStore, RedisStore, Store, StoreError,
+    durability, redis_target, redis_timeouts, MarkLifetimes, MemoryStore, RedisStore, Store,
+    StoreError,
 };
 use crate::tracking::{share_through_store, KeysError, Signer};
 
@@ -100,7 +102,10 @@ impl Application {
             )?)),
             None => {
                 metrics.store_up.set(1);
-                Store::Memory(Arc::new(MemoryStore::new()))
+                Store::Memory(Arc::new(MemoryStore::with_max_histories(
+                    settings.max_viewer_histories,
+                    metrics.viewer_histories_evicted.clone(),
+                )))
             }
         };
         let catalog = Arc::new(Catalog::new(store.clone(), metrics.clone()));
@@ -127,6 +132,7 @@ impl Application {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (releaser, release_task) = Releaser::start(store.clone(), shutdown_rx.clone());
         let state = web::Data::new(AppState {
+            viewers: ViewerKeys::new(settings.viewer_key.as_ref(), signer.clone()),
             releaser,
             store: store.clone(),
             catalog: catalog.clone(),
@@ -181,12 +187,12 @@ impl Application {
             shutdown_rx.clone(),
         )));
         let budget_task = tokio::spawn(budgets.run(catalog.clone(), shutdown_rx.clone()));
-        // De-duplication marks outlive every token that could repeat them.
-        let dedup_ttl = settings
-            .impression_token_ttl_secs
-            .max(settings.click_token_ttl_secs)
-            + 3_600;
-        let flusher = Flusher::new(recorder, store, clock, metrics, dedup_ttl);
+        // De-duplication marks outlive every token of their kind that could repeat them.
+        let mark_ttl = MarkLifetimes::for_tokens(
+            settings.impression_token_ttl_secs,
+            settings.click_token_ttl_secs,
+        );
+        let flusher = Flusher::new(recorder, store, clock, metrics, mark_ttl);
         let flusher = tokio::spawn(flusher.run(
             settings.flush_interval(),
             shutdown_rx,

@@ -23,6 +23,8 @@ pub struct AppState {
     pub catalog: Arc<Catalog>,
     /// Signs and verifies tracking tokens.
     pub signer: Arc<Signer>,
+    /// Hashes viewer ids before they reach the store.
+    pub viewers: crate::serving::ViewerKeys,
     /// Cancels unused frequency reservations in the background.
     pub releaser: crate::delivery::Releaser,
     /// Budgets of capped campaigns.

@@ -6,6 +6,8 @@
  * Consent: data-regie-consent="0" on this script tag, or the browser's Global
  * Privacy Control (navigator.globalPrivacyControl), and the tag sets no cookie,
  * sends no viewer id and asks regie to ignore the reader (consent: false).
+ * Viewer id: a first-party cookie, regie_uid, for frequency caps; when the
+ * browser keeps no cookie, the tag sends no id (and no cap applies).
  * Sizes: each slot's width (CSS pixels available to it, or data-regie-width) is
  * sent, so that a slot with several sizes gets the largest that fits.
  * Lazy loading: data-regie-lazy on a slot, or on this script tag for every slot
@@ -32,16 +34,28 @@
   let cleanups = []; // stops the viewability watchers of the current fill
   const collapsed = new WeakSet(); // slots whose display:none is ours to undo
 
+  // The viewer id, looked up once per page: undefined until then, null when no cookie
+  // can be kept (cookies blocked, a sandboxed frame). Without a cookie the tag sends no id
+  // at all rather than a new one per view: an id the next page cannot send again caps
+  // nothing across pages, yet every one of them would be a new viewer for regie to
+  // remember, and a reader whose browser refuses to keep an id is not given one anyway.
+  // Without an id no frequency cap applies (README: Frequency caps).
+  let uid;
+
   function viewerId() {
-    const hex = Array.from(crypto.getRandomValues(new Uint8Array(16)),
-      (b) => b.toString(16).padStart(2, '0')).join('');
-    try { // sandboxed documents throw on cookies: then the id is a one-off
+    if (uid !== undefined) return uid;
+    uid = null;
+    try { // sandboxed documents throw on cookies
       const m = document.cookie.match(/(?:^|;\s*)regie_uid=([0-9a-f]{32})/);
-      if (m) return m[1];
+      if (m) return (uid = m[1]);
+      const hex = Array.from(crypto.getRandomValues(new Uint8Array(16)),
+        (b) => b.toString(16).padStart(2, '0')).join('');
       document.cookie = 'regie_uid=' + hex + '; Max-Age=31536000; Path=/; SameSite=Lax' +
         (location.protocol === 'https:' ? '; Secure' : '');
-    } catch (e) { /* keep the one-off id */ }
-    return hex;
+      // A browser that blocks cookies drops the write without an error: read it back.
+      if (document.cookie.indexOf('regie_uid=' + hex) >= 0) uid = hex;
+    } catch (e) { /* no cookie, no id */ }
+    return uid;
   }
 
   // Read at every fill: a consent tool may change its answer and call regie.refresh().
@@ -51,6 +65,7 @@
 
   // A refusal also forgets the id given before it.
   function forgetViewer() {
+    uid = undefined;
     try {
       if (/(?:^|;\s*)regie_uid=/.test(document.cookie)) {
         document.cookie = 'regie_uid=; Max-Age=0; Path=/; SameSite=Lax';
@@ -183,7 +198,7 @@
   function pageView(gen) {
     const refused = trackingRefused();
     if (refused) forgetViewer();
-    return { gen: gen, uid: refused ? undefined : viewerId(), refused: refused,
+    return { gen: gen, uid: (!refused && viewerId()) || undefined, refused: refused,
       kw: keywords(), campaigns: [], advertisers: [] };
   }
 

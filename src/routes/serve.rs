@@ -237,6 +237,7 @@ fn serving<'a>(state: &'a AppState, snapshot: &'a Snapshot) -> Serving<'a> {
         store: &state.store,
         budgets: &state.budgets,
         releaser: &state.releaser,
+        viewers: &state.viewers,
     }
 }
 

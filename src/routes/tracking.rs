@@ -12,7 +12,7 @@ use super::errors::allow;
 use super::no_store;
 use crate::state::AppState;
 use crate::store::Event;
-use crate::tracking::{EventKind, TokenError, TokenPayload};
+use crate::tracking::{EventKind, TokenError, TokenPayload, CLOCK_SKEW_SECS};
 
 /// The transparent 1×1 GIF, 43 bytes.
 pub const PIXEL_GIF: [u8; 43] = [
@@ -20,9 +20,6 @@ pub const PIXEL_GIF: [u8; 43] = [
     0xff, 0xff, 0xff, 0x21, 0xf9, 0x04, 0x01, 0x00, 0x00, 0x00, 0x00, 0x2c, 0x00, 0x00, 0x00, 0x00,
     0x01, 0x00, 0x01, 0x00, 0x00, 0x02, 0x02, 0x44, 0x01, 0x00, 0x3b,
 ];
-
-/// Clocks of instances may disagree a little; a token from slightly in the future is fine.
-const CLOCK_SKEW_SECS: i64 = 300;
 
 pub(super) fn configure(cfg: &mut web::ServiceConfig) {
     for (path, kind) in [

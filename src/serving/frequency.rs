@@ -10,11 +10,11 @@
 //! given back, except in the rare case where a budget's last unit went to another request.
 //!
 //! Without a `uid` no frequency cap applies: regie cannot tell viewers apart. Viewer ids are
-//! hashed before they reach the store. When the store cannot be reached, frequency-capped
-//! campaigns are not served (the cap is a promise to the advertiser); others are.
+//! hashed with a key before they reach the store ([`super::ViewerKeys`]). When the store
+//! cannot be reached, frequency-capped campaigns are not served (the cap is a promise to the
+//! advertiser); others are.
 
 use rand::Rng;
-use sha2::{Digest, Sha256};
 use ulid::Ulid;
 
 use super::budget::RequestDelivery;
@@ -32,18 +32,6 @@ const MAX_CANDIDATES: usize = 32;
 
 /// The most frequency-capped campaigns `explain` checks.
 const MAX_CHECKED: usize = 1_000;
-
-/// The stored form of a viewer id: the first 128 bits of its SHA-256, in hex.
-fn viewer_key(uid: &str) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let digest = Sha256::digest(uid.as_bytes());
-    let mut key = String::with_capacity(32);
-    for byte in &digest[..16] {
-        key.push(HEX[usize::from(byte >> 4)] as char);
-        key.push(HEX[usize::from(byte & 0x0f)] as char);
-    }
-    key
-}
 
 /// Logs a failed frequency call: an outage at debug level, since the store's breaker logs it
 /// once; anything else, an answer regie cannot use, as a warning.
@@ -106,7 +94,7 @@ pub(super) async fn decide_for_viewer<R: Rng + ?Sized>(
         page,
         delivery,
         reservation: Reservation {
-            viewer: viewer_key(uid),
+            viewer: serving.viewers.key(uid),
             id: Ulid::new().to_string(),
         },
     };
@@ -284,7 +272,7 @@ pub(super) async fn allowed(
         .collect();
     let checked = serving
         .store
-        .frequency_check(&viewer_key(uid), now.timestamp_millis(), &items)
+        .frequency_check(&serving.viewers.key(uid), now.timestamp_millis(), &items)
         .await;
     Some(match checked {
         Ok(flags) => candidates

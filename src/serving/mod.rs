@@ -20,16 +20,19 @@
 //!    took the last one meanwhile, the slot is chosen again without it.
 //!
 //! Everything outside the inventory comes in through [`PageRequest`] (what the page sent and
-//! when) and [`Serving`] (the store, budgets and the reservation releaser).
+//! when) and [`Serving`] (the store, budgets, the reservation releaser and the viewer-id
+//! hash).
 
 mod budget;
 mod eligibility;
 mod explain;
 mod frequency;
 mod order;
+mod viewer;
 
 pub use self::eligibility::{eligibility, Context, DeliveryCheck, Ineligible};
 pub use self::order::{choose, commit, draw_order, Choice};
+pub use self::viewer::ViewerKeys;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use rand::Rng;
@@ -100,6 +103,8 @@ pub struct Serving<'a> {
     pub budgets: &'a Budgets,
     /// Cancels frequency reservations that were not served after all.
     pub releaser: &'a Releaser,
+    /// Hashes viewer ids before they reach the store.
+    pub viewers: &'a ViewerKeys,
 }
 
 impl Serving<'_> {

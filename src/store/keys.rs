@@ -17,7 +17,7 @@
 //! | `P:{c:CAMPAIGN}:totals` | hash counter → count (invalid ones as above) | lifetime counters of a campaign | `flush_share.lua` |
 //! | `P:{c:CAMPAIGN}:slot-totals` | hash `{counter}\|{slot}` → count | lifetime counters of a campaign's valid tracking events by slot (the `optimize` rotation's evidence) | `flush_share.lua` |
 //! | `P:{c:CAMPAIGN}:batch:BATCH` | string, expiring after a day, deleted once the batch is acknowledged | a flushed batch's share for the campaign, so that a retry is not counted twice | `flush_share.lua` |
-//! | `P:{d:DECISION}:seen:COUNTER` | string (the id of the batch that counted it; an impression counted as invalid traffic has `:x` after it), expiring after the longest token life | de-duplication mark of one event | the flush (`SET … NX GET`) |
+//! | `P:{d:DECISION}:seen:COUNTER` | string (the id of the batch that counted it; an impression counted as invalid traffic has `:x` after it), expiring after its kind's token life plus ten minutes (`MarkLifetimes`) | de-duplication mark of one event | the flush (`SET … NX GET`) |
 //! | `P:{keys}:apikey:SHA256` | string | the advertiser id owning an API key | `set_api_key.lua`, `revoke_api_key.lua` |
 //! | `P:{keys}:advertiser-key:ADVERTISER` | string | the hash of the advertiser's current key | `set_api_key.lua`, `revoke_api_key.lua` |
 //! | `P:{keys}:tracking-secret` | string | the tracking signing secret of instances without `REGIE_TRACKING_KEYS` | `tracking_secret.lua` |
@@ -25,8 +25,9 @@
 //! | `P:{c:CAMPAIGN}:lease:YYYY-MM-DD` | string (integer), expiring after three days | units leased for a reporting day | `lease.lua`, `release.lua` |
 //! | `P:{v:VIEWER}:freq:CAMPAIGN` | sorted set reservation → time (ms), expiring after the cap's window | a viewer's views of a frequency-capped campaign | `frequency_pick.lua`, `frequency_release` |
 //!
-//! `VIEWER` is the hex of the first 128 bits of the SHA-256 of the viewer id: raw ids never
-//! reach the store. The frequency script appends campaign ids to `P:{v:VIEWER}:freq:`, which
+//! `VIEWER` is the hex of the first 128 bits of the HMAC-SHA256 of the viewer id under the
+//! viewer key (`crate::serving::ViewerKeys`): raw ids never reach the store, and the stored
+//! ones cannot be matched against likely ids without the key. The frequency script appends campaign ids to `P:{v:VIEWER}:freq:`, which
 //! it is given as its key, so the viewer's slot routes it.
 
 use chrono::NaiveDate;

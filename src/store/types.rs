@@ -208,10 +208,62 @@ pub struct Batch {
     pub served: Vec<ServedCount>,
     /// Tracking events, de-duplicated by the store.
     pub events: Vec<Event>,
-    /// How long de-duplication marks are kept, in seconds (at least the longest token life).
-    pub dedup_ttl_secs: u64,
+    /// How long the de-duplication marks of each kind of event are kept.
+    pub mark_ttl: MarkLifetimes,
     /// The time of the flush, in Unix seconds (the embedded store expires marks with it).
     pub now_secs: i64,
+}
+
+/// Added to a token's life for its event's de-duplication mark: a token is accepted from
+/// [`crate::tracking::CLOCK_SKEW_SECS`] before its issue time, and the clocks of the instances
+/// that accept it may disagree by as much, so the span in which one token can be replayed is
+/// its life plus twice that.
+pub const MARK_MARGIN_SECS: u64 = 2 * crate::tracking::CLOCK_SKEW_SECS as u64;
+
+/// How long the de-duplication marks of each kind of event are kept, in seconds: as long as
+/// that kind's token can be replayed, and no longer, since marks are most of what the store
+/// holds (one per impression, viewable impression and click).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MarkLifetimes {
+    /// Impression marks. They also prove a click's impression (contract section 8: a click
+    /// whose impression was never counted is `no_impression`), so they live as long as click
+    /// tokens when those live longer.
+    pub impression: u64,
+    /// Viewable impression marks.
+    pub viewable: u64,
+    /// Click marks.
+    pub click: u64,
+}
+
+impl MarkLifetimes {
+    /// Marks that outlive every token that needs them, plus [`MARK_MARGIN_SECS`]: viewable
+    /// marks the impression token's life (the viewable token lives as long), click marks the
+    /// click token's, impression marks the longer of the two (a click token checks them).
+    pub fn for_tokens(impression_token_secs: u64, click_token_secs: u64) -> Self {
+        Self {
+            impression: impression_token_secs.max(click_token_secs) + MARK_MARGIN_SECS,
+            viewable: impression_token_secs + MARK_MARGIN_SECS,
+            click: click_token_secs + MARK_MARGIN_SECS,
+        }
+    }
+
+    /// The same life for every kind (tests, tools).
+    pub fn uniform(secs: u64) -> Self {
+        Self {
+            impression: secs,
+            viewable: secs,
+            click: secs,
+        }
+    }
+
+    /// How long a mark of this kind is kept, in seconds.
+    pub fn of(&self, kind: EventKind) -> u64 {
+        match kind {
+            EventKind::Impression => self.impression,
+            EventKind::Viewable => self.viewable,
+            EventKind::Click => self.click,
+        }
+    }
 }
 
 /// How the store counted one event of a batch.

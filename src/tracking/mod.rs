@@ -7,6 +7,10 @@ pub use shared::{adopt_store_key, share_through_store};
 
 pub use token::{KeysError, Signer, TokenError, TokenPayload, MAX_TOKEN_CHARS, MIN_SECRET_BYTES};
 
+/// Clocks of instances may disagree a little: a token issued up to this long in the future
+/// (by another instance's clock) is accepted.
+pub const CLOCK_SKEW_SECS: i64 = 300;
+
 /// The kinds of events a token can report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum EventKind {

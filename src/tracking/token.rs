@@ -113,19 +113,31 @@ impl KeysError {
     }
 }
 
+/// The label of the key derived from a signing secret for [`Signer::derived_mac`]: a key
+/// used for another purpose than signing tokens must not be the signing key itself.
+const DERIVED_KEY_LABEL: &[u8] = b"regie derived key: viewer ids";
+
 #[derive(Clone)]
 struct Key {
     id: String,
     /// The HMAC keyed once: cloning it skips hashing the key's inner and outer pads again
     /// for every token.
     mac: Hmac<Sha256>,
+    /// An HMAC keyed with a key derived from the secret, keyed once as `mac` is.
+    derived: Hmac<Sha256>,
 }
 
 impl Key {
     fn new(id: &str, secret: &[u8]) -> Self {
+        let mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length");
+        let mut derivation = mac.clone();
+        derivation.update(DERIVED_KEY_LABEL);
+        let derived = Hmac::<Sha256>::new_from_slice(&derivation.finalize().into_bytes())
+            .expect("HMAC takes keys of any length");
         Self {
             id: id.to_owned(),
-            mac: Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length"),
+            mac,
+            derived,
         }
     }
 }
@@ -212,6 +224,14 @@ impl Signer {
                 .cloned(),
         );
         self.keys.store(Arc::new(keys));
+    }
+
+    /// An HMAC-SHA256 keyed with a key derived from the current signing secret (an HMAC of
+    /// a fixed label under it): every instance that signs with the same key computes the same
+    /// hashes, and knowing them reveals nothing of the signing secret. It changes when the
+    /// signing key does ([`Self::adopt_shared`], a rotation of `REGIE_TRACKING_KEYS`).
+    pub fn derived_mac(&self) -> Hmac<Sha256> {
+        self.keys.load()[0].derived.clone()
     }
 
     /// Whether tokens are signed with the store's shared key.

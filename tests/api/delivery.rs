@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
 use serde_json::{json, Value};
-use sha2::Digest;
 
 use crate::helpers::{
     ad_path, eventually, inventory_file, redis_for, spawn_app_with, AppOptions, RedisServer,
@@ -368,10 +367,7 @@ async fn a_viewer_keeps_only_the_views_served_when_concurrent_requests_race_for_
     }
     assert!(capped <= 5, "the cap of 5 was overshot: {capped}");
 
-    let viewer: String = sha2::Sha256::digest(b"viewer-1")[..16]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let viewer = app.state.viewers.key("viewer-1");
     let key = format!("regie:{{v:{viewer}}}:freq:capped");
     let views = eventually(Duration::from_secs(5), || {
         let mut conn = redis.connection();

@@ -27,5 +27,6 @@ mod stats;
 mod store;
 mod targeting;
 mod tracking;
+mod traffic_bounds;
 mod unsafe_settings;
 mod validation;

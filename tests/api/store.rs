@@ -11,7 +11,8 @@ use regie::ivt::Reason;
 use regie::metrics::Metrics;
 use regie::store::{
     Backend, Batch, Counted, Durability, Event, FrequencyCap, FrequencyItem, FrequencyRelease,
-    Lease, LeaseRequest, MemoryStore, PutOutcome, RedisStore, RedisTarget, ServedCount, Store,
+    Lease, LeaseRequest, MarkLifetimes, MemoryStore, PutOutcome, RedisStore, RedisTarget,
+    ServedCount, Store,
 };
 use regie::tracking::EventKind;
 use ulid::Ulid;
@@ -138,7 +139,7 @@ async fn a_batch_is_counted_once_and_an_event_once_per_decision_and_kind(store: 
             invalid: None,
         }],
         events,
-        dedup_ttl_secs: 3_600,
+        mark_ttl: MarkLifetimes::uniform(3_600),
         now_secs: 0,
     };
     let first = batch(vec![event(EventKind::Impression), event(EventKind::Click)]);
@@ -218,7 +219,7 @@ async fn slot_totals_add_up_every_day_s_counted_events_by_slot(store: &Store) {
             invalid: None,
         }],
         events,
-        dedup_ttl_secs: 3_600,
+        mark_ttl: MarkLifetimes::uniform(3_600),
         now_secs: 0,
     };
 
@@ -295,7 +296,7 @@ async fn invalid_traffic_is_counted_apart_by_reason_and_a_click_needs_a_valid_im
             event(EventKind::Click, unseen, None),
             event(EventKind::Click, crawled, None),
         ],
-        dedup_ttl_secs: 3_600,
+        mark_ttl: MarkLifetimes::uniform(3_600),
         now_secs: 0,
     };
 
@@ -308,7 +309,7 @@ async fn invalid_traffic_is_counted_apart_by_reason_and_a_click_needs_a_valid_im
                 event(EventKind::Impression, unseen, None),
                 event(EventKind::Click, unseen, None),
             ],
-            dedup_ttl_secs: 3_600,
+            mark_ttl: MarkLifetimes::uniform(3_600),
             now_secs: 0,
         })
         .await

@@ -68,6 +68,14 @@ fn a_tracking_secret_shorter_than_32_bytes_is_refused() {
 }
 
 #[test]
+fn a_viewer_key_shorter_than_32_bytes_is_refused() {
+    assert_refused(
+        &[("REGIE_VIEWER_KEY", "thirty-one-bytes-is-not-enough!")],
+        "REGIE_VIEWER_KEY",
+    );
+}
+
+#[test]
 fn production_without_a_public_url_is_refused() {
     assert_refused(&[("REGIE_ENVIRONMENT", "production")], "REGIE_PUBLIC_URL");
 }

@@ -170,8 +170,9 @@ async fn publisher_iframe(data: SiteData) -> HttpResponse {
 
 /// A publisher's page for the privacy and lazy-loading tests, which records the body of every
 /// decision request the tag makes (`window.decisionRequests`). `kind`: `consent` (the tag's
-/// `data-regie-consent="0"`), `gpc` (the browser's Global Privacy Control) or `lazy` (a slot
-/// in view and two far below the fold, lazy).
+/// `data-regie-consent="0"`), `gpc` (the browser's Global Privacy Control), `nocookie` (a
+/// browser that keeps no cookie: writes to `document.cookie` are dropped without an error)
+/// or `lazy` (a slot in view and two far below the fold, lazy).
 async fn publisher_page(kind: web::Path<String>, data: SiteData) -> HttpResponse {
     let regie = data
         .1
@@ -183,6 +184,11 @@ window.fetch = (url, options) => { if (String(url).includes('/v1/decisions')) wi
         "consent" => ("", BANNER_AND_PAVE, format!(r#"<script async src="{regie}/tag.js" data-regie-consent="0"></script>"#)),
         "gpc" => (
             "<script>Object.defineProperty(navigator, 'globalPrivacyControl', { value: true });</script>",
+            BANNER_AND_PAVE,
+            format!(r#"<script async src="{regie}/tag.js"></script>"#),
+        ),
+        "nocookie" => (
+            "<script>Object.defineProperty(document, 'cookie', { get: () => '', set: () => {} });</script>",
             BANNER_AND_PAVE,
             format!(r#"<script async src="{regie}/tag.js"></script>"#),
         ),

@@ -1,5 +1,6 @@
-//! What the tag does for readers who refuse tracking, for narrow screens and for slots far
-//! below the fold: no cookie and no viewer id, the width of each slot, and lazy loading.
+//! What the tag does for readers who refuse tracking or whose browser keeps no cookie, for
+//! narrow screens and for slots far below the fold: no cookie and no viewer id, the width of
+//! each slot, and lazy loading.
 
 use std::time::Duration;
 
@@ -57,6 +58,35 @@ async fn a_page_that_refuses_consent_on_the_tag_sets_no_cookie_and_sends_no_view
 #[tokio::test]
 async fn global_privacy_control_sets_no_cookie_and_sends_no_viewer_id() {
     a_refusal_means_no_cookie_and_no_viewer_id("gpc").await;
+}
+
+#[tokio::test]
+async fn a_browser_that_keeps_no_cookie_is_sent_no_viewer_id_however_often_the_page_fills() {
+    let _one = exclusive().await;
+    let app = TestApp::start().await;
+    let browser = Browser::start().await;
+
+    let first = browser
+        .open_and_fill(&format!("{}/publisher/page/nocookie", app.site.url))
+        .await;
+    let second = browser.js_async("window.regie.refresh().then(done);").await;
+
+    for fill in [&first, second.as_array().unwrap()] {
+        assert!(fill.iter().all(|s| s["state"] == "filled"), "{fill:?}");
+    }
+    let requests = decision_requests(&browser).await;
+    assert_eq!(requests.len(), 2, "{requests:?}");
+    for body in &requests {
+        // A new id for each view would be a new viewer for regie each time.
+        assert!(body.get("uid").is_none(), "{body}");
+        assert!(
+            body.get("consent").is_none(),
+            "the reader did not refuse: {body}"
+        );
+    }
+    app.expect_total(campaign_of("banner"), "impressions", 2)
+        .await;
+    browser.close().await;
 }
 
 /// The banner's image on the demo page at this window width: its `width` attribute.

@@ -106,7 +106,7 @@ pub(super) async fn flush(store: &RedisStore, batch: &Batch) -> Result<FlushRepo
             .arg("NX")
             .arg("GET")
             .arg("EX")
-            .arg(batch.dedup_ttl_secs.max(1));
+            .arg(batch.mark_ttl.of(event.kind).max(1));
         cmds.push(SlotCmd::new(&key, cmd));
         marked.push((i, invalid_impression));
         if event.kind == EventKind::Click && event.invalid.is_none() {
