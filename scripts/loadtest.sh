@@ -45,6 +45,11 @@
 #          the instance's VmRSS before and after (and its peak, VmHWM); then decisions of that
 #          slot against the bare handler, as the first comparison does (alternating rounds,
 #          median);
+#        - audience: LOADTEST_VIEWERS (1 000 000) distinct viewers (a random uid each), in
+#          two halves, through a regie on the embedded store and one on Redis, both serving
+#          loadtest/inventory-capped.json, so that each viewer leaves a frequency history: the
+#          embedded instance's VmRSS after each half (flat in the second half once
+#          REGIE_MAX_VIEWER_HISTORIES is reached) and Redis's used_memory and keys, per viewer;
 #   5. prints requests/s of each and the ratio regie / baseline in a table.
 # Everything it started is stopped on exit (trap). Raw outputs go to artifacts/loadtest/.
 # With the defaults the measurements take about eight minutes, after the build (and after
@@ -89,7 +94,7 @@ readonly SCALE_SLOT=une-2
 readonly SCALE_SLOT_PATH="/v1/slots/$SCALE_SLOT/ad"
 # The measurements, in the order they run: each NAME is a function measure_NAME.
 readonly MEASUREMENTS=(decision impression distinct_impressions flush_roundtrips
-    capped_decisions fixed_rate inventory_scale)
+    capped_decisions fixed_rate inventory_scale audience)
 
 OUT="$ROOT/artifacts/loadtest/$(date -u +%Y%m%dT%H%M%SZ)"
 readonly OUT
@@ -860,6 +865,62 @@ measure_frozen_store() {
 # ------------------------------------------------------------------------------- main
 
 # Whether measurement NAME runs: every one does unless LOADTEST_ONLY names some.
+# Sends at least N distinct viewers to regie at URL as decisions of the capped slot: runs of
+# wrk with loadtest/random_uid.lua (a random 31-bit uid per request, so a million requests
+# repeat a few hundred viewers at most) until N requests are answered; prints how many were.
+send_viewers() {
+    local name=$1 url=$2 n=$3 sent=0 run=0
+    while ((sent < n)); do
+        run=$((run + 1))
+        run_wrk "$name-$run" "$url" "$UID_SCRIPT" "$SLOT_PATH" uid >/dev/null
+        sent=$((sent + $(wrk_requests "$name-$run")))
+    done
+    printf '%s' "$sent"
+}
+
+# Bytes per viewer: the growth from BEFORE to AFTER (in UNIT bytes) over VIEWERS.
+per_viewer() {
+    awk -v a="$2" -v b="$1" -v n="$3" -v u="$4" 'BEGIN { if (n > 0) printf "%.0f", (a - b) * u / n; else print "-" }'
+}
+
+# Memory per viewer of frequency histories, LOADTEST_VIEWERS distinct viewers in two halves,
+# on the embedded store (regie's VmRSS: bounded by REGIE_MAX_VIEWER_HISTORIES) and on Redis
+# (used_memory and keys: bounded by each cap's window, a day in the capped inventory).
+measure_audience() {
+    local half=$((${LOADTEST_VIEWERS:-1000000} / 2)) url pid rss0 rss1 rss2 sent1 sent2 \
+        mem0 mem1 mem2 note
+    spawn_regie regie-audience-embedded REGIE_REDIS_URL= REGIE_REDIS_CLUSTER= \
+        REGIE_INVENTORY="$CAPPED_INVENTORY"
+    url=$SPAWNED_URL
+    pid=$LAST_PID
+    rss0=$(rss_mib "$pid")
+    sent1=$(send_viewers audience-embedded-1 "$url" "$half")
+    rss1=$(rss_mib "$pid")
+    sent2=$(send_viewers audience-embedded-2 "$url" "$half")
+    rss2=$(rss_mib "$pid")
+    stop "$pid"
+    note="VmRSS MiB: ${rss0% *} at start, ${rss1% *} after $sent1 viewers, ${rss2% *} after $((sent1 + sent2));"
+    note+=" bytes per viewer: first half $(per_viewer "${rss0% *}" "${rss1% *}" "$sent1" 1048576),"
+    note+=" second half $(per_viewer "${rss1% *}" "${rss2% *}" "$sent2" 1048576)"
+    add_row "audience, embedded store (B/viewer)" "$(per_viewer "${rss0% *}" "${rss2% *}" $((sent1 + sent2)) 1048576)" \
+        "-" "-" "$note"
+
+    spawn_regie regie-audience-redis REGIE_KEY_PREFIX=loadaudience REGIE_INVENTORY="$CAPPED_INVENTORY"
+    url=$SPAWNED_URL
+    pid=$LAST_PID
+    mem0=$(redis_info_sum used_memory)
+    sent1=$(send_viewers audience-redis-1 "$url" "$half")
+    mem1=$(redis_info_sum used_memory)
+    sent2=$(send_viewers audience-redis-2 "$url" "$half")
+    mem2=$(redis_info_sum used_memory)
+    stop "$pid"
+    note="Redis used_memory MiB: $(awk -v m="$mem0" 'BEGIN { printf "%.0f", m / 1048576 }') before,"
+    note+=" $(awk -v m="$mem2" 'BEGIN { printf "%.0f", m / 1048576 }') after $((sent1 + sent2)) viewers;"
+    note+=" bytes per viewer: first half $(per_viewer "$mem0" "$mem1" "$sent1" 1),"
+    note+=" second half $(per_viewer "$mem1" "$mem2" "$sent2" 1); each expires with its cap's window"
+    add_row "audience, Redis (B/viewer)" "$(per_viewer "$mem0" "$mem2" $((sent1 + sent2)) 1)" "-" "-" "$note"
+}
+
 selected() { [[ -z ${LOADTEST_ONLY:-} || ",$LOADTEST_ONLY," == *",$1,"* ]]; }
 
 # Fixed-rate latency: decisions, then one-token beacons, at half of the bare handler's
