@@ -45,6 +45,10 @@ pub struct Catalog {
     served: watch::Sender<u64>,
     /// The last counts of the `optimize` slots, handed to every snapshot installed.
     ctr_stats: ArcSwap<CtrStats>,
+    /// Held while a new version is read, parsed and compiled: a refresh woken by the store's
+    /// notification while the admin API installs the version it wrote (or two refreshes)
+    /// would otherwise parse and compile the same large document twice at once.
+    installing: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Catalog {
@@ -94,6 +98,7 @@ impl Catalog {
             wake: Notify::new(),
             served: watch::Sender::new(0),
             ctr_stats: ArcSwap::from_pointee(CtrStats::default()),
+            installing: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -196,6 +201,7 @@ impl Catalog {
     /// Compares the store's version with the served one and acts: load a newer inventory,
     /// restore an empty or older store, or note that the store is unreachable.
     pub async fn refresh(&self) {
+        let _installing = self.installing.lock().await;
         let current = self.snapshot();
         let version = match self.store.inventory_version().await {
             Ok(v) => v,
@@ -219,6 +225,18 @@ impl Catalog {
             (None, None) => self.set_status(true, "the store holds no inventory"),
             (Some(_), _) => self.load().await,
         }
+    }
+
+    /// Serves `inventory`, just written to the store as `version` by this instance, unless a
+    /// version as new is already served: compiled from what the writer parsed, rather than
+    /// read back from the store and parsed again.
+    pub async fn adopt(&self, version: u64, inventory: crate::inventory::Inventory) {
+        let _installing = self.installing.lock().await;
+        if self.snapshot().is_some_and(|s| s.version >= version) {
+            return;
+        }
+        self.install(Snapshot::compile(version, inventory));
+        self.set_status(true, format!("in sync at version {version}"));
     }
 
     async fn load(&self) {

@@ -14,7 +14,7 @@ use super::errors::allow;
 use super::MAX_INVENTORY_BYTES;
 use crate::error::ApiError;
 use crate::inventory::{
-    parse_inventory, AdvertiserId, CampaignId, FieldError, InvalidInventory, SlotName,
+    parse_inventory, AdvertiserId, CampaignId, FieldError, InvalidInventory, Inventory, SlotName,
 };
 use crate::state::AppState;
 use crate::store::{Backend, PutOutcome};
@@ -25,34 +25,34 @@ const EDIT_ATTEMPTS: usize = 5;
 pub(super) fn configure(cfg: &mut web::ServiceConfig) {
     let big_body = web::PayloadConfig::new(MAX_INVENTORY_BYTES);
     cfg.service(
-        super::resource("/v1/admin/inventory")
+        super::admin_resource("/v1/admin/inventory")
             .app_data(big_body)
             .route(web::get().to(get_inventory))
             .route(web::put().to(put_inventory))
             .default_service(allow("GET, PUT")),
     )
     .service(
-        super::resource("/v1/admin/campaigns/{id}")
+        super::admin_resource("/v1/admin/campaigns/{id}")
             .route(web::get().to(get_campaign))
             .route(web::put().to(put_campaign))
             .route(web::delete().to(delete_campaign))
             .default_service(allow("GET, PUT, DELETE")),
     )
     .service(
-        super::resource("/v1/admin/slots/{slot}")
+        super::admin_resource("/v1/admin/slots/{slot}")
             .route(web::get().to(get_slot))
             .route(web::put().to(put_slot))
             .route(web::delete().to(delete_slot))
             .default_service(allow("GET, PUT, DELETE")),
     )
     .service(
-        super::resource("/v1/admin/advertisers/{id}")
+        super::admin_resource("/v1/admin/advertisers/{id}")
             .route(web::put().to(put_advertiser))
             .route(web::delete().to(delete_advertiser))
             .default_service(allow("PUT, DELETE")),
     )
     .service(
-        super::resource("/v1/admin/advertisers/{id}/key")
+        super::admin_resource("/v1/admin/advertisers/{id}/key")
             .route(web::delete().to(revoke_key))
             .default_service(allow("DELETE")),
     );
@@ -80,28 +80,34 @@ async fn write(
     expected: Option<u64>,
 ) -> Result<PutOutcome, ApiError> {
     let bytes = serde_json::to_vec(doc).expect("a Value serialises");
-    let parsed = parse_inventory(&bytes)?;
-    let json = serde_json::to_string(&parsed.inventory).expect("an inventory serialises");
+    write_inventory(state, parse_inventory(&bytes)?.inventory, expected).await
+}
+
+/// [`write`] for an inventory already validated: each document is parsed once, and compiled
+/// once on this instance.
+async fn write_inventory(
+    state: &AppState,
+    inventory: Inventory,
+    expected: Option<u64>,
+) -> Result<PutOutcome, ApiError> {
+    let json = serde_json::to_string(&inventory).expect("an inventory serialises");
     let served = state.catalog.snapshot();
     let floor = served.as_ref().map_or(0, |s| s.version);
     let outcome = state.store.put_inventory(&json, expected, floor).await?;
+    drop(json);
     if let PutOutcome::Written(version) = outcome {
         tracing::info!(version, "inventory written through the admin API");
-        state.catalog.refresh().await;
         // An advertiser the new version drops loses its key, so that adding it again later
         // does not bring an old key back to life.
-        let removed = served
+        let removed: Vec<AdvertiserId> = served
             .iter()
             .flat_map(|s| s.document.advertisers.iter())
-            .filter(|old| {
-                !parsed
-                    .inventory
-                    .advertisers
-                    .iter()
-                    .any(|new| new.id == old.id)
-            });
-        for advertiser in removed {
-            state.store.revoke_api_key(&advertiser.id).await?;
+            .filter(|old| !inventory.advertisers.iter().any(|new| new.id == old.id))
+            .map(|old| old.id.clone())
+            .collect();
+        state.catalog.adopt(version, inventory).await;
+        for advertiser in &removed {
+            state.store.revoke_api_key(advertiser).await?;
         }
     }
     Ok(outcome)
@@ -251,8 +257,8 @@ async fn put_inventory(
 ) -> Result<HttpResponse, ApiError> {
     require_admin(&req, &state)?;
     let parsed = parse_inventory(&body)?;
-    let doc = serde_json::to_value(&parsed.inventory).expect("an inventory serialises");
-    match write(&state, &doc, parsed.version).await? {
+    drop(body);
+    match write_inventory(&state, parsed.inventory, parsed.version).await? {
         PutOutcome::Written(version) => Ok(HttpResponse::Ok().json(json!({ "version": version }))),
         PutOutcome::Conflict { current } => Err(ApiError::VersionConflict { current }),
     }

@@ -1,7 +1,10 @@
 //! Bearer credentials: the admin token and advertisers' API keys.
 
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header;
-use actix_web::HttpRequest;
+use actix_web::middleware::Next;
+use actix_web::{web, HttpRequest, ResponseError};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use sha2::{Digest, Sha256};
@@ -45,6 +48,22 @@ pub fn require_admin(req: &HttpRequest, state: &AppState) -> Result<(), ApiError
         Some(token) if state.is_admin_token(token) => Ok(()),
         _ => Err(ApiError::Unauthorized),
     }
+}
+
+/// Middleware of the admin API ([`super::admin_resource`]): 401 without the admin token, before
+/// the handler's extractors read the body.
+pub(crate) async fn admin_only(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    let allowed = req
+        .app_data::<web::Data<AppState>>()
+        .is_some_and(|state| is_admin(req.request(), state));
+    if !allowed {
+        let response = ApiError::Unauthorized.error_response();
+        return Ok(req.into_response(response).map_into_right_body());
+    }
+    Ok(next.call(req).await?.map_into_left_body())
 }
 
 /// Whether the request carries the admin token.

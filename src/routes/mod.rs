@@ -66,6 +66,17 @@ pub(crate) fn resource(path: &'static str) -> actix_web::Resource<impl ResourceF
         .wrap(from_fn(crate::telemetry::observe))
 }
 
+/// A [`resource`] of the admin API, whose requests without the admin token are answered 401
+/// before anything else is done, their body read included: no one without the token can make
+/// regie take in an inventory-sized body.
+pub(crate) fn admin_resource(path: &'static str) -> actix_web::Resource<impl ResourceFactory> {
+    web::resource(path)
+        .app_data(crate::telemetry::RouteLabel::new(path))
+        .wrap(from_fn(auth::admin_only))
+        .wrap(from_fn(body::guard))
+        .wrap(from_fn(crate::telemetry::observe))
+}
+
 /// A [`resource`] that publisher pages call from their own origin: CORS inside the
 /// observation, so that preflights are measured too.
 pub(crate) fn public_resource(path: &'static str) -> actix_web::Resource<impl ResourceFactory> {

@@ -322,3 +322,38 @@ async fn arbitrary_paths_and_queries_get_an_answer_never_a_panic_or_a_500() {
     result.unwrap();
     assert_eq!(app.get("/healthz").await.status(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_request_without_the_token_is_refused_before_its_body_is_read() {
+    let app = spawn_app(StoreKind::Memory, None).await;
+    let address = app.address.clone();
+
+    // Announces 16 MB, sends 1 KB, then waits: the answer must not wait for the rest.
+    let (status, body) = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut stream =
+            std::net::TcpStream::connect(address.trim_start_matches("http://")).unwrap();
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        let head = "PUT /v1/admin/inventory HTTP/1.1\r\nHost: localhost\r\n\
+                    Content-Type: application/json\r\nContent-Length: 16000000\r\n\r\n";
+        stream.write_all(head.as_bytes()).unwrap();
+        stream.write_all(&[b' '; 1024]).unwrap();
+        let mut answer = vec![0u8; 4096];
+        let n = stream
+            .read(&mut answer)
+            .expect("an answer before the body was sent");
+        let answer = String::from_utf8_lossy(&answer[..n]).into_owned();
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+        (
+            head.lines().next().unwrap_or_default().to_owned(),
+            body.to_owned(),
+        )
+    })
+    .await
+    .unwrap();
+
+    assert!(status.contains(" 401 "), "{status}");
+    assert!(body.contains("\"unauthorized\""), "{body}");
+}
