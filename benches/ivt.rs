@@ -1,5 +1,6 @@
 //! The cost of the invalid-traffic checks per request: the known-bots matcher on typical user
-//! agents, and a rate-limit check for one address.
+//! agents, repeated (as an audience's few browsers repeat) and new each time, and a rate-limit
+//! check for one address.
 
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
@@ -23,8 +24,21 @@ fn bots(c: &mut Criterion) {
         ("googlebot", GOOGLEBOT),
         ("curl", CURL),
     ] {
-        group.bench_function(name, |b| {
+        // The same user agent again: remembered by the thread after the first call.
+        group.bench_function(format!("{name}_repeated"), |b| {
             b.iter(|| matcher.is_bot(black_box(Some(ua.as_bytes()))))
+        });
+        // A new user agent every call (a version number appended): the automaton runs.
+        let mut n = 0u64;
+        group.bench_function(format!("{name}_new"), |b| {
+            b.iter_batched(
+                || {
+                    n += 1;
+                    format!("{ua} v/{n}")
+                },
+                |agent| matcher.is_bot(black_box(Some(agent.as_bytes()))),
+                criterion::BatchSize::SmallInput,
+            )
         });
     }
     group.finish();
