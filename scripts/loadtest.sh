@@ -929,27 +929,23 @@ selected() { [[ -z ${LOADTEST_ONLY:-} || ",$LOADTEST_ONLY," == *",$1,"* ]]; }
 # measured (the median of the bare handler's rounds); when they were skipped, one wrk run of
 # the bare handler measures it here.
 measure_fixed_rate() {
-    local bytes path saturation rate note
-    bytes=$(wc -c <"$FIRST_DECISION")
-    start_bare bare-decision-rate "$bytes" application/json
-    saturation=$BARE_DECISION_RPS
-    [[ -n $saturation ]] || saturation=$(run_wrk bare-decision-saturation "$BARE_URL$SLOT_PATH")
-    rate=$(half_rate "$saturation")
-    compare_latency decision-rate "$REGIE_URL$SLOT_PATH" "$BARE_URL$SLOT_PATH" "$rate"
-    stop "$BARE_PID"
-    note="target <= 1.2 (ratio of the p99s); oha -q $rate -c $CONNECTIONS, latency corrected;"
-    add_row "GET {slot}/ad at $rate/s: p50/p99/p99.9 ms" "$LAT_REGIE" "$LAT_BARE" "$LAT_RATIO" \
-        "$note $LAT_NOTE"
+    fixed_rate_row decision "$SLOT_PATH" "$(wc -c <"$FIRST_DECISION")" application/json \
+        "$BARE_DECISION_RPS" "GET {slot}/ad" ""
+    fixed_rate_row impression "$(beacon_path)" 43 image/gif "$BARE_BEACON_RPS" \
+        "GET /v1/i/{token}" " one token;"
+}
 
-    path=$(beacon_path)
-    start_bare bare-impression-rate 43 image/gif
-    saturation=$BARE_BEACON_RPS
-    [[ -n $saturation ]] || saturation=$(run_wrk bare-impression-saturation "$BARE_URL$path")
+# One fixed-rate row: PATH on regie and on a bare handler answering BYTES of CONTENT_TYPE, at
+# half of SATURATION (measured here when empty), labelled LABEL, with NOTE in its notes.
+fixed_rate_row() {
+    local name=$1 path=$2 bytes=$3 content_type=$4 saturation=$5 label=$6 note=$7 rate
+    start_bare "bare-$name-rate" "$bytes" "$content_type"
+    [[ -n $saturation ]] || saturation=$(run_wrk "bare-$name-saturation" "$BARE_URL$path")
     rate=$(half_rate "$saturation")
-    compare_latency impression-rate "$REGIE_URL$path" "$BARE_URL$path" "$rate"
+    compare_latency "$name-rate" "$REGIE_URL$path" "$BARE_URL$path" "$rate"
     stop "$BARE_PID"
-    note="target <= 1.2 (ratio of the p99s); one token; oha -q $rate -c $CONNECTIONS, latency corrected;"
-    add_row "GET /v1/i/{token} at $rate/s: p50/p99/p99.9 ms" "$LAT_REGIE" "$LAT_BARE" "$LAT_RATIO" \
+    note="target <= 1.2 (ratio of the p99s);$note oha -q $rate -c $CONNECTIONS, latency corrected;"
+    add_row "$label at $rate/s: p50/p99/p99.9 ms" "$LAT_REGIE" "$LAT_BARE" "$LAT_RATIO" \
         "$note $LAT_NOTE"
 }
 
