@@ -13,9 +13,9 @@ campaign every slot falls back to.
   some out of their flight (ended or not started yet); lifetime and daily caps (part of them
   paced evenly), frequency caps, keywords to require or avoid, countries, day-parting and
   exclusion labels on a share of them; one or two creatives each, text ads and images of the
-  slots' sizes. About 340 bytes a campaign: 100 000 of them (34 MB) are twice the 16 MiB that
+  slots' sizes. About 340 bytes a campaign: 100 000 of them make 34 MB, within the 64 MiB that
   `PUT /v1/admin/inventory` accepts.
-- `lean`: the smallest campaigns a document can hold, so that 100 000 fit that limit: one
+- `lean`: the smallest campaigns a document can hold (100 000 in 16.6 MB): one
   slot, one short text creative, a weight (left out when 1), 50 campaigns per advertiser;
   a flight, a cap or a keyword on one campaign in a hundred each. About 165 bytes a campaign
   (16.6 MB for 100 000).

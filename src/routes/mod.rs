@@ -23,7 +23,7 @@ pub use body::is_identity;
 pub use errors::{json_config, not_found, path_config, query_config};
 
 /// Largest inventory document the admin API takes.
-pub const MAX_INVENTORY_BYTES: usize = 16 * 1024 * 1024;
+pub const MAX_INVENTORY_BYTES: usize = 64 * 1024 * 1024;
 
 /// The answer to a path no route matches, its body guarded and its request observed as every
 /// other.

@@ -120,7 +120,7 @@ async fn a_body_over_the_limit_is_413_in_the_contracts_shape_on_every_endpoint()
         ("/v1/decisions", 100 * 1024, false),
         ("/v1/admin/advertisers/3vision", 300 * 1024, true),
         ("/v1/admin/campaigns/3vision-visitez", 300 * 1024, true),
-        ("/v1/admin/inventory", 17 * 1024 * 1024, true),
+        ("/v1/admin/inventory", 65 * 1024 * 1024, true),
     ];
 
     for (path, size, admin) in cases {
