@@ -134,7 +134,14 @@ pub struct Budgets {
     block: u64,
     /// Wakes the refill task when a budget runs low.
     pub wake: Notify,
+    /// The inventory version the budgets were last matched with ([`NOT_SYNCED`] before the
+    /// first): they are matched again only when it changes, not on every refill, since that
+    /// walks every campaign of the inventory.
+    synced_version: AtomicU64,
 }
+
+/// [`Budgets::synced_version`] before any inventory.
+const NOT_SYNCED: u64 = u64::MAX;
 
 impl std::fmt::Debug for Budgets {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -154,6 +161,7 @@ impl Budgets {
             zone,
             block: block.max(1),
             wake: Notify::new(),
+            synced_version: AtomicU64::new(NOT_SYNCED),
         }
     }
 
@@ -206,11 +214,13 @@ impl Budgets {
         let Some(snapshot) = catalog.snapshot() else {
             return;
         };
-        for (id, old) in self.sync_with(&snapshot.campaigns) {
-            // A campaign removed, or whose caps changed, gives its units back.
-            let day = old.day();
-            if let Some(day) = day {
-                self.give_back(&old, &id, day).await;
+        if self.synced_version.swap(snapshot.version, Ordering::AcqRel) != snapshot.version {
+            for (id, old) in self.sync_with(&snapshot.campaigns) {
+                // A campaign removed, or whose caps changed, gives its units back.
+                let day = old.day();
+                if let Some(day) = day {
+                    self.give_back(&old, &id, day).await;
+                }
             }
         }
         let today = self.today();
