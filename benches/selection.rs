@@ -101,6 +101,7 @@ fn decision(c: &mut Criterion) {
             shown: &shown,
             size: SizeChoice::Any,
             delivery: None,
+            house_only: false,
         };
         let mut rng = SmallRng::seed_from_u64(2);
         group.bench_with_input(BenchmarkId::new("choose", n), &n, |b, _| {

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::PageRequest;
-use crate::inventory::Status;
+use crate::inventory::{Priority, Status};
 use crate::snapshot::{CampaignIndex, CompiledCampaign, SlotMember, Snapshot};
 use crate::targeting::{PageShown, SizeChoice};
 
@@ -64,6 +64,8 @@ pub struct Context<'a> {
     pub size: SizeChoice,
     /// Caps, pacing and frequency, when they apply.
     pub delivery: Option<&'a dyn DeliveryCheck>,
+    /// Only `house` campaigns may be chosen (a known bot's request).
+    pub house_only: bool,
 }
 
 /// Whether the campaign of a slot's `member` may be served in this context.
@@ -85,7 +87,7 @@ pub fn eligibility(
     if campaign.end.is_some_and(|end| now >= end) {
         return Err(Ineligible::Ended);
     }
-    if ctx.excluded.contains(&index) {
+    if ctx.excluded.contains(&index) || (ctx.house_only && campaign.priority != Priority::House) {
         return Err(Ineligible::Excluded);
     }
     if !ctx.shown.admits(compiled) {

@@ -35,6 +35,7 @@ pub(super) fn explain(
         shown: &shown,
         size,
         delivery: Some(delivery),
+        house_only: false,
     };
     let mut chosen_tier: Option<&str> = None;
     let tiers: Vec<Value> = slot

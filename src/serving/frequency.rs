@@ -164,6 +164,7 @@ impl Walk<'_> {
             shown,
             size,
             delivery: Some(self.delivery),
+            house_only: false,
         };
         let capped = |index: CampaignIndex| cap_of(snapshot, index).is_some();
         let orders: Vec<Vec<Choice>> = slots

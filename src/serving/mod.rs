@@ -39,7 +39,6 @@ use rand::Rng;
 
 use self::budget::RequestDelivery;
 use crate::delivery::{Budgets, Releaser};
-use crate::inventory::Priority;
 use crate::snapshot::{CampaignIndex, CompiledSlot, Snapshot};
 use crate::store::Store;
 use crate::targeting::{Country, LocalMoment, PageShown, SizeChoice};
@@ -141,6 +140,7 @@ impl Serving<'_> {
                 shown: &shown,
                 size,
                 delivery: Some(delivery),
+                house_only: false,
             };
             let choice = choose(snapshot, slot, &ctx, rng)?;
             // Set aside for the later slots, and for this one if its budget is spent.
@@ -169,13 +169,6 @@ impl Serving<'_> {
     ) -> Vec<Option<Choice>> {
         let snapshot = self.snapshot;
         let mut excluded = page.excluded.clone();
-        excluded.extend(
-            snapshot
-                .campaign_index
-                .values()
-                .copied()
-                .filter(|&index| snapshot.campaign_at(index).campaign.priority != Priority::House),
-        );
         let mut shown = page.shown();
         let mut choose_one = |slot: &CompiledSlot, size: SizeChoice| {
             let ctx = Context {
@@ -184,6 +177,7 @@ impl Serving<'_> {
                 shown: &shown,
                 size,
                 delivery: Some(delivery),
+                house_only: true,
             };
             let choice = choose(snapshot, slot, &ctx, rng)?;
             excluded.push(choice.campaign);

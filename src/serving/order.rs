@@ -55,6 +55,9 @@ pub fn draw_order<R: Rng + ?Sized>(
 ) -> Vec<Choice> {
     let mut drawn: Vec<Choice> = Vec::new();
     'tiers: for (t, tier) in slot.tiers.iter().enumerate() {
+        if ctx.house_only && tier.priority != Priority::House {
+            continue;
+        }
         let mut draw = tier.rotation.draw();
         loop {
             if drawn.len() >= limit {
@@ -188,6 +191,7 @@ mod tests {
             shown: &shown,
             size: SizeChoice::Any,
             delivery: None,
+            house_only: false,
         };
         choose(snapshot, slot, &ctx, rng)
             .map(|c| snapshot.campaign_at(c.campaign).campaign.id.to_string())
@@ -311,6 +315,7 @@ mod tests {
             shown: &NOTHING_SHOWN,
             size: SizeChoice::Any,
             delivery: None,
+            house_only: false,
         }
     }
 
