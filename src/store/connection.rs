@@ -202,8 +202,10 @@ pub struct RedisTimeouts {
     pub request: Duration,
 }
 
+/// An answer regie cannot use (a short pipeline, a write no replica acknowledged): the store
+/// answered, so it is not an outage, and the request path's breaker stays closed.
 fn failure(description: &'static str, detail: String) -> RedisError {
-    RedisError::from((ErrorKind::Io, description, detail))
+    RedisError::from((ErrorKind::Client, description, detail))
 }
 
 impl Connections {
