@@ -58,7 +58,8 @@
 # Environment: LOADTEST_DURATION (10s), LOADTEST_THREADS (2), LOADTEST_CONNECTIONS (32),
 # LOADTEST_WORKERS (2: actix workers of both servers), LOADTEST_ROUNDS (3: alternating rounds
 # of the comparisons with the bare handler), LOADTEST_SKIP_BUILD=1 (reuse the
-# binaries in target/release), LOADTEST_CLUSTER=1 (a local Redis Cluster instead of one
+# binaries in target/release), LOADTEST_REGIE_BIN and LOADTEST_BARE_BIN (binaries built
+# elsewhere, e.g. another commit's for an A/B; with LOADTEST_SKIP_BUILD=1), LOADTEST_CLUSTER=1 (a local Redis Cluster instead of one
 # redis-server), LOADTEST_BEACONS (distinct impression URLs to collect; by
 # default enough for the whole run at 1.5 × the one-token beacon rate, at most 1 000 000),
 # RUST_LOG (regie's production setting when unset), LOADTEST_ONLY (comma-separated names of
@@ -79,11 +80,11 @@ readonly WORKERS=${LOADTEST_WORKERS:-2}
 readonly ROUNDS=${LOADTEST_ROUNDS:-3}
 readonly SLOT_PATH='/v1/slots/Publicit%C3%A9%202/ad'
 readonly ADMIN_TOKEN="loadtest-$RANDOM$RANDOM-0123456789abcdefghij"
-readonly REGIE_BIN="$ROOT/target/release/regie"
+readonly REGIE_BIN=${LOADTEST_REGIE_BIN:-$ROOT/target/release/regie}
 # wrk and curl stand for readers: an HTTP library's user agent, or none, is a bot to regie
 # (README, "Invalid traffic"), whose decisions come from the house tier only.
 readonly BROWSER_UA="Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0 Safari/537.36"
-readonly BARE_BIN="$ROOT/target/release/examples/bare"
+readonly BARE_BIN=${LOADTEST_BARE_BIN:-$ROOT/target/release/examples/bare}
 readonly READY_TIMEOUT_SECS=60
 readonly WALK_SCRIPT="$ROOT/loadtest/walk_paths.lua"
 readonly UID_SCRIPT="$ROOT/loadtest/random_uid.lua"
@@ -274,18 +275,19 @@ redis_cpu_secs() {
         'BEGIN { printf "%.3f", u + s }'
 }
 
-# Microseconds of Redis CPU per call of a command over every Redis process since the last
-# CONFIG RESETSTAT (INFO commandstats), e.g. evalsha.
-redis_usec_per_call() {
-    local addr calls=0 usec=0 line
+# Microseconds of Redis CPU spent in the named commands (INFO commandstats) over every Redis
+# process since the last CONFIG RESETSTAT, e.g. `redis_usec_total zadd zcard`.
+redis_usec_total() {
+    local addr name usec=0 line
     for addr in "${REDIS_ADDRS[@]}"; do
-        line=$(redis-cli -h "${addr%:*}" -p "${addr#*:}" info commandstats 2>/dev/null |
-            grep "^cmdstat_$1:" || true)
-        [[ -n $line ]] || continue
-        calls=$((calls + $(tr ':,' '\n\n' <<<"$line" | awk -F= '$1 == "calls" { print $2 }')))
-        usec=$((usec + $(tr ':,' '\n\n' <<<"$line" | awk -F= '$1 == "usec" { print $2 }')))
+        for name in "$@"; do
+            line=$(redis-cli -h "${addr%:*}" -p "${addr#*:}" info commandstats 2>/dev/null |
+                grep "^cmdstat_$name:" || true)
+            [[ -n $line ]] || continue
+            usec=$((usec + $(tr ':,' '\n\n' <<<"$line" | awk -F= '$1 == "usec" { print $2 }')))
+        done
     done
-    awk -v c="$calls" -v u="$usec" 'BEGIN { if (c > 0) printf "%.1f", u / c; else print "-" }'
+    printf '%s' "$usec"
 }
 
 redis_reset_stats() {
@@ -785,7 +787,7 @@ measure_flush_roundtrips() {
 measure_capped_decisions() {
     local capped_url capped_pid capped_rps free_uid_rps free_rps requests freq_before \
         release_before lease_before freq release lease sample note anomalies ticks \
-        capped_cpu free_cpu redis_cpu redis_memory evalsha
+        capped_cpu free_cpu redis_cpu redis_memory freq_usec
     "$REGIE_BIN" check "$CAPPED_INVENTORY" >"$OUT/inventory-capped.check.txt" 2>&1 ||
         die "$CAPPED_INVENTORY is not valid (see $OUT/inventory-capped.check.txt)"
     spawn_regie regie-capped REGIE_KEY_PREFIX=loadcaps REGIE_INVENTORY="$CAPPED_INVENTORY"
@@ -806,7 +808,8 @@ measure_capped_decisions() {
         'BEGIN { if (r > 0) printf "%.1f", (a - b) * 1e6 / r; else print "-" }')
     redis_memory=$(awk -v a="$(redis_info_sum used_memory)" -v b="$redis_memory" -v r="$requests" \
         'BEGIN { if (r > 0) printf "%.0f", (a - b) / r; else print "-" }')
-    evalsha=$(redis_usec_per_call evalsha)
+    freq_usec=$(awk -v u="$(redis_usec_total zremrangebyscore zadd pexpire zcard)" -v r="$requests" \
+        'BEGIN { if (r > 0) printf "%.1f", u / r; else print "-" }')
     freq=$(($(metric_sum "$capped_url" regie_store_roundtrips_total 'op="frequency"') - freq_before))
     release=$(($(metric_sum "$capped_url" regie_store_roundtrips_total 'op="frequency_release"') - release_before))
     lease=$(($(metric_sum "$capped_url" regie_store_roundtrips_total 'op="lease"') - lease_before))
@@ -837,7 +840,7 @@ measure_capped_decisions() {
     # Redis and wrk take much of the two cores in the capped run; regie's own CPU per request
     # gives the ratio regie would reach where it alone is the bottleneck.
     add_row "  Redis CPU per decision (us), caps+freq" "$redis_cpu" "-" "-" \
-        "every Redis process (INFO used_cpu_*); EVALSHA $evalsha us per call (INFO commandstats); Redis memory $redis_memory B per new viewer (used_memory)"
+        "every Redis process (INFO used_cpu_*); the frequency commands (ZREMRANGEBYSCORE, ZADD, PEXPIRE, ZCARD) $freq_usec us of it (INFO commandstats); Redis memory $redis_memory B per new viewer (used_memory)"
     add_row "  regie CPU per decision (us), caps+freq" "$capped_cpu" "$free_cpu" \
         "$(ratio "$free_cpu" "$capped_cpu")" \
         "baseline: uncapped, no uid; ratio = uncapped / capped CPU: throughput ratio with Redis and wrk on other cores"

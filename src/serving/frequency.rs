@@ -3,9 +3,9 @@
 //! Each slot's candidates are drawn in the order they would be served
 //! ([`super::draw_order`]), as far as the first campaign without a frequency cap
 //! (for a page, one more per slot before it, since an earlier slot may take one). When serving
-//! them reaches a frequency-capped campaign, one store round trip walks the same order, serves
-//! each slot its first candidate under its cap and reserves that view, atomically across
-//! instances. When it does not (no `uid`, or an uncapped campaign drawn first), the request
+//! them reaches a frequency-capped campaign, the store walks the same order, serves each slot
+//! its first candidate under its cap and reserves that view, never past a cap across
+//! instances, in one round trip unless a capped choice is refused. When it does not (no `uid`, or an uncapped campaign drawn first), the request
 //! costs no round trip at all. Nothing is reserved that is not served, so nothing has to be
 //! given back, except in the rare case where a budget's last unit went to another request.
 //!

@@ -14,8 +14,8 @@
 //!    by the slot's rotation (weighted random, smooth or optimize); the slot's fallback comes
 //!    only when no tier has one.
 //! 3. Frequency (`frequency.rs`): with a viewer id, frequency caps are checked in the store
-//!    as the candidates are served, in one round trip for the whole page, only when the draw
-//!    reaches a frequency-capped campaign.
+//!    as the candidates are served, in one round trip for the whole page (more when the viewer
+//!    is at a cap), only when the draw reaches a frequency-capped campaign.
 //! 4. Budget: the chosen campaign takes one unit of its leased budget; when another request
 //!    took the last one meanwhile, the slot is chosen again without it.
 //!

@@ -23,12 +23,12 @@
 //! | `P:{keys}:tracking-secret` | string | the tracking signing secret of instances without `REGIE_TRACKING_KEYS` | `tracking_secret.lua` |
 //! | `P:{c:CAMPAIGN}:lease` | string (integer) | budget units leased over the campaign's life | `lease.lua`, `release.lua` |
 //! | `P:{c:CAMPAIGN}:lease:YYYY-MM-DD` | string (integer), expiring after three days | units leased for a reporting day | `lease.lua`, `release.lua` |
-//! | `P:{v:VIEWER}:freq:CAMPAIGN` | sorted set reservation → time (ms), expiring after the cap's window | a viewer's views of a frequency-capped campaign | `frequency_pick.lua`, `frequency_release` |
+//! | `P:{v:VIEWER}:freq:CAMPAIGN` | sorted set reservation → time (ms), expiring after the cap's window | a viewer's views of a frequency-capped campaign | `redis::frequency` (reserve, count, cancel), `frequency_check`, `frequency_release` |
 //!
 //! `VIEWER` is the hex of the first 128 bits of the HMAC-SHA256 of the viewer id under the
 //! viewer key (`crate::serving::ViewerKeys`): raw ids never reach the store, and the stored
-//! ones cannot be matched against likely ids without the key. The frequency script appends campaign ids to `P:{v:VIEWER}:freq:`, which
-//! it is given as its key, so the viewer's slot routes it.
+//! ones cannot be matched against likely ids without the key. Every key of one viewer shares the
+//! hash tag `{v:VIEWER}`, so a page's frequency walk is one pipeline to one node.
 
 use chrono::NaiveDate;
 use ulid::Ulid;
@@ -125,7 +125,7 @@ impl Keys {
         format!("{}:{{c:{campaign}}}:lease:{day}", self.prefix)
     }
 
-    /// `P:{v:VIEWER}:freq:`, to which the frequency script appends a campaign id.
+    /// `P:{v:VIEWER}:freq:`, to which each campaign's key appends its id.
     pub(crate) fn frequency_prefix(&self, viewer: &str) -> String {
         format!("{}:{{v:{viewer}}}:freq:", self.prefix)
     }

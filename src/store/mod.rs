@@ -123,10 +123,11 @@ pub trait Backend: Send + Sync {
         units: u64,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// For one viewer, atomically and in one round trip, serves each chain (a slot's candidates
-    /// in the order they would be served) its first campaign that is under its cap and not
-    /// already served by an earlier chain of the call ([`first_allowed`]), and reserves a view
-    /// of it under `reservation`. Answers, per chain, the position of the campaign served.
+    /// For one viewer, serves each chain (a slot's candidates in the order they would be
+    /// served) its first campaign that is under its cap and not already served by an earlier
+    /// chain of the call ([`first_allowed`]), and reserves a view of it under `reservation`,
+    /// never past a cap across instances; one round trip unless a choice is refused. Answers,
+    /// per chain, the position of the campaign served.
     fn frequency_pick(
         &self,
         viewer: &str,

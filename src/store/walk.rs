@@ -1,7 +1,7 @@
 //! The frequency walk of a page: each slot, in order, is served its first candidate that is
 //! allowed and that no earlier slot took. The embedded store runs it as it checks the caps,
-//! the serve path runs it when every verdict is known without the store, and
-//! `lua/frequency_pick.lua` is the same walk inside Redis.
+//! the serve path runs it when every verdict is known without the store, and the Redis store
+//! runs it round by round, reserving views as it goes (`redis::frequency`).
 
 /// Walks `chains` (each slot's candidates, in the order they would be served): per chain, the
 /// position of its first candidate that `verdict` allows and whose `key` no earlier chain's

@@ -57,6 +57,8 @@ on_both_backends!(
     leases_grant_a_quarter_of_what_is_left_and_never_pass_the_caps,
     the_frequency_walk_serves_each_slot_its_first_campaign_under_its_cap,
     frequency_reservations_can_be_checked_and_cancelled,
+    a_refused_view_leaves_nothing_behind_and_the_next_candidate_is_served,
+    a_viewer_at_several_caps_is_served_the_first_campaign_left,
     slot_totals_add_up_every_day_s_counted_events_by_slot,
 );
 
@@ -529,6 +531,144 @@ async fn the_frequency_walk_serves_each_slot_its_first_campaign_under_its_cap(st
     assert_eq!(second, [Some(1), Some(2), None]);
     assert_eq!(other_viewer, first);
     assert_eq!(after_the_window, first);
+}
+
+async fn a_refused_view_leaves_nothing_behind_and_the_next_candidate_is_served(store: &Store) {
+    let chains = vec![vec![
+        item("a", Some((1, 60_000))),
+        item("b", Some((5, 60_000))),
+    ]];
+
+    let first = store.frequency_pick("viewer", 1_000, "r1", &chains).await;
+    // a is at its cap: b instead.
+    let second = store.frequency_pick("viewer", 2_000, "r2", &chains).await;
+    // The view of 1 000 has left a's window; the refused request of 2 000 must not count.
+    let after_the_first_view = store.frequency_pick("viewer", 61_001, "r3", &chains).await;
+
+    assert_eq!(first.unwrap(), [Some(0)]);
+    assert_eq!(second.unwrap(), [Some(1)]);
+    assert_eq!(after_the_first_view.unwrap(), [Some(0)]);
+}
+
+async fn a_viewer_at_several_caps_is_served_the_first_campaign_left(store: &Store) {
+    let once = Some((1, 60_000));
+    let chains = vec![
+        vec![
+            item("a", once),
+            item("b", once),
+            item("c", once),
+            item("d", once),
+        ],
+        vec![item("b", once), item("c", once), item("e", None)],
+    ];
+    // One view each of a, b and c, on pages of their own.
+    for (n, campaign) in ["a", "b", "c"].into_iter().enumerate() {
+        let alone = vec![vec![item(campaign, once)]];
+        let reservation = format!("alone-{n}");
+        let pick = store
+            .frequency_pick("viewer", 1_000, &reservation, &alone)
+            .await;
+        assert_eq!(pick.unwrap(), [Some(0)], "{campaign}");
+    }
+
+    let page = store.frequency_pick("viewer", 2_000, "page", &chains).await;
+    let again = store
+        .frequency_pick("viewer", 3_000, "again", &chains)
+        .await;
+
+    // a, b and c are at their caps: d for the first slot, the uncapped e for the second.
+    assert_eq!(page.unwrap(), [Some(3), Some(2)]);
+    // d is now too; e is not capped and the first slot has nothing left.
+    assert_eq!(again.unwrap(), [None, Some(2)]);
+}
+
+/// Picks of one viewer racing from two instances: never past the cap, and the refused ones
+/// leave nothing behind that would hold the viewer back later.
+mod racing_picks_of_one_viewer {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn on_the_embedded_store() {
+        let store = memory();
+        never_pass_the_cap_and_leave_nothing_behind([store.clone(), store]).await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn on_redis() {
+        let server = RedisServer::start();
+        never_pass_the_cap_and_leave_nothing_behind([redis(&server), redis(&server)]).await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn on_a_redis_cluster() {
+        let shared = RedisCluster::shared();
+        let prefix = "racing_picks_of_one_viewer";
+        never_pass_the_cap_and_leave_nothing_behind([
+            cluster(shared, prefix),
+            cluster(shared, prefix),
+        ])
+        .await
+    }
+}
+
+/// Each pick of `chains` for `viewer` at `now`, `count` at once, alternating between the
+/// instances: how many were served the chain's first campaign.
+async fn race(stores: &[Store; 2], chains: &[Vec<FrequencyItem>], now: i64, count: usize) -> usize {
+    let mut picks = tokio::task::JoinSet::new();
+    for n in 0..count {
+        let (store, chains) = (stores[n % 2].clone(), chains.to_vec());
+        picks.spawn(async move {
+            let reservation = format!("race-{now}-{n}");
+            store
+                .frequency_pick("viewer", now, &reservation, &chains)
+                .await
+                .unwrap()
+        });
+    }
+    let mut first = 0;
+    while let Some(pick) = picks.join_next().await {
+        if pick.unwrap() == [Some(0)] {
+            first += 1;
+        }
+    }
+    first
+}
+
+/// [`race`], one pick after the other.
+async fn one_by_one(
+    stores: &[Store; 2],
+    chains: &[Vec<FrequencyItem>],
+    now: i64,
+    count: usize,
+) -> usize {
+    let mut first = 0;
+    for n in 0..count {
+        first += race(stores, chains, now + n as i64, 1).await;
+    }
+    first
+}
+
+async fn never_pass_the_cap_and_leave_nothing_behind(stores: [Store; 2]) {
+    let three_a_minute = Some((3, 60_000));
+    let chains = vec![vec![item("a", three_a_minute), item("b", None)]];
+
+    let early = race(&stores, &chains, 1_000, 60).await;
+    let top_up = one_by_one(&stores, &chains, 2_000, 4).await;
+    // At the cap: every one of these is refused, and must leave no trace.
+    let refused = race(&stores, &chains, 30_000, 60).await;
+    // The views of 1 000 and 2 000 have left the window; those of 30 000 were never served.
+    let later = race(&stores, &chains, 63_000, 60).await;
+    let later_top_up = one_by_one(&stores, &chains, 63_100, 4).await;
+
+    assert!(early <= 3, "{early} views served under a cap of 3");
+    assert_eq!(early + top_up, 3, "the cap fills exactly");
+    assert_eq!(refused, 0);
+    assert!(later <= 3, "{later} views served under a cap of 3");
+    assert_eq!(
+        later + later_top_up,
+        3,
+        "refused requests held the viewer back"
+    );
 }
 
 async fn frequency_reservations_can_be_checked_and_cancelled(store: &Store) {

@@ -9,6 +9,7 @@
 //! two rounds of one pipeline per node ([`flush`]).
 
 mod flush;
+mod frequency;
 mod scripts;
 
 use std::sync::Arc;
@@ -369,8 +370,14 @@ impl Backend for RedisStore {
         reservation: &str,
         chains: &[Vec<FrequencyItem>],
     ) -> Result<Vec<Option<usize>>, StoreError> {
-        let pick = (self.scripts.frequency_pick).run(self, viewer, now_ms, reservation, chains);
-        self.on_request_path("frequency", pick).await
+        let walk = frequency::Walk {
+            store: self,
+            viewer,
+            now_ms,
+            reservation,
+            chains,
+        };
+        self.on_request_path("frequency", walk.run()).await
     }
 
     async fn frequency_check(

@@ -5,7 +5,7 @@ use redis::Script;
 
 use super::RedisStore;
 use crate::store::connection::SlotCmd;
-use crate::store::{FrequencyItem, Lease, LeaseRequest, PutOutcome, StoreError};
+use crate::store::{Lease, LeaseRequest, PutOutcome, StoreError};
 
 /// How long a daily lease counter is kept: the day and a margin for time zones.
 const DAILY_LEASE_TTL_SECS: u64 = 3 * 86_400;
@@ -18,7 +18,6 @@ pub(super) struct Scripts {
     pub(super) flush_share: FlushShare,
     pub(super) lease: LeaseScript,
     pub(super) release: Release,
-    pub(super) frequency_pick: FrequencyPick,
     pub(super) set_api_key: SetApiKey,
     pub(super) revoke_api_key: RevokeApiKey,
     pub(super) tracking_secret: TrackingSecret,
@@ -42,7 +41,6 @@ impl Scripts {
             flush_share: FlushShare(Script::new(include_str!("../lua/flush_share.lua"))),
             lease: LeaseScript(Script::new(include_str!("../lua/lease.lua"))),
             release: Release(Script::new(include_str!("../lua/release.lua"))),
-            frequency_pick: FrequencyPick(Script::new(include_str!("../lua/frequency_pick.lua"))),
             set_api_key: SetApiKey(Script::new(include_str!("../lua/set_api_key.lua"))),
             revoke_api_key: RevokeApiKey(Script::new(include_str!("../lua/revoke_api_key.lua"))),
             tracking_secret: TrackingSecret(Script::new(include_str!(
@@ -188,50 +186,6 @@ impl Release {
                 .invoke_async::<()>(&mut store.conn())
                 .await,
         )
-    }
-}
-
-/// `frequency_pick.lua`: a page's frequency walk for one viewer.
-#[derive(Clone)]
-pub(super) struct FrequencyPick(Script);
-
-impl FrequencyPick {
-    pub(super) async fn run(
-        &self,
-        store: &RedisStore,
-        viewer: &str,
-        now_ms: i64,
-        reservation: &str,
-        chains: &[Vec<FrequencyItem>],
-    ) -> Result<Vec<Option<usize>>, StoreError> {
-        let mut invocation = self.0.prepare_invoke();
-        invocation
-            .key(store.keys.frequency_prefix(viewer))
-            .arg(now_ms)
-            .arg(reservation)
-            .arg(chains.len());
-        for chain in chains {
-            invocation.arg(chain.len());
-            for item in chain {
-                let (max, window_ms) = item
-                    .cap
-                    .map_or((-1, 0), |cap| (i64::from(cap.max), cap.window_ms));
-                invocation
-                    .arg(item.campaign.as_str())
-                    .arg(max)
-                    .arg(window_ms);
-            }
-        }
-        let picks: Vec<usize> = store.observe(
-            "frequency",
-            invocation.invoke_async(&mut store.conn()).await,
-        )?;
-        if picks.len() != chains.len()
-            || picks.iter().zip(chains).any(|(&p, chain)| p > chain.len())
-        {
-            return Err(StoreError::Corrupt("frequency answer"));
-        }
-        Ok(picks.into_iter().map(|p| p.checked_sub(1)).collect())
     }
 }
 
