@@ -186,7 +186,7 @@ impl Catalog {
                     if written {
                         // What the store now holds is what was just parsed: serve it without
                         // reading and parsing it back (seconds, on a large inventory).
-                        self.install(Snapshot::compile(1, parsed.inventory));
+                        self.install(compile(1, parsed.inventory).await);
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "cannot seed the store"),
@@ -235,7 +235,7 @@ impl Catalog {
         if self.snapshot().is_some_and(|s| s.version >= version) {
             return;
         }
-        self.install(Snapshot::compile(version, inventory));
+        self.install(compile(version, inventory).await);
         self.set_status(true, format!("in sync at version {version}"));
     }
 
@@ -250,7 +250,7 @@ impl Catalog {
         }
         match parse_inventory(stored.json.as_bytes()) {
             Ok(parsed) => {
-                self.install(Snapshot::compile(stored.version, parsed.inventory));
+                self.install(compile(stored.version, parsed.inventory).await);
                 self.set_status(true, format!("in sync at version {}", stored.version));
             }
             Err(e) => {
@@ -350,4 +350,12 @@ pub async fn watch_redis(
             _ = shutdown.changed() => return,
         }
     }
+}
+
+/// Compiles an inventory on a blocking thread: a large one takes long enough (a second or
+/// more with 100 000 campaigns) that the worker running it would stop answering requests.
+async fn compile(version: u64, inventory: crate::inventory::Inventory) -> Snapshot {
+    tokio::task::spawn_blocking(move || Snapshot::compile(version, inventory))
+        .await
+        .expect("compiling a validated inventory does not panic")
 }

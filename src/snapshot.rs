@@ -206,14 +206,26 @@ impl Snapshot {
             .enumerate()
             .map(|(i, c)| (c.campaign.id.clone(), CampaignIndex(i)))
             .collect();
+        // Each slot's campaigns in document order, in one pass over the campaigns rather than
+        // one per slot and tier (seconds, with 100 000 campaigns and a few dozen slots).
+        let mut in_slot: HashMap<&SlotName, Vec<CampaignIndex>> = HashMap::new();
+        for (i, campaign) in campaigns.iter().enumerate() {
+            for name in &campaign.campaign.slots {
+                let members = in_slot.entry(name).or_default();
+                if members.last() != Some(&CampaignIndex(i)) {
+                    members.push(CampaignIndex(i));
+                }
+            }
+        }
         let slots = inventory
             .slots
             .iter()
             .enumerate()
             .map(|(position, slot)| {
+                let members = in_slot.get(&slot.name).map_or(&[][..], Vec::as_slice);
                 (
                     slot.name.clone(),
-                    compile_slot(slot, position, &campaigns, &campaign_index),
+                    compile_slot(slot, position, &campaigns, members, &campaign_index),
                 )
             })
             .collect();
@@ -252,10 +264,12 @@ impl Snapshot {
     }
 }
 
+/// Compiles `slot`, whose campaigns are `in_slot`, in document order.
 fn compile_slot(
     slot: &Slot,
     position: usize,
     campaigns: &[CompiledCampaign],
+    in_slot: &[CampaignIndex],
     index: &HashMap<CampaignId, CampaignIndex>,
 ) -> CompiledSlot {
     let size = slot.size.as_deref().and_then(parse_size);
@@ -269,13 +283,11 @@ fn compile_slot(
     let tiers = Priority::ALL
         .iter()
         .filter_map(|&priority| {
-            let members: Vec<SlotMember> = campaigns
+            let members: Vec<SlotMember> = in_slot
                 .iter()
-                .enumerate()
-                .filter(|(_, c)| {
-                    c.campaign.priority == priority && c.campaign.slots.contains(&slot.name)
-                })
-                .map(|(i, c)| member(CampaignIndex(i), &c.campaign, size, &sizes))
+                .map(|&i| (i, &campaigns[i.0].campaign))
+                .filter(|(_, c)| c.priority == priority)
+                .map(|(i, c)| member(i, c, size, &sizes))
                 .collect();
             let weights = members
                 .iter()
