@@ -227,15 +227,25 @@ impl Catalog {
         }
     }
 
+    /// Holds off refreshes while this instance writes a version to the store, so that the
+    /// store's notification of that write does not make it read the version back, parse it
+    /// and compile it while [`Self::adopt`] compiles what the writer parsed (twice the work,
+    /// on a large inventory, before it is served).
+    pub async fn hold_refreshes(&self) -> RefreshHold<'_> {
+        RefreshHold {
+            _installing: self.installing.lock().await,
+        }
+    }
+
     /// Serves `inventory`, just written to the store as `version` by this instance, unless a
     /// version as new is already served: compiled from what the writer parsed, rather than
     /// read back from the store and parsed again.
-    pub async fn adopt(&self, version: u64, inventory: crate::inventory::Inventory) {
-        let _installing = self.installing.lock().await;
+    pub async fn adopt(&self, _held: &RefreshHold<'_>, snapshot: Snapshot) {
+        let version = snapshot.version;
         if self.snapshot().is_some_and(|s| s.version >= version) {
             return;
         }
-        self.install(compile(version, inventory).await);
+        self.install(snapshot);
         self.set_status(true, format!("in sync at version {version}"));
     }
 
@@ -358,4 +368,9 @@ async fn compile(version: u64, inventory: crate::inventory::Inventory) -> Snapsh
     tokio::task::spawn_blocking(move || Snapshot::compile(version, inventory))
         .await
         .expect("compiling a validated inventory does not panic")
+}
+
+/// Refreshes wait while this is held ([`Catalog::hold_refreshes`]).
+pub struct RefreshHold<'a> {
+    _installing: tokio::sync::MutexGuard<'a, ()>,
 }

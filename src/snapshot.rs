@@ -1,8 +1,8 @@
 //! One inventory version compiled for serving: lookup maps and per-slot, per-tier rotation
 //! tables, built once when the version loads and shared read-only by every request.
 
+use hashbrown::HashMap;
 use std::borrow::Borrow;
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use unicode_normalization::UnicodeNormalization;
@@ -32,7 +32,7 @@ pub struct Snapshot {
     /// Slots by NFC name, looked up on every request: hashbrown's default hasher is several
     /// times faster than SipHash on short keys, and lookups cannot flood it (requests insert
     /// nothing).
-    pub slots: hashbrown::HashMap<SlotName, CompiledSlot>,
+    pub slots: HashMap<SlotName, CompiledSlot>,
 }
 
 /// A campaign's position in one snapshot's [`Snapshot::campaigns`]: meaningful for that
@@ -159,6 +159,12 @@ pub fn normalize_keyword(raw: &str) -> String {
 impl Snapshot {
     /// Compiles a validated inventory.
     pub fn compile(version: u64, inventory: Inventory) -> Self {
+        Self::compile_shared(version, Arc::new(inventory))
+    }
+
+    /// [`Self::compile`] for an inventory that something else reads meanwhile (the admin API
+    /// writes it to the store while it compiles).
+    pub fn compile_shared(version: u64, inventory: Arc<Inventory>) -> Self {
         let mut advertiser_index: HashMap<AdvertiserId, usize> = HashMap::new();
         let known = inventory.advertisers.iter().map(|a| &a.id);
         for id in known.chain(inventory.campaigns.iter().map(|c| &c.advertiser_id)) {
@@ -229,9 +235,10 @@ impl Snapshot {
                 )
             })
             .collect();
+        drop(in_slot);
         Self {
             version,
-            document: Arc::new(inventory),
+            document: inventory,
             campaigns,
             campaign_index,
             advertiser_index,

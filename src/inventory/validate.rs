@@ -1,6 +1,6 @@
 //! Parsing and validation of an inventory document, reporting every bad field by its path.
 
-use std::collections::HashSet;
+use hashbrown::HashSet;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -61,9 +61,13 @@ const MAX_LABEL_BYTES: usize = 64;
 /// problems of the next, and each element reports every bad field (see `decode`); cross
 /// references and duplicates are checked once every element decoded.
 pub fn parse_inventory(bytes: &[u8]) -> Result<ParsedInventory, InvalidInventory> {
-    match serde_json::from_slice::<WholeDocument>(bytes) {
-        Ok(whole) => check_whole(whole),
-        Err(_) => parse_by_element(bytes),
+    // UTF-8 is checked once for the whole text, not string by string as `from_slice` does.
+    let whole = std::str::from_utf8(bytes)
+        .ok()
+        .and_then(|text| serde_json::from_str::<WholeDocument>(text).ok());
+    match whole {
+        Some(whole) => check_whole(whole),
+        None => parse_by_element(bytes),
     }
 }
 

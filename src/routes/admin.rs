@@ -5,6 +5,8 @@
 //! overwrite each other; single-item edits retry on a concurrent change since they only touch
 //! their item. Every write is validated as a whole document before it reaches the store.
 
+use std::sync::Arc;
+
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -16,6 +18,7 @@ use crate::error::ApiError;
 use crate::inventory::{
     parse_inventory, AdvertiserId, CampaignId, FieldError, InvalidInventory, Inventory, SlotName,
 };
+use crate::snapshot::Snapshot;
 use crate::state::AppState;
 use crate::store::{Backend, PutOutcome};
 
@@ -90,7 +93,14 @@ async fn write_inventory(
     inventory: Inventory,
     expected: Option<u64>,
 ) -> Result<PutOutcome, ApiError> {
-    let json = serde_json::to_string(&inventory).expect("an inventory serialises");
+    let inventory = Arc::new(inventory);
+    // Compiled on another thread while it is written: the version is known once written.
+    let compiling = {
+        let inventory = Arc::clone(&inventory);
+        tokio::task::spawn_blocking(move || Snapshot::compile_shared(0, inventory))
+    };
+    let json = serde_json::to_string(&*inventory).expect("an inventory serialises");
+    let held = state.catalog.hold_refreshes().await;
     let served = state.catalog.snapshot();
     let floor = served.as_ref().map_or(0, |s| s.version);
     let outcome = state.store.put_inventory(&json, expected, floor).await?;
@@ -105,7 +115,12 @@ async fn write_inventory(
             .filter(|old| !inventory.advertisers.iter().any(|new| new.id == old.id))
             .map(|old| old.id.clone())
             .collect();
-        state.catalog.adopt(version, inventory).await;
+        let mut snapshot = compiling
+            .await
+            .expect("compiling a validated inventory does not panic");
+        snapshot.version = version;
+        state.catalog.adopt(&held, snapshot).await;
+        drop(held);
         for advertiser in &removed {
             state.store.revoke_api_key(advertiser).await?;
         }

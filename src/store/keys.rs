@@ -12,6 +12,7 @@
 //! | --- | --- | --- | --- |
 //! | `P:{inventory}:json` | string | the inventory document (JSON) | `put_inventory.lua`, `restore_inventory.lua` |
 //! | `P:{inventory}:version` | string (integer) | its version | `put_inventory.lua`, `restore_inventory.lua` |
+//! | `P:{inventory}:staging:ID` | string, expiring after 10 minutes | a document on its way in, renamed to `P:{inventory}:json` by `put_inventory.lua` (or deleted on a conflict) | `put_inventory` |
 //! | `P:inventory:changed` | pub/sub channel | a new version, published on every write (on a cluster, to every node's subscribers) | `put_inventory.lua`, `restore_inventory.lua` |
 //! | `P:{c:CAMPAIGN}:stats:YYYY-MM-DD` | hash `{counter}\|{slot}` → count, invalid traffic as `invalid.{reason}.{counter}\|{slot}` | counters of a campaign for a reporting day | `flush_share.lua` |
 //! | `P:{c:CAMPAIGN}:totals` | hash counter → count (invalid ones as above) | lifetime counters of a campaign | `flush_share.lua` |
@@ -63,6 +64,12 @@ impl Keys {
     /// `P:{inventory}:version`.
     pub(crate) fn inventory_version(&self) -> String {
         format!("{}:{{inventory}}:version", self.prefix)
+    }
+
+    /// `P:{inventory}:staging:ID`: a document written before `put_inventory.lua` moves it into
+    /// place, so that the script does not carry megabytes through Lua.
+    pub(crate) fn inventory_staging(&self, id: &str) -> String {
+        format!("{}:{{inventory}}:staging:{id}", self.prefix)
     }
 
     /// `P:inventory:changed`, the channel of inventory changes.
@@ -157,9 +164,11 @@ mod tests {
         ] {
             assert_eq!(slot_of(&key), slot, "{key}");
         }
+        let inventory = slot_of(&keys.inventory());
+        assert_eq!(inventory, slot_of(&keys.inventory_version()));
         assert_eq!(
-            slot_of(&keys.inventory()),
-            slot_of(&keys.inventory_version())
+            inventory,
+            slot_of(&keys.inventory_staging("01ARZ3NDEKTSV4RRFFQ69G5FAV"))
         );
         assert_eq!(
             slot_of(&keys.frequency_prefix("abc")),

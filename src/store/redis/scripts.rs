@@ -7,6 +7,11 @@ use super::RedisStore;
 use crate::store::connection::SlotCmd;
 use crate::store::{Lease, LeaseRequest, PutOutcome, StoreError};
 
+/// How long a staged inventory document waits to be moved into place: far longer than the
+/// two round trips between its write and its move, short enough that one an instance left
+/// behind (it stopped in between) does not stay.
+const STAGING_TTL_MS: u64 = 600_000;
+
 /// How long a daily lease counter is kept: the day and a margin for time zones.
 const DAILY_LEASE_TTL_SECS: u64 = 3 * 86_400;
 
@@ -63,23 +68,36 @@ impl PutInventory {
         floor: u64,
     ) -> Result<PutOutcome, StoreError> {
         let keys = &store.keys;
-        let (written, version): (u8, u64) = store.observe(
+        let staging = keys.inventory_staging(&ulid::Ulid::new().to_string());
+        store.observe(
+            "put_inventory",
+            redis::cmd("SET")
+                .arg(&staging)
+                .arg(json)
+                .arg("PX")
+                .arg(STAGING_TTL_MS)
+                .query_async::<()>(&mut store.conn())
+                .await,
+        )?;
+        let (written, version): (i8, u64) = store.observe(
             "put_inventory",
             self.0
                 .key(keys.inventory())
                 .key(keys.inventory_version())
-                .arg(json)
+                .key(&staging)
                 .arg(expected.map(|v| v.to_string()).unwrap_or_default())
                 .arg(floor)
                 .arg(keys.inventory_changed())
                 .invoke_async(&mut store.conn())
                 .await,
         )?;
-        Ok(if written == 1 {
-            PutOutcome::Written(version)
-        } else {
-            PutOutcome::Conflict { current: version }
-        })
+        match written {
+            1 => Ok(PutOutcome::Written(version)),
+            0 => Ok(PutOutcome::Conflict { current: version }),
+            _ => Err(StoreError::Corrupt(
+                "the staged inventory expired before it was moved",
+            )),
+        }
     }
 }
 
