@@ -145,9 +145,14 @@ impl Catalog {
         // A new version learns from the counts already read rather than from the prior.
         self.ctr_stats.load().apply(&snapshot);
         self.metrics.inventory_version.set(snapshot.version as i64);
-        self.current.store(Some(Arc::new(snapshot)));
+        let previous = self.current.swap(Some(Arc::new(snapshot)));
         *self.loaded_at.lock() = Some(Instant::now());
         self.served.send_replace(snapshot_version);
+        // Freeing a large inventory's snapshot takes a tenth of a second or more: not on the
+        // worker, nor before the PUT that replaced it answers.
+        if let (Some(previous), Ok(runtime)) = (previous, tokio::runtime::Handle::try_current()) {
+            runtime.spawn_blocking(move || drop(previous));
+        }
     }
 
     /// Seeds the store from the inventory file (or the compiled-in demo) when it holds no
