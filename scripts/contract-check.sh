@@ -9,7 +9,7 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
 token="contract-check-$RANDOM$RANDOM-0123456789abcdef"
 log=$(mktemp)
 REGIE_LISTEN="127.0.0.1:$port" REGIE_ADMIN_TOKEN="$token" REGIE_REDIS_URL="" RUST_LOG=warn \
-  ./target/debug/regie >"$log" 2>&1 &
+  "${CARGO_TARGET_DIR:-target}/debug/regie" >"$log" 2>&1 &
 pid=$!
 trap 'kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; rm -f "$log"' EXIT
 
