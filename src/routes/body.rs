@@ -33,17 +33,28 @@ pub(crate) async fn guard(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
-    if !is_identity(req.headers()) {
-        let response = ApiError::UnsupportedEncoding.error_response();
-        return Ok(req.into_response(response).map_into_right_body());
+    if let Some(refused) = refusal(&req) {
+        return Ok(req
+            .into_response(refused.error_response())
+            .map_into_right_body());
     }
-    let response = next.call(req).await?;
+    Ok(in_shape(next.call(req).await?))
+}
+
+/// Why [`guard`] refuses a request before it is handled, if it does.
+pub(crate) fn refusal(req: &ServiceRequest) -> Option<ApiError> {
+    (!is_identity(req.headers())).then_some(ApiError::UnsupportedEncoding)
+}
+
+/// The response of a request [`guard`] let through, a body-size refusal written in the
+/// contract's shape.
+pub(crate) fn in_shape<B>(response: ServiceResponse<B>) -> ServiceResponse<EitherBody<B>> {
     if response.status() == StatusCode::PAYLOAD_TOO_LARGE && !is_json(response.headers()) {
         let (req, _) = response.into_parts();
         let response = ApiError::PayloadTooLarge.error_response();
-        return Ok(ServiceResponse::new(req, response).map_into_right_body());
+        return ServiceResponse::new(req, response).map_into_right_body();
     }
-    Ok(response.map_into_left_body())
+    response.map_into_left_body()
 }
 
 fn is_json(headers: &HeaderMap) -> bool {

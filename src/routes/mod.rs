@@ -16,6 +16,7 @@ mod tracking;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderName, HeaderValue};
+use actix_web::http::Method;
 use actix_web::middleware::from_fn;
 use actix_web::web;
 
@@ -83,6 +84,20 @@ pub(crate) fn public_resource(path: &'static str) -> actix_web::Resource<impl Re
     web::resource(path)
         .app_data(crate::telemetry::RouteLabel::new(path))
         .wrap(from_fn(body::guard))
+        .wrap(cors())
+        .wrap(from_fn(crate::telemetry::observe))
+}
+
+/// A [`public_resource`] of decisions, whose `method` requests are rate-limited per client:
+/// [`rate::gate`] in place of the body guard, which it includes.
+pub(crate) fn decision_resource(
+    path: &'static str,
+    method: Method,
+) -> actix_web::Resource<impl ResourceFactory> {
+    web::resource(path)
+        .app_data(crate::telemetry::RouteLabel::new(path))
+        .app_data(rate::DecisionMethod(method))
+        .wrap(from_fn(rate::gate))
         .wrap(cors())
         .wrap(from_fn(crate::telemetry::observe))
 }

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use actix_web::middleware::from_fn;
+use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use ulid::Ulid;
@@ -27,21 +27,13 @@ const MAX_UID_BYTES: usize = 128;
 
 pub(super) fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
-        super::public_resource("/v1/slots/{slot}/ad")
-            .route(
-                web::get()
-                    .to(get_ad)
-                    .wrap(from_fn(super::rate::limit_decisions)),
-            )
+        super::decision_resource("/v1/slots/{slot}/ad", Method::GET)
+            .route(web::get().to(get_ad))
             .default_service(allow("GET")),
     )
     .service(
-        super::public_resource("/v1/decisions")
-            .route(
-                web::post()
-                    .to(post_decisions)
-                    .wrap(from_fn(super::rate::limit_decisions)),
-            )
+        super::decision_resource("/v1/decisions", Method::POST)
+            .route(web::post().to(post_decisions))
             .default_service(allow("POST")),
     );
 }
@@ -219,6 +211,11 @@ fn parse_inputs(
 
 /// Finds the slot a request names: malformed is 400, unknown is 404.
 fn parse_slot<'s>(raw: &str, snapshot: &'s Snapshot) -> Result<&'s CompiledSlot, ApiError> {
+    // A name the inventory holds as it is was valid and normalised when the inventory was
+    // validated: most requests name their slot so, and need no check of their own.
+    if let Some(slot) = snapshot.slot(raw) {
+        return Ok(slot);
+    }
     let name = SlotName::normalize(raw)
         .map_err(|e| ApiError::bad_request("invalid_slot", format!("slot name {e}")))?;
     snapshot.slot(name.as_ref()).ok_or_else(|| {
@@ -301,11 +298,11 @@ fn state_of(req: &HttpRequest) -> &AppState {
         .expect("the application registers its state")
 }
 
+/// The items of a comma-separated query parameter; nothing, without allocating, when it is
+/// absent (as it is on most requests).
 fn split_list(raw: Option<String>) -> impl Iterator<Item = String> {
-    raw.unwrap_or_default()
-        .split(',')
-        .map(str::to_owned)
-        .collect::<Vec<_>>()
+    raw.map(|raw| raw.split(',').map(str::to_owned).collect::<Vec<_>>())
+        .unwrap_or_default()
         .into_iter()
 }
 
