@@ -65,7 +65,7 @@
 # RUST_LOG (regie's production setting when unset), LOADTEST_ONLY (comma-separated names of
 # MEASUREMENTS below, e.g. `fixed_rate,inventory_scale`: only those run; flush_roundtrips
 # reports nothing without distinct_impressions), LOADTEST_SCALE_CAMPAIGNS (100000: campaigns
-# of the inventory_scale inventory), LOADTEST_SCALE_PUTS (3: PUTs of it, the median reported).
+# of the inventory_scale inventory), LOADTEST_SCALE_PUTS (5: PUTs of it, the median reported).
 #
 # Adding a measurement: write a `measure_NAME` function that calls `add_row`, and add NAME to
 # MEASUREMENTS.
@@ -89,7 +89,7 @@ readonly READY_TIMEOUT_SECS=60
 readonly WALK_SCRIPT="$ROOT/loadtest/walk_paths.lua"
 readonly UID_SCRIPT="$ROOT/loadtest/random_uid.lua"
 readonly CAPPED_INVENTORY="$ROOT/loadtest/inventory-capped.json"
-readonly SCALE_PUTS=${LOADTEST_SCALE_PUTS:-3}
+readonly SCALE_PUTS=${LOADTEST_SCALE_PUTS:-5}
 readonly SCALE_CAMPAIGNS=${LOADTEST_SCALE_CAMPAIGNS:-100000}
 # A slot of the generated inventory only (scripts/gen-inventory.py), among its busiest.
 readonly SCALE_SLOT=une-2
