@@ -109,9 +109,8 @@ async fn write_inventory(
     if let PutOutcome::Written(version) = outcome {
         tracing::info!(version, "inventory written through the admin API");
         // An advertiser the new version drops loses its key, so that adding it again later
-        // does not bring an old key back to life.
-        // A set, not a scan of the new list for each old advertiser: with thousands of
-        // advertisers that scan alone took a tenth of a second.
+        // does not bring an old key back to life. Kept ids in a set: inventories hold
+        // thousands of advertisers.
         let kept: HashSet<&AdvertiserId> = inventory.advertisers.iter().map(|a| &a.id).collect();
         let removed: Vec<AdvertiserId> = served
             .iter()
@@ -119,7 +118,6 @@ async fn write_inventory(
             .filter(|old| !kept.contains(&old.id))
             .map(|old| old.id.clone())
             .collect();
-        drop(kept);
         let mut snapshot = compiling
             .await
             .expect("compiling a validated inventory does not panic");
