@@ -2,6 +2,10 @@
 # Instructions per request of regie and of the bare handler, by crate, under callgrind.
 #
 #   loadtest/instructions.sh [PATH]     # PATH: /v1/slots/Publicit%C3%A9%202/ad unless given
+#   INSTRUCTIONS_INVENTORY=doc.json loadtest/instructions.sh /v1/slots/une-2/ad
+#
+# INSTRUCTIONS_INVENTORY puts that inventory through the admin API before the warm-up (under
+# valgrind a 100 000-campaign document takes a minute or two to parse and compile).
 #
 # Time on a shared virtual machine moves by a quarter within minutes; instruction counts do
 # not. Each server runs under `valgrind --tool=callgrind` with one worker, gets a warm-up of
@@ -23,6 +27,8 @@ readonly PATH_=${1:-/v1/slots/Publicit%C3%A9%202/ad}
 readonly UA="Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0 Safari/537.36"
 readonly REGIE_BIN=${INSTRUCTIONS_REGIE_BIN:-$ROOT/target/release/regie}
 readonly BARE_BIN=${INSTRUCTIONS_BARE_BIN:-$ROOT/target/release/examples/bare}
+readonly INVENTORY=${INSTRUCTIONS_INVENTORY:-}
+readonly ADMIN_TOKEN=instructions-admin-token-0123456789abcdef
 OUT=$(mktemp -d)
 readonly OUT
 PIDS=()
@@ -78,13 +84,18 @@ regie_port=$(free_port)
     cd "$ROOT"
     export REGIE_REDIS_URL="redis://127.0.0.1:$redis_port/0" REGIE_LISTEN="127.0.0.1:$regie_port"
     export REGIE_PUBLIC_URL="http://127.0.0.1:$regie_port" REGIE_WORKERS=1
-    export REGIE_ADMIN_TOKEN=instructions-admin-token-0123456789abcdef
+    export REGIE_ADMIN_TOKEN=$ADMIN_TOKEN
     export REGIE_ENVIRONMENT=production REGIE_DRAIN_DELAY_MS=0
     export REGIE_DECISIONS_PER_SECOND=1000000000 REGIE_IVT_IMPRESSIONS_PER_MINUTE=4000000000
     exec valgrind --tool=callgrind --callgrind-out-file="$OUT/regie.cg" "$REGIE_BIN"
 ) >"$OUT/regie.log" 2>&1 &
 PIDS+=($!)
 wait_up "http://127.0.0.1:$regie_port/readyz"
+if [[ -n $INVENTORY ]]; then
+    curl --silent --show-error --fail --max-time 900 -X PUT -H "Authorization: Bearer $ADMIN_TOKEN" \
+        -H 'Content-Type: application/json' --data-binary "@$INVENTORY" --output /dev/null \
+        "http://127.0.0.1:$regie_port/v1/admin/inventory"
+fi
 # The bare handler answers as many bytes as regie does.
 body_bytes=$(curl --silent -A "$UA" "http://127.0.0.1:$regie_port$PATH_" | wc -c)
 profile regie "$regie_port"

@@ -9,6 +9,12 @@
 //! budget runs out: served decisions never exceed the cap, whatever the number of instances.
 //! Leased units an instance did not serve are given back at shutdown and at the day's end;
 //! a crash loses at most the instance's last block (under-delivery, never overshoot).
+//!
+//! A decision that finds a budget low asks for that budget alone to be topped up: a large
+//! inventory holds tens of thousands of capped campaigns, and walking them all each time one
+//! runs low kept a core busy under load. Every budget is walked on a timer and at each new
+//! inventory version (first leases, day changes, spent budgets asked about again, click
+//! totals), and the budgets decisions wait for go between two of the walk's round trips.
 
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -23,7 +29,7 @@ use tokio::sync::{watch, Notify};
 use crate::catalog::Catalog;
 use crate::clock::{ReportingZone, SharedClock};
 use crate::inventory::{Campaign, CampaignId, Pacing};
-use crate::snapshot::CompiledCampaign;
+use crate::snapshot::{CompiledCampaign, Snapshot};
 use crate::store::{Backend, FrequencyRelease, LeaseRequest, Store};
 
 /// How often budgets are topped up and click totals read, besides the wake-ups.
@@ -53,6 +59,9 @@ pub struct Budget {
     spent: AtomicBool,
     spent_since: Mutex<Option<std::time::Instant>>,
     clicks_reached: AtomicBool,
+    /// Set while the budget waits in [`Budgets::wanted`], so that it is asked for once, not
+    /// by every decision that finds it low.
+    queued: AtomicBool,
 }
 
 impl Budget {
@@ -68,6 +77,7 @@ impl Budget {
             spent: AtomicBool::new(false),
             spent_since: Mutex::new(None),
             clicks_reached: AtomicBool::new(false),
+            queued: AtomicBool::new(false),
         }
     }
 
@@ -92,8 +102,14 @@ impl Budget {
         self.day.store(day.num_days_from_ce(), Ordering::Release);
     }
 
+    /// Whether the units held are for `today`: days compared as numbers, since decisions ask
+    /// for every capped candidate and the refill walk for every budget.
+    fn is_for(&self, today: NaiveDate) -> bool {
+        self.day.load(Ordering::Acquire) == today.num_days_from_ce()
+    }
+
     fn available(&self, today: NaiveDate) -> bool {
-        !self.leases() || (self.day() == Some(today) && self.tokens.load(Ordering::Acquire) > 0)
+        !self.leases() || (self.is_for(today) && self.tokens.load(Ordering::Acquire) > 0)
     }
 
     /// Takes one unit; false when none is left (another request took the last one).
@@ -101,7 +117,7 @@ impl Budget {
         if !self.leases() {
             return true;
         }
-        if self.day() != Some(today) {
+        if !self.is_for(today) {
             return false;
         }
         if self.tokens.fetch_sub(1, Ordering::AcqRel) > 0 {
@@ -134,8 +150,10 @@ pub struct Budgets {
     clock: SharedClock,
     zone: ReportingZone,
     block: u64,
-    /// Wakes the refill task when a budget runs low.
-    pub wake: Notify,
+    /// Budgets that decisions found low, for the refill task to top up.
+    wanted: Mutex<Vec<CampaignId>>,
+    /// Wakes the refill task when a budget is wanted.
+    wake: Notify,
     /// The inventory version the budgets were last matched with ([`NOT_SYNCED`] before the
     /// first): they are matched again only when it changes, not on every refill, since that
     /// walks every campaign of the inventory.
@@ -162,6 +180,7 @@ impl Budgets {
             clock,
             zone,
             block: block.max(1),
+            wanted: Mutex::new(Vec::new()),
             wake: Notify::new(),
             synced_version: AtomicU64::new(NOT_SYNCED),
         }
@@ -213,9 +232,13 @@ impl Budgets {
     /// Tops up every budget below its low-water mark, releases the units of a past day, and
     /// reads click totals for click caps.
     pub async fn refill(&self, catalog: &Catalog) {
-        let Some(snapshot) = catalog.snapshot() else {
-            return;
-        };
+        if let Some(snapshot) = catalog.snapshot() {
+            self.refill_for(&snapshot).await;
+        }
+    }
+
+    /// [`Self::refill`] for the budgets of `snapshot`'s campaigns.
+    async fn refill_for(&self, snapshot: &Snapshot) {
         if self.synced_version.swap(snapshot.version, Ordering::AcqRel) != snapshot.version {
             for (id, old) in self.sync_with(&snapshot.campaigns) {
                 // A campaign removed, or whose caps changed, gives its units back.
@@ -232,54 +255,10 @@ impl Budgets {
             if budget.click_cap.is_some() {
                 click_capped.push((id.clone(), budget.clone()));
             }
-            if !budget.leases() {
-                continue;
-            }
-            let day = budget.day();
-            if day != Some(today) {
-                if let Some(past) = day {
-                    self.give_back(budget, id, past).await;
-                }
-                budget.set_day(today);
-                budget.tokens.store(0, Ordering::Release);
-                budget.spent.store(false, Ordering::Release);
-            }
-            let low_water = (self.block / 4).max(1) as i64;
-            let tokens = budget.tokens.load(Ordering::Acquire);
-            if tokens >= low_water {
-                continue;
-            }
-            if budget.spent.load(Ordering::Acquire) {
-                let recheck = budget
-                    .spent_since
-                    .lock()
-                    .is_none_or(|t| t.elapsed() >= SPENT_RECHECK_EVERY);
-                if !recheck {
-                    continue;
-                }
-            }
-            let request = LeaseRequest {
-                campaign: id,
-                day: today,
-                total_cap: budget.total_cap,
-                daily_cap: budget.daily_cap,
-                wanted: self.block - tokens.max(0) as u64,
-            };
-            match self.store.lease(&request).await {
-                Ok(lease) => {
-                    budget
-                        .tokens
-                        .fetch_add(lease.granted as i64, Ordering::AcqRel);
-                    budget
-                        .total_leased
-                        .store(lease.total_leased, Ordering::Release);
-                    budget.day_leased.store(lease.day_leased, Ordering::Release);
-                    let spent = lease.granted == 0;
-                    budget.spent.store(spent, Ordering::Release);
-                    *budget.spent_since.lock() = spent.then(std::time::Instant::now);
-                }
-                // The campaign serves what it holds and stops: no lease, no delivery.
-                Err(e) => tracing::warn!(campaign = %id, error = %e, "cannot lease budget"),
+            if self.top_up(id, budget, today).await {
+                // A long walk (a new inventory's budgets, a new day's) must not hold back the
+                // budgets decisions are waiting for: they go between two of its round trips.
+                self.refill_wanted().await;
             }
         }
         if !click_capped.is_empty() {
@@ -293,6 +272,94 @@ impl Budgets {
                 }
             }
         }
+    }
+
+    /// Tops up the budgets that decisions found low since the last call.
+    pub async fn refill_wanted(&self) {
+        let wanted = std::mem::take(&mut *self.wanted.lock());
+        if wanted.is_empty() {
+            return;
+        }
+        let today = self.today();
+        let budgets = self.by_campaign.load_full();
+        for id in wanted {
+            // A campaign the inventory dropped meanwhile has nothing to top up.
+            if let Some(budget) = budgets.get(&id) {
+                // Cleared first: a decision finding it low again during the lease asks again.
+                budget.queued.store(false, Ordering::Release);
+                self.top_up(&id, budget, today).await;
+            }
+        }
+    }
+
+    /// Asks the refill task to top up a budget found low, once until it has.
+    fn want(&self, id: &CampaignId, budget: &Budget) {
+        // A load before the swap: decisions that find it queued already write nothing to the
+        // cache line every worker reads.
+        if budget.queued.load(Ordering::Acquire) || budget.queued.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.wanted.lock().push(id.clone());
+        self.wake.notify_one();
+    }
+
+    /// Releases a past day's units, then leases a block when the budget is below its
+    /// low-water mark (a spent budget only once per [`SPENT_RECHECK_EVERY`]). Whether it
+    /// asked the store.
+    async fn top_up(&self, id: &CampaignId, budget: &Budget, today: NaiveDate) -> bool {
+        if !budget.leases() {
+            return false;
+        }
+        if !budget.is_for(today) {
+            if let Some(past) = budget.day() {
+                self.give_back(budget, id, past).await;
+            }
+            budget.set_day(today);
+            budget.tokens.store(0, Ordering::Release);
+            budget.spent.store(false, Ordering::Release);
+        }
+        let tokens = budget.tokens.load(Ordering::Acquire);
+        if tokens >= self.low_water() {
+            return false;
+        }
+        if budget.spent.load(Ordering::Acquire) {
+            let recheck = budget
+                .spent_since
+                .lock()
+                .is_none_or(|t| t.elapsed() >= SPENT_RECHECK_EVERY);
+            if !recheck {
+                return false;
+            }
+        }
+        let request = LeaseRequest {
+            campaign: id,
+            day: today,
+            total_cap: budget.total_cap,
+            daily_cap: budget.daily_cap,
+            wanted: self.block - tokens.max(0) as u64,
+        };
+        match self.store.lease(&request).await {
+            Ok(lease) => {
+                budget
+                    .tokens
+                    .fetch_add(lease.granted as i64, Ordering::AcqRel);
+                budget
+                    .total_leased
+                    .store(lease.total_leased, Ordering::Release);
+                budget.day_leased.store(lease.day_leased, Ordering::Release);
+                let spent = lease.granted == 0;
+                budget.spent.store(spent, Ordering::Release);
+                *budget.spent_since.lock() = spent.then(std::time::Instant::now);
+            }
+            // The campaign serves what it holds and stops: no lease, no delivery.
+            Err(e) => tracing::warn!(campaign = %id, error = %e, "cannot lease budget"),
+        }
+        true
+    }
+
+    /// Below this many units, a budget is topped up.
+    fn low_water(&self) -> i64 {
+        (self.block / 4).max(1) as i64
     }
 
     /// Gives back a budget's unserved units of `day`.
@@ -316,16 +383,20 @@ impl Budgets {
         }
     }
 
-    /// Tops up budgets until `shutdown`, then gives back what is unserved.
-    /// Each new inventory version is followed at once, so that new caps lease without waiting.
+    /// Tops up budgets until `shutdown`, then gives back what is unserved: the budgets
+    /// decisions ask for as soon as they do, every budget each [`REFILL_EVERY`] and at each
+    /// new inventory version, so that new caps lease without waiting.
     pub async fn run(self: Arc<Self>, catalog: Arc<Catalog>, mut shutdown: watch::Receiver<bool>) {
         let mut versions = catalog.versions();
+        // An interval, not a sleep made anew each turn: wanted budgets come faster than the
+        // period under load, and the full walk must still come round.
+        let mut walk = tokio::time::interval(REFILL_EVERY);
+        walk.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            self.refill(&catalog).await;
             tokio::select! {
-                _ = tokio::time::sleep(REFILL_EVERY) => {}
-                _ = self.wake.notified() => {}
-                Ok(()) = versions.changed() => {}
+                _ = walk.tick() => self.refill(&catalog).await,
+                _ = self.wake.notified() => self.refill_wanted().await,
+                Ok(()) = versions.changed() => self.refill(&catalog).await,
                 _ = shutdown.changed() => break,
             }
         }
@@ -388,8 +459,8 @@ impl Budgets {
         };
         if budget.clicks_reached.load(Ordering::Acquire) || !budget.available(today) {
             if budget.leases() && !budget.spent.load(Ordering::Acquire) {
-                // Out of units but not spent: ask for more now rather than at the next tick.
-                self.wake.notify_one();
+                // Out of units but not spent: ask for more now rather than at the next walk.
+                self.want(&campaign.id, budget);
             }
             return Err(Held::Capped);
         }
@@ -405,8 +476,8 @@ impl Budgets {
         match self.by_campaign.load().get(campaign) {
             Some(budget) => {
                 let taken = budget.take(today);
-                if budget.tokens.load(Ordering::Acquire) < (self.block / 4).max(1) as i64 {
-                    self.wake.notify_one();
+                if budget.tokens.load(Ordering::Acquire) < self.low_water() {
+                    self.want(campaign, budget);
                 }
                 taken
             }
@@ -464,5 +535,91 @@ impl Releaser {
         if self.queue.try_send(release).is_err() {
             tracing::debug!("frequency release queue full; the reservation stands");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::inventory::parse_inventory;
+    use crate::store::MemoryStore;
+    use chrono::TimeZone;
+    use serde_json::json;
+
+    fn capped_inventory() -> Snapshot {
+        let campaign = |id: &str| {
+            json!({ "id": id, "advertiser_id": "a", "slots": ["banner"],
+                    "caps": { "total_impressions": 1000 },
+                    "creatives": [{ "id": "c", "format": "text", "title": id,
+                                    "landing_url": "https://a.example/" }] })
+        };
+        let doc = json!({
+            "slots": [{ "name": "banner" }],
+            "advertisers": [{ "id": "a", "name": "A" }],
+            "campaigns": [campaign("low"), campaign("full")],
+        });
+        Snapshot::compile(
+            1,
+            parse_inventory(doc.to_string().as_bytes())
+                .unwrap()
+                .inventory,
+        )
+    }
+
+    fn budgets(block: u64) -> Budgets {
+        let clock = ManualClock::new(Utc.with_ymd_and_hms(2026, 12, 1, 12, 0, 0).unwrap());
+        Budgets::new(
+            Store::Memory(Arc::new(MemoryStore::new())),
+            Arc::new(clock),
+            ReportingZone(chrono_tz::UTC),
+            block,
+        )
+    }
+
+    fn tokens(budgets: &Budgets, id: &CampaignId) -> i64 {
+        budgets.get(id).unwrap().tokens.load(Ordering::Acquire)
+    }
+
+    #[tokio::test]
+    async fn a_budget_found_low_is_asked_for_once_and_topped_up() {
+        let budgets = budgets(8);
+        let snapshot = capped_inventory();
+        budgets.refill_for(&snapshot).await;
+        let low = CampaignId::parse("low").unwrap();
+        let full = CampaignId::parse("full").unwrap();
+        let today = budgets.today();
+        assert_eq!((tokens(&budgets, &low), tokens(&budgets, &full)), (8, 8));
+
+        // Below the low-water mark (2 of 8) after the seventh, dry after the eighth; every
+        // later decision that considers it finds it out of units.
+        for _ in 0..8 {
+            assert!(budgets.take(&low, today));
+        }
+        assert!(!budgets.take(&low, today));
+        let campaign = &snapshot.campaigns[0].campaign;
+        assert_eq!(campaign.id, low);
+        for _ in 0..100 {
+            assert_eq!(
+                budgets.check(campaign, today, budgets.clock.now()),
+                Err(Held::Capped)
+            );
+        }
+        assert_eq!(
+            *budgets.wanted.lock(),
+            std::slice::from_ref(&low),
+            "asked for once"
+        );
+
+        budgets.refill_wanted().await;
+        assert_eq!((tokens(&budgets, &low), tokens(&budgets, &full)), (8, 8));
+        assert!(budgets.wanted.lock().is_empty());
+        assert_eq!(budgets.check(campaign, today, budgets.clock.now()), Ok(()));
+
+        // Topped up, it may be asked for again.
+        for _ in 0..7 {
+            assert!(budgets.take(&low, today));
+        }
+        assert_eq!(*budgets.wanted.lock(), [low]);
     }
 }
