@@ -1057,7 +1057,7 @@ put_phases() {
     python3 - "$1" "$2" <<'PY'
 import datetime as dt, json, sys
 started = int(sys.argv[2])
-written, served = None, []
+written, served, parse_ms, write_ms = None, [], None, None
 for line in open(sys.argv[1], encoding="utf-8", errors="replace"):
     try:
         entry = json.loads(line)
@@ -1067,12 +1067,15 @@ for line in open(sys.argv[1], encoding="utf-8", errors="replace"):
     ms = round(at.replace(tzinfo=dt.timezone.utc).timestamp() * 1000) - started
     if ms < 0:
         continue
+    if entry.get("message") == "inventory document parsed and validated" and parse_ms is None:
+        parse_ms = entry.get("parse_ms")
     if entry.get("message") == "inventory written through the admin API" and written is None:
-        written = ms
+        written, write_ms = ms, entry.get("write_ms")
     elif entry.get("message") == "serving inventory version":
         served.append(str(ms))
-print(f"regie's log: written to the store after {'-' if written is None else written} ms,"
-      f" serving after {' and '.join(served) or '-'} ms")
+print(f"regie's log: parsed and validated in {'-' if parse_ms is None else parse_ms} ms, then"
+      f" serialised and written in {'-' if write_ms is None else write_ms} ms (written after"
+      f" {'-' if written is None else written} ms), serving after {' and '.join(served) or '-'} ms")
 PY
 }
 

@@ -7,6 +7,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Instant;
 
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
@@ -94,20 +95,34 @@ async fn write_inventory(
     inventory: Inventory,
     expected: Option<u64>,
 ) -> Result<PutOutcome, ApiError> {
+    let started = Instant::now();
     let inventory = Arc::new(inventory);
     // Compiled on another thread while it is written: the version is known once written.
     let compiling = {
         let inventory = Arc::clone(&inventory);
         tokio::task::spawn_blocking(move || Snapshot::compile_shared(0, inventory))
     };
-    let json = serde_json::to_string(&*inventory).expect("an inventory serialises");
+    // Serialised on a blocking thread too: tens of megabytes take a tenth of a second or more,
+    // which would stall every request on this worker.
+    let json = {
+        let inventory = Arc::clone(&inventory);
+        tokio::task::spawn_blocking(move || {
+            serde_json::to_string(&*inventory).expect("an inventory serialises")
+        })
+        .await
+        .expect("serialising an inventory does not panic")
+    };
     let held = state.catalog.hold_refreshes().await;
     let served = state.catalog.snapshot();
     let floor = served.as_ref().map_or(0, |s| s.version);
     let outcome = state.store.put_inventory(&json, expected, floor).await?;
     drop(json);
     if let PutOutcome::Written(version) = outcome {
-        tracing::info!(version, "inventory written through the admin API");
+        tracing::info!(
+            version,
+            write_ms = started.elapsed().as_millis() as u64,
+            "inventory written through the admin API"
+        );
         // An advertiser the new version drops loses its key, so that adding it again later
         // does not bring an old key back to life. Kept ids in a set: inventories hold
         // thousands of advertisers.
@@ -270,9 +285,14 @@ async fn put_inventory(
 ) -> Result<HttpResponse, ApiError> {
     // Parsed and validated on a blocking thread: a large document takes a few tenths of a
     // second, which would stall every request on this worker.
+    let started = Instant::now();
     let parsed = tokio::task::spawn_blocking(move || parse_inventory(&body))
         .await
         .expect("parsing an inventory does not panic")?;
+    tracing::info!(
+        parse_ms = started.elapsed().as_millis() as u64,
+        "inventory document parsed and validated"
+    );
     match write_inventory(&state, parsed.inventory, parsed.version).await? {
         PutOutcome::Written(version) => Ok(HttpResponse::Ok().json(json!({ "version": version }))),
         PutOutcome::Conflict { current } => Err(ApiError::VersionConflict { current }),
