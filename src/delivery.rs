@@ -41,6 +41,17 @@ const SPENT_RECHECK_EVERY: Duration = Duration::from_secs(1);
 /// [`Budget::day`] before the first lease.
 const NO_DAY: i32 = i32::MIN;
 
+/// What [`Budgets::top_up`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TopUp {
+    /// Nothing: the budget holds enough, or is spent and not due to be asked about again.
+    Idle,
+    /// It asked the store for a lease, which answered.
+    Leased,
+    /// The store did not answer: the rest waits for the next walk.
+    Failed,
+}
+
 /// One capped campaign's local share of its budget.
 #[derive(Debug)]
 pub struct Budget {
@@ -154,6 +165,9 @@ pub struct Budgets {
     wanted: Mutex<Vec<CampaignId>>,
     /// Wakes the refill task when a budget is wanted.
     wake: Notify,
+    /// Set while leases fail, so that an outage is logged when it begins and when it ends,
+    /// not once per budget and walk.
+    leases_failing: AtomicBool,
     /// The inventory version the budgets were last matched with ([`NOT_SYNCED`] before the
     /// first): they are matched again only when it changes, not on every refill, since that
     /// walks every campaign of the inventory.
@@ -182,6 +196,7 @@ impl Budgets {
             block: block.max(1),
             wanted: Mutex::new(Vec::new()),
             wake: Notify::new(),
+            leases_failing: AtomicBool::new(false),
             synced_version: AtomicU64::new(NOT_SYNCED),
         }
     }
@@ -248,6 +263,8 @@ impl Budgets {
                 }
             }
         }
+        // Budgets put back by a failed lease are tried again first.
+        self.refill_wanted().await;
         let today = self.today();
         let budgets = self.by_campaign.load_full();
         let mut click_capped = Vec::new();
@@ -255,10 +272,13 @@ impl Budgets {
             if budget.click_cap.is_some() {
                 click_capped.push((id.clone(), budget.clone()));
             }
-            if self.top_up(id, budget, today).await {
+            match self.top_up(id, budget, today).await {
+                TopUp::Idle => {}
                 // A long walk (a new inventory's budgets, a new day's) must not hold back the
                 // budgets decisions are waiting for: they go between two of its round trips.
-                self.refill_wanted().await;
+                TopUp::Leased => self.refill_wanted().await,
+                // The store is away: the next walk tries again, not every budget now.
+                TopUp::Failed => return,
             }
         }
         if !click_capped.is_empty() {
@@ -274,7 +294,8 @@ impl Budgets {
         }
     }
 
-    /// Tops up the budgets that decisions found low since the last call.
+    /// Tops up the budgets that decisions found low since the last call. When the store does
+    /// not answer, they stay wanted (decisions do not ask again) until the next walk.
     pub async fn refill_wanted(&self) {
         let wanted = std::mem::take(&mut *self.wanted.lock());
         if wanted.is_empty() {
@@ -282,12 +303,17 @@ impl Budgets {
         }
         let today = self.today();
         let budgets = self.by_campaign.load_full();
-        for id in wanted {
+        for (i, id) in wanted.iter().enumerate() {
             // A campaign the inventory dropped meanwhile has nothing to top up.
-            if let Some(budget) = budgets.get(&id) {
-                // Cleared first: a decision finding it low again during the lease asks again.
-                budget.queued.store(false, Ordering::Release);
-                self.top_up(&id, budget, today).await;
+            let Some(budget) = budgets.get(id) else {
+                continue;
+            };
+            // Cleared first: a decision finding it low again during the lease asks again.
+            budget.queued.store(false, Ordering::Release);
+            if self.top_up(id, budget, today).await == TopUp::Failed {
+                budget.queued.store(true, Ordering::Release);
+                self.wanted.lock().extend_from_slice(&wanted[i..]);
+                return;
             }
         }
     }
@@ -304,11 +330,10 @@ impl Budgets {
     }
 
     /// Releases a past day's units, then leases a block when the budget is below its
-    /// low-water mark (a spent budget only once per [`SPENT_RECHECK_EVERY`]). Whether it
-    /// asked the store.
-    async fn top_up(&self, id: &CampaignId, budget: &Budget, today: NaiveDate) -> bool {
+    /// low-water mark (a spent budget only once per [`SPENT_RECHECK_EVERY`]).
+    async fn top_up(&self, id: &CampaignId, budget: &Budget, today: NaiveDate) -> TopUp {
         if !budget.leases() {
-            return false;
+            return TopUp::Idle;
         }
         if !budget.is_for(today) {
             if let Some(past) = budget.day() {
@@ -320,7 +345,7 @@ impl Budgets {
         }
         let tokens = budget.tokens.load(Ordering::Acquire);
         if tokens >= self.low_water() {
-            return false;
+            return TopUp::Idle;
         }
         if budget.spent.load(Ordering::Acquire) {
             let recheck = budget
@@ -328,7 +353,7 @@ impl Budgets {
                 .lock()
                 .is_none_or(|t| t.elapsed() >= SPENT_RECHECK_EVERY);
             if !recheck {
-                return false;
+                return TopUp::Idle;
             }
         }
         let request = LeaseRequest {
@@ -350,11 +375,19 @@ impl Budgets {
                 let spent = lease.granted == 0;
                 budget.spent.store(spent, Ordering::Release);
                 *budget.spent_since.lock() = spent.then(std::time::Instant::now);
+                if self.leases_failing.swap(false, Ordering::AcqRel) {
+                    tracing::info!("budgets lease again");
+                }
+                TopUp::Leased
             }
             // The campaign serves what it holds and stops: no lease, no delivery.
-            Err(e) => tracing::warn!(campaign = %id, error = %e, "cannot lease budget"),
+            Err(e) => {
+                if !self.leases_failing.swap(true, Ordering::AcqRel) {
+                    tracing::warn!(campaign = %id, error = %e, "cannot lease budgets; capped campaigns serve what they hold until the store answers");
+                }
+                TopUp::Failed
+            }
         }
-        true
     }
 
     /// Below this many units, a budget is topped up.

@@ -1,14 +1,15 @@
 //! Delivery controls: caps, pacing, frequency caps, keywords and explain.
 
 use std::collections::HashMap;
+use std::process::Stdio;
 use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
 use serde_json::{json, Value};
 
 use crate::helpers::{
-    ad_path, eventually, inventory_file, redis_for, spawn_app_with, AppOptions, RedisServer,
-    StoreKind, TestApp, ADMIN_TOKEN,
+    ad_path, eventually, inventory_file, redis_for, spawn_app_with, AppOptions, Binary,
+    RedisServer, StoreKind, TestApp, ADMIN_TOKEN, TRACKING_KEYS,
 };
 use crate::on_both_stores;
 
@@ -170,6 +171,72 @@ async fn a_capped_campaign_stops_with_its_lease_while_redis_is_down_and_others_k
         during.get("filler").copied().unwrap_or(0) >= 180,
         "uncapped campaigns keep serving: {during:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_failing_while_redis_is_down_are_logged_once_when_it_begins_and_once_when_it_ends() {
+    let mut redis = RedisServer::start();
+    let doc = inventory_with(text_campaign(
+        "capped",
+        &["Publicité 2"],
+        "sponsorship",
+        json!({ "caps": { "total_impressions": 100000 } }),
+    ));
+    let inventory = inventory_file(&doc);
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let url = redis.url();
+    let regie = Binary::start(
+        &[
+            ("REGIE_ENVIRONMENT", "production"),
+            ("REGIE_TRACKING_KEYS", TRACKING_KEYS),
+            ("REGIE_DRAIN_DELAY_MS", "0"),
+            ("REGIE_REDIS_URL", url.as_str()),
+            ("REGIE_INVENTORY", inventory.path().to_str().unwrap()),
+            ("REGIE_LEASE_BLOCK", "5"),
+        ],
+        Stdio::from(log.reopen().unwrap()),
+    )
+    .await;
+    let path = ad_path("Publicité 2");
+    let serves_capped =
+        || async { (regie.decision(&path).await["campaign_id"] == "capped").then_some(()) };
+    assert!(
+        eventually(Duration::from_secs(10), serves_capped)
+            .await
+            .is_some(),
+        "the capped campaign serves while Redis is up"
+    );
+
+    redis.stop();
+    // Its block of 5 runs dry within the first decisions; every later one finds it dry, asks
+    // for a lease, and the lease fails.
+    let mut capped = 0;
+    for _ in 0..100 {
+        if regie.decision(&path).await["campaign_id"] == "capped" {
+            capped += 1;
+        }
+    }
+    assert!(capped <= 5, "at most one block without Redis: {capped}");
+    redis.restart(false);
+    assert!(
+        eventually(Duration::from_secs(20), serves_capped)
+            .await
+            .is_some(),
+        "the capped campaign serves again once Redis is back"
+    );
+    assert!(regie.terminate(Duration::from_secs(15)).await.success());
+
+    let text = std::fs::read_to_string(log.path()).unwrap();
+    let count = |start: &str| {
+        text.lines()
+            .map(|line| {
+                serde_json::from_str::<Value>(line).unwrap_or_else(|e| panic!("{e}: {line}"))
+            })
+            .filter(|l| l["message"].as_str().is_some_and(|m| m.starts_with(start)))
+            .count()
+    };
+    assert_eq!(count("cannot lease budgets"), 1, "{text}");
+    assert_eq!(count("budgets lease again"), 1, "{text}");
 }
 
 async fn a_daily_cap_stops_delivery_and_resets_at_midnight_of_the_reporting_zone(kind: StoreKind) {
