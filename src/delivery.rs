@@ -311,8 +311,13 @@ impl Budgets {
             // Cleared first: a decision finding it low again during the lease asks again.
             budget.queued.store(false, Ordering::Release);
             if self.top_up(id, budget, today).await == TopUp::Failed {
-                budget.queued.store(true, Ordering::Release);
-                self.wanted.lock().extend_from_slice(&wanted[i..]);
+                let mut queue = self.wanted.lock();
+                // Unless a decision asked for it again meanwhile (and queued it itself): a
+                // budget is in the queue once at most, however long the outage.
+                if !budget.queued.swap(true, Ordering::AcqRel) {
+                    queue.push(id.clone());
+                }
+                queue.extend_from_slice(&wanted[i + 1..]);
                 return;
             }
         }
@@ -509,7 +514,8 @@ impl Budgets {
         match self.by_campaign.load().get(campaign) {
             Some(budget) => {
                 let taken = budget.take(today);
-                if budget.tokens.load(Ordering::Acquire) < self.low_water() {
+                // A click cap alone leases nothing: nothing to ask for.
+                if budget.leases() && budget.tokens.load(Ordering::Acquire) < self.low_water() {
                     self.want(campaign, budget);
                 }
                 taken
@@ -590,7 +596,11 @@ mod tests {
         let doc = json!({
             "slots": [{ "name": "banner" }],
             "advertisers": [{ "id": "a", "name": "A" }],
-            "campaigns": [campaign("low"), campaign("full")],
+            "campaigns": [campaign("low"), campaign("full"), {
+                "id": "clicks", "advertiser_id": "a", "slots": ["banner"],
+                "caps": { "total_clicks": 10 },
+                "creatives": [{ "id": "c", "format": "text", "title": "clicks",
+                                "landing_url": "https://a.example/" }] }],
         });
         Snapshot::compile(
             1,
@@ -648,6 +658,13 @@ mod tests {
         assert_eq!((tokens(&budgets, &low), tokens(&budgets, &full)), (8, 8));
         assert!(budgets.wanted.lock().is_empty());
         assert_eq!(budgets.check(campaign, today, budgets.clock.now()), Ok(()));
+
+        // A click cap alone leases nothing, so serving it asks for nothing.
+        let clicks = CampaignId::parse("clicks").unwrap();
+        for _ in 0..20 {
+            assert!(budgets.take(&clicks, today));
+        }
+        assert!(budgets.wanted.lock().is_empty());
 
         // Topped up, it may be asked for again.
         for _ in 0..7 {
