@@ -12,9 +12,10 @@
 //!
 //! A decision that finds a budget low asks for that budget alone to be topped up: a large
 //! inventory holds tens of thousands of capped campaigns, and walking them all each time one
-//! runs low kept a core busy under load. Every budget is walked on a timer and at each new
-//! inventory version (first leases, day changes, spent budgets asked about again, click
-//! totals), and the budgets decisions wait for go between two of the walk's round trips.
+//! runs low kept a core busy under load. Every budget is walked each second and at each new
+//! inventory version (first leases, day changes, spent budgets asked about again), and the
+//! budgets decisions wait for go between two of the walk's round trips. Click totals are read
+//! more often, for the click-capped campaigns only.
 
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -32,8 +33,12 @@ use crate::inventory::{Campaign, CampaignId, Pacing};
 use crate::snapshot::{CompiledCampaign, Snapshot};
 use crate::store::{Backend, FrequencyRelease, LeaseRequest, Store};
 
-/// How often budgets are topped up and click totals read, besides the wake-ups.
-const REFILL_EVERY: Duration = Duration::from_millis(100);
+/// How often every budget is walked: past days' units given back, low budgets topped up,
+/// spent ones asked about again. Decisions ask for the budgets they need at once, so this is
+/// a backstop, and walking tens of thousands of budgets costs an idle instance CPU.
+const WALK_EVERY: Duration = Duration::from_secs(1);
+/// How often the click totals of click-capped campaigns are read.
+const CLICKS_EVERY: Duration = Duration::from_millis(100);
 /// How often a campaign whose budget was found spent is asked about again (its daily cap may
 /// reset, or an operator may raise the cap).
 const SPENT_RECHECK_EVERY: Duration = Duration::from_secs(1);
@@ -157,6 +162,8 @@ pub struct Budgets {
     /// Looked up for every capped candidate of every decision: hashbrown's default hasher
     /// (the keys are the inventory's, not a client's) costs a fraction of SipHash's.
     by_campaign: ArcSwap<HashMap<CampaignId, Arc<Budget>>>,
+    /// The budgets with a click cap, whose totals are read every [`CLICKS_EVERY`].
+    click_capped: ArcSwap<Vec<(CampaignId, Arc<Budget>)>>,
     store: Store,
     clock: SharedClock,
     zone: ReportingZone,
@@ -190,6 +197,7 @@ impl Budgets {
     pub fn new(store: Store, clock: SharedClock, zone: ReportingZone, block: u64) -> Self {
         Self {
             by_campaign: ArcSwap::from_pointee(HashMap::new()),
+            click_capped: ArcSwap::from_pointee(Vec::new()),
             store,
             clock,
             zone,
@@ -240,12 +248,17 @@ impl Budgets {
                 dropped.push((id.clone(), old.clone()));
             }
         }
+        let click_capped = next
+            .iter()
+            .filter(|(_, budget)| budget.click_cap.is_some())
+            .map(|(id, budget)| (id.clone(), budget.clone()))
+            .collect();
         self.by_campaign.store(Arc::new(next));
+        self.click_capped.store(Arc::new(click_capped));
         dropped
     }
 
-    /// Tops up every budget below its low-water mark, releases the units of a past day, and
-    /// reads click totals for click caps.
+    /// Tops up every budget below its low-water mark and releases the units of a past day.
     pub async fn refill(&self, catalog: &Catalog) {
         if let Some(snapshot) = catalog.snapshot() {
             self.refill_for(&snapshot).await;
@@ -267,11 +280,7 @@ impl Budgets {
         self.refill_wanted().await;
         let today = self.today();
         let budgets = self.by_campaign.load_full();
-        let mut click_capped = Vec::new();
         for (id, budget) in budgets.iter() {
-            if budget.click_cap.is_some() {
-                click_capped.push((id.clone(), budget.clone()));
-            }
             match self.top_up(id, budget, today).await {
                 TopUp::Idle => {}
                 // A long walk (a new inventory's budgets, a new day's) must not hold back the
@@ -281,15 +290,21 @@ impl Budgets {
                 TopUp::Failed => return,
             }
         }
-        if !click_capped.is_empty() {
-            let ids: Vec<CampaignId> = click_capped.iter().map(|(id, _)| id.clone()).collect();
-            if let Ok(totals) = self.store.totals(&ids).await {
-                for ((_, budget), counts) in click_capped.iter().zip(totals) {
-                    let cap = budget.click_cap.unwrap_or(u64::MAX);
-                    budget
-                        .clicks_reached
-                        .store(counts.clicks >= cap, Ordering::Release);
-                }
+    }
+
+    /// Reads the click totals of click-capped campaigns: a cap reached holds them back.
+    async fn read_clicks(&self) {
+        let click_capped = self.click_capped.load_full();
+        if click_capped.is_empty() {
+            return;
+        }
+        let ids: Vec<CampaignId> = click_capped.iter().map(|(id, _)| id.clone()).collect();
+        if let Ok(totals) = self.store.totals(&ids).await {
+            for ((_, budget), counts) in click_capped.iter().zip(totals) {
+                let cap = budget.click_cap.unwrap_or(u64::MAX);
+                budget
+                    .clicks_reached
+                    .store(counts.clicks >= cap, Ordering::Release);
             }
         }
     }
@@ -422,17 +437,21 @@ impl Budgets {
     }
 
     /// Tops up budgets until `shutdown`, then gives back what is unserved: the budgets
-    /// decisions ask for as soon as they do, every budget each [`REFILL_EVERY`] and at each
-    /// new inventory version, so that new caps lease without waiting.
+    /// decisions ask for as soon as they do, every budget each [`WALK_EVERY`] and at each
+    /// new inventory version, so that new caps lease without waiting; click totals each
+    /// [`CLICKS_EVERY`].
     pub async fn run(self: Arc<Self>, catalog: Arc<Catalog>, mut shutdown: watch::Receiver<bool>) {
         let mut versions = catalog.versions();
-        // An interval, not a sleep made anew each turn: wanted budgets come faster than the
-        // period under load, and the full walk must still come round.
-        let mut walk = tokio::time::interval(REFILL_EVERY);
+        // Intervals, not sleeps made anew each turn: wanted budgets come faster than either
+        // period under load, and the walk and the click totals must still come round.
+        let mut walk = tokio::time::interval(WALK_EVERY);
         walk.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut clicks = tokio::time::interval(CLICKS_EVERY);
+        clicks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = walk.tick() => self.refill(&catalog).await,
+                _ = clicks.tick() => self.read_clicks().await,
                 _ = self.wake.notified() => self.refill_wanted().await,
                 Ok(()) = versions.changed() => self.refill(&catalog).await,
                 _ = shutdown.changed() => break,
