@@ -8,8 +8,8 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::helpers::{
-    ad_path, eventually, inventory_file, reader_client, spawn_app_with, AppOptions, Binary,
-    RedisServer, TRACKING_KEYS,
+    ad_path, eventually, inventory_file, json_log_lines, reader_client, spawn_app_with, AppOptions,
+    Binary, RedisServer,
 };
 
 /// The capped campaign of the `banner` slot; the slot's other campaign is the house ad.
@@ -107,15 +107,10 @@ async fn an_outage_is_logged_once_when_it_begins_and_once_when_it_ends() {
     let inventory = capped_inventory();
     let log = tempfile::NamedTempFile::new().unwrap();
     let url = redis.url();
-    let regie = Binary::start(
-        &[
-            ("REGIE_ENVIRONMENT", "production"),
-            ("REGIE_TRACKING_KEYS", TRACKING_KEYS),
-            ("REGIE_DRAIN_DELAY_MS", "0"),
-            ("REGIE_REDIS_URL", url.as_str()),
-            ("REGIE_INVENTORY", inventory.path().to_str().unwrap()),
-            ("REGIE_REDIS_RESPONSE_TIMEOUT_MS", RESPONSE_TIMEOUT_MS),
-        ],
+    let regie = Binary::on_redis(
+        &url,
+        inventory.path(),
+        &[("REGIE_REDIS_RESPONSE_TIMEOUT_MS", RESPONSE_TIMEOUT_MS)],
         Stdio::from(log.reopen().unwrap()),
     )
     .await;
@@ -142,11 +137,7 @@ async fn an_outage_is_logged_once_when_it_begins_and_once_when_it_ends() {
     assert!(regie.terminate(Duration::from_secs(15)).await.success());
 
     let text = std::fs::read_to_string(log.path()).unwrap();
-    let lines: Vec<Value> = text
-        .lines()
-        .skip(before)
-        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
-        .collect();
+    let lines = json_log_lines(&text).split_off(before);
     let count = |start: &str| {
         lines
             .iter()

@@ -8,8 +8,8 @@ use chrono::{TimeZone, Utc};
 use serde_json::{json, Value};
 
 use crate::helpers::{
-    ad_path, eventually, inventory_file, redis_for, spawn_app_with, AppOptions, Binary,
-    RedisServer, StoreKind, TestApp, ADMIN_TOKEN, TRACKING_KEYS,
+    ad_path, eventually, inventory_file, json_log_lines, redis_for, spawn_app_with, AppOptions,
+    Binary, RedisServer, StoreKind, TestApp, ADMIN_TOKEN,
 };
 use crate::on_both_stores;
 
@@ -41,6 +41,16 @@ fn inventory_with(campaign: Value) -> Value {
         "advertisers": [{ "id": "adv", "name": "Advertiser" }],
         "campaigns": [campaign, text_campaign("filler", &["Publicité 2"], "standard", json!({}))],
     })
+}
+
+/// [`inventory_with`] a sponsorship "capped" at 100 000 decisions, never reached in a test.
+fn capped_inventory() -> Value {
+    inventory_with(text_campaign(
+        "capped",
+        &["Publicité 2"],
+        "sponsorship",
+        json!({ "caps": { "total_impressions": 100000 } }),
+    ))
 }
 
 async fn app_with(
@@ -144,12 +154,7 @@ async fn two_instances_drain_a_cap_of_one_thousand_without_overshoot() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_capped_campaign_stops_with_its_lease_while_redis_is_down_and_others_keep_serving() {
     let mut redis = RedisServer::start();
-    let doc = inventory_with(text_campaign(
-        "capped",
-        &["Publicité 2"],
-        "sponsorship",
-        json!({ "caps": { "total_impressions": 100000 } }),
-    ));
+    let doc = capped_inventory();
     let (app, _f) = app_with(StoreKind::Redis, Some(&redis), &doc, |o| {
         o.tweak = Box::new(|s| s.lease_block = 20);
     })
@@ -176,24 +181,13 @@ async fn a_capped_campaign_stops_with_its_lease_while_redis_is_down_and_others_k
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leases_failing_while_redis_is_down_are_logged_once_when_it_begins_and_once_when_it_ends() {
     let mut redis = RedisServer::start();
-    let doc = inventory_with(text_campaign(
-        "capped",
-        &["Publicité 2"],
-        "sponsorship",
-        json!({ "caps": { "total_impressions": 100000 } }),
-    ));
+    let doc = capped_inventory();
     let inventory = inventory_file(&doc);
     let log = tempfile::NamedTempFile::new().unwrap();
-    let url = redis.url();
-    let regie = Binary::start(
-        &[
-            ("REGIE_ENVIRONMENT", "production"),
-            ("REGIE_TRACKING_KEYS", TRACKING_KEYS),
-            ("REGIE_DRAIN_DELAY_MS", "0"),
-            ("REGIE_REDIS_URL", url.as_str()),
-            ("REGIE_INVENTORY", inventory.path().to_str().unwrap()),
-            ("REGIE_LEASE_BLOCK", "5"),
-        ],
+    let regie = Binary::on_redis(
+        &redis.url(),
+        inventory.path(),
+        &[("REGIE_LEASE_BLOCK", "5")],
         Stdio::from(log.reopen().unwrap()),
     )
     .await;
@@ -227,11 +221,10 @@ async fn leases_failing_while_redis_is_down_are_logged_once_when_it_begins_and_o
     assert!(regie.terminate(Duration::from_secs(15)).await.success());
 
     let text = std::fs::read_to_string(log.path()).unwrap();
+    let lines = json_log_lines(&text);
     let count = |start: &str| {
-        text.lines()
-            .map(|line| {
-                serde_json::from_str::<Value>(line).unwrap_or_else(|e| panic!("{e}: {line}"))
-            })
+        lines
+            .iter()
             .filter(|l| l["message"].as_str().is_some_and(|m| m.starts_with(start)))
             .count()
     };

@@ -492,6 +492,13 @@ macro_rules! on_both_stores {
     };
 }
 
+/// The lines of a JSON log, each parsed; a line that is not JSON fails the test.
+pub fn json_log_lines(text: &str) -> Vec<Value> {
+    text.lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect()
+}
+
 /// A Redis server when the test runs on Redis.
 pub fn redis_for(kind: StoreKind) -> Option<RedisServer> {
     (kind == StoreKind::Redis).then(RedisServer::start)
@@ -557,6 +564,27 @@ impl Binary {
             .await
             .expect("regie became ready");
         binary
+    }
+
+    /// Starts the binary as deployed (production settings, the test tracking keys, no drain
+    /// delay) on the Redis at `redis_url` with the inventory file `inventory`, plus `extra`
+    /// settings, its JSON log to `stdout`.
+    pub async fn on_redis(
+        redis_url: &str,
+        inventory: &std::path::Path,
+        extra: &[(&str, &str)],
+        stdout: Stdio,
+    ) -> Self {
+        let inventory = inventory.to_str().unwrap();
+        let mut settings = vec![
+            ("REGIE_ENVIRONMENT", "production"),
+            ("REGIE_TRACKING_KEYS", TRACKING_KEYS),
+            ("REGIE_DRAIN_DELAY_MS", "0"),
+            ("REGIE_REDIS_URL", redis_url),
+            ("REGIE_INVENTORY", inventory),
+        ];
+        settings.extend_from_slice(extra);
+        Self::start(&settings, stdout).await
     }
 
     /// The decision answered at `path` (`/v1/slots/{slot}/ad`).

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::helpers::{Binary, TRACKING_KEYS};
+use crate::helpers::{json_log_lines, Binary, TRACKING_KEYS};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_request_logs_in_its_own_span_by_route_pattern_without_its_token() {
@@ -48,10 +48,7 @@ async fn each_request_logs_in_its_own_span_by_route_pattern_without_its_token() 
     let text = std::fs::read_to_string(log.path()).unwrap();
     assert!(!text.contains('\u{1b}'), "colour codes in a log file");
     assert!(!text.contains(&token), "a token reached the log");
-    let lines: Vec<Value> = text
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
-        .collect();
+    let lines = json_log_lines(&text);
     let answered: Vec<&Value> = lines
         .iter()
         .filter(|l| l["message"] == "answered")
