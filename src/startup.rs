@@ -207,6 +207,14 @@ impl Application {
             routes::configure
         };
         let mut server = HttpServer::new(move || {
+            // Called on each worker's thread, in its runtime: the worker's own connection to
+            // Redis opens now, before its first request.
+            if let Store::Redis(redis) = &server_state.store {
+                actix_web::rt::spawn({
+                    let redis = redis.clone();
+                    async move { redis.connect_this_thread().await }
+                });
+            }
             App::new()
                 .app_data(server_state.clone())
                 .app_data(routes::json_config())

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use crate::helpers::{
     ad_path, eventually, inventory_file, json_log_lines, reader_client, spawn_app_with, AppOptions,
-    Binary, RedisServer,
+    Binary, RedisServer, SlowConnects,
 };
 
 /// The capped campaign of the `banner` slot; the slot's other campaign is the house ad.
@@ -32,8 +32,9 @@ fn capped_inventory() -> tempfile::NamedTempFile {
     inventory_file(&doc)
 }
 
-/// Waits until the capped campaign is served to a reader with a `uid`: a loaded machine may
-/// let a first call to Redis (its connection made) take longer than the breaker allows.
+/// Waits until the capped campaign is served to a reader with a `uid`: a request that comes
+/// while its worker is still connecting to Redis may wait for the connection longer than the
+/// breaker allows.
 async fn until_capped_is_served(base: &str) {
     let served = eventually(Duration::from_secs(10), || async {
         (banner_for(base, Some("before")).await == CAPPED).then_some(())
@@ -150,5 +151,47 @@ async fn an_outage_is_logged_once_when_it_begins_and_once_when_it_ends() {
         count("frequency caps unavailable"),
         0,
         "logged per request: {text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_connect_to_redis_as_they_start_so_a_slow_connect_does_not_open_the_breaker() {
+    const WORKERS: usize = 2;
+    let redis = RedisServer::start();
+    // Each new connection takes four times the request budget to open; the budget is still
+    // far more than a round trip takes on an open connection, even in a debug build on a
+    // loaded machine.
+    let proxy = SlowConnects::start(redis.port(), Duration::from_millis(1_000)).await;
+    let inventory = capped_inventory();
+    let mut options = AppOptions::new(Some(proxy.redis_url()));
+    options.inventory = inventory.path().to_owned();
+    options.tweak = Box::new(|s| {
+        s.workers = Some(WORKERS);
+        s.store_request_timeout_ms = 250;
+        s.redis_connect_timeout_ms = 5_000;
+    });
+    let app = spawn_app_with(options).await;
+
+    // No request has been made: the workers opened their connections on their own.
+    let connected = format!("regie_store_roundtrips_total{{op=\"connect\"}} {WORKERS}");
+    let ready = eventually(Duration::from_secs(10), || async {
+        app.metrics().await.contains(&connected).then_some(())
+    })
+    .await;
+    assert!(ready.is_some(), "{}", app.metrics().await);
+
+    // Enough readers for both workers: every first request of a worker finds its connection
+    // open and gets the capped campaign within the budget.
+    for i in 0..20 {
+        assert_eq!(
+            banner_for(&app.address, Some(&format!("reader-{i}"))).await,
+            CAPPED,
+            "reader {i}"
+        );
+    }
+    let metrics = app.metrics().await;
+    assert!(
+        !metrics.contains("regie_store_errors_total{op="),
+        "a store call failed: {metrics}"
     );
 }

@@ -105,6 +105,11 @@ impl RedisServer {
         panic!("redis-server did not start on port {}", self.port);
     }
 
+    /// Its port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// Its URL.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/0", self.port)
@@ -171,6 +176,40 @@ impl Drop for RedisServer {
 /// The fixed start of every test clock: inside the default inventory's flights.
 pub fn test_epoch() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 30, 12, 0, 0).unwrap()
+}
+
+/// A TCP proxy to a port on 127.0.0.1 that holds each new connection for a while before
+/// connecting it, as a distant store or a busy host's accept queue would; once connected,
+/// bytes pass as they come. Stops with the test's runtime.
+pub struct SlowConnects {
+    /// The port it listens on.
+    pub port: u16,
+}
+
+impl SlowConnects {
+    /// Starts it: every connection to `port` reaches `target` after `delay`.
+    pub async fn start(target: u16, delay: Duration) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    if let Ok(mut server) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", target)).await
+                    {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+            }
+        });
+        Self { port }
+    }
+
+    /// A Redis URL through it.
+    pub fn redis_url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
 }
 
 /// How to start an app.

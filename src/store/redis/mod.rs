@@ -165,6 +165,17 @@ impl RedisStore {
         }
     }
 
+    /// Opens the calling thread's connection (see [`Connections::conn`]) with a `PING`, counted
+    /// as the round trip `connect`. Each actix worker calls it as it starts: otherwise the
+    /// worker's first request that needs the store would also pay for the TCP connection and
+    /// the handshake within the breaker's budget, and on a loaded host or a distant store
+    /// that opens the breaker for nothing. A failure is left to the request path and the probe.
+    pub async fn connect_this_thread(&self) {
+        let ping: redis::RedisResult<String> =
+            redis::cmd("PING").query_async(&mut self.conn()).await;
+        self.metrics.store_call("connect", ping.is_ok());
+    }
+
     /// Pings the store until it answers, then closes the breaker.
     async fn probe(self) {
         loop {
