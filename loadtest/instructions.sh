@@ -3,9 +3,12 @@
 #
 #   loadtest/instructions.sh [PATH]     # PATH: /v1/slots/Publicit%C3%A9%202/ad unless given
 #   INSTRUCTIONS_INVENTORY=doc.json loadtest/instructions.sh /v1/slots/une-2/ad
+#   INSTRUCTIONS_INVENTORY=loadtest/inventory-capped.json INSTRUCTIONS_UID=1 loadtest/instructions.sh
 #
 # INSTRUCTIONS_INVENTORY puts that inventory through the admin API before the warm-up (under
 # valgrind a 100 000-campaign document takes a minute or two to parse and compile).
+# INSTRUCTIONS_UID=1 gives each request a random `uid` (loadtest/random_uid.lua): a new viewer
+# per request, so every frequency-capped decision makes its round trip to Redis.
 #
 # Time on a shared virtual machine moves by a quarter within minutes; instruction counts do
 # not. Each server runs under `valgrind --tool=callgrind` with one worker, gets a warm-up of
@@ -28,6 +31,13 @@ readonly UA="Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gec
 readonly REGIE_BIN=${INSTRUCTIONS_REGIE_BIN:-$ROOT/target/release/regie}
 readonly BARE_BIN=${INSTRUCTIONS_BARE_BIN:-$ROOT/target/release/examples/bare}
 readonly INVENTORY=${INSTRUCTIONS_INVENTORY:-}
+if [[ ${INSTRUCTIONS_UID:-0} == 1 ]]; then
+    readonly WRK_REQUEST=(-s "$ROOT/loadtest/random_uid.lua")
+    readonly WRK_ARGS=(-- "$PATH_" uid)
+else
+    readonly WRK_REQUEST=()
+    readonly WRK_ARGS=()
+fi
 readonly ADMIN_TOKEN=instructions-admin-token-0123456789abcdef
 OUT=$(mktemp -d)
 readonly OUT
@@ -66,9 +76,11 @@ wait_up() {
 # profile NAME PORT: warm up, zero the counters, count 10 s of requests, dump.
 profile() {
     local name=$1 port=$2 pid=${PIDS[-1]}
-    wrk -t1 -c4 -d3s -H "User-Agent: $UA" "http://127.0.0.1:$port$PATH_" >/dev/null
+    wrk -t1 -c4 -d3s -H "User-Agent: $UA" "${WRK_REQUEST[@]}" "http://127.0.0.1:$port$PATH_" \
+        "${WRK_ARGS[@]}" >/dev/null
     callgrind_control --zero "$pid" >/dev/null 2>&1
-    wrk -t1 -c4 -d10s -H "User-Agent: $UA" "http://127.0.0.1:$port$PATH_" >"$OUT/$name.wrk"
+    wrk -t1 -c4 -d10s -H "User-Agent: $UA" "${WRK_REQUEST[@]}" "http://127.0.0.1:$port$PATH_" \
+        "${WRK_ARGS[@]}" >"$OUT/$name.wrk"
     callgrind_control --dump "$pid" >/dev/null 2>&1
     sleep 1
     kill "$pid"
