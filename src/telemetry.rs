@@ -1,8 +1,8 @@
-//! Logging setup and the per-request middleware: one span per request with a request id, a
-//! latency histogram by route pattern. Raw paths are never logged, since tracking paths carry
-//! tokens.
+//! Logging setup and the per-request middleware: every line logged during a request carries
+//! its request id, method and route pattern ([`request`]); a latency histogram by route
+//! pattern. Raw paths are never logged, since tracking paths carry tokens.
 
-mod json_fields;
+pub mod request;
 
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,7 +15,6 @@ use actix_web::http::{Method, StatusCode};
 use actix_web::middleware::Next;
 use actix_web::web;
 use prometheus::Histogram;
-use tracing::Instrument;
 use tracing_subscriber::{fmt, EnvFilter};
 
 use crate::metrics::Metrics;
@@ -30,15 +29,18 @@ pub fn init(format: LogFormat, default_filter: &str) {
     // Colours only on a terminal: in a file or a collector they are noise, and cost time.
     let builder = fmt()
         .with_env_filter(filter)
-        .with_target(false)
         .with_ansi(std::io::stdout().is_terminal());
     let _ = match format {
         LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .fmt_fields(json_fields::JsonSpanFields)
+            .event_format(request::JsonWithRequest(
+                fmt::format().json().flatten_event(true).with_target(false),
+            ))
             .try_init(),
-        LogFormat::Pretty => builder.compact().try_init(),
+        LogFormat::Pretty => builder
+            .event_format(request::CompactWithRequest(
+                fmt::format().compact().with_target(false),
+            ))
+            .try_init(),
     };
 }
 
@@ -96,11 +98,10 @@ impl RouteLabel {
     }
 }
 
-/// Runs a request in its span (request id, method, route) and observes its latency by route.
-/// The route is the matched pattern, never the raw path: `/v1/i/{token}`, not the token. This
-/// wraps each resource and the default service rather than the whole application, so that the
-/// route is known when the span is made: a field recorded later would make the JSON log format
-/// write all the span's fields again.
+/// Runs a request with its context (request id, method, route) and observes its latency by
+/// route. The route is the matched pattern, never the raw path: `/v1/i/{token}`, not the
+/// token. This wraps each resource and the default service rather than the whole application,
+/// so that the route is known when the request starts.
 pub async fn observe(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
@@ -110,15 +111,13 @@ pub async fn observe(
     let route = req
         .app_data::<RouteLabel>()
         .map_or("unmatched", |r| r.pattern);
-    let span = tracing::info_span!(
-        "request",
-        request_id = REQUEST_IDS.fetch_add(1, Ordering::Relaxed),
+    let context = request::RequestContext {
+        id: REQUEST_IDS.fetch_add(1, Ordering::Relaxed),
         method,
         route,
-    );
-    // The whole observation runs inside the span, so that the last line is written in it
-    // without entering it once more.
-    async move {
+    };
+    // The whole observation runs within the context, so that the last line carries it.
+    let observed = async move {
         let response = next.call(req).await?;
         let status = response.status();
         let elapsed = started.elapsed();
@@ -142,7 +141,6 @@ pub async fn observe(
             "answered"
         );
         Ok(response)
-    }
-    .instrument(span)
-    .await
+    };
+    request::within(context, observed).await
 }

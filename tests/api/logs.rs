@@ -74,4 +74,13 @@ async fn each_request_logs_in_its_own_span_by_route_pattern_without_its_token() 
         .map(|l| l["span"]["request_id"].as_u64().unwrap())
         .collect();
     assert_eq!(ids.len(), answered.len(), "request ids repeat");
+    // A line logged outside any request carries none, even after requests ran on its thread.
+    let outside: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["message"] == "regie is listening" || l["message"] == "stopped")
+        .collect();
+    assert!(!outside.is_empty(), "{text}");
+    for line in outside {
+        assert!(line.get("span").is_none(), "{line}");
+    }
 }
