@@ -2,6 +2,7 @@
 # Instructions per request of regie and of the bare handler, by crate, under callgrind.
 #
 #   loadtest/instructions.sh [PATH]     # PATH: /v1/slots/Publicit%C3%A9%202/ad unless given
+#   loadtest/instructions.sh impression # the impression beacon of one decision, against a bare GIF
 #   INSTRUCTIONS_INVENTORY=doc.json loadtest/instructions.sh /v1/slots/une-2/ad
 #   INSTRUCTIONS_INVENTORY=loadtest/inventory-capped.json INSTRUCTIONS_UID=1 loadtest/instructions.sh
 #
@@ -26,7 +27,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 readonly ROOT
-readonly PATH_=${1:-/v1/slots/Publicit%C3%A9%202/ad}
+PATH_=${1:-/v1/slots/Publicit%C3%A9%202/ad}
 readonly UA="Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0 Safari/537.36"
 readonly REGIE_BIN=${INSTRUCTIONS_REGIE_BIN:-$ROOT/target/release/regie}
 readonly BARE_BIN=${INSTRUCTIONS_BARE_BIN:-$ROOT/target/release/examples/bare}
@@ -108,13 +109,21 @@ if [[ -n $INVENTORY ]]; then
         -H 'Content-Type: application/json' --data-binary "@$INVENTORY" --output /dev/null \
         "http://127.0.0.1:$regie_port/v1/admin/inventory"
 fi
+content_type=application/json
+if [[ $PATH_ == impression ]]; then
+    # One token, counted once and then de-duplicated, as scripts/loadtest.sh measures it.
+    PATH_=$(curl --silent -A "$UA" "http://127.0.0.1:$regie_port/v1/slots/Publicit%C3%A9%202/ad" |
+        python3 -c 'import json, sys, urllib.parse; print(urllib.parse.urlsplit(json.load(sys.stdin)["impression_url"]).path)')
+    content_type=image/gif
+fi
+readonly PATH_
 # The bare handler answers as many bytes as regie does.
 body_bytes=$(curl --silent -A "$UA" "http://127.0.0.1:$regie_port$PATH_" | wc -c)
 profile regie "$regie_port"
 
 bare_port=$(free_port)
 valgrind --tool=callgrind --callgrind-out-file="$OUT/bare.cg" "$BARE_BIN" \
-    --listen "127.0.0.1:$bare_port" --body-bytes "$body_bytes" --workers 1 \
+    --listen "127.0.0.1:$bare_port" --body-bytes "$body_bytes" --content-type "$content_type" --workers 1 \
     >"$OUT/bare.log" 2>&1 &
 PIDS+=($!)
 wait_up "http://127.0.0.1:$bare_port/"

@@ -132,14 +132,20 @@ impl Keys {
         format!("{}:{{c:{campaign}}}:lease:{day}", self.prefix)
     }
 
-    /// `P:{v:VIEWER}:freq:`, to which each campaign's key appends its id.
-    pub(crate) fn frequency_prefix(&self, viewer: &str) -> String {
-        format!("{}:{{v:{viewer}}}:freq:", self.prefix)
-    }
-
-    /// `P:{v:VIEWER}:freq:CAMPAIGN`.
+    /// `P:{v:VIEWER}:freq:CAMPAIGN`. Made for each frequency-capped candidate of a decision:
+    /// written in one allocation, where two `format!` calls cost 1 900 instructions.
     pub(crate) fn frequency(&self, viewer: &str, campaign: &CampaignId) -> String {
-        format!("{}{campaign}", self.frequency_prefix(viewer))
+        const PARTS: [&str; 2] = [":{v:", "}:freq:"];
+        let campaign = campaign.as_str();
+        let mut key = String::with_capacity(
+            self.prefix.len() + viewer.len() + campaign.len() + PARTS[0].len() + PARTS[1].len(),
+        );
+        key.push_str(&self.prefix);
+        key.push_str(PARTS[0]);
+        key.push_str(viewer);
+        key.push_str(PARTS[1]);
+        key.push_str(campaign);
+        key
     }
 }
 
@@ -170,9 +176,14 @@ mod tests {
             inventory,
             slot_of(&keys.inventory_staging("01ARZ3NDEKTSV4RRFFQ69G5FAV"))
         );
+        // A page's frequency walk names one viewer's keys only: one slot, one node.
         assert_eq!(
-            slot_of(&keys.frequency_prefix("abc")),
-            slot_of(&keys.frequency("abc", &campaign))
+            keys.frequency("abc", &campaign),
+            "regie:{v:abc}:freq:3vision-visitez"
+        );
+        assert_eq!(
+            slot_of(&keys.frequency("abc", &campaign)),
+            slot_of(&keys.frequency("abc", &CampaignId::parse("other").unwrap()))
         );
         assert_eq!(
             slot_of(&keys.api_key("h")),

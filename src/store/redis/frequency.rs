@@ -26,6 +26,9 @@ use super::RedisStore;
 use crate::inventory::CampaignId;
 use crate::store::{first_allowed, FrequencyCap, FrequencyItem, StoreError};
 
+/// The replies of one campaign's [`Walk::reserve`].
+const RESERVE_REPLIES: usize = 4;
+
 /// What a walk knows of one capped campaign.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Verdict {
@@ -108,6 +111,7 @@ impl<'a> Walk<'a> {
             };
             let mut pipe = redis::pipe();
             self.cancel(&mut pipe, &to_cancel);
+            let cancelled = to_cancel.len();
             to_cancel.clear();
             for &(campaign, cap) in &tried {
                 self.reserve(&mut pipe, campaign, cap);
@@ -119,12 +123,18 @@ impl<'a> Walk<'a> {
                     "+inf",
                 );
             }
-            let counts: Vec<u64> = self.store.read("frequency", &pipe).await?;
-            if counts.len() != tried.len() + counted.len() {
+            // Every reply is an integer; only the counts matter. Reading them all is cheaper
+            // than having the pipeline drop the others (it keeps a hash set of them).
+            let replies: Vec<u64> = self.store.read("frequency", &pipe).await?;
+            let counts = replies.get(cancelled..).unwrap_or_default();
+            if counts.len() != RESERVE_REPLIES * tried.len() + counted.len() {
                 return Err(StoreError::Corrupt("frequency answer"));
             }
-            let (tried_counts, counted_counts) = counts.split_at(tried.len());
-            for (&(campaign, cap), &count) in tried.iter().zip(tried_counts) {
+            let (tried_counts, counted_counts) = counts.split_at(RESERVE_REPLIES * tried.len());
+            let tried_counts = tried_counts
+                .chunks_exact(RESERVE_REPLIES)
+                .map(|replies| replies[RESERVE_REPLIES - 1]);
+            for (&(campaign, cap), count) in tried.iter().zip(tried_counts) {
                 if count <= u64::from(cap.max) {
                     verdicts.set(campaign, Verdict::Reserved);
                 } else {
@@ -181,21 +191,19 @@ impl<'a> Walk<'a> {
     }
 
     /// Trims the history to the window, adds the reservation, renews the expiry, and answers
-    /// how many views the window holds with it.
+    /// how many views the window holds with it: [`RESERVE_REPLIES`] replies, the count last.
     fn reserve(&self, pipe: &mut Pipeline, campaign: &CampaignId, cap: FrequencyCap) {
         let key = self.key(campaign);
         pipe.zrembyscore(&key, "-inf", self.now_ms - cap.window_ms)
-            .ignore()
             .zadd(&key, self.reservation, self.now_ms)
-            .ignore()
             .pexpire(&key, cap.window_ms)
-            .ignore()
             .zcard(&key);
     }
 
+    /// Takes back the reservations of `campaigns`: one reply each.
     fn cancel(&self, pipe: &mut Pipeline, campaigns: &[&CampaignId]) {
         for campaign in campaigns {
-            pipe.zrem(self.key(campaign), self.reservation).ignore();
+            pipe.zrem(self.key(campaign), self.reservation);
         }
     }
 }
