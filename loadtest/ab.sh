@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# Two builds of regie, one against the other, in alternating rounds of wrk.
+#
+#   loadtest/ab.sh OLD_BIN NEW_BIN [decision|capped|impression ...]
+#
+# For a change whose effect is a few percent, which a single run of each build cannot show on
+# a shared virtual machine whose speed moves by a quarter within minutes. Both builds run as
+# scripts/loadtest.sh runs regie (production settings, 2 workers, a redis-server of the
+# script's own, each build under its own key prefix), one loaded at a time; each round runs
+# wrk against the old build, then the new one. Prints requests/s and CPU per request of each
+# round and the median of the rounds' ratios (new / old).
+#
+#   decision    GET /v1/slots/Publicit%C3%A9%202/ad, the default inventory
+#   capped      GET /v1/slots/banner/ad?uid=<random>, loadtest/inventory-capped.json
+#   impression  the impression beacon of one decision (one token, de-duplicated)
+#
+# AB_ROUNDS (5), AB_DURATION (10s), AB_CONNECTIONS (32).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+readonly ROOT
+(($# >= 2)) || { sed -n '2,17p' "$0" >&2; exit 2; }
+readonly OLD=$1 NEW=$2
+shift 2
+MEASURES=("$@")
+((${#MEASURES[@]})) || MEASURES=(decision capped impression)
+readonly ROUNDS=${AB_ROUNDS:-5} DURATION=${AB_DURATION:-10s} CONNECTIONS=${AB_CONNECTIONS:-32}
+readonly UA="Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0 Safari/537.36"
+OUT=$(mktemp -d)
+readonly OUT
+PIDS=()
+
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+}
+trap cleanup EXIT
+
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+wait_up() {
+    for _ in $(seq 60); do
+        curl --silent --output /dev/null --fail --max-time 2 "$1" && return 0
+        sleep 0.5
+    done
+    echo "nothing answers at $1" >&2
+    exit 1
+}
+
+redis_port=$(free_port)
+redis-server --port "$redis_port" --save '' --appendonly no --dir "$OUT" >"$OUT/redis.log" 2>&1 &
+PIDS+=($!)
+
+# start NAME BIN PREFIX [VAR=VALUE ...]: sets STARTED_PID and STARTED_PORT.
+start() {
+    local name=$1 bin=$2 prefix=$3 port
+    shift 3
+    port=$(free_port)
+    (
+        cd "$ROOT"
+        export REGIE_REDIS_URL="redis://127.0.0.1:$redis_port/0" REGIE_LISTEN="127.0.0.1:$port"
+        export REGIE_PUBLIC_URL="http://127.0.0.1:$port" REGIE_WORKERS=2 REGIE_KEY_PREFIX=$prefix
+        export REGIE_ADMIN_TOKEN=ab-admin-token-0123456789abcdefghij
+        export REGIE_ENVIRONMENT=production REGIE_DRAIN_DELAY_MS=0
+        export REGIE_DECISIONS_PER_SECOND=1000000000 REGIE_IVT_IMPRESSIONS_PER_MINUTE=4000000000
+        if (($#)); then export "$@"; fi
+        exec "$bin"
+    ) >"$OUT/$name.log" 2>&1 &
+    STARTED_PID=$! STARTED_PORT=$port
+    PIDS+=("$STARTED_PID")
+    wait_up "http://127.0.0.1:$port/readyz"
+}
+
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+
+# wrk_round NAME PID URL [script args ...]: prints requests/s and µs of CPU per request.
+# WRK_SCRIPT holds wrk's -s option, if any.
+wrk_round() {
+    local name=$1 pid=$2 url=$3 ticks requests
+    shift 3
+    ticks=$(cpu_ticks "$pid")
+    wrk -t2 -c"$CONNECTIONS" -d"$DURATION" -H "User-Agent: $UA" "${WRK_SCRIPT[@]}" "$url" "$@" \
+        >"$OUT/$name.wrk"
+    ticks=$(($(cpu_ticks "$pid") - ticks))
+    requests=$(awk '/requests in/ { print $1 }' "$OUT/$name.wrk")
+    awk -v r="$(awk '/^Requests\/sec:/ { print $2 }' "$OUT/$name.wrk")" -v t="$ticks" \
+        -v n="$requests" -v hz="$(getconf CLK_TCK)" \
+        'BEGIN { printf "%.0f %.1f\n", r, t / hz * 1e6 / n }'
+}
+
+median() { sort -n | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+
+for measure in "${MEASURES[@]}"; do
+    extra=() path=/v1/slots/Publicit%C3%A9%202/ad
+    case $measure in
+        decision | impression) ;;
+        capped)
+            extra=(REGIE_INVENTORY=loadtest/inventory-capped.json)
+            path=/v1/slots/banner/ad
+            ;;
+        *) echo "unknown measure: $measure" >&2; exit 2 ;;
+    esac
+    start "old-$measure" "$OLD" "abold$measure" "${extra[@]}"
+    old_pid=$STARTED_PID old_port=$STARTED_PORT
+    start "new-$measure" "$NEW" "abnew$measure" "${extra[@]}"
+    new_pid=$STARTED_PID new_port=$STARTED_PORT
+    old_path=$path new_path=$path
+    if [[ $measure == impression ]]; then
+        beacon() {
+            curl --silent -A "$UA" "http://127.0.0.1:$1$path" |
+                python3 -c 'import json, sys, urllib.parse; print(urllib.parse.urlsplit(json.load(sys.stdin)["impression_url"]).path)'
+        }
+        old_path=$(beacon "$old_port") new_path=$(beacon "$new_port")
+    fi
+    if [[ $measure == capped ]]; then
+        WRK_SCRIPT=(-s "$ROOT/loadtest/random_uid.lua") script_args=(-- "$path" uid)
+    else
+        WRK_SCRIPT=() script_args=()
+    fi
+    ratios=()
+    for round in $(seq "$ROUNDS"); do
+        read -r old_rps old_cpu < <(wrk_round "old-$measure-$round" "$old_pid" \
+            "http://127.0.0.1:$old_port$old_path" "${script_args[@]}")
+        read -r new_rps new_cpu < <(wrk_round "new-$measure-$round" "$new_pid" \
+            "http://127.0.0.1:$new_port$new_path" "${script_args[@]}")
+        ratio=$(awk -v n="$new_rps" -v o="$old_rps" 'BEGIN { printf "%.3f", n / o }')
+        ratios+=("$ratio")
+        printf '%-10s round %d: old %6d req/s %5.1f us CPU; new %6d req/s %5.1f us CPU; new/old %s\n' \
+            "$measure" "$round" "$old_rps" "$old_cpu" "$new_rps" "$new_cpu" "$ratio"
+    done
+    printf '%-10s median new/old: %s\n' "$measure" "$(printf '%s\n' "${ratios[@]}" | median)"
+    kill "$old_pid" "$new_pid"
+    wait "$old_pid" "$new_pid" 2>/dev/null || true
+done
+echo "raw outputs: $OUT"
