@@ -340,8 +340,9 @@ median() {
         END { m = int((NR + 1) / 2); printf f, (NR % 2 ? v[m] : (v[m] + v[m + 1]) / 2) }'
 }
 
-# compare_rounds NAME REGIE_URL REGIE_PID BARE_URL BARE_PID: regie and the bare handler in
-# turn, $ROUNDS times each. The machine's speed drifts by a quarter within minutes when it is
+# compare_rounds NAME REGIE_URL REGIE_PID BARE_URL BARE_PID [SCRIPT ARGS...]: regie and the
+# bare handler (or another reference) in turn, $ROUNDS times each, wrk running SCRIPT with ARGS
+# when given. The machine's speed drifts by a quarter within minutes when it is
 # shared, so one run of each would compare two different machines; alternating short runs and
 # taking the median of each round's ratio compares them under the same conditions. Sets
 # CMP_REGIE and CMP_BARE (median req/s), CMP_RATIO (median of the rounds' ratios), CMP_NOTE
@@ -351,15 +352,15 @@ CMP_REGIE="" CMP_BARE="" CMP_RATIO="" CMP_NOTE="" CMP_REGIE_CPU="" CMP_BARE_CPU=
 compare_rounds() {
     local name=$1 regie_url=$2 regie_pid=$3 bare_url=$4 bare_pid=$5 round
     local regie_rates=() bare_rates=() ratios=() regie_ticks=0 bare_ticks=0
-    local regie_requests=0 bare_requests=0 ticks rps anomalies="" seen
+    local regie_requests=0 bare_requests=0 ticks rps anomalies="" seen script=("${@:6}")
     for ((round = 1; round <= ROUNDS; round++)); do
         ticks=$(cpu_ticks "$regie_pid")
-        rps=$(run_wrk "regie-$name-$round" "$regie_url")
+        rps=$(run_wrk "regie-$name-$round" "$regie_url" "${script[@]}")
         regie_ticks=$((regie_ticks + $(cpu_ticks "$regie_pid") - ticks))
         regie_requests=$((regie_requests + $(wrk_requests "regie-$name-$round")))
         regie_rates+=("$rps")
         ticks=$(cpu_ticks "$bare_pid")
-        rps=$(run_wrk "bare-$name-$round" "$bare_url")
+        rps=$(run_wrk "bare-$name-$round" "$bare_url" "${script[@]}")
         bare_ticks=$((bare_ticks + $(cpu_ticks "$bare_pid") - ticks))
         bare_requests=$((bare_requests + $(wrk_requests "bare-$name-$round")))
         bare_rates+=("$rps")
@@ -817,27 +818,31 @@ measure_capped_decisions() {
     sample=$(status_sample "$capped_url$SLOT_PATH?uid=loadtest-sample" 20)
     anomalies=$(wrk_anomalies regie-capped-uid)
     measure_frozen_store "$capped_url"
-    # Stopped before the references run: it would only poll, but it should not take CPU.
+    # The target's ratio: capped and uncapped decisions with the same random uids, in
+    # alternating rounds as the other comparisons (a single run of each swings by a third).
+    compare_rounds capped-vs-uid "$capped_url" "$capped_pid" "$REGIE_URL" "$REGIE_PID" \
+        "$UID_SCRIPT" "$SLOT_PATH" uid
+    free_uid_rps=$CMP_BARE
+    # Stopped before the last reference runs: it would only poll, but it should not take CPU.
     stop "$capped_pid"
 
     ticks=$(cpu_ticks "$REGIE_PID")
     free_rps=$(run_wrk regie-uncapped-nouid "$REGIE_URL" "$UID_SCRIPT" "$SLOT_PATH" none)
     free_cpu=$(cpu_us_per_request $(($(cpu_ticks "$REGIE_PID") - ticks)) \
         "$(wrk_requests regie-uncapped-nouid)")
-    free_uid_rps=$(run_wrk regie-uncapped-uid "$REGIE_URL" "$UID_SCRIPT" "$SLOT_PATH" uid)
 
     add_row "GET {slot}/ad uncapped, no uid (req/s)" "$free_rps" "-" "-" \
         "$(with_anomalies regie-uncapped-nouid "default inventory, random_uid.lua without uid")"
     add_row "GET {slot}/ad uncapped, uid (req/s)" "$free_uid_rps" "-" "-" \
-        "$(with_anomalies regie-uncapped-uid "default inventory, a random uid per request")"
+        "default inventory, a random uid per request; median of $ROUNDS rounds"
     note="baseline: uncapped without uid; Redis round trips per request:"
     note+=" frequency $(ratio "$freq" "$requests"), release $(ratio "$release" "$requests"),"
     note+=" lease $(awk -v l="$lease" -v r="$requests" 'BEGIN { if (r > 0) printf "%.3f", l / r }'); after: $sample"
     [[ -n $anomalies ]] && note+="; $anomalies"
     add_row "GET {slot}/ad caps+freq, uid (req/s)" "$capped_rps" "$free_rps" \
-        "$(ratio "$capped_rps" "$free_rps")" "$note"
-    add_row "  caps+freq uid / uncapped uid" "$capped_rps" "$free_uid_rps" \
-        "$(ratio "$capped_rps" "$free_uid_rps")" "baseline: uncapped with the same random uids (target >= 0.6)"
+        "$(ratio "$capped_rps" "$free_rps")" "$note; one run of each"
+    add_row "  caps+freq uid / uncapped uid" "$CMP_REGIE" "$free_uid_rps" "$CMP_RATIO" \
+        "baseline: uncapped with the same random uids (target >= 0.6); $CMP_NOTE"
     # Redis and wrk take much of the two cores in the capped run; regie's own CPU per request
     # gives the ratio regie would reach where it alone is the bottleneck.
     add_row "  Redis CPU per decision (us), caps+freq" "$redis_cpu" "-" "-" \
