@@ -611,8 +611,8 @@ spawn_regie() {
         export REGIE_PUBLIC_URL="$SPAWNED_URL"
         export REGIE_ADMIN_TOKEN="$ADMIN_TOKEN"
         export REGIE_WORKERS="$WORKERS"
-        # As deployed: JSON logs at info, a span per request. No drain delay, so that stopping
-        # one between measurements is quick.
+        # As deployed: JSON logs at info, every request with its context. No drain delay, so
+        # that stopping one between measurements is quick.
         export REGIE_ENVIRONMENT=production REGIE_DRAIN_DELAY_MS=0
         # wrk's readers all come from 127.0.0.1: limits per address so high that they never
         # refuse, yet every request still goes through the limiters, as deployed.

@@ -1,7 +1,7 @@
 //! The request a line is logged for: its id, method and route, carried by the thread that
 //! polls the request rather than by a `tracing` span.
 //!
-//! A span per request cost about a tenth of a decision's instructions (made in the
+//! A span per request cost 3 000 of a decision's 36 300 instructions (made in the
 //! subscriber's registry, its fields formatted as JSON when it is made, entered and left at
 //! every poll, closed), for lines that are rarely logged. Here the request's future sets a
 //! thread-local value of three words while it is polled, and the event formatter reads it
