@@ -549,20 +549,36 @@ async fn explain_gives_each_reason_and_needs_the_admin_token(kind: StoreKind) {
             .set(Utc.with_ymd_and_hms(2026, 11, 30, 0, 0, 0).unwrap());
     })
     .await;
-    // Serve each of capped, paced and seen once (three slots of a page, never twice).
-    let warm = eventually(Duration::from_secs(5), || async {
-        let body: Value = app
-            .batch(json!({ "slots": ["warm-up", "warm-up", "warm-up"], "uid": "viewer-1" }))
-            .await
-            .json()
-            .await
-            .unwrap();
-        (filled(&body) == 3).then_some(())
+    // Budgets come from the store in leases: wait until capped, paced and seen may all be
+    // served (explain is a dry run, and another viewer's), since a page that got only some of
+    // them would use up what the others need to be served together.
+    let probe = format!("{}?explain=1&uid=probe", ad_path("Publicité 2"));
+    let ready = eventually(Duration::from_secs(10), || async {
+        let body: Value = app.get_as(&probe, ADMIN_TOKEN).await.json().await.ok()?;
+        let campaigns = body["explain"]["tiers"][0]["campaigns"].as_array()?.clone();
+        let eligible = |id: &str| {
+            campaigns
+                .iter()
+                .any(|c| c["campaign_id"] == id && c["reason"].is_null())
+        };
+        ["capped", "paced", "seen"]
+            .into_iter()
+            .all(eligible)
+            .then_some(())
     })
     .await;
-    assert!(
-        warm.is_some(),
-        "the three warm-up campaigns served once each"
+    assert!(ready.is_some(), "capped, paced and seen never all eligible");
+    // Serve each of capped, paced and seen once (three slots of a page, never twice).
+    let body: Value = app
+        .batch(json!({ "slots": ["warm-up", "warm-up", "warm-up"], "uid": "viewer-1" }))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        filled(&body),
+        3,
+        "the three warm-up campaigns served once each: {body}"
     );
     let path = format!(
         "{}?explain=1&uid=viewer-1&kw=culture&exclude=on-page",
