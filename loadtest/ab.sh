@@ -25,33 +25,11 @@ shift 2
 MEASURES=("$@")
 ((${#MEASURES[@]})) || MEASURES=(decision capped impression)
 readonly ROUNDS=${AB_ROUNDS:-5} DURATION=${AB_DURATION:-10s} CONNECTIONS=${AB_CONNECTIONS:-32}
-readonly UA="Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0 Safari/537.36"
-OUT=$(mktemp -d)
-readonly OUT
-PIDS=()
+# shellcheck source=loadtest/common.sh
+source "$ROOT/loadtest/common.sh"
 
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-}
-trap cleanup EXIT
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-}
-
-wait_up() {
-    for _ in $(seq 60); do
-        curl --silent --output /dev/null --fail --max-time 2 "$1" && return 0
-        sleep 0.5
-    done
-    echo "nothing answers at $1" >&2
-    exit 1
-}
-
-redis_port=$(free_port)
-redis-server --port "$redis_port" --save '' --appendonly no --dir "$OUT" >"$OUT/redis.log" 2>&1 &
-PIDS+=($!)
+install_missing wrk redis-server
+start_redis
 
 # start NAME BIN PREFIX [VAR=VALUE ...]: sets STARTED_PID and STARTED_PORT.
 start() {
@@ -60,11 +38,8 @@ start() {
     port=$(free_port)
     (
         cd "$ROOT"
-        export REGIE_REDIS_URL="redis://127.0.0.1:$redis_port/0" REGIE_LISTEN="127.0.0.1:$port"
-        export REGIE_PUBLIC_URL="http://127.0.0.1:$port" REGIE_WORKERS=2 REGIE_KEY_PREFIX=$prefix
-        export REGIE_ADMIN_TOKEN=ab-admin-token-0123456789abcdefghij
-        export REGIE_ENVIRONMENT=production REGIE_DRAIN_DELAY_MS=0
-        export REGIE_DECISIONS_PER_SECOND=1000000000 REGIE_IVT_IMPRESSIONS_PER_MINUTE=4000000000
+        regie_env "$port" 2 ab-admin-token-0123456789abcdefghij
+        export REGIE_KEY_PREFIX=$prefix
         if (($#)); then export "$@"; fi
         exec "$bin"
     ) >"$OUT/$name.log" 2>&1 &
@@ -108,11 +83,7 @@ for measure in "${MEASURES[@]}"; do
     new_pid=$STARTED_PID new_port=$STARTED_PORT
     old_path=$path new_path=$path
     if [[ $measure == impression ]]; then
-        beacon() {
-            curl --silent -A "$UA" "http://127.0.0.1:$1$path" |
-                python3 -c 'import json, sys, urllib.parse; print(urllib.parse.urlsplit(json.load(sys.stdin)["impression_url"]).path)'
-        }
-        old_path=$(beacon "$old_port") new_path=$(beacon "$new_port")
+        old_path=$(impression_path "$old_port") new_path=$(impression_path "$new_port")
     fi
     if [[ $measure == capped ]]; then
         WRK_SCRIPT=(-s "$ROOT/loadtest/random_uid.lua") script_args=(-- "$path" uid)

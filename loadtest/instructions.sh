@@ -28,7 +28,6 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 readonly ROOT
 PATH_=${1:-/v1/slots/Publicit%C3%A9%202/ad}
-readonly UA="Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0 Safari/537.36"
 readonly REGIE_BIN=${INSTRUCTIONS_REGIE_BIN:-$ROOT/target/release/regie}
 readonly BARE_BIN=${INSTRUCTIONS_BARE_BIN:-$ROOT/target/release/examples/bare}
 readonly INVENTORY=${INSTRUCTIONS_INVENTORY:-}
@@ -40,39 +39,12 @@ else
     readonly WRK_ARGS=()
 fi
 readonly ADMIN_TOKEN=instructions-admin-token-0123456789abcdef
-OUT=$(mktemp -d)
-readonly OUT
-PIDS=()
+# shellcheck source=loadtest/common.sh
+source "$ROOT/loadtest/common.sh"
 
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-}
-trap cleanup EXIT
-
-missing=()
-command -v valgrind >/dev/null || missing+=(valgrind)
-command -v wrk >/dev/null || missing+=(wrk)
-command -v redis-server >/dev/null || missing+=(redis-server)
-if ((${#missing[@]})); then
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+install_missing valgrind wrk redis-server
 [[ -x $REGIE_BIN && -x $BARE_BIN ]] ||
     { echo "build first: cargo build --release --bin regie --example bare" >&2; exit 1; }
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-}
-
-wait_up() {
-    for _ in $(seq 120); do
-        curl --silent --output /dev/null --max-time 2 "$1" && return 0
-        sleep 1
-    done
-    echo "nothing answers at $1" >&2
-    exit 1
-}
 
 # profile NAME PORT: warm up, zero the counters, count 10 s of requests, dump.
 profile() {
@@ -88,18 +60,11 @@ profile() {
     wait "$pid" 2>/dev/null || true
 }
 
-redis_port=$(free_port)
-redis-server --port "$redis_port" --save '' --appendonly no --dir "$OUT" >"$OUT/redis.log" 2>&1 &
-PIDS+=($!)
-
+start_redis
 regie_port=$(free_port)
 (
     cd "$ROOT"
-    export REGIE_REDIS_URL="redis://127.0.0.1:$redis_port/0" REGIE_LISTEN="127.0.0.1:$regie_port"
-    export REGIE_PUBLIC_URL="http://127.0.0.1:$regie_port" REGIE_WORKERS=1
-    export REGIE_ADMIN_TOKEN=$ADMIN_TOKEN
-    export REGIE_ENVIRONMENT=production REGIE_DRAIN_DELAY_MS=0
-    export REGIE_DECISIONS_PER_SECOND=1000000000 REGIE_IVT_IMPRESSIONS_PER_MINUTE=4000000000
+    regie_env "$regie_port" 1 "$ADMIN_TOKEN"
     exec valgrind --tool=callgrind --callgrind-out-file="$OUT/regie.cg" "$REGIE_BIN"
 ) >"$OUT/regie.log" 2>&1 &
 PIDS+=($!)
@@ -112,8 +77,7 @@ fi
 content_type=application/json
 if [[ $PATH_ == impression ]]; then
     # One token, counted once and then de-duplicated, as scripts/loadtest.sh measures it.
-    PATH_=$(curl --silent -A "$UA" "http://127.0.0.1:$regie_port/v1/slots/Publicit%C3%A9%202/ad" |
-        python3 -c 'import json, sys, urllib.parse; print(urllib.parse.urlsplit(json.load(sys.stdin)["impression_url"]).path)')
+    PATH_=$(impression_path "$regie_port")
     content_type=image/gif
 fi
 readonly PATH_
