@@ -1079,7 +1079,7 @@ for line in open(sys.argv[1], encoding="utf-8", errors="replace"):
     elif entry.get("message") == "serving inventory version":
         served.append(str(ms))
 print(f"regie's log: parsed and validated in {'-' if parse_ms is None else parse_ms} ms, then"
-      f" serialised and written in {'-' if write_ms is None else write_ms} ms (written after"
+      f" written to the store in {'-' if write_ms is None else write_ms} ms (written after"
       f" {'-' if written is None else written} ms), serving after {' and '.join(served) or '-'} ms")
 PY
 }

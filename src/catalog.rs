@@ -183,7 +183,7 @@ impl Catalog {
                 .collect::<Vec<_>>()
                 .join("\n"),
         })?;
-        let json = serde_json::to_string(&parsed.inventory).expect("an inventory serialises");
+        let json = parsed.stored_text(bytes.into_owned());
         match self.store.inventory_version().await {
             Ok(None) => match self.store.restore_inventory(&json, 1).await {
                 Ok(written) => {

@@ -51,8 +51,8 @@ impl CampaignIndex {
 /// A campaign with what the serve path needs precomputed.
 #[derive(Debug)]
 pub struct CompiledCampaign {
-    /// The campaign as the inventory describes it.
-    pub campaign: Campaign,
+    /// The campaign as the inventory describes it (the inventory's own).
+    pub campaign: Arc<Campaign>,
     /// `keywords_any`, lower-cased NFC.
     pub keywords_any: Vec<String>,
     /// `keywords_none`, lower-cased NFC.
@@ -192,7 +192,7 @@ impl Snapshot {
                         *label_index.entry(normalize_label(label)).or_insert(next)
                     })
                     .collect(),
-                campaign: campaign.clone(),
+                campaign: Arc::clone(campaign),
                 keywords_any: campaign
                     .targeting
                     .keywords_any
@@ -290,12 +290,16 @@ fn compile_slot(
     let tiers = Priority::ALL
         .iter()
         .filter_map(|&priority| {
-            let members: Vec<SlotMember> = in_slot
-                .iter()
-                .map(|&i| (i, &campaigns[i.0].campaign))
-                .filter(|(_, c)| c.priority == priority)
-                .map(|(i, c)| member(i, c, size, &sizes))
-                .collect();
+            let in_tier = |i: &&CampaignIndex| campaigns[i.0].campaign.priority == priority;
+            // Sized before it fills: a slot of a large inventory has tens of thousands of
+            // members, which a growing vector would copy again and again.
+            let mut members = Vec::with_capacity(in_slot.iter().filter(in_tier).count());
+            members.extend(
+                in_slot
+                    .iter()
+                    .filter(in_tier)
+                    .map(|&i| member(i, &campaigns[i.0].campaign, size, &sizes)),
+            );
             let weights = members
                 .iter()
                 .map(|m| u64::from(campaigns[m.campaign.0].campaign.weight.get()))

@@ -3,6 +3,8 @@
 //! Every struct rejects unknown fields: a typo in an operator's JSON must fail loudly, not
 //! silently drop a cap.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -19,9 +21,10 @@ pub struct Inventory {
     /// Advertisers owning campaigns.
     #[serde(default)]
     pub advertisers: Vec<Advertiser>,
-    /// Campaigns that can be served.
+    /// Campaigns that can be served; shared with the snapshots compiled from the inventory,
+    /// so that compiling a large inventory copies none of them.
     #[serde(default)]
-    pub campaigns: Vec<Campaign>,
+    pub campaigns: Vec<Arc<Campaign>>,
 }
 
 /// How a slot draws among its eligible campaigns.

@@ -1,9 +1,12 @@
 //! Parsing and validation of an inventory document, reporting every bad field by its path.
 
+use std::sync::Arc;
+
 use hashbrown::HashSet;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use unicode_normalization::UnicodeNormalization;
@@ -38,6 +41,56 @@ pub struct ParsedInventory {
     pub inventory: Inventory,
     /// The `version` field, when the document carried one (optimistic concurrency).
     pub version: Option<u64>,
+}
+
+impl ParsedInventory {
+    /// The document's text as the store keeps it, given the `text` it was parsed from: that
+    /// text, so that a large document is not serialised again, without its `version` field
+    /// (the version its writer expected belongs to the write, not to the inventory). The
+    /// inventory serialised when the text cannot be kept as it is (a top-level field written
+    /// twice alongside a `version`).
+    pub fn stored_text(&self, text: Vec<u8>) -> String {
+        let kept = match self.version {
+            None => String::from_utf8(text).ok(),
+            Some(_) => std::str::from_utf8(&text).ok().and_then(without_version),
+        };
+        kept.unwrap_or_else(|| {
+            serde_json::to_string(&self.inventory).expect("an inventory serialises")
+        })
+    }
+}
+
+/// `text`, a JSON object, without its `version` field: its other fields copied as written.
+fn without_version(text: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Fields<'a> {
+        #[serde(borrow)]
+        slots: Option<&'a RawValue>,
+        #[serde(borrow)]
+        advertisers: Option<&'a RawValue>,
+        #[serde(borrow)]
+        campaigns: Option<&'a RawValue>,
+    }
+    let fields: Fields = serde_json::from_str(text).ok()?;
+    let mut kept = String::with_capacity(text.len());
+    kept.push('{');
+    for (name, value) in [
+        ("slots", fields.slots),
+        ("advertisers", fields.advertisers),
+        ("campaigns", fields.campaigns),
+    ] {
+        if let Some(value) = value {
+            if kept.len() > 1 {
+                kept.push(',');
+            }
+            kept.push('"');
+            kept.push_str(name);
+            kept.push_str("\":");
+            kept.push_str(value.get());
+        }
+    }
+    kept.push('}');
+    Some(kept)
 }
 
 const TOP_LEVEL_FIELDS: [&str; 4] = ["slots", "advertisers", "campaigns", "version"];
@@ -85,7 +138,7 @@ struct WholeDocument {
     #[serde(default)]
     advertisers: Option<Vec<Advertiser>>,
     #[serde(default)]
-    campaigns: Option<Vec<Campaign>>,
+    campaigns: Option<Vec<Arc<Campaign>>>,
 }
 
 /// Validates a document that decoded whole: every element is where it was written.
@@ -132,12 +185,12 @@ fn parse_by_element(bytes: &[u8]) -> Result<ParsedInventory, InvalidInventory> {
     };
     let (slots, slot_at) = decode_array(&mut root, "slots", &mut errors);
     let (advertisers, advertiser_at) = decode_array(&mut root, "advertisers", &mut errors);
-    let (campaigns, campaign_at) = decode_array(&mut root, "campaigns", &mut errors);
+    let (campaigns, campaign_at) = decode_array::<Campaign>(&mut root, "campaigns", &mut errors);
     let decoded_cleanly = errors.is_empty();
     let inventory = Inventory {
         slots,
         advertisers,
-        campaigns,
+        campaigns: campaigns.into_iter().map(Arc::new).collect(),
     };
     let positions = Positions {
         slots: slot_at,
@@ -626,6 +679,51 @@ mod tests {
             assert_eq!(whole.inventory, by_element.inventory);
             assert_eq!(whole.version, by_element.version);
         }
+    }
+
+    #[test]
+    fn the_store_keeps_the_text_as_written_without_its_version() {
+        // Spaces, an escaped character and a field order of the writer's own: kept as written.
+        let campaigns = valid()["campaigns"]
+            .to_string()
+            .replace("Visitez", "Visit\\u00e9z");
+        let slots = valid()["slots"].to_string();
+        let advertisers = valid()["advertisers"].to_string();
+        let text = format!(
+            "{{ \"campaigns\" : {campaigns},\n \"slots\": {slots}, \"advertisers\":{advertisers} }}"
+        );
+        let parsed = parse_inventory(text.as_bytes()).expect("valid");
+        assert_eq!(parsed.stored_text(text.clone().into_bytes()), text);
+
+        let versioned = text.replacen("{", "{\"version\": 41, ", 1);
+        let parsed = parse_inventory(versioned.as_bytes()).expect("valid");
+        assert_eq!(parsed.version, Some(41));
+        let stored = parsed.stored_text(versioned.into_bytes());
+        assert_eq!(
+            stored,
+            format!(
+                "{{\"slots\":{slots},\"advertisers\":{advertisers},\"campaigns\":{campaigns}}}"
+            )
+        );
+        let read_back = parse_inventory(stored.as_bytes()).expect("valid");
+        assert_eq!(read_back.inventory, parsed.inventory);
+        assert_eq!(read_back.version, None);
+    }
+
+    #[test]
+    fn a_versioned_text_that_repeats_a_field_is_stored_serialised() {
+        let slots = valid()["slots"].to_string();
+        let mut doc = valid();
+        doc["version"] = json!(3);
+        let text = doc
+            .to_string()
+            .replacen("{", &format!("{{\"slots\":{slots},"), 1);
+        let parsed = parse_inventory(text.as_bytes()).expect("a repeated field keeps the last");
+        let stored = parsed.stored_text(text.into_bytes());
+        assert_eq!(stored, serde_json::to_string(&parsed.inventory).unwrap());
+        let read_back = parse_inventory(stored.as_bytes()).expect("valid");
+        assert_eq!(read_back.inventory, parsed.inventory);
+        assert_eq!(read_back.version, None);
     }
 
     #[test]

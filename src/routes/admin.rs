@@ -9,11 +9,12 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::auth::{hash_key, new_api_key};
+use super::body::read_whole;
 use super::errors::allow;
 use super::MAX_INVENTORY_BYTES;
 use crate::error::ApiError;
@@ -28,10 +29,8 @@ use crate::store::{Backend, PutOutcome};
 const EDIT_ATTEMPTS: usize = 5;
 
 pub(super) fn configure(cfg: &mut web::ServiceConfig) {
-    let big_body = web::PayloadConfig::new(MAX_INVENTORY_BYTES);
     cfg.service(
         super::admin_resource("/v1/admin/inventory")
-            .app_data(big_body)
             .route(web::get().to(get_inventory))
             .route(web::put().to(put_inventory))
             .default_service(allow("GET, PUT")),
@@ -85,14 +84,19 @@ async fn write(
     expected: Option<u64>,
 ) -> Result<PutOutcome, ApiError> {
     let bytes = serde_json::to_vec(doc).expect("a Value serialises");
-    write_inventory(state, parse_inventory(&bytes)?.inventory, expected).await
+    let parsed = parse_inventory(&bytes)?;
+    let text = parsed.stored_text(bytes);
+    write_inventory(state, parsed.inventory, text, expected).await
 }
 
-/// [`write`] for an inventory already validated: each document is parsed once, and compiled
-/// once on this instance.
+/// [`write`] for an inventory already validated, and `text`, the document as the store keeps
+/// it (see
+/// [`crate::inventory::ParsedInventory::stored_text`]): each document is parsed once, compiled once on
+/// this instance, and never serialised again.
 async fn write_inventory(
     state: &AppState,
     inventory: Inventory,
+    text: String,
     expected: Option<u64>,
 ) -> Result<PutOutcome, ApiError> {
     let started = Instant::now();
@@ -102,21 +106,11 @@ async fn write_inventory(
         let inventory = Arc::clone(&inventory);
         tokio::task::spawn_blocking(move || Snapshot::compile_shared(0, inventory))
     };
-    // Serialised on a blocking thread too: tens of megabytes take a tenth of a second or more,
-    // which would stall every request on this worker.
-    let json = {
-        let inventory = Arc::clone(&inventory);
-        tokio::task::spawn_blocking(move || {
-            serde_json::to_string(&*inventory).expect("an inventory serialises")
-        })
-        .await
-        .expect("serialising an inventory does not panic")
-    };
     let held = state.catalog.hold_refreshes().await;
     let served = state.catalog.snapshot();
     let floor = served.as_ref().map_or(0, |s| s.version);
-    let outcome = state.store.put_inventory(&json, expected, floor).await?;
-    drop(json);
+    let outcome = state.store.put_inventory(&text, expected, floor).await?;
+    drop(text);
     if let PutOutcome::Written(version) = outcome {
         tracing::info!(
             version,
@@ -281,19 +275,25 @@ async fn get_inventory(state: web::Data<AppState>) -> Result<HttpResponse, ApiEr
 
 async fn put_inventory(
     state: web::Data<AppState>,
-    body: web::Bytes,
+    req: HttpRequest,
+    payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
+    let body = read_whole(&req, payload, MAX_INVENTORY_BYTES).await?;
     // Parsed and validated on a blocking thread: a large document takes a few tenths of a
     // second, which would stall every request on this worker.
     let started = Instant::now();
-    let parsed = tokio::task::spawn_blocking(move || parse_inventory(&body))
-        .await
-        .expect("parsing an inventory does not panic")?;
+    let (parsed, text) = tokio::task::spawn_blocking(move || {
+        let parsed = parse_inventory(&body)?;
+        let text = parsed.stored_text(body.into());
+        Ok::<_, InvalidInventory>((parsed, text))
+    })
+    .await
+    .expect("parsing an inventory does not panic")?;
     tracing::info!(
         parse_ms = started.elapsed().as_millis() as u64,
         "inventory document parsed and validated"
     );
-    match write_inventory(&state, parsed.inventory, parsed.version).await? {
+    match write_inventory(&state, parsed.inventory, text, parsed.version).await? {
         PutOutcome::Written(version) => Ok(HttpResponse::Ok().json(json!({ "version": version }))),
         PutOutcome::Conflict { current } => Err(ApiError::VersionConflict { current }),
     }

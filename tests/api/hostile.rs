@@ -165,20 +165,36 @@ fn raw_request(address: &str, head: &str, body_chunks: &[Vec<u8>]) -> (String, S
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chunked_body_without_a_length_is_cut_at_the_limit_with_a_413() {
     let app = spawn_app(StoreKind::Memory, None).await;
-    let address = app.address.clone();
+    // Past each endpoint's limit: 64 KiB for decisions, 64 MiB for the inventory.
+    let cases = [
+        ("POST /v1/decisions", String::new(), 64, 4096),
+        (
+            "PUT /v1/admin/inventory",
+            format!("Authorization: Bearer {}\r\n", crate::helpers::ADMIN_TOKEN),
+            65,
+            1024 * 1024,
+        ),
+    ];
+    for (request_line, auth, chunks, chunk_bytes) in cases {
+        let address = app.address.clone();
+        let (status, body) = tokio::task::spawn_blocking(move || {
+            let head = format!(
+                "{request_line} HTTP/1.1\r\nHost: localhost\r\n{auth}\
+                 Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\
+                 Connection: close\r\n\r\n"
+            );
+            let chunks: Vec<Vec<u8>> = (0..chunks).map(|_| vec![b' '; chunk_bytes]).collect();
+            raw_request(&address, &head, &chunks)
+        })
+        .await
+        .unwrap();
 
-    let (status, body) = tokio::task::spawn_blocking(move || {
-        let head = "POST /v1/decisions HTTP/1.1\r\nHost: localhost\r\n\
-                    Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\
-                    Connection: close\r\n\r\n";
-        let chunks: Vec<Vec<u8>> = (0..64).map(|_| vec![b' '; 4096]).collect();
-        raw_request(&address, head, &chunks)
-    })
-    .await
-    .unwrap();
-
-    assert!(status.contains(" 413 "), "{status}");
-    assert!(body.contains("\"payload_too_large\""), "{body}");
+        assert!(status.contains(" 413 "), "{request_line}: {status}");
+        assert!(
+            body.contains("\"payload_too_large\""),
+            "{request_line}: {body}"
+        );
+    }
 }
 
 /// Percent-encodes every byte: the path or query then carries exactly these bytes, invalid
