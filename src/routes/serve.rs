@@ -108,7 +108,7 @@ impl Inputs {
             excluded_advertisers: self.excluded_advertisers,
             country: self.country,
             now,
-            local: LocalMoment::at(now, state.zone.0),
+            local: LocalMoment::of_wall_clock(state.zone.wall_clock_secs(now)),
             today: state.zone.day(now),
         }
     }

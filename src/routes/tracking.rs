@@ -5,8 +5,11 @@
 //! answers a short HTML page and never redirects: the landing URL comes from the inventory,
 //! never from the request.
 
+use std::borrow::Cow;
+
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
+use percent_encoding::percent_decode_str;
 
 use super::errors::allow;
 use super::no_store;
@@ -28,7 +31,7 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig) {
     ] {
         cfg.service(
             super::public_resource(path)
-                .route(web::get().to(move |req, state, token| beacon(req, state, token, kind)))
+                .route(web::get().to(move |req, state| beacon(req, state, kind)))
                 .route(web::head().to(pixel))
                 .default_service(allow("GET, HEAD")),
         );
@@ -111,13 +114,20 @@ fn reject(state: &AppState, kind: EventKind, reason: TokenError) {
         .inc();
 }
 
-async fn beacon(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    token: web::Path<String>,
-    kind: EventKind,
-) -> HttpResponse {
-    match verify(&state, &token, kind) {
+/// The `{token}` segment of the request's path. A token is URL-safe base64, which no escape
+/// changes: the segment is taken as it is, and percent-decoded only when it holds an escape
+/// (as `web::Path` would decode it, which scans every byte of every token).
+fn token_of(req: &HttpRequest) -> Cow<'_, str> {
+    let raw = req.match_info().get("token").unwrap_or_default();
+    if raw.contains('%') {
+        percent_decode_str(raw).decode_utf8_lossy()
+    } else {
+        Cow::Borrowed(raw)
+    }
+}
+
+async fn beacon(req: HttpRequest, state: web::Data<AppState>, kind: EventKind) -> HttpResponse {
+    match verify(&state, &token_of(&req), kind) {
         Ok(verified) => record(&req, &state, &verified, kind),
         Err(reason) => reject(&state, kind, reason),
     }
@@ -126,12 +136,8 @@ async fn beacon(
 
 /// A valid token always redirects to its landing page, an invalid click's too: the person
 /// (or bot) lands where the ad leads, only the count differs.
-async fn click(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    token: web::Path<String>,
-) -> HttpResponse {
-    match verify(&state, &token, EventKind::Click) {
+async fn click(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    match verify(&state, &token_of(&req), EventKind::Click) {
         Ok(verified) => {
             record(&req, &state, &verified, EventKind::Click);
             HttpResponse::Found()

@@ -33,6 +33,18 @@ impl LocalMoment {
             minute: (local.hour() * 60 + local.minute()) as u16,
         }
     }
+
+    /// The moment a wall clock shows, given as the Unix seconds of its date and time read as
+    /// UTC (see [`crate::clock::ReportingZone::wall_clock_secs`]).
+    pub fn of_wall_clock(secs: i64) -> Self {
+        const DAY_SECS: i64 = 86_400;
+        // 1 January 1970 was a Thursday: day 3 of a week that starts on Monday.
+        let weekday = (secs.div_euclid(DAY_SECS) + 3).rem_euclid(7);
+        Self {
+            weekday: weekday as u8,
+            minute: (secs.rem_euclid(DAY_SECS) / 60) as u16,
+        }
+    }
 }
 
 /// A campaign's schedule, compiled: open when any window is.
@@ -118,6 +130,29 @@ pub fn parse_time_of_day(raw: &str, end: bool) -> Option<u16> {
 mod tests {
     use super::*;
     use chrono::TimeZone;
+
+    #[test]
+    fn a_moment_read_off_the_wall_clock_is_the_moment_at_that_instant() {
+        // Every 7 min 13 s of 2018, and of days around 1970 and before it.
+        let instants = (1_514_764_800..1_546_300_800)
+            .step_by(433)
+            .chain((-2_000_000..2_000_000).step_by(433));
+        for tz in [
+            chrono_tz::Europe::Paris,
+            chrono_tz::Asia::Kathmandu,
+            chrono_tz::UTC,
+        ] {
+            let zone = crate::clock::ReportingZone(tz);
+            for secs in instants.clone() {
+                let now = DateTime::from_timestamp(secs, 0).unwrap();
+                assert_eq!(
+                    LocalMoment::of_wall_clock(zone.wall_clock_secs(now)),
+                    LocalMoment::at(now, tz),
+                    "{tz} at {now}"
+                );
+            }
+        }
+    }
 
     fn window(days: &[Day], from: &str, to: &str) -> ScheduleWindow {
         ScheduleWindow {
