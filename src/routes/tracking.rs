@@ -6,6 +6,7 @@
 //! never from the request.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -13,6 +14,7 @@ use percent_encoding::percent_decode_str;
 
 use super::errors::allow;
 use super::no_store;
+use crate::inventory::Campaign;
 use crate::state::AppState;
 use crate::store::Event;
 use crate::tracking::{EventKind, TokenError, TokenPayload, CLOCK_SKEW_SECS};
@@ -56,7 +58,17 @@ async fn pixel() -> HttpResponse {
 /// What a valid token points at in the served inventory.
 struct Verified {
     payload: TokenPayload,
-    landing_url: String,
+    /// The campaign it names, as the served inventory describes it.
+    campaign: Arc<Campaign>,
+    /// The creative it names, an index of the campaign's creatives.
+    creative: usize,
+}
+
+impl Verified {
+    /// Where a click on the creative leads.
+    fn landing_url(&self) -> &str {
+        self.campaign.creatives[self.creative].landing_url.as_str()
+    }
 }
 
 /// Verifies the token's signature, age and that its campaign, creative and slot still exist
@@ -79,13 +91,14 @@ fn verify(state: &AppState, token: &str, kind: EventKind) -> Result<Verified, To
         .campaign
         .creatives
         .iter()
-        .find(|c| c.id == payload.creative)
+        .position(|c| c.id == payload.creative)
         .ok_or(TokenError::UnknownCampaign)?;
     if snapshot.slot(&payload.slot).is_none() {
         return Err(TokenError::UnknownCampaign);
     }
     Ok(Verified {
-        landing_url: creative.landing_url.to_string(),
+        campaign: Arc::clone(&campaign.campaign),
+        creative,
         payload,
     })
 }
@@ -141,7 +154,7 @@ async fn click(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
         Ok(verified) => {
             record(&req, &state, &verified, EventKind::Click);
             HttpResponse::Found()
-                .insert_header((header::LOCATION, verified.landing_url))
+                .insert_header((header::LOCATION, verified.landing_url()))
                 .insert_header(no_store())
                 .insert_header((header::REFERRER_POLICY, "no-referrer-when-downgrade"))
                 .finish()
