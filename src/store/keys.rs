@@ -10,7 +10,7 @@
 //!
 //! | key | type | what it holds | written by |
 //! | --- | --- | --- | --- |
-//! | `P:{inventory}:json` | string | the inventory document (JSON) | `put_inventory.lua`, `restore_inventory.lua` |
+//! | `P:{inventory}:json` | string | the inventory document (JSON), as its writer wrote it but for a top-level `version` | `put_inventory.lua`, `restore_inventory.lua` |
 //! | `P:{inventory}:version` | string (integer) | its version | `put_inventory.lua`, `restore_inventory.lua` |
 //! | `P:{inventory}:staging:ID` | string, expiring after 10 minutes | a document on its way in, renamed to `P:{inventory}:json` by `put_inventory.lua` (or deleted on a conflict) | `put_inventory` |
 //! | `P:inventory:changed` | pub/sub channel | a new version, published on every write (on a cluster, to every node's subscribers) | `put_inventory.lua`, `restore_inventory.lua` |
