@@ -4,12 +4,14 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::helpers::{
-    ad_path, redis_for, spawn_app, spawn_app_with, urlencode, AppOptions, StoreKind,
+    ad_path, add_bulk_campaigns, redis_for, spawn_app, spawn_app_with, urlencode, AppOptions,
+    StoreKind,
 };
 use crate::on_both_stores;
 
 on_both_stores!(
     an_inventory_put_is_served_at_once_and_versions_increase,
+    a_document_of_megabytes_is_stored_whole,
     a_put_based_on_an_old_version_is_a_409,
     an_invalid_inventory_is_a_422_naming_every_bad_field,
     the_admin_api_requires_the_admin_token,
@@ -50,6 +52,27 @@ async fn an_inventory_put_is_served_at_once_and_versions_increase(kind: StoreKin
         "banner has nothing left"
     );
     assert_eq!(app.inventory().await["version"], version + 1);
+}
+
+async fn a_document_of_megabytes_is_stored_whole(kind: StoreKind) {
+    let redis = redis_for(kind);
+    let app = spawn_app(kind, redis.as_ref()).await;
+    let mut doc = app.inventory().await;
+    let version = doc["version"].as_u64().unwrap();
+    // The Redis store writes a document of more than a megabyte in parts, which must come
+    // back as one.
+    add_bulk_campaigns(&mut doc, 3_000);
+    assert!(doc.to_string().len() > 2 * 1024 * 1024);
+
+    let response = app.put_inventory(&doc).await;
+
+    assert_eq!(response.status(), 200);
+    doc["version"] = json!(version + 1);
+    // The admin API reads the document back from the store.
+    assert!(
+        app.inventory().await == doc,
+        "the document came back changed"
+    );
 }
 
 async fn a_put_based_on_an_old_version_is_a_409(kind: StoreKind) {

@@ -13,7 +13,7 @@ use regie::clock::ManualClock;
 use regie::settings::Settings;
 use regie::startup::{Application, StopHandle};
 use secrecy::SecretString;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 /// The admin token of every test app.
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdefghij";
@@ -661,5 +661,18 @@ impl Drop for Binary {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Adds `n` copies of the document's first campaign, each with a title of about 600 bytes:
+/// 3 000 make a document of more than two megabytes.
+pub fn add_bulk_campaigns(doc: &mut Value, n: usize) {
+    let model = doc["campaigns"][0].clone();
+    let campaigns = doc["campaigns"].as_array_mut().unwrap();
+    for i in 0..n {
+        let mut campaign = model.clone();
+        campaign["id"] = json!(format!("bulk-{i:04}"));
+        campaign["creatives"][0]["title"] = json!(format!("{i:04} {}", "é".repeat(300)));
+        campaigns.push(campaign);
     }
 }

@@ -8,7 +8,8 @@ use serde_json::{json, Value};
 
 use crate::cluster::RedisCluster;
 use crate::helpers::{
-    eventually, inventory_file, settled_total, spawn_app_with, AppOptions, TestApp,
+    add_bulk_campaigns, eventually, inventory_file, settled_total, spawn_app_with, AppOptions,
+    TestApp,
 };
 
 /// A campaign of a text creative in `slots`.
@@ -82,6 +83,24 @@ async fn an_inventory_put_through_one_instance_is_served_by_another_within_one_s
         "instance B did not serve the change within one second"
     );
     assert!(written.elapsed() < Duration::from_secs(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_document_of_megabytes_put_through_one_instance_is_read_whole_by_another() {
+    let cluster = RedisCluster::shared();
+    let prefix = "megabytes";
+    let (a, _) = app_on_cluster(&cluster.seeds(), prefix, None).await;
+    let mut doc = a.inventory().await;
+    add_bulk_campaigns(&mut doc, 3_000);
+
+    let response = a.put_inventory(&doc).await;
+
+    assert_eq!(response.status(), 200);
+    let answer: Value = response.json().await.unwrap();
+    doc["version"] = answer["version"].clone();
+    // A new instance reads the document from the cluster.
+    let (b, _) = app_on_cluster(&cluster.seeds(), prefix, None).await;
+    assert!(b.inventory().await == doc, "the document came back changed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

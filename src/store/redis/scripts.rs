@@ -8,9 +8,12 @@ use crate::store::connection::SlotCmd;
 use crate::store::{Lease, LeaseRequest, PutOutcome, StoreError};
 
 /// How long a staged inventory document waits to be moved into place: far longer than the
-/// two round trips between its write and its move, short enough that one an instance left
+/// round trips between its write and its move, short enough that one an instance left
 /// behind (it stopped in between) does not stay.
 const STAGING_TTL_MS: u64 = 600_000;
+
+/// The part of a large inventory document written to its staging key at a time.
+const STAGING_CHUNK_BYTES: usize = 1 << 20;
 
 /// How long a daily lease counter is kept: the day and a margin for time zones.
 const DAILY_LEASE_TTL_SECS: u64 = 3 * 86_400;
@@ -69,16 +72,7 @@ impl PutInventory {
     ) -> Result<PutOutcome, StoreError> {
         let keys = &store.keys;
         let staging = keys.inventory_staging(&ulid::Ulid::new().to_string());
-        store.observe(
-            "put_inventory",
-            redis::cmd("SET")
-                .arg(&staging)
-                .arg(json)
-                .arg("PX")
-                .arg(STAGING_TTL_MS)
-                .query_async::<()>(&mut store.conn())
-                .await,
-        )?;
+        stage(store, &staging, json.as_bytes()).await?;
         let (written, version): (i8, u64) = store.observe(
             "put_inventory",
             self.0
@@ -99,6 +93,48 @@ impl PutInventory {
             )),
         }
     }
+}
+
+/// Writes `document` to the staging key `staging`, expiring: in one `SET` when it is small, in
+/// chunks when it is not. A `SET` of tens of megabytes has the client copy the document into
+/// fresh buffers three times over while the PUT compiles it, which took a third of a second
+/// of an instance's first PUTs; chunks go through the same few megabytes of buffers. The last
+/// chunk is written first, so that Redis makes the whole string at once and writes every
+/// other chunk in place.
+async fn stage(store: &RedisStore, staging: &str, document: &[u8]) -> Result<(), StoreError> {
+    if document.len() <= STAGING_CHUNK_BYTES {
+        return store.observe(
+            "put_inventory",
+            redis::cmd("SET")
+                .arg(staging)
+                .arg(document)
+                .arg("PX")
+                .arg(STAGING_TTL_MS)
+                .query_async::<()>(&mut store.conn())
+                .await,
+        );
+    }
+    let last = document.len().div_ceil(STAGING_CHUNK_BYTES) - 1;
+    for (index, chunk) in document.chunks(STAGING_CHUNK_BYTES).enumerate().rev() {
+        let mut pipe = redis::pipe();
+        pipe.cmd("SETRANGE")
+            .arg(staging)
+            .arg(index * STAGING_CHUNK_BYTES)
+            .arg(chunk)
+            .ignore();
+        if index == last {
+            // Expiring from its first part on, should this instance stop before the move.
+            pipe.cmd("PEXPIRE")
+                .arg(staging)
+                .arg(STAGING_TTL_MS)
+                .ignore();
+        }
+        store.observe(
+            "put_inventory",
+            pipe.query_async::<()>(&mut store.conn()).await,
+        )?;
+    }
+    Ok(())
 }
 
 /// `restore_inventory.lua`: a write that never goes back to an older version.
