@@ -260,9 +260,11 @@ impl Snapshot {
             .map(|(id, _)| id)
     }
 
-    /// The campaign of that id.
-    pub fn campaign(&self, id: &CampaignId) -> Option<&CompiledCampaign> {
-        self.campaign_index.get(id).map(|&i| self.campaign_at(i))
+    /// The campaign of that id: a [`CampaignId`], or its text.
+    pub fn campaign(&self, id: &(impl Borrow<str> + ?Sized)) -> Option<&CompiledCampaign> {
+        self.campaign_index
+            .get(Borrow::<str>::borrow(id))
+            .map(|&i| self.campaign_at(i))
     }
 
     /// The campaign at that index.

@@ -145,6 +145,14 @@ macro_rules! identifier {
             }
         }
 
+        /// Maps keyed by the identifier are looked up by its text: it hashes and compares as
+        /// its `String` does.
+        impl Borrow<str> for $name {
+            fn borrow(&self) -> &str {
+                &self.0
+            }
+        }
+
         into_text!($name);
     };
 }

@@ -11,13 +11,14 @@ use std::sync::Arc;
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use percent_encoding::percent_decode_str;
+use ulid::Ulid;
 
 use super::errors::allow;
 use super::no_store;
-use crate::inventory::Campaign;
+use crate::inventory::{Campaign, SlotName};
 use crate::state::AppState;
 use crate::store::Event;
-use crate::tracking::{EventKind, TokenError, TokenPayload, CLOCK_SKEW_SECS};
+use crate::tracking::{EventKind, TokenError, CLOCK_SKEW_SECS};
 
 /// The transparent 1×1 GIF, 43 bytes.
 pub const PIXEL_GIF: [u8; 43] = [
@@ -57,11 +58,16 @@ async fn pixel() -> HttpResponse {
 
 /// What a valid token points at in the served inventory.
 struct Verified {
-    payload: TokenPayload,
+    /// The decision.
+    decision_id: Ulid,
+    /// When the decision was made, in Unix milliseconds.
+    issued_at_ms: i64,
     /// The campaign it names, as the served inventory describes it.
     campaign: Arc<Campaign>,
     /// The creative it names, an index of the campaign's creatives.
     creative: usize,
+    /// The slot it names, as the served inventory does.
+    slot: SlotName,
 }
 
 impl Verified {
@@ -71,12 +77,13 @@ impl Verified {
     }
 }
 
-/// Verifies the token's signature, age and that its campaign, creative and slot still exist
-/// (metric labels come from the inventory only).
+/// Verifies the token's signature, age and that its campaign, creative and slot still exist.
+/// The names come from the inventory, where the token's are looked up: only names the
+/// inventory holds, all of them valid, reach the counters and metric labels.
 fn verify(state: &AppState, token: &str, kind: EventKind) -> Result<Verified, TokenError> {
-    let payload = state.signer.verify(token)?;
+    let signed = state.signer.verify_signature(token)?;
     let now = state.clock.now().timestamp();
-    let age = now - payload.issued_at;
+    let age = now - signed.issued_at;
     if age > state.token_ttl(kind) as i64 || age < -CLOCK_SKEW_SECS {
         return Err(TokenError::Expired);
     }
@@ -85,21 +92,23 @@ fn verify(state: &AppState, token: &str, kind: EventKind) -> Result<Verified, To
         .snapshot()
         .ok_or(TokenError::UnknownCampaign)?;
     let campaign = snapshot
-        .campaign(&payload.campaign)
+        .campaign(signed.campaign())
         .ok_or(TokenError::UnknownCampaign)?;
     let creative = campaign
         .campaign
         .creatives
         .iter()
-        .position(|c| c.id == payload.creative)
+        .position(|c| c.id.as_str() == signed.creative())
         .ok_or(TokenError::UnknownCampaign)?;
-    if snapshot.slot(&payload.slot).is_none() {
-        return Err(TokenError::UnknownCampaign);
-    }
+    let slot = snapshot
+        .slot(signed.slot())
+        .ok_or(TokenError::UnknownCampaign)?;
     Ok(Verified {
+        decision_id: signed.decision_id,
+        issued_at_ms: signed.issued_at_ms(),
         campaign: Arc::clone(&campaign.campaign),
         creative,
-        payload,
+        slot: slot.slot.name.clone(),
     })
 }
 
@@ -108,12 +117,12 @@ fn record(req: &HttpRequest, state: &AppState, verified: &Verified, kind: EventK
     let now_ms = state.clock.now().timestamp_millis();
     let invalid = state
         .ivt
-        .event_reason(req, kind, verified.payload.issued_at_ms(), now_ms);
+        .event_reason(req, kind, verified.issued_at_ms, now_ms);
     state.recorder.event(Event {
         kind,
-        decision_id: verified.payload.decision_id,
-        campaign: verified.payload.campaign.clone(),
-        slot: verified.payload.slot.clone(),
+        decision_id: verified.decision_id,
+        campaign: verified.campaign.id.clone(),
+        slot: verified.slot.clone(),
         day: state.today(),
         invalid,
     });

@@ -5,7 +5,9 @@ mod token;
 
 pub use shared::{adopt_store_key, share_through_store};
 
-pub use token::{KeysError, Signer, TokenError, TokenPayload, MAX_TOKEN_CHARS, MIN_SECRET_BYTES};
+pub use token::{
+    KeysError, SignedToken, Signer, TokenError, TokenPayload, MAX_TOKEN_CHARS, MIN_SECRET_BYTES,
+};
 
 /// Clocks of instances may disagree a little: a token issued up to this long in the future
 /// (by another instance's clock) is accepted.

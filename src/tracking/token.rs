@@ -49,13 +49,18 @@ impl TokenPayload {
     /// the decision's time, so it carries the milliseconds the signed seconds lack; an id not
     /// made that way (outside its second) falls back to the second.
     pub fn issued_at_ms(&self) -> i64 {
-        let second = self.issued_at.saturating_mul(1_000);
-        let from_id = i64::try_from(self.decision_id.timestamp_ms()).unwrap_or(i64::MAX);
-        if (second..second + 1_000).contains(&from_id) {
-            from_id
-        } else {
-            second
-        }
+        issued_at_ms(self.decision_id, self.issued_at)
+    }
+}
+
+/// [`TokenPayload::issued_at_ms`], of a decision id and the signed seconds.
+fn issued_at_ms(decision_id: Ulid, issued_at: i64) -> i64 {
+    let second = issued_at.saturating_mul(1_000);
+    let from_id = i64::try_from(decision_id.timestamp_ms()).unwrap_or(i64::MAX);
+    if (second..second + 1_000).contains(&from_id) {
+        from_id
+    } else {
+        second
     }
 }
 
@@ -272,9 +277,23 @@ impl Signer {
         URL_SAFE_NO_PAD.encode(bytes)
     }
 
-    /// Checks a token's signature and decodes it. Expiry is the caller's (it depends on the
-    /// kind of event and on the clock).
+    /// Checks a token's signature and decodes it, its names validated as the inventory's are.
+    /// Expiry is the caller's (it depends on the kind of event and on the clock).
     pub fn verify(&self, token: &str) -> Result<TokenPayload, TokenError> {
+        let signed = self.verify_signature(token)?;
+        let malformed = |_| TokenError::Malformed;
+        Ok(TokenPayload {
+            decision_id: signed.decision_id,
+            issued_at: signed.issued_at,
+            campaign: CampaignId::parse(signed.campaign()).map_err(malformed)?,
+            creative: CreativeId::parse(signed.creative()).map_err(malformed)?,
+            slot: SlotName::parse(signed.slot()).map_err(malformed)?,
+        })
+    }
+
+    /// Checks a token's signature and reads its fields, without validating its names: for a
+    /// caller that looks them up in the inventory, which only names that are valid match.
+    pub fn verify_signature(&self, token: &str) -> Result<SignedToken, TokenError> {
         if token.len() > MAX_TOKEN_CHARS {
             return Err(TokenError::Malformed);
         }
@@ -303,20 +322,58 @@ impl Signer {
             .map_err(|_| TokenError::BadSignature)?;
         let decision_id = Ulid::from_bytes(reader.array::<16>()?);
         let issued_at = i64::from_be_bytes(reader.array::<8>()?);
-        // Validated like the inventory's names: past this point, nothing parses them again.
-        let campaign = CampaignId::parse(reader.text()?).map_err(|_| TokenError::Malformed)?;
-        let creative = CreativeId::parse(reader.text()?).map_err(|_| TokenError::Malformed)?;
-        let slot = SlotName::parse(reader.text()?).map_err(|_| TokenError::Malformed)?;
+        let (campaign, creative, slot) = (reader.text()?, reader.text()?, reader.text()?);
         if !reader.0.is_empty() {
             return Err(TokenError::Malformed);
         }
-        Ok(TokenPayload {
+        let mut names = String::with_capacity(campaign.len() + creative.len() + slot.len());
+        for name in [campaign, creative, slot] {
+            names.push_str(name);
+        }
+        Ok(SignedToken {
             decision_id,
             issued_at,
-            campaign,
-            creative,
-            slot,
+            creative_at: campaign.len(),
+            slot_at: campaign.len() + creative.len(),
+            names,
         })
+    }
+}
+
+/// A token whose signature holds: its fields as signed, names not yet validated.
+#[derive(Debug)]
+pub struct SignedToken {
+    /// The decision.
+    pub decision_id: Ulid,
+    /// When the decision was made, in Unix seconds.
+    pub issued_at: i64,
+    /// The campaign's id, the creative's and the slot's name, one after the other.
+    names: String,
+    /// Where the creative's id starts in `names`.
+    creative_at: usize,
+    /// Where the slot's name starts in `names`.
+    slot_at: usize,
+}
+
+impl SignedToken {
+    /// When the decision was made, in Unix milliseconds (see [`TokenPayload::issued_at_ms`]).
+    pub fn issued_at_ms(&self) -> i64 {
+        issued_at_ms(self.decision_id, self.issued_at)
+    }
+
+    /// The campaign's id, as signed.
+    pub fn campaign(&self) -> &str {
+        &self.names[..self.creative_at]
+    }
+
+    /// The creative's id, as signed.
+    pub fn creative(&self) -> &str {
+        &self.names[self.creative_at..self.slot_at]
+    }
+
+    /// The slot's name, as signed.
+    pub fn slot(&self) -> &str {
+        &self.names[self.slot_at..]
     }
 }
 
@@ -376,6 +433,19 @@ mod tests {
         let s = signer("k1:0123456789abcdef0123456789abcdef");
         let p = payload();
         assert_eq!(s.verify(&s.sign(&p)).unwrap(), p);
+    }
+
+    #[test]
+    fn a_signed_token_reads_back_its_fields_as_signed() {
+        let s = signer("k1:0123456789abcdef0123456789abcdef");
+        let p = payload();
+        let signed = s.verify_signature(&s.sign(&p)).unwrap();
+        assert_eq!(signed.decision_id, p.decision_id);
+        assert_eq!(signed.issued_at, p.issued_at);
+        assert_eq!(signed.issued_at_ms(), p.issued_at_ms());
+        assert_eq!(signed.campaign(), p.campaign.as_str());
+        assert_eq!(signed.creative(), p.creative.as_str());
+        assert_eq!(signed.slot(), p.slot.as_str());
     }
 
     #[test]
