@@ -90,9 +90,8 @@ async fn write(
 }
 
 /// [`write`] for an inventory already validated, and `text`, the document as the store keeps
-/// it (see
-/// [`crate::inventory::ParsedInventory::stored_text`]): each document is parsed once, compiled once on
-/// this instance, and never serialised again.
+/// it (see [`crate::inventory::ParsedInventory::stored_text`]): each document is parsed once,
+/// compiled once on this instance, and never serialised again.
 async fn write_inventory(
     state: &AppState,
     inventory: Inventory,

@@ -113,7 +113,7 @@ fn verify(state: &AppState, token: &str, kind: EventKind) -> Result<Verified, To
 }
 
 /// Counts the event, valid or, when the request shows it is invalid traffic, apart.
-fn record(req: &HttpRequest, state: &AppState, verified: &Verified, kind: EventKind) {
+fn record(req: &HttpRequest, state: &AppState, verified: Verified, kind: EventKind) {
     let now_ms = state.clock.now().timestamp_millis();
     let invalid = state
         .ivt
@@ -122,7 +122,7 @@ fn record(req: &HttpRequest, state: &AppState, verified: &Verified, kind: EventK
         kind,
         decision_id: verified.decision_id,
         campaign: verified.campaign.id.clone(),
-        slot: verified.slot.clone(),
+        slot: verified.slot,
         day: state.today(),
         invalid,
     });
@@ -150,7 +150,7 @@ fn token_of(req: &HttpRequest) -> Cow<'_, str> {
 
 async fn beacon(req: HttpRequest, state: web::Data<AppState>, kind: EventKind) -> HttpResponse {
     match verify(&state, &token_of(&req), kind) {
-        Ok(verified) => record(&req, &state, &verified, kind),
+        Ok(verified) => record(&req, &state, verified, kind),
         Err(reason) => reject(&state, kind, reason),
     }
     pixel().await
@@ -161,9 +161,10 @@ async fn beacon(req: HttpRequest, state: web::Data<AppState>, kind: EventKind) -
 async fn click(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     match verify(&state, &token_of(&req), EventKind::Click) {
         Ok(verified) => {
-            record(&req, &state, &verified, EventKind::Click);
+            let landing_url = verified.landing_url().to_owned();
+            record(&req, &state, verified, EventKind::Click);
             HttpResponse::Found()
-                .insert_header((header::LOCATION, verified.landing_url()))
+                .insert_header((header::LOCATION, landing_url))
                 .insert_header(no_store())
                 .insert_header((header::REFERRER_POLICY, "no-referrer-when-downgrade"))
                 .finish()
