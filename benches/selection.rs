@@ -84,7 +84,7 @@ fn decision(c: &mut Criterion) {
             .collect();
         let page = PageRequest {
             slots: &[slot],
-            sizes: vec![SizeChoice::Any],
+            sizes: [SizeChoice::Any].into(),
             viewer: Viewer::default(),
             keywords: vec!["politique".to_owned()],
             excluded: excluded.clone(),

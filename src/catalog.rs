@@ -32,6 +32,29 @@ pub struct StoreStatus {
     pub detail: String,
 }
 
+/// The served snapshot, held by a request: a guard of the `ArcSwap` rather than a clone of its
+/// `Arc`, whose reference count sits on a cache line that every worker's core would write
+/// twice per request. Meant to be dropped when the request is answered: a thread holds a few
+/// such guards cheaply, and past those each costs what a clone does.
+pub struct Served(arc_swap::Guard<Option<Arc<Snapshot>>>);
+
+impl Served {
+    /// The snapshot's `Arc`, for what compares or keeps it.
+    pub fn arc(&self) -> &Arc<Snapshot> {
+        self.0
+            .as_ref()
+            .expect("a Served is only made of a loaded snapshot")
+    }
+}
+
+impl std::ops::Deref for Served {
+    type Target = Snapshot;
+
+    fn deref(&self) -> &Snapshot {
+        self.arc()
+    }
+}
+
 /// The served snapshot and the state of its source.
 pub struct Catalog {
     current: ArcSwapOption<Snapshot>,
@@ -105,6 +128,12 @@ impl Catalog {
     /// The snapshot being served, if one is loaded.
     pub fn snapshot(&self) -> Option<Arc<Snapshot>> {
         self.current.load_full()
+    }
+
+    /// The snapshot being served, held for one request: see [`Served`].
+    pub fn served(&self) -> Option<Served> {
+        let guard = self.current.load();
+        guard.is_some().then(|| Served(guard))
     }
 
     /// The store's state, for `/readyz`.

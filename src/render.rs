@@ -79,6 +79,29 @@ impl Prepared {
     }
 }
 
+/// A version's [`Prepared`], held by a request. Found in the renderer's cache, it is held by
+/// a guard of it rather than a clone of its `Arc`, for the reason [`crate::catalog::Served`]
+/// gives.
+pub enum PreparedRef {
+    /// Found in the cache, at that index.
+    Cached(arc_swap::Guard<Arc<[Option<Arc<Prepared>>; 2]>>, usize),
+    /// Prepared by this request.
+    Fresh(Arc<Prepared>),
+}
+
+impl std::ops::Deref for PreparedRef {
+    type Target = Prepared;
+
+    fn deref(&self) -> &Prepared {
+        match self {
+            Self::Cached(cached, at) => cached[*at]
+                .as_deref()
+                .expect("a cached PreparedRef names a prepared version"),
+            Self::Fresh(prepared) => prepared,
+        }
+    }
+}
+
 /// Writes decision answers, keeping what the served version's decisions share.
 pub struct Renderer {
     /// The public URL, escaped for a JSON string once (a URL needs no escaping, but the
@@ -113,18 +136,21 @@ impl Renderer {
     }
 
     /// What `snapshot`'s decisions share, prepared the first time it is asked for.
-    pub fn prepared(&self, snapshot: &Arc<Snapshot>) -> Arc<Prepared> {
+    pub fn prepared(&self, snapshot: &Arc<Snapshot>) -> PreparedRef {
         let cached = self.prepared.load();
         // The weak reference keeps the snapshot's allocation, so no other snapshot can have
         // the same address while it is held.
-        let same = |p: &&Arc<Prepared>| std::ptr::eq(p.snapshot.as_ptr(), Arc::as_ptr(snapshot));
-        if let Some(prepared) = cached.iter().flatten().find(same) {
-            return prepared.clone();
+        let same = |p: &Option<Arc<Prepared>>| {
+            p.as_ref()
+                .is_some_and(|p| std::ptr::eq(p.snapshot.as_ptr(), Arc::as_ptr(snapshot)))
+        };
+        if let Some(at) = cached.iter().position(same) {
+            return PreparedRef::Cached(cached, at);
         }
         let prepared = Arc::new(self.prepare(snapshot));
         self.prepared
             .store(Arc::new([Some(prepared.clone()), cached[0].clone()]));
-        prepared
+        PreparedRef::Fresh(prepared)
     }
 
     fn prepare(&self, snapshot: &Arc<Snapshot>) -> Prepared {
@@ -315,19 +341,19 @@ mod tests {
         let renderer = Renderer::new("http://x", Metrics::new());
         let first = snapshot();
         let a = renderer.prepared(&first);
-        assert!(Arc::ptr_eq(&a, &renderer.prepared(&first)));
+        assert!(std::ptr::eq(&*a, &*renderer.prepared(&first)));
         let second = snapshot();
         let b = renderer.prepared(&second);
-        assert!(!Arc::ptr_eq(&a, &b));
+        assert!(!std::ptr::eq(&*a, &*b));
         assert!(
-            Arc::ptr_eq(&a, &renderer.prepared(&first)),
+            std::ptr::eq(&*a, &*renderer.prepared(&first)),
             "the previous one is kept"
         );
-        assert!(Arc::ptr_eq(&b, &renderer.prepared(&second)));
+        assert!(std::ptr::eq(&*b, &*renderer.prepared(&second)));
         let third = snapshot();
         renderer.prepared(&third);
         assert!(
-            !Arc::ptr_eq(&a, &renderer.prepared(&first)),
+            !std::ptr::eq(&*a, &*renderer.prepared(&first)),
             "two versions back is gone"
         );
     }

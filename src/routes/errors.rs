@@ -50,18 +50,25 @@ pub fn path_config() -> web::PathConfig {
 /// The answer to a path no route matches.
 pub async fn not_found(req: HttpRequest) -> HttpResponse {
     let _ = req;
+    no_such_endpoint()
+}
+
+/// The 404 of a path no route matches.
+pub fn no_such_endpoint() -> HttpResponse {
     ApiError::not_found("not_found", "no such endpoint").error_response()
 }
 
-/// The default service of a resource: 405 in the contract's shape, with the `Allow` header
-/// naming the methods the resource answers.
+/// The default service of a resource: [`method_not_allowed`].
 pub fn allow(methods: &'static str) -> actix_web::Route {
-    web::to(move || async move {
-        let mut response = ApiError::MethodNotAllowed.error_response();
-        response.headers_mut().insert(
-            actix_web::http::header::ALLOW,
-            actix_web::http::header::HeaderValue::from_static(methods),
-        );
-        response
-    })
+    web::to(move || async move { method_not_allowed(methods) })
+}
+
+/// 405 in the contract's shape, with the `Allow` header naming the methods the route answers.
+pub fn method_not_allowed(methods: &'static str) -> HttpResponse {
+    let mut response = ApiError::MethodNotAllowed.error_response();
+    response.headers_mut().insert(
+        actix_web::http::header::ALLOW,
+        actix_web::http::header::HeaderValue::from_static(methods),
+    );
+    response
 }

@@ -2,7 +2,7 @@
 //! the slot: consent, the reader's country, the slots' widths and the advertisers the page
 //! keeps apart. Parsed here, once; the rules themselves are in [`crate::targeting`].
 
-use actix_web::http::header::HeaderMap;
+use actix_web::http::header::{HeaderMap, HeaderName};
 
 use crate::error::ApiError;
 use crate::inventory::AdvertiserId;
@@ -13,6 +13,9 @@ use crate::targeting::Country;
 const MAX_WIDTH: u32 = 10_000;
 /// Most advertisers a page may exclude.
 const MAX_EXCLUDED_ADVERTISERS: usize = 50;
+/// The Global Privacy Control header. A typed constant: looked up by a string, a name outside
+/// the standard set is parsed and copied on every request.
+const SEC_GPC: HeaderName = HeaderName::from_static("sec-gpc");
 
 /// Whether the reader refused tracking: `consent=0` (query), `"consent": false` (batch body),
 /// or the browser's Global Privacy Control (`Sec-GPC: 1`). A malformed `consent` is a 400.
@@ -33,7 +36,7 @@ pub(super) fn tracking_refused(
         }
     };
     let gpc = headers
-        .get("sec-gpc")
+        .get(SEC_GPC)
         .is_some_and(|v| v.as_bytes().trim_ascii() == b"1");
     Ok(asked == Some(false) || gpc)
 }

@@ -1,15 +1,15 @@
 //! The decision endpoints: `GET /v1/slots/{slot}/ad` and `POST /v1/decisions`.
 
-use std::sync::Arc;
-
 use actix_web::http::Method;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use ulid::Ulid;
 
 use super::auth::is_admin;
-use super::errors::allow;
+use super::errors::{allow, method_not_allowed, no_such_endpoint};
 use super::page_inputs;
+use super::{segment, state_of};
+use crate::catalog::Served;
 use crate::error::ApiError;
 use crate::inventory::{CampaignId, SlotName};
 use crate::render::Prepared;
@@ -27,9 +27,8 @@ const MAX_UID_BYTES: usize = 128;
 
 pub(super) fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
-        super::decision_resource("/v1/slots/{slot}/ad", Method::GET)
-            .route(web::get().to(get_ad))
-            .default_service(allow("GET")),
+        super::decision_segment_scope("/v1/slots", "/v1/slots/{slot}/ad", Method::GET)
+            .default_service(web::to(slot_ad)),
     )
     .service(
         super::decision_resource("/v1/decisions", Method::POST)
@@ -223,8 +222,8 @@ fn parse_slot<'s>(raw: &str, snapshot: &'s Snapshot) -> Result<&'s CompiledSlot,
     })
 }
 
-fn current_snapshot(state: &AppState) -> Result<Arc<Snapshot>, ApiError> {
-    state.catalog.snapshot().ok_or(ApiError::NotReady)
+fn current_snapshot(state: &AppState) -> Result<Served, ApiError> {
+    state.catalog.served().ok_or(ApiError::NotReady)
 }
 
 /// What choosing campaigns needs, borrowed from the application state.
@@ -291,13 +290,6 @@ fn answer(
     ))
 }
 
-/// The application state, borrowed from the request. The `web::Data` extractor would clone
-/// its handle: an atomic count on a cache line that every worker's core writes.
-fn state_of(req: &HttpRequest) -> &AppState {
-    req.app_data::<web::Data<AppState>>()
-        .expect("the application registers its state")
-}
-
 /// The items of a comma-separated query parameter; nothing, without allocating, when it is
 /// absent (as it is on most requests).
 fn split_list(raw: Option<String>) -> impl Iterator<Item = String> {
@@ -306,14 +298,21 @@ fn split_list(raw: Option<String>) -> impl Iterator<Item = String> {
         .into_iter()
 }
 
-async fn get_ad(
-    req: HttpRequest,
-    slot: web::Path<String>,
-    query: web::Query<AdQuery>,
-) -> Result<HttpResponse, ApiError> {
+/// `GET /v1/slots/{slot}/ad`, routed by [`super::segment_scope`].
+async fn slot_ad(req: HttpRequest) -> Result<HttpResponse, actix_web::Error> {
+    let Some(slot) = segment(&req, "/ad") else {
+        return Ok(no_such_endpoint());
+    };
+    if req.method() != Method::GET {
+        return Ok(method_not_allowed("GET"));
+    }
+    let query = web::Query::<AdQuery>::extract(&req).await?.into_inner();
+    Ok(get_ad(&req, &slot, query).await?)
+}
+
+async fn get_ad(req: &HttpRequest, slot: &str, query: AdQuery) -> Result<HttpResponse, ApiError> {
     // Borrowed, not extracted: see `state_of`.
-    let state = state_of(&req);
-    let query = query.into_inner();
+    let state = state_of(req);
     let explain = match query.explain.as_deref() {
         None | Some("0") | Some("false") => false,
         Some("1") | Some("true") => true,
@@ -324,12 +323,12 @@ async fn get_ad(
             ))
         }
     };
-    if explain && !is_admin(&req, state) {
+    if explain && !is_admin(req, state) {
         return Err(ApiError::Forbidden("explain needs the admin token".into()));
     }
     let snapshot = current_snapshot(state)?;
-    let compiled = parse_slot(&slot, &snapshot)?;
-    let reader = Reader::parse(state, &req, query.uid, query.consent.as_deref(), None)?;
+    let compiled = parse_slot(slot, &snapshot)?;
+    let reader = Reader::parse(state, req, query.uid, query.consent.as_deref(), None)?;
     let width = page_inputs::width(query.w.as_deref())?;
     let inputs = parse_inputs(
         &snapshot,
@@ -340,20 +339,20 @@ async fn get_ad(
     )?;
     let slots = [compiled];
     if explain {
-        let page = inputs.page(&req, state, &slots, &[width]);
+        let page = inputs.page(req, state, &slots, &[width]);
         let body = serving(state, &snapshot).explain(&page).await.pop();
         return Ok(HttpResponse::Ok()
             .insert_header(super::no_store())
             .json(body));
     }
     let timer = state.metrics.decision_duration.start_timer();
-    let page = inputs.page(&req, state, &slots, &[width]);
+    let page = inputs.page(req, state, &slots, &[width]);
     let choice = serving(state, &snapshot)
         .decide(&page)
         .await
         .pop()
         .flatten();
-    let prepared = state.renderer.prepared(&snapshot);
+    let prepared = state.renderer.prepared(snapshot.arc());
     let decided = answer(state, &snapshot, &prepared, compiled, choice, &page);
     timer.observe_duration();
     Ok(match decided {
@@ -417,7 +416,7 @@ async fn post_decisions(
     let page = inputs.page(&req, state, &known, &known_widths);
     // Campaigns chosen for earlier slots of this page are excluded from the later ones.
     let mut choices = serving(state, &snapshot).decide(&page).await.into_iter();
-    let prepared = state.renderer.prepared(&snapshot);
+    let prepared = state.renderer.prepared(snapshot.arc());
     // Decisions come written already; the answer is written around them.
     let mut out = Vec::with_capacity(1_024 * names.len());
     out.extend_from_slice(b"{\"decisions\":[");

@@ -5,16 +5,14 @@
 //! answers a short HTML page and never redirects: the landing URL comes from the inventory,
 //! never from the request.
 
-use std::borrow::Cow;
 use std::sync::Arc;
 
-use actix_web::http::header;
+use actix_web::http::{header, Method};
 use actix_web::{web, HttpRequest, HttpResponse};
-use percent_encoding::percent_decode_str;
 use ulid::Ulid;
 
-use super::errors::allow;
-use super::no_store;
+use super::errors::{method_not_allowed, no_such_endpoint};
+use super::{no_store, segment, state_of};
 use crate::inventory::{Campaign, SlotName};
 use crate::state::AppState;
 use crate::store::Event;
@@ -28,28 +26,19 @@ pub const PIXEL_GIF: [u8; 43] = [
 ];
 
 pub(super) fn configure(cfg: &mut web::ServiceConfig) {
-    for (path, kind) in [
-        ("/v1/i/{token}", EventKind::Impression),
-        ("/v1/v/{token}", EventKind::Viewable),
+    for (prefix, pattern, kind) in [
+        ("/v1/i", "/v1/i/{token}", EventKind::Impression),
+        ("/v1/v", "/v1/v/{token}", EventKind::Viewable),
     ] {
         cfg.service(
-            super::public_resource(path)
-                .route(web::get().to(move |req, state| beacon(req, state, kind)))
-                .route(web::head().to(pixel))
-                .default_service(allow("GET, HEAD")),
+            super::public_segment_scope(prefix, pattern)
+                .default_service(web::to(move |req| beacon(req, kind))),
         );
     }
-    cfg.service(
-        super::resource("/v1/c/{token}")
-            .route(web::get().to(click))
-            .route(
-                web::head().to(|| async { HttpResponse::Ok().insert_header(no_store()).finish() }),
-            )
-            .default_service(allow("GET, HEAD")),
-    );
+    cfg.service(super::segment_scope("/v1/c", "/v1/c/{token}").default_service(web::to(click)));
 }
 
-async fn pixel() -> HttpResponse {
+fn pixel() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("image/gif")
         .insert_header(no_store())
@@ -87,10 +76,7 @@ fn verify(state: &AppState, token: &str, kind: EventKind) -> Result<Verified, To
     if age > state.token_ttl(kind) as i64 || age < -CLOCK_SKEW_SECS {
         return Err(TokenError::Expired);
     }
-    let snapshot = state
-        .catalog
-        .snapshot()
-        .ok_or(TokenError::UnknownCampaign)?;
+    let snapshot = state.catalog.served().ok_or(TokenError::UnknownCampaign)?;
     let campaign = snapshot
         .campaign(signed.campaign())
         .ok_or(TokenError::UnknownCampaign)?;
@@ -136,33 +122,43 @@ fn reject(state: &AppState, kind: EventKind, reason: TokenError) {
         .inc();
 }
 
-/// The `{token}` segment of the request's path. A token is URL-safe base64, which no escape
-/// changes: the segment is taken as it is, and percent-decoded only when it holds an escape
-/// (as `web::Path` would decode it, which scans every byte of every token).
-fn token_of(req: &HttpRequest) -> Cow<'_, str> {
-    let raw = req.match_info().get("token").unwrap_or_default();
-    if raw.contains('%') {
-        percent_decode_str(raw).decode_utf8_lossy()
-    } else {
-        Cow::Borrowed(raw)
+/// `GET` and `HEAD /v1/i/{token}` and `/v1/v/{token}`, routed by [`super::segment_scope`].
+async fn beacon(req: HttpRequest, kind: EventKind) -> HttpResponse {
+    let Some(token) = segment(&req, "") else {
+        return no_such_endpoint();
+    };
+    match *req.method() {
+        Method::GET => {}
+        Method::HEAD => return pixel(),
+        _ => return method_not_allowed("GET, HEAD"),
     }
-}
-
-async fn beacon(req: HttpRequest, state: web::Data<AppState>, kind: EventKind) -> HttpResponse {
-    match verify(&state, &token_of(&req), kind) {
-        Ok(verified) => record(&req, &state, verified, kind),
-        Err(reason) => reject(&state, kind, reason),
+    // Borrowed, not extracted: see `state_of`.
+    let state = state_of(&req);
+    match verify(state, &token, kind) {
+        Ok(verified) => record(&req, state, verified, kind),
+        Err(reason) => reject(state, kind, reason),
     }
-    pixel().await
+    pixel()
 }
 
 /// A valid token always redirects to its landing page, an invalid click's too: the person
 /// (or bot) lands where the ad leads, only the count differs.
-async fn click(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    match verify(&state, &token_of(&req), EventKind::Click) {
+///
+/// `GET` and `HEAD /v1/c/{token}`, routed by [`super::segment_scope`].
+async fn click(req: HttpRequest) -> HttpResponse {
+    let Some(token) = segment(&req, "") else {
+        return no_such_endpoint();
+    };
+    match *req.method() {
+        Method::GET => {}
+        Method::HEAD => return HttpResponse::Ok().insert_header(no_store()).finish(),
+        _ => return method_not_allowed("GET, HEAD"),
+    }
+    let state = state_of(&req);
+    match verify(state, &token, EventKind::Click) {
         Ok(verified) => {
             let landing_url = verified.landing_url().to_owned();
-            record(&req, &state, verified, EventKind::Click);
+            record(&req, state, verified, EventKind::Click);
             HttpResponse::Found()
                 .insert_header((header::LOCATION, landing_url))
                 .insert_header(no_store())
@@ -170,7 +166,7 @@ async fn click(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
                 .finish()
         }
         Err(reason) => {
-            reject(&state, EventKind::Click, reason);
+            reject(state, EventKind::Click, reason);
             HttpResponse::BadRequest()
                 .content_type("text/html; charset=utf-8")
                 .insert_header(no_store())

@@ -17,11 +17,12 @@
 use std::cell::OnceCell;
 
 use rand::Rng;
+use smallvec::SmallVec;
 use ulid::Ulid;
 
 use super::budget::RequestDelivery;
 use super::eligibility::in_flight;
-use super::{commit, draw_order, Choice, Context, PageRequest, Serving};
+use super::{commit, draw_order, Choice, Choices, Context, Drawn, Excluded, PageRequest, Serving};
 use crate::snapshot::{CampaignIndex, CompiledSlot, Snapshot};
 use crate::store::{
     first_allowed, Backend, FrequencyCap, FrequencyItem, FrequencyRelease, StoreError,
@@ -103,7 +104,7 @@ pub(super) async fn decide_for_viewer<R: Rng + ?Sized>(
     delivery: &RequestDelivery<'_>,
     uid: &str,
     rng: &mut R,
-) -> Vec<Option<Choice>> {
+) -> Choices {
     let walk = Walk {
         serving,
         page,
@@ -112,7 +113,7 @@ pub(super) async fn decide_for_viewer<R: Rng + ?Sized>(
         reservation: OnceCell::new(),
     };
     let snapshot = serving.snapshot;
-    let slots: Vec<PageSlot> = page
+    let slots: SmallVec<[PageSlot; 1]> = page
         .slots
         .iter()
         .copied()
@@ -120,9 +121,9 @@ pub(super) async fn decide_for_viewer<R: Rng + ?Sized>(
         .collect();
     let mut shown = page.shown();
     let picks = walk.pick(&slots, &page.excluded, &shown, rng).await;
-    let mut excluded = page.excluded.clone();
+    let mut excluded = Excluded::from_slice(&page.excluded);
     excluded.extend(picks.iter().flatten().map(|p| p.choice.campaign));
-    let mut chosen = Vec::with_capacity(page.slots.len());
+    let mut chosen = Choices::with_capacity(page.slots.len());
     for (slot, mut next) in slots.iter().zip(picks) {
         loop {
             let Some(p) = next else {
@@ -169,7 +170,7 @@ impl Walk<'_> {
         excluded: &[CampaignIndex],
         shown: &PageShown,
         rng: &mut R,
-    ) -> Vec<Option<Pick>> {
+    ) -> SmallVec<[Option<Pick>; 1]> {
         let snapshot = self.serving.snapshot;
         let ctx = |size: SizeChoice| Context {
             page: self.page,
@@ -180,7 +181,7 @@ impl Walk<'_> {
             house_only: false,
         };
         let capped = |index: CampaignIndex| cap_of(snapshot, index).is_some();
-        let orders: Vec<Vec<Choice>> = slots
+        let orders: SmallVec<[Drawn; 1]> = slots
             .iter()
             .enumerate()
             .map(|(before, &(slot, size))| {
@@ -235,7 +236,7 @@ impl Walk<'_> {
             .zip(positions)
             .map(|((order, &(slot, size)), position)| {
                 let choice = *order.get(position?)?;
-                let passed_over: Vec<CampaignIndex> =
+                let passed_over: SmallVec<[CampaignIndex; 4]> =
                     order[..position?].iter().map(|c| c.campaign).collect();
                 commit(snapshot, slot, &ctx(size), &choice, &passed_over);
                 Some(Pick {

@@ -31,11 +31,12 @@ mod order;
 mod viewer;
 
 pub use self::eligibility::{eligibility, Context, DeliveryCheck, Ineligible};
-pub use self::order::{choose, commit, draw_order, Choice};
+pub use self::order::{choose, commit, draw_order, Choice, Drawn};
 pub use self::viewer::ViewerKeys;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use rand::Rng;
+use smallvec::SmallVec;
 
 use self::budget::RequestDelivery;
 use crate::delivery::{Budgets, Releaser};
@@ -57,6 +58,12 @@ pub struct Viewer {
     pub bot: bool,
 }
 
+/// The choices for a page's slots, in their order; a page of one slot's without allocating.
+pub type Choices = SmallVec<[Option<Choice>; 1]>;
+
+/// The campaigns a page may not be served: those it excluded, then those chosen for it.
+type Excluded = SmallVec<[CampaignIndex; 4]>;
+
 /// A parsed page request: what a decision depends on besides the inventory.
 #[derive(Debug)]
 pub struct PageRequest<'a> {
@@ -64,7 +71,7 @@ pub struct PageRequest<'a> {
     /// for a later one, nor one of the same advertiser or sharing an exclusion label.
     pub slots: &'a [&'a CompiledSlot],
     /// The size each slot takes for the width the page gave it (as `slots`).
-    pub sizes: Vec<SizeChoice>,
+    pub sizes: SmallVec<[SizeChoice; 1]>,
     /// Who the page is shown to.
     pub viewer: Viewer,
     /// The page's keywords, normalised with [`crate::snapshot::normalize_keyword`].
@@ -87,7 +94,7 @@ pub struct PageRequest<'a> {
 impl PageRequest<'_> {
     /// What the page excludes before any slot is chosen, for competitive separation.
     pub fn shown(&self) -> PageShown {
-        PageShown::excluding(self.excluded_advertisers.clone())
+        PageShown::excluding(&self.excluded_advertisers)
     }
 }
 
@@ -110,7 +117,7 @@ impl Serving<'_> {
     /// Chooses a campaign for each slot of the page, never the same one twice, and takes a
     /// unit of its budget; a campaign whose last unit another request took meanwhile is set
     /// aside and its slot chosen again without it. One entry per slot, `None` for no fill.
-    pub async fn decide(&self, page: &PageRequest<'_>) -> Vec<Option<Choice>> {
+    pub async fn decide(&self, page: &PageRequest<'_>) -> Choices {
         let mut rng = rand::rng();
         let delivery = RequestDelivery::new(self.budgets, page, None);
         if page.viewer.bot {
@@ -129,9 +136,9 @@ impl Serving<'_> {
         page: &PageRequest<'_>,
         delivery: &RequestDelivery<'_>,
         rng: &mut R,
-    ) -> Vec<Option<Choice>> {
+    ) -> Choices {
         let snapshot = self.snapshot;
-        let mut excluded = page.excluded.clone();
+        let mut excluded = Excluded::from_slice(&page.excluded);
         let mut shown = page.shown();
         let mut choose_one = |slot: &CompiledSlot, size: SizeChoice| loop {
             let ctx = Context {
@@ -166,9 +173,9 @@ impl Serving<'_> {
         page: &PageRequest<'_>,
         delivery: &RequestDelivery<'_>,
         rng: &mut R,
-    ) -> Vec<Option<Choice>> {
+    ) -> Choices {
         let snapshot = self.snapshot;
-        let mut excluded = page.excluded.clone();
+        let mut excluded = Excluded::from_slice(&page.excluded);
         let mut shown = page.shown();
         let mut choose_one = |slot: &CompiledSlot, size: SizeChoice| {
             let ctx = Context {

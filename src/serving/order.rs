@@ -5,6 +5,7 @@
 //! (time, the page's exclusions, delivery budgets) comes in through [`Context`].
 
 use rand::Rng;
+use smallvec::SmallVec;
 
 use super::eligibility::{eligibility, Context};
 use crate::inventory::Priority;
@@ -23,6 +24,10 @@ pub struct Choice {
     /// for the fallback.
     pub drawn: Option<(usize, usize)>,
 }
+
+/// The candidates of a slot, in the order they would be served: the first two without
+/// allocating, as most slots need no more.
+pub type Drawn = SmallVec<[Choice; 2]>;
 
 /// Chooses a campaign for the slot: the highest tier with an eligible campaign, drawn by the
 /// slot's rotation, else the fallback when it is eligible itself, else nothing (no fill).
@@ -52,8 +57,8 @@ pub fn draw_order<R: Rng + ?Sized>(
     rng: &mut R,
     limit: usize,
     mut enough: impl FnMut(&Choice) -> bool,
-) -> Vec<Choice> {
-    let mut drawn: Vec<Choice> = Vec::new();
+) -> Drawn {
+    let mut drawn = Drawn::new();
     'tiers: for (t, tier) in slot.tiers.iter().enumerate() {
         if ctx.house_only && tier.priority != Priority::House {
             continue;
@@ -293,7 +298,7 @@ mod tests {
     fn page(keywords: &[String]) -> PageRequest<'static> {
         PageRequest {
             slots: &[],
-            sizes: Vec::new(),
+            sizes: SmallVec::new(),
             viewer: Viewer::default(),
             keywords: keywords.to_vec(),
             excluded: Vec::new(),

@@ -15,8 +15,8 @@ use ulid::Ulid;
 
 use super::{
     counter_field, first_allowed, grant, stored_field, Backend, Batch, Counted, Counts,
-    FlushReport, FrequencyItem, FrequencyRelease, Lease, LeaseRequest, PutOutcome, StoreError,
-    StoredInventory,
+    FlushReport, FrequencyItem, FrequencyRelease, Lease, LeaseRequest, Positions, PutOutcome,
+    StoreError, StoredInventory,
 };
 use crate::inventory::{AdvertiserId, CampaignId};
 use crate::ivt::Reason;
@@ -369,7 +369,7 @@ impl Backend for MemoryStore {
         now_ms: i64,
         reservation: &str,
         chains: &[Vec<FrequencyItem>],
-    ) -> Result<Vec<Option<usize>>, StoreError> {
+    ) -> Result<Positions, StoreError> {
         let mut data = self.data.lock();
         data.frequency_calls += 1;
         if data.frequency_calls % FREQUENCY_SWEEP_EVERY == 0 {
@@ -547,7 +547,7 @@ mod tests {
                 )
                 .await
                 .unwrap();
-            allowed.push(pick == [Some(0)]);
+            allowed.push(pick[..] == [Some(0)]);
         }
         allowed
     }

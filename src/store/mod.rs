@@ -20,7 +20,7 @@ pub use self::connection::{Durability, RedisTarget, RedisTimeouts};
 pub use self::memory::MemoryStore;
 pub use self::redis::RedisStore;
 pub use self::types::*;
-pub use self::walk::first_allowed;
+pub use self::walk::{first_allowed, Positions};
 
 use std::future::Future;
 
@@ -134,7 +134,7 @@ pub trait Backend: Send + Sync {
         now_ms: i64,
         reservation: &str,
         chains: &[Vec<FrequencyItem>],
-    ) -> impl Future<Output = Result<Vec<Option<usize>>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Positions, StoreError>> + Send;
 
     /// For one viewer, whether each campaign is under its cap; reserves nothing.
     fn frequency_check(
@@ -265,7 +265,7 @@ impl Backend for Store {
         now_ms: i64,
         reservation: &str,
         chains: &[Vec<FrequencyItem>],
-    ) -> Result<Vec<Option<usize>>, StoreError> {
+    ) -> Result<Positions, StoreError> {
         forward!(self, frequency_pick(viewer, now_ms, reservation, chains))
     }
 

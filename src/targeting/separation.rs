@@ -1,32 +1,35 @@
 //! Competitive separation on a page: never two campaigns of one advertiser (house campaigns
 //! excepted), never two campaigns that share an exclusion label.
 
+use smallvec::SmallVec;
+
 use crate::inventory::Priority;
 use crate::snapshot::CompiledCampaign;
 
-/// What a page shows already, or asked not to see, as far as separation goes.
+/// What a page shows already, or asked not to see, as far as separation goes. A page of a few
+/// slots keeps it without allocating.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PageShown {
     /// Advertiser indexes ([`CompiledCampaign::advertiser`]).
-    advertisers: Vec<usize>,
+    advertisers: SmallVec<[usize; 4]>,
     /// Exclusion label indexes ([`CompiledCampaign::labels`]).
-    labels: Vec<usize>,
+    labels: SmallVec<[usize; 4]>,
 }
 
 impl PageShown {
     /// A page that shows nothing yet.
     pub const fn new() -> Self {
         Self {
-            advertisers: Vec::new(),
-            labels: Vec::new(),
+            advertisers: SmallVec::new_const(),
+            labels: SmallVec::new_const(),
         }
     }
 
     /// A page that shows nothing yet and excludes these advertisers (`exclude_advertisers`).
-    pub fn excluding(advertisers: Vec<usize>) -> Self {
+    pub fn excluding(advertisers: &[usize]) -> Self {
         Self {
-            advertisers,
-            labels: Vec::new(),
+            advertisers: SmallVec::from_slice(advertisers),
+            labels: SmallVec::new(),
         }
     }
 
@@ -108,7 +111,7 @@ mod tests {
         let snap = snapshot();
         let b = snap.campaigns[2].advertiser;
         let publisher = snap.campaigns[4].advertiser;
-        let page = PageShown::excluding(vec![b, publisher]);
+        let page = PageShown::excluding(&[b, publisher]);
         assert!(!page.admits(&snap.campaigns[2]));
         assert!(!page.admits(&snap.campaigns[3]));
         assert!(page.admits(&snap.campaigns[0]));

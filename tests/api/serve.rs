@@ -18,6 +18,7 @@ on_both_stores!(
     a_twenty_slot_batch_holds_no_campaign_twice,
     excluded_campaigns_are_not_served,
     unknown_paths_and_methods_answer_in_the_error_shape,
+    a_slot_named_with_a_slash_a_plus_and_a_percent_is_served,
 );
 
 async fn a_percent_encoded_slot_name_is_served(kind: StoreKind) {
@@ -246,6 +247,79 @@ async fn unknown_paths_and_methods_answer_in_the_error_shape(kind: StoreKind) {
         .await
         .unwrap();
     assert_eq!(response.status(), 405);
+    assert_eq!(response.headers()["allow"], "GET");
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "method_not_allowed");
+
+    // Under the prefixes of the routes with a segment, paths of another shape are no route.
+    for path in [
+        "/v1/slots",
+        "/v1/slots/",
+        "/v1/slots/banner",
+        "/v1/slots//ad",
+        "/v1/slots/banner/ad/",
+        "/v1/slots/banner/ad/more",
+        "/v1/slots/a/banner/ad",
+        "/v1/slotsbanner/ad",
+        "/v1/i",
+        "/v1/i/",
+        "/v1/i/token/more",
+        "/v1/v/token/",
+        "/v1/c/",
+        "/v1/c/a/b",
+    ] {
+        let response = app.get(path).await;
+        assert_eq!(response.status(), 404, "{path}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "not_found", "{path}");
+    }
+    for (method, path, allowed) in [
+        (reqwest::Method::POST, "/v1/i/token", "GET, HEAD"),
+        (reqwest::Method::PUT, "/v1/v/token", "GET, HEAD"),
+        (reqwest::Method::DELETE, "/v1/c/token", "GET, HEAD"),
+        (reqwest::Method::HEAD, "/v1/slots/banner/ad", "GET"),
+    ] {
+        let response = app
+            .client
+            .request(method.clone(), format!("{}{path}", app.address))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 405, "{method} {path}");
+        assert_eq!(response.headers()["allow"], allowed, "{method} {path}");
+    }
+    for path in ["/v1/i/token", "/v1/c/token"] {
+        let response = app
+            .client
+            .head(format!("{}{path}", app.address))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "HEAD {path}");
+    }
+}
+
+async fn a_slot_named_with_a_slash_a_plus_and_a_percent_is_served(kind: StoreKind) {
+    let redis = redis_for(kind);
+    let app = spawn_app(kind, redis.as_ref()).await;
+    let name = "Rubrique 1/2 +50%";
+    let mut doc = app.inventory().await;
+    doc["slots"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({ "name": name }));
+    let campaign = doc["campaigns"][0]["id"].clone();
+    doc["campaigns"][0]["slots"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!(name));
+    assert_eq!(app.put_inventory(&doc).await.status(), 200);
+
+    // The name's `/`, `+` and `%` escaped, as a page's tag escapes them.
+    let decision = app.decision(name).await;
+
+    assert_eq!(decision["slot"], name);
+    assert_eq!(decision["campaign_id"], campaign);
+    let unescaped = app.get("/v1/slots/Rubrique 1/2 +50%/ad").await;
+    assert_eq!(unescaped.status(), 404, "a bare `/` separates segments");
 }

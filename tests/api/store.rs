@@ -526,9 +526,9 @@ async fn the_frequency_walk_serves_each_slot_its_first_campaign_under_its_cap(st
         .unwrap();
 
     // a for the first slot; the second slot cannot take a again, so c; b for the third.
-    assert_eq!(first, [Some(0), Some(1), Some(0)]);
+    assert_eq!(first[..], [Some(0), Some(1), Some(0)]);
     // a and c are capped for this viewer now: b, then d, and nothing is left for the third.
-    assert_eq!(second, [Some(1), Some(2), None]);
+    assert_eq!(second[..], [Some(1), Some(2), None]);
     assert_eq!(other_viewer, first);
     assert_eq!(after_the_window, first);
 }
@@ -545,9 +545,9 @@ async fn a_refused_view_leaves_nothing_behind_and_the_next_candidate_is_served(s
     // The view of 1 000 has left a's window; the refused request of 2 000 must not count.
     let after_the_first_view = store.frequency_pick("viewer", 61_001, "r3", &chains).await;
 
-    assert_eq!(first.unwrap(), [Some(0)]);
-    assert_eq!(second.unwrap(), [Some(1)]);
-    assert_eq!(after_the_first_view.unwrap(), [Some(0)]);
+    assert_eq!(first.unwrap()[..], [Some(0)]);
+    assert_eq!(second.unwrap()[..], [Some(1)]);
+    assert_eq!(after_the_first_view.unwrap()[..], [Some(0)]);
 }
 
 async fn a_viewer_at_several_caps_is_served_the_first_campaign_left(store: &Store) {
@@ -568,7 +568,7 @@ async fn a_viewer_at_several_caps_is_served_the_first_campaign_left(store: &Stor
         let pick = store
             .frequency_pick("viewer", 1_000, &reservation, &alone)
             .await;
-        assert_eq!(pick.unwrap(), [Some(0)], "{campaign}");
+        assert_eq!(pick.unwrap()[..], [Some(0)], "{campaign}");
     }
 
     let page = store.frequency_pick("viewer", 2_000, "page", &chains).await;
@@ -577,9 +577,9 @@ async fn a_viewer_at_several_caps_is_served_the_first_campaign_left(store: &Stor
         .await;
 
     // a, b and c are at their caps: d for the first slot, the uncapped e for the second.
-    assert_eq!(page.unwrap(), [Some(3), Some(2)]);
+    assert_eq!(page.unwrap()[..], [Some(3), Some(2)]);
     // d is now too; e is not capped and the first slot has nothing left.
-    assert_eq!(again.unwrap(), [None, Some(2)]);
+    assert_eq!(again.unwrap()[..], [None, Some(2)]);
 }
 
 /// Picks of one viewer racing from two instances: never past the cap, and the refused ones
@@ -627,7 +627,7 @@ async fn race(stores: &[Store; 2], chains: &[Vec<FrequencyItem>], now: i64, coun
     }
     let mut first = 0;
     while let Some(pick) = picks.join_next().await {
-        if pick.unwrap() == [Some(0)] {
+        if pick.unwrap()[..] == [Some(0)] {
             first += 1;
         }
     }

@@ -24,7 +24,7 @@ use redis::Pipeline;
 
 use super::RedisStore;
 use crate::inventory::CampaignId;
-use crate::store::{first_allowed, FrequencyCap, FrequencyItem, StoreError};
+use crate::store::{first_allowed, FrequencyCap, FrequencyItem, Positions, StoreError};
 
 /// The replies of one campaign's [`Walk::reserve`].
 const RESERVE_REPLIES: usize = 4;
@@ -71,7 +71,7 @@ pub(super) struct Walk<'a> {
 impl<'a> Walk<'a> {
     /// Per chain, the position of the campaign served; every view it returns is reserved,
     /// and every other view it reserved is taken back before it returns.
-    pub(super) async fn run(self) -> Result<Vec<Option<usize>>, StoreError> {
+    pub(super) async fn run(self) -> Result<Positions, StoreError> {
         let mut verdicts = Verdicts::default();
         // Reservations to take back: refused campaigns, sent with the next round.
         let mut to_cancel: Vec<&CampaignId> = Vec::new();

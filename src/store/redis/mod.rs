@@ -23,7 +23,7 @@ use super::connection::{Conn, Connections, Durability, RedisTarget, RedisTimeout
 use super::keys::Keys;
 use super::{
     split_stats_field, Backend, Batch, Counts, FlushReport, FrequencyItem, FrequencyRelease, Lease,
-    LeaseRequest, PutOutcome, StoreError, StoredInventory,
+    LeaseRequest, Positions, PutOutcome, StoreError, StoredInventory,
 };
 use crate::inventory::{AdvertiserId, CampaignId};
 use crate::metrics::Metrics;
@@ -380,7 +380,7 @@ impl Backend for RedisStore {
         now_ms: i64,
         reservation: &str,
         chains: &[Vec<FrequencyItem>],
-    ) -> Result<Vec<Option<usize>>, StoreError> {
+    ) -> Result<Positions, StoreError> {
         let walk = frequency::Walk {
             store: self,
             viewer,
