@@ -20,7 +20,8 @@
 //! each round is one pipeline to one node, in a cluster too. Adding the same reservation twice
 //! (a retried pipeline) changes nothing.
 
-use redis::Pipeline;
+use redis::{Cmd, Pipeline};
+use smallvec::SmallVec;
 
 use super::RedisStore;
 use crate::inventory::CampaignId;
@@ -40,7 +41,13 @@ enum Verdict {
 
 /// The verdicts of one walk, by campaign; a page has a few dozen candidates at most.
 #[derive(Default)]
-struct Verdicts<'a>(Vec<(&'a CampaignId, Verdict)>);
+struct Verdicts<'a>(SmallVec<[(&'a CampaignId, Verdict); 4]>);
+
+/// Capped campaigns of a walk: a page's few, without allocating.
+type Campaigns<'a> = SmallVec<[&'a CampaignId; 4]>;
+
+/// Capped campaigns of a walk with their caps, as [`Campaigns`].
+type CappedCampaigns<'a> = SmallVec<[(&'a CampaignId, FrequencyCap); 4]>;
 
 impl<'a> Verdicts<'a> {
     fn get(&self, campaign: &CampaignId) -> Option<Verdict> {
@@ -74,11 +81,11 @@ impl<'a> Walk<'a> {
     pub(super) async fn run(self) -> Result<Positions, StoreError> {
         let mut verdicts = Verdicts::default();
         // Reservations to take back: refused campaigns, sent with the next round.
-        let mut to_cancel: Vec<&CampaignId> = Vec::new();
+        let mut to_cancel = Campaigns::new();
         let mut round = 0;
         loop {
             round += 1;
-            let mut tried: Vec<(&'a CampaignId, FrequencyCap)> = Vec::new();
+            let mut tried = CappedCampaigns::new();
             let positions = first_allowed(
                 self.chains,
                 |item| &item.campaign,
@@ -96,7 +103,7 @@ impl<'a> Walk<'a> {
             if tried.is_empty() {
                 to_cancel.extend(self.unused(&verdicts, &positions));
                 if !to_cancel.is_empty() {
-                    let mut pipe = redis::pipe();
+                    let mut pipe = Pipeline::with_capacity(to_cancel.len());
                     self.cancel(&mut pipe, &to_cancel);
                     self.store.read::<()>("frequency_release", &pipe).await?;
                 }
@@ -104,12 +111,14 @@ impl<'a> Walk<'a> {
             }
             // From the second round on, the viewer is at some cap: every capped candidate not
             // yet known is counted as well, so that the next round rarely needs a third.
-            let counted: Vec<(&'a CampaignId, FrequencyCap)> = if round == 1 {
-                Vec::new()
+            let counted = if round == 1 {
+                CappedCampaigns::new()
             } else {
                 self.unknown(&verdicts, &tried)
             };
-            let mut pipe = redis::pipe();
+            let mut pipe = Pipeline::with_capacity(
+                to_cancel.len() + RESERVE_REPLIES * tried.len() + counted.len(),
+            );
             self.cancel(&mut pipe, &to_cancel);
             let cancelled = to_cancel.len();
             to_cancel.clear();
@@ -157,8 +166,8 @@ impl<'a> Walk<'a> {
         &self,
         verdicts: &Verdicts<'a>,
         tried: &[(&'a CampaignId, FrequencyCap)],
-    ) -> Vec<(&'a CampaignId, FrequencyCap)> {
-        let mut unknown: Vec<(&'a CampaignId, FrequencyCap)> = Vec::new();
+    ) -> CappedCampaigns<'a> {
+        let mut unknown = CappedCampaigns::new();
         for item in self.chains.iter().flatten() {
             let Some(cap) = item.cap else { continue };
             let campaign = &item.campaign;
@@ -174,8 +183,8 @@ impl<'a> Walk<'a> {
 
     /// Reserved campaigns that no chain ended up with. The walk only moves each chain forward,
     /// so there are none; taking them back keeps a mistake from tightening a cap.
-    fn unused(&self, verdicts: &Verdicts<'a>, positions: &[Option<usize>]) -> Vec<&'a CampaignId> {
-        let served: Vec<&CampaignId> = positions
+    fn unused(&self, verdicts: &Verdicts<'a>, positions: &[Option<usize>]) -> Campaigns<'a> {
+        let served: Campaigns<'_> = positions
             .iter()
             .zip(self.chains)
             .filter_map(|(p, chain)| Some(&chain.get((*p)?)?.campaign))
@@ -192,12 +201,31 @@ impl<'a> Walk<'a> {
 
     /// Trims the history to the window, adds the reservation, renews the expiry, and answers
     /// how many views the window holds with it: [`RESERVE_REPLIES`] replies, the count last.
+    ///
+    /// Each command's buffers are sized once: built by the pipeline's methods, every argument
+    /// grew them, seven reallocations per reservation.
     fn reserve(&self, pipe: &mut Pipeline, campaign: &CampaignId, cap: FrequencyCap) {
         let key = self.key(campaign);
-        pipe.zrembyscore(&key, "-inf", self.now_ms - cap.window_ms)
-            .zadd(&key, self.reservation, self.now_ms)
-            .pexpire(&key, cap.window_ms)
-            .zcard(&key);
+        // The key, the longest other argument and two integers, with room for the names.
+        let data = 2 * key.len() + self.reservation.len() + 64;
+        let mut trim = Cmd::with_capacity(4, data);
+        trim.arg("ZREMRANGEBYSCORE")
+            .arg(&key)
+            .arg("-inf")
+            .arg(self.now_ms - cap.window_ms);
+        let mut add = Cmd::with_capacity(4, data);
+        add.arg("ZADD")
+            .arg(&key)
+            .arg(self.now_ms)
+            .arg(self.reservation);
+        let mut expire = Cmd::with_capacity(3, data);
+        expire.arg("PEXPIRE").arg(&key).arg(cap.window_ms);
+        let mut count = Cmd::with_capacity(2, data);
+        count.arg("ZCARD").arg(&key);
+        pipe.add_command(trim)
+            .add_command(add)
+            .add_command(expire)
+            .add_command(count);
     }
 
     /// Takes back the reservations of `campaigns`: one reply each.
