@@ -340,7 +340,10 @@ async fn get_ad(req: &HttpRequest, slot: &str, query: AdQuery) -> Result<HttpRes
     let slots = [compiled];
     if explain {
         let page = inputs.page(req, state, &slots, &[width]);
-        let body = serving(state, &snapshot).explain(&page).await.pop();
+        // Boxed, as the viewer's decisions are (see `Serving::decide`): rare, and large.
+        let body = Box::pin(serving(state, &snapshot).explain(&page))
+            .await
+            .pop();
         return Ok(HttpResponse::Ok()
             .insert_header(super::no_store())
             .json(body));

@@ -124,7 +124,14 @@ impl Serving<'_> {
             return self.decide_for_bot(page, &delivery, &mut rng);
         }
         match page.viewer.uid.as_deref() {
-            Some(uid) => frequency::decide_for_viewer(self, page, &delivery, uid, &mut rng).await,
+            // Boxed: its state (the store's round trips) is most of this future's size, which
+            // every decision's future, viewer or not, would take and be copied with.
+            Some(uid) => {
+                Box::pin(frequency::decide_for_viewer(
+                    self, page, &delivery, uid, &mut rng,
+                ))
+                .await
+            }
             None => self.decide_without_viewer(page, &delivery, &mut rng),
         }
     }
