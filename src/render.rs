@@ -15,6 +15,8 @@
 use std::sync::{Arc, OnceLock, Weak};
 
 use arc_swap::ArcSwap;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
 use prometheus::IntCounter;
 use serde::Serialize;
 use ulid::Ulid;
@@ -225,11 +227,12 @@ impl Renderer {
         slot: &str,
         (campaign, creative): (CampaignIndex, usize),
         decision_id: Ulid,
-        token: &str,
+        token: &[u8],
     ) -> Vec<u8> {
         let fixed = prepared.fixed[campaign.get()][creative]
             .get_or_init(|| self.fixed(snapshot, campaign, creative));
-        let url_bytes = self.base.len() + "/v1/i/".len() + token.len();
+        let token_len = base64::encoded_len(token.len(), false).expect("a token is short");
+        let url_bytes = self.base.len() + "/v1/i/".len() + token_len;
         let mut out = Vec::with_capacity(fixed.len() + slot.len() + 3 * (url_bytes + 20) + 64);
         out.extend_from_slice(b"{\"slot\":");
         serde_json::to_writer(&mut out, slot).expect("strings serialise");
@@ -241,6 +244,7 @@ impl Renderer {
         );
         out.extend_from_slice(b"\",");
         out.extend_from_slice(fixed.as_bytes());
+        let mut encoded = None;
         for (name, path) in [
             ("impression_url", "/v1/i/"),
             ("viewable_url", "/v1/v/"),
@@ -251,8 +255,18 @@ impl Renderer {
             out.extend_from_slice(b"\":\"");
             out.extend_from_slice(self.base.as_bytes());
             out.extend_from_slice(path.as_bytes());
-            // Tokens are base64url: nothing to escape.
-            out.extend_from_slice(token.as_bytes());
+            // Encoded once, in place, then copied: base64url, nothing to escape.
+            match encoded.clone() {
+                Some(range) => out.extend_from_within(range),
+                None => {
+                    let start = out.len();
+                    out.resize(start + token_len, 0);
+                    URL_SAFE_NO_PAD
+                        .encode_slice(token, &mut out[start..])
+                        .expect("sized by encoded_len");
+                    encoded = Some(start..start + token_len);
+                }
+            }
             out.push(b'"');
         }
         out.push(b'}');
@@ -292,6 +306,9 @@ mod tests {
         let prepared = renderer.prepared(&snapshot);
         let id = Ulid::new();
         let slot = "Publicité \"2\"";
+        // Bytes whose base64url holds both of its own characters, `-` and `_`.
+        let token = [0xfb, 0xef, 0xff, 0x01];
+        let encoded = "--__AQ";
         let camp = snapshot.campaign_index[&crate::inventory::CampaignId::parse("camp").unwrap()];
 
         let image: Value = serde_json::from_slice(&renderer.decision(
@@ -300,7 +317,7 @@ mod tests {
             slot,
             (camp, 0),
             id,
-            "tok_-en",
+            &token,
         ))
         .expect("valid JSON");
         let base = "https://ads.example\"/x";
@@ -316,9 +333,9 @@ mod tests {
                     "image_url": format!("{base}/creatives/a.svg"), "alt": "<alt> & \\",
                     "width": 300, "height": 250
                 },
-                "impression_url": format!("{base}/v1/i/tok_-en"),
-                "viewable_url": format!("{base}/v1/v/tok_-en"),
-                "click_url": format!("{base}/v1/c/tok_-en"),
+                "impression_url": format!("{base}/v1/i/{encoded}"),
+                "viewable_url": format!("{base}/v1/v/{encoded}"),
+                "click_url": format!("{base}/v1/c/{encoded}"),
             })
         );
         let html: Value = serde_json::from_slice(&renderer.decision(
@@ -327,7 +344,7 @@ mod tests {
             slot,
             (camp, 1),
             id,
-            "t",
+            &[],
         ))
         .expect("valid JSON");
         assert_eq!(

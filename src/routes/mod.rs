@@ -213,10 +213,16 @@ pub(crate) fn json_content() -> (HeaderName, HeaderValue) {
 }
 
 /// CORS for the public endpoints that publisher pages call from their own origin.
+///
+/// Without `Vary`: the allowed origin echoes the request's, but every answer of these routes
+/// is `no-store` (decisions, beacons, errors) or answers `OPTIONS`, which no HTTP cache keeps,
+/// so no cache can hand one origin's answer to another. Adding it took a header insertion on
+/// every decision and beacon.
 fn cors() -> actix_cors::Cors {
     actix_cors::Cors::default()
         .allow_any_origin()
         .allowed_methods(["GET", "POST"])
         .allowed_header(actix_web::http::header::CONTENT_TYPE)
         .max_age(86_400)
+        .disable_vary_header()
 }

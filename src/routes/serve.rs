@@ -275,7 +275,7 @@ fn answer(
     // The id's time is the decision's, read once per request rather than again here.
     let decision_id = Ulid::from_datetime(page.now.into());
     let slot = compiled.slot.name.as_str();
-    let token = state.signer.sign_fields(
+    let token = state.signer.sign_raw(
         decision_id,
         page.now.timestamp(),
         [campaign.id.as_str(), creative.id.as_str(), slot],

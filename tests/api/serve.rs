@@ -19,6 +19,7 @@ on_both_stores!(
     excluded_campaigns_are_not_served,
     unknown_paths_and_methods_answer_in_the_error_shape,
     a_slot_named_with_a_slash_a_plus_and_a_percent_is_served,
+    answers_to_a_page_of_another_origin_are_readable_there_and_kept_by_no_cache,
 );
 
 async fn a_percent_encoded_slot_name_is_served(kind: StoreKind) {
@@ -322,4 +323,62 @@ async fn a_slot_named_with_a_slash_a_plus_and_a_percent_is_served(kind: StoreKin
     assert_eq!(decision["campaign_id"], campaign);
     let unescaped = app.get("/v1/slots/Rubrique 1/2 +50%/ad").await;
     assert_eq!(unescaped.status(), 404, "a bare `/` separates segments");
+}
+
+/// The CORS answers carry no `Vary: Origin` although they name the page's origin: that holds
+/// because no cache keeps any of them.
+async fn answers_to_a_page_of_another_origin_are_readable_there_and_kept_by_no_cache(
+    kind: StoreKind,
+) {
+    let redis = redis_for(kind);
+    let app = spawn_app(kind, redis.as_ref()).await;
+    let origin = "https://journal.example";
+    let decision = app.decision("banner").await;
+    let impression = decision["impression_url"].as_str().unwrap();
+    let viewable = decision["viewable_url"].as_str().unwrap();
+
+    for url in [
+        format!("{}{}", app.address, ad_path("banner")),
+        format!("{}{}", app.address, ad_path("Publicité 99")),
+        format!("{}{}?w=x", app.address, ad_path("banner")),
+        impression.to_owned(),
+        viewable.to_owned(),
+        format!("{}/v1/i/not-a-token", app.address),
+    ] {
+        let response = app
+            .client
+            .get(&url)
+            .header("Origin", origin)
+            .send()
+            .await
+            .unwrap();
+        let headers = response.headers();
+        assert_eq!(headers["access-control-allow-origin"], origin, "{url}");
+        assert_eq!(headers["cache-control"], "no-store", "{url}");
+    }
+    let response = app
+        .client
+        .post(format!("{}/v1/decisions", app.address))
+        .header("Origin", origin)
+        .json(&json!({ "slots": ["banner"] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["access-control-allow-origin"], origin);
+    assert_eq!(response.headers()["cache-control"], "no-store");
+
+    let preflight = app
+        .client
+        .request(
+            reqwest::Method::OPTIONS,
+            format!("{}/v1/decisions", app.address),
+        )
+        .header("Origin", origin)
+        .header("Access-Control-Request-Method", "POST")
+        .header("Access-Control-Request-Headers", "content-type")
+        .send()
+        .await
+        .unwrap();
+    assert!(preflight.status().is_success(), "{}", preflight.status());
+    assert_eq!(preflight.headers()["access-control-allow-origin"], origin);
 }
