@@ -275,19 +275,21 @@ fn answer(
     // The id's time is the decision's, read once per request rather than again here.
     let decision_id = Ulid::from_datetime(page.now.into());
     let slot = compiled.slot.name.as_str();
-    let token = state.signer.sign_raw(
-        decision_id,
-        page.now.timestamp(),
-        [campaign.id.as_str(), creative.id.as_str(), slot],
-    );
-    Some(state.renderer.decision(
-        snapshot,
-        prepared,
-        slot,
-        (choice.campaign, choice.creative),
-        decision_id,
-        &token,
-    ))
+    let fields = [campaign.id.as_str(), creative.id.as_str(), slot];
+    Some(
+        state
+            .signer
+            .with_signed(decision_id, page.now.timestamp(), fields, |token| {
+                state.renderer.decision(
+                    snapshot,
+                    prepared,
+                    slot,
+                    (choice.campaign, choice.creative),
+                    decision_id,
+                    token,
+                )
+            }),
+    )
 }
 
 /// The items of a comma-separated query parameter; nothing, without allocating, when it is

@@ -7,6 +7,7 @@
 //! inside: the landing URL is looked up in the inventory when the click arrives.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use std::cell::Cell;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -21,10 +22,6 @@ use crate::inventory::{CampaignId, CreativeId, SlotName};
 const FORMAT_VERSION: u8 = 1;
 /// The key id of the signing key kept in the store.
 const SHARED_KEY_ID: &str = "s";
-/// A token's bytes before their base64 encoding; a usual token's (about 90) without
-/// allocating.
-pub type RawToken = smallvec::SmallVec<[u8; 192]>;
-
 const MAC_BYTES: usize = 16;
 /// Longest token accepted, in characters; anything longer is rejected before decoding.
 pub const MAX_TOKEN_CHARS: usize = 1_024;
@@ -264,27 +261,56 @@ impl Signer {
     /// [`Self::sign`] from borrowed fields (campaign, creative and slot), as the serve path
     /// has them, without building a [`TokenPayload`].
     pub fn sign_fields(&self, decision_id: Ulid, issued_at: i64, fields: [&str; 3]) -> String {
-        URL_SAFE_NO_PAD.encode(self.sign_raw(decision_id, issued_at, fields))
+        let mut bytes = Vec::new();
+        self.write_signed(&mut bytes, decision_id, issued_at, fields);
+        URL_SAFE_NO_PAD.encode(bytes)
     }
 
     /// [`Self::sign_fields`] before the base64 encoding, which the decision's writer does
-    /// straight into its answer (`URL_SAFE_NO_PAD`).
-    pub fn sign_raw(&self, decision_id: Ulid, issued_at: i64, fields: [&str; 3]) -> RawToken {
+    /// straight into its answer (`URL_SAFE_NO_PAD`): hands `use_raw` the token's bytes, in a
+    /// buffer of the thread's that every decision reuses.
+    pub fn with_signed<R>(
+        &self,
+        decision_id: Ulid,
+        issued_at: i64,
+        fields: [&str; 3],
+        use_raw: impl FnOnce(&[u8]) -> R,
+    ) -> R {
+        thread_local! {
+            static SCRATCH: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+        }
+        // Taken out and put back rather than borrowed: a nested call finds it empty and only
+        // allocates.
+        let mut bytes = SCRATCH.take();
+        bytes.clear();
+        self.write_signed(&mut bytes, decision_id, issued_at, fields);
+        let result = use_raw(&bytes);
+        SCRATCH.set(bytes);
+        result
+    }
+
+    /// Writes the token's bytes, the MAC last.
+    fn write_signed(
+        &self,
+        bytes: &mut Vec<u8>,
+        decision_id: Ulid,
+        issued_at: i64,
+        fields: [&str; 3],
+    ) {
         let keys = self.keys.load();
         let key = &keys[0];
-        let mut bytes = RawToken::with_capacity(64 + fields.iter().map(|f| f.len()).sum::<usize>());
+        bytes.reserve(64 + fields.iter().map(|f| f.len()).sum::<usize>());
         bytes.push(FORMAT_VERSION);
-        push_field(&mut bytes, key.id.as_bytes());
+        push_field(bytes, key.id.as_bytes());
         bytes.extend_from_slice(&decision_id.to_bytes());
         bytes.extend_from_slice(&issued_at.to_be_bytes());
         for field in fields {
-            push_field(&mut bytes, field.as_bytes());
+            push_field(bytes, field.as_bytes());
         }
         let mut mac = key.mac.clone();
-        mac.update(&bytes);
+        mac.update(bytes);
         let tag = mac.finalize().into_bytes();
         bytes.extend_from_slice(&tag[..MAC_BYTES]);
-        bytes
     }
 
     /// Checks a token's signature and decodes it, its names validated as the inventory's are.
@@ -387,7 +413,7 @@ impl SignedToken {
     }
 }
 
-fn push_field(bytes: &mut RawToken, field: &[u8]) {
+fn push_field(bytes: &mut Vec<u8>, field: &[u8]) {
     // Every field is bounded well below 256 bytes by validation (ids 64, slot names 128).
     let len = u8::try_from(field.len()).expect("token fields are shorter than 256 bytes");
     bytes.push(len);
@@ -436,6 +462,27 @@ mod tests {
 
     fn signer(keys: &str) -> Signer {
         Signer::from_setting(&SecretString::from(keys.to_owned())).unwrap()
+    }
+
+    #[test]
+    fn the_bytes_handed_to_the_writer_are_the_token_once_encoded_even_when_signing_nests() {
+        let s = signer("k1:0123456789abcdef0123456789abcdef");
+        let p = payload();
+        let fields = [p.campaign.as_str(), p.creative.as_str(), p.slot.as_str()];
+        let (outer, inner) = s.with_signed(p.decision_id, p.issued_at, fields, |outer| {
+            let inner = s.with_signed(p.decision_id, p.issued_at + 1, fields, |inner| {
+                URL_SAFE_NO_PAD.encode(inner)
+            });
+            (URL_SAFE_NO_PAD.encode(outer), inner)
+        });
+        assert_eq!(outer, s.sign(&p));
+        assert_eq!(s.verify(&outer).unwrap(), p);
+        assert_eq!(s.verify(&inner).unwrap().issued_at, p.issued_at + 1);
+        // The thread's buffer, reused, holds nothing of the token before.
+        let again = s.with_signed(p.decision_id, p.issued_at, fields, |raw| {
+            URL_SAFE_NO_PAD.encode(raw)
+        });
+        assert_eq!(again, outer);
     }
 
     #[test]
