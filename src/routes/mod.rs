@@ -17,6 +17,7 @@ use std::borrow::Cow;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
+use actix_web::guard;
 use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::http::Method;
 use actix_web::middleware::from_fn;
@@ -119,7 +120,9 @@ pub(crate) fn decision_resource(
 /// resource pattern with a parameter by a regular expression over the whole path: 1 500
 /// instructions of a decision, and 7 900 of a beacon, whose token is long (callgrind). A path
 /// under the prefix that is not of the pattern is answered 404 as any unmatched path, but
-/// observed under the route's `pattern`.
+/// observed under the route's `pattern`; a scope with a suffix ([`decision_segment_scope`])
+/// takes only the paths that end with it, and leaves the others under its prefix to the
+/// routes registered after it.
 pub(crate) fn segment_scope(
     prefix: &'static str,
     pattern: &'static str,
@@ -140,13 +143,18 @@ pub(crate) fn public_segment_scope(
         .wrap(from_fn(crate::telemetry::observe))
 }
 
-/// A [`segment_scope`] with the layers of a [`decision_resource`].
+/// A [`segment_scope`] with the layers of a [`decision_resource`], for the paths under
+/// `prefix` that end with `suffix` (a string comparison of the raw path, in which no escape
+/// makes a `/`): `/v1/slots/{slot}/frame` is another route's.
 pub(crate) fn decision_segment_scope(
     prefix: &'static str,
+    suffix: &'static str,
     pattern: &'static str,
     method: Method,
 ) -> actix_web::Scope<impl ResourceFactory> {
-    decision_layers!(web::scope(prefix), pattern, method)
+    decision_layers!(web::scope(prefix), pattern, method).guard(guard::fn_guard(move |ctx| {
+        ctx.head().uri.path().ends_with(suffix)
+    }))
 }
 
 /// The segment of a [`segment_scope`]'s request: what follows the scope's prefix and a `/`

@@ -25,9 +25,12 @@ const MAX_KEYWORD_BYTES: usize = 64;
 const MAX_EXCLUDED: usize = 50;
 const MAX_UID_BYTES: usize = 128;
 
+/// What follows the slot's name in the path of its decisions.
+const AD_SUFFIX: &str = "/ad";
+
 pub(super) fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
-        super::decision_segment_scope("/v1/slots", "/v1/slots/{slot}/ad", Method::GET)
+        super::decision_segment_scope("/v1/slots", AD_SUFFIX, "/v1/slots/{slot}/ad", Method::GET)
             .default_service(web::to(slot_ad)),
     )
     .service(
@@ -302,7 +305,7 @@ fn split_list(raw: Option<String>) -> impl Iterator<Item = String> {
 
 /// `GET /v1/slots/{slot}/ad`, routed by [`super::segment_scope`].
 async fn slot_ad(req: HttpRequest) -> Result<HttpResponse, actix_web::Error> {
-    let Some(slot) = segment(&req, "/ad") else {
+    let Some(slot) = segment(&req, AD_SUFFIX) else {
         return Ok(no_such_endpoint());
     };
     if req.method() != Method::GET {

@@ -262,6 +262,8 @@ async fn unknown_paths_and_methods_answer_in_the_error_shape(kind: StoreKind) {
         "/v1/slots/banner/ad/more",
         "/v1/slots/a/banner/ad",
         "/v1/slotsbanner/ad",
+        "/v1/slots/banner%2Fad",
+        "/v1/slots/banner/frame/ad",
         "/v1/i",
         "/v1/i/",
         "/v1/i/token/more",
@@ -289,6 +291,13 @@ async fn unknown_paths_and_methods_answer_in_the_error_shape(kind: StoreKind) {
         assert_eq!(response.status(), 405, "{method} {path}");
         assert_eq!(response.headers()["allow"], allowed, "{method} {path}");
     }
+    // The other route under the decisions' prefix is still found.
+    let frame = app.get("/v1/slots/banner/frame").await;
+    assert_eq!(frame.status(), 200);
+    assert!(frame.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
     for path in ["/v1/i/token", "/v1/c/token"] {
         let response = app
             .client
