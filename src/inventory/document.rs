@@ -138,6 +138,16 @@ pub struct Caps {
     pub total_clicks: Option<u64>,
 }
 
+impl Caps {
+    /// Whether any cap applies: only such a campaign has a budget
+    /// ([`crate::delivery::Budgets`]).
+    pub fn any(&self) -> bool {
+        self.total_impressions.is_some()
+            || self.daily_impressions.is_some()
+            || self.total_clicks.is_some()
+    }
+}
+
 /// A frequency cap: at most `max` decisions per viewer per `per_seconds`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

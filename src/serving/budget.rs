@@ -6,7 +6,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use super::eligibility::{DeliveryCheck, Ineligible};
 use super::PageRequest;
 use crate::delivery::{Budgets, Held};
-use crate::inventory::CampaignId;
+use crate::inventory::Campaign;
 use crate::snapshot::{CampaignIndex, CompiledCampaign};
 
 /// The delivery rules of one request, for its time.
@@ -41,8 +41,9 @@ impl<'a> RequestDelivery<'a> {
 
     /// Takes one unit of the chosen campaign's budget; false when another request took the
     /// last one first (the caller chooses again without it).
-    pub(super) fn take(&self, campaign: &CampaignId) -> bool {
-        self.budgets.take(campaign, self.today)
+    pub(super) fn take(&self, campaign: &Campaign) -> bool {
+        // Without a cap there is no budget: see `Budgets::check`.
+        !campaign.caps.any() || self.budgets.take(&campaign.id, self.today)
     }
 }
 

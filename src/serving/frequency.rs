@@ -134,7 +134,7 @@ pub(super) async fn decide_for_viewer<R: Rng + ?Sized>(
             // The slots were drawn together, each unaware of the campaigns the earlier ones
             // would get: one that must be kept apart from them is drawn again, as one whose
             // budget ran out is. Drawing again among what is left keeps the weights.
-            if shown.admits(campaign) && delivery.take(&campaign.campaign.id) {
+            if shown.admits(campaign) && delivery.take(&campaign.campaign) {
                 shown.show(campaign);
                 chosen.push(Some(p.choice));
                 break;

@@ -160,7 +160,7 @@ impl Serving<'_> {
             // Set aside for the later slots, and for this one if its budget is spent.
             excluded.push(choice.campaign);
             let campaign = snapshot.campaign_at(choice.campaign);
-            if delivery.take(&campaign.campaign.id) {
+            if delivery.take(&campaign.campaign) {
                 shown.show(campaign);
                 return Some(choice);
             }
