@@ -91,7 +91,7 @@ macro_rules! decision_layers {
 }
 
 /// A resource labelled with its pattern for the request metrics and logs, its requests each
-/// observed in their span ([`crate::telemetry::observe`]), their bodies guarded
+/// observed with their context ([`crate::telemetry::observe`]), their bodies guarded
 /// ([`body::guard`]).
 pub(crate) fn resource(path: &'static str) -> actix_web::Resource<impl ResourceFactory> {
     plain_layers!(web::resource(path), path)
