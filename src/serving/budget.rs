@@ -42,8 +42,7 @@ impl<'a> RequestDelivery<'a> {
     /// Takes one unit of the chosen campaign's budget; false when another request took the
     /// last one first (the caller chooses again without it).
     pub(super) fn take(&self, campaign: &Campaign) -> bool {
-        // Without a cap there is no budget: see `Budgets::check`.
-        !campaign.caps.any() || self.budgets.take(&campaign.id, self.today)
+        self.budgets.take(campaign, self.today)
     }
 }
 
