@@ -248,7 +248,7 @@ with_anomalies() {
 status_sample() {
     local url=$1 n=$2
     for _ in $(seq "$n"); do
-        curl --silent --max-time 5 --output /dev/null --write-out '%{http_code}\n' "$url" || true
+        curl --silent --max-time 5 -A "$BROWSER_UA" --output /dev/null --write-out '%{http_code}\n' "$url" || true
     done | sort | uniq -c | awk '{ printf "%s%s×%s", (NR > 1 ? " " : ""), $2, $1 }'
 }
 
@@ -348,11 +348,15 @@ median() {
 # CMP_REGIE and CMP_BARE (median req/s), CMP_RATIO (median of the rounds' ratios), CMP_NOTE
 # (every round's ratio), CMP_REGIE_CPU and CMP_BARE_CPU (CPU µs per request over all rounds,
 # user + system, from /proc); CMP_NOTE also names what wrk saw go wrong in regie's rounds.
+# CMP_BASELINE_ARGS, when set, are the reference's SCRIPT and ARGS instead.
 CMP_REGIE="" CMP_BARE="" CMP_RATIO="" CMP_NOTE="" CMP_REGIE_CPU="" CMP_BARE_CPU=""
+CMP_BASELINE_ARGS=()
 compare_rounds() {
     local name=$1 regie_url=$2 regie_pid=$3 bare_url=$4 bare_pid=$5 round
     local regie_rates=() bare_rates=() ratios=() regie_ticks=0 bare_ticks=0
     local regie_requests=0 bare_requests=0 ticks rps anomalies="" seen script=("${@:6}")
+    local baseline=("${@:6}")
+    ((${#CMP_BASELINE_ARGS[@]})) && baseline=("${CMP_BASELINE_ARGS[@]}")
     for ((round = 1; round <= ROUNDS; round++)); do
         ticks=$(cpu_ticks "$regie_pid")
         rps=$(run_wrk "regie-$name-$round" "$regie_url" "${script[@]}")
@@ -360,7 +364,7 @@ compare_rounds() {
         regie_requests=$((regie_requests + $(wrk_requests "regie-$name-$round")))
         regie_rates+=("$rps")
         ticks=$(cpu_ticks "$bare_pid")
-        rps=$(run_wrk "bare-$name-$round" "$bare_url" "${script[@]}")
+        rps=$(run_wrk "bare-$name-$round" "$bare_url" "${baseline[@]}")
         bare_ticks=$((bare_ticks + $(cpu_ticks "$bare_pid") - ticks))
         bare_requests=$((bare_requests + $(wrk_requests "bare-$name-$round")))
         bare_rates+=("$rps")
@@ -789,7 +793,7 @@ measure_flush_roundtrips() {
 measure_capped_decisions() {
     local capped_url capped_pid capped_rps free_uid_rps free_rps requests freq_before \
         release_before lease_before freq release lease sample note anomalies ticks \
-        capped_cpu free_cpu redis_cpu redis_memory freq_usec
+        capped_cpu free_cpu redis_cpu redis_memory freq_usec c b r n
     "$REGIE_BIN" check "$CAPPED_INVENTORY" >"$OUT/inventory-capped.check.txt" 2>&1 ||
         die "$CAPPED_INVENTORY is not valid (see $OUT/inventory-capped.check.txt)"
     spawn_regie regie-capped REGIE_KEY_PREFIX=loadcaps REGIE_INVENTORY="$CAPPED_INVENTORY"
@@ -823,6 +827,18 @@ measure_capped_decisions() {
     compare_rounds capped-vs-uid "$capped_url" "$capped_pid" "$REGIE_URL" "$REGIE_PID" \
         "$UID_SCRIPT" "$SLOT_PATH" uid
     free_uid_rps=$CMP_BARE
+    local uid_rounds_row="$CMP_REGIE|$free_uid_rps|$CMP_RATIO|$CMP_NOTE"
+    # The same capped decisions for browsers that keep their frequency state (tag.js): a new
+    # viewer each request, with an empty state, against the uncapped decisions with the same
+    # random uids and no state, which pay nothing for it.
+    freq_before=$(metric_sum "$capped_url" regie_store_roundtrips_total 'op="frequency"')
+    CMP_BASELINE_ARGS=("$UID_SCRIPT" "$SLOT_PATH" uid)
+    compare_rounds capped-kept-vs-uid "$capped_url" "$capped_pid" "$REGIE_URL" "$REGIE_PID" \
+        "$UID_SCRIPT" "$SLOT_PATH" kept
+    CMP_BASELINE_ARGS=()
+    local kept_trips kept_sample
+    kept_trips=$(($(metric_sum "$capped_url" regie_store_roundtrips_total 'op="frequency"') - freq_before))
+    kept_sample=$(status_sample "$capped_url$SLOT_PATH?uid=loadtest-sample&fs=" 20)
     # Stopped before the last reference runs: it would only poll, but it should not take CPU.
     stop "$capped_pid"
 
@@ -841,8 +857,13 @@ measure_capped_decisions() {
     [[ -n $anomalies ]] && note+="; $anomalies"
     add_row "GET {slot}/ad caps+freq, uid (req/s)" "$capped_rps" "$free_rps" \
         "$(ratio "$capped_rps" "$free_rps")" "$note; one run of each"
-    add_row "  caps+freq uid / uncapped uid" "$CMP_REGIE" "$free_uid_rps" "$CMP_RATIO" \
-        "baseline: uncapped with the same random uids (target >= 0.6); $CMP_NOTE"
+    local kept_row="$CMP_REGIE|$CMP_BARE|$CMP_RATIO|$CMP_NOTE"
+    IFS='|' read -r c b r n <<<"$uid_rounds_row"
+    add_row "  caps+freq uid / uncapped uid" "$c" "$b" "$r" \
+        "baseline: uncapped with the same random uids (target >= 0.6); $n"
+    IFS='|' read -r c b r n <<<"$kept_row"
+    add_row "  caps+freq kept state (fs=) / uncapped uid" "$c" "$b" "$r" \
+        "a random uid and an empty frequency state (a new tag.js viewer) per request, vs uncapped with the same random uids and no state (target >= 0.6); frequency round trips: $kept_trips; after: $kept_sample; $n"
     # Redis and wrk take much of the two cores in the capped run; regie's own CPU per request
     # gives the ratio regie would reach where it alone is the bottleneck.
     add_row "  Redis CPU per decision (us), caps+freq" "$redis_cpu" "-" "-" \

@@ -8,6 +8,12 @@
  * sends no viewer id and asks regie to ignore the reader (consent: false).
  * Viewer id: a first-party cookie, regie_uid, for frequency caps; when the
  * browser keeps no cookie, the tag sends no id (and no cap applies).
+ * Frequency state: the views this browser was served of frequency-capped
+ * campaigns, as regie signed them, kept in localStorage (regie_fs) and sent
+ * with each request, so that regie checks caps without its store. Requests
+ * that carry it take turns across the site's tabs (a Web Lock), so that none
+ * is answered from a state an earlier answer has outdated; without Web Locks or
+ * storage the tag sends the id alone, and regie checks the caps in its store.
  * Sizes: each slot's width (CSS pixels available to it, or data-regie-width) is
  * sent, so that a slot with several sizes gets the largest that fits.
  * Lazy loading: data-regie-lazy on a slot, or on this script tag for every slot
@@ -63,9 +69,24 @@
     return me.getAttribute('data-regie-consent') === '0' || navigator.globalPrivacyControl === true;
   }
 
-  // A refusal also forgets the id given before it.
+  const STATE_KEY = 'regie_fs';
+
+  // localStorage, or null where the browser keeps none (blocked, a sandboxed frame).
+  function storage() {
+    try {
+      const s = window.localStorage;
+      s.getItem(STATE_KEY);
+      return s;
+    } catch (e) {
+      return null;
+    }
+  }
+
+  // A refusal also forgets the id given before it, and the views counted under it.
   function forgetViewer() {
     uid = undefined;
+    const s = storage();
+    if (s) s.removeItem(STATE_KEY);
     try {
       if (/(?:^|;\s*)regie_uid=/.test(document.cookie)) {
         document.cookie = 'regie_uid=; Max-Age=0; Path=/; SameSite=Lax';
@@ -209,14 +230,28 @@
     // Slots asked for later (lazy ones) keep apart from what the page shows already.
     if (view.campaigns.length) body.exclude = view.campaigns.slice(0, 50);
     if (view.advertisers.length) body.exclude_advertisers = view.advertisers.slice(0, 50);
-    const res = await fetch(origin + '/v1/decisions', {
-      method: 'POST',
-      credentials: 'omit',
-      headers: { 'Content-Type': 'application/json' },
-      body: JSON.stringify(body),
+    const post = async () => {
+      const res = await fetch(origin + '/v1/decisions', {
+        method: 'POST',
+        credentials: 'omit',
+        headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify(body),
+      });
+      if (!res.ok) throw new Error('regie: decisions answered ' + res.status);
+      return res.json();
+    };
+    const kept = view.uid && window.navigator.locks && storage();
+    if (!kept) return (await post()).decisions;
+    // Read, asked with and replaced by the answer's under one lock: no two requests of this
+    // browser count from the same views.
+    return window.navigator.locks.request('regie-frequency-state', async () => {
+      body.frequency_state = kept.getItem(STATE_KEY) || '';
+      const answer = await post();
+      if (typeof answer.frequency_state === 'string') {
+        try { kept.setItem(STATE_KEY, answer.frequency_state); } catch (e) { /* full: kept as was */ }
+      }
+      return answer.decisions;
     });
-    if (!res.ok) throw new Error('regie: decisions answered ' + res.status);
-    return (await res.json()).decisions;
   }
 
   // Asks for the slots' ads, at most 20 a request (the API's limit), and renders them.

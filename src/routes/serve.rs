@@ -1,5 +1,7 @@
 //! The decision endpoints: `GET /v1/slots/{slot}/ad` and `POST /v1/decisions`.
 
+use std::cell::RefCell;
+
 use actix_web::http::Method;
 use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
@@ -13,7 +15,7 @@ use crate::catalog::Served;
 use crate::error::ApiError;
 use crate::inventory::{CampaignId, SlotName};
 use crate::render::Prepared;
-use crate::serving::{Choice, PageRequest, Serving, Viewer};
+use crate::serving::{Choice, FrequencyState, PageRequest, Serving, Viewer, MAX_STATE_CHARS};
 use crate::snapshot::{normalize_keyword, CampaignIndex, CompiledSlot, Snapshot};
 use crate::state::AppState;
 use crate::targeting::{Country, LocalMoment};
@@ -44,6 +46,8 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig) {
 #[derive(Debug, Deserialize)]
 struct AdQuery {
     uid: Option<String>,
+    /// The frequency state the client keeps ([`FrequencyState`]); empty for a new viewer.
+    fs: Option<String>,
     kw: Option<String>,
     exclude: Option<String>,
     exclude_advertisers: Option<String>,
@@ -59,6 +63,9 @@ struct BatchRequest {
     slots: Vec<String>,
     #[serde(default)]
     uid: Option<String>,
+    /// As `fs` of [`AdQuery`].
+    #[serde(default)]
+    frequency_state: Option<String>,
     #[serde(default)]
     keywords: Vec<String>,
     #[serde(default)]
@@ -74,6 +81,8 @@ struct BatchRequest {
 /// The request's targeting inputs, validated.
 struct Inputs {
     viewer: Viewer,
+    /// The frequency state the client sent, opened with the request's time.
+    kept: Option<String>,
     keywords: Vec<String>,
     excluded: Vec<CampaignIndex>,
     excluded_advertisers: Vec<usize>,
@@ -96,6 +105,9 @@ impl Inputs {
             // A bot is nobody to count views for: nothing about it is read or stored.
             viewer.uid = None;
             viewer.bot = true;
+        } else if let Some(kept) = self.kept {
+            let opened = FrequencyState::open(&state.signer, &kept, now.timestamp_millis());
+            viewer.kept = Some(RefCell::new(opened));
         }
         PageRequest {
             slots,
@@ -119,6 +131,7 @@ impl Inputs {
 /// What a request says about its reader and its page besides slots and keywords.
 struct Reader {
     uid: Option<String>,
+    kept: Option<String>,
     refused_tracking: bool,
     country: Option<Country>,
 }
@@ -127,15 +140,16 @@ impl Reader {
     fn parse(
         state: &AppState,
         req: &HttpRequest,
-        uid: Option<String>,
+        (uid, kept): (Option<String>, Option<String>),
         consent_query: Option<&str>,
         consent_body: Option<bool>,
     ) -> Result<Self, ApiError> {
         let refused_tracking =
             page_inputs::tracking_refused(consent_query, consent_body, req.headers())?;
         Ok(Self {
-            // Without consent the id is not even looked at.
+            // Without consent the id and the state are not even looked at.
             uid: if refused_tracking { None } else { uid },
+            kept: if refused_tracking { None } else { kept },
             refused_tracking,
             country: page_inputs::country(req.headers(), &state.country_header),
         })
@@ -150,6 +164,16 @@ fn parse_inputs(
     exclude_advertisers: impl Iterator<Item = String>,
 ) -> Result<Inputs, ApiError> {
     let uid = reader.uid;
+    if reader
+        .kept
+        .as_ref()
+        .is_some_and(|k| k.len() > MAX_STATE_CHARS)
+    {
+        return Err(ApiError::bad_request(
+            "invalid_frequency_state",
+            format!("a frequency state is at most {MAX_STATE_CHARS} characters, as answered"),
+        ));
+    }
     if let Some(uid) = &uid {
         if uid.is_empty() || uid.len() > MAX_UID_BYTES || uid.chars().any(char::is_control) {
             return Err(ApiError::bad_request(
@@ -201,9 +225,11 @@ fn parse_inputs(
     Ok(Inputs {
         viewer: Viewer {
             uid,
+            kept: None,
             refused_tracking: reader.refused_tracking,
             bot: false,
         },
+        kept: reader.kept,
         keywords: normalized,
         excluded,
         excluded_advertisers: page_inputs::excluded_advertisers(snapshot, exclude_advertisers)?,
@@ -295,6 +321,13 @@ fn answer(
     )
 }
 
+/// The frequency state to answer, with the views of this decision counted, when the client
+/// sent one (base64url: nothing to escape in JSON).
+fn sealed_state(state: &AppState, page: &PageRequest<'_>) -> Option<String> {
+    let kept = page.viewer.kept.as_ref()?;
+    Some(kept.borrow().seal(&state.signer))
+}
+
 /// The items of a comma-separated query parameter; nothing, without allocating, when it is
 /// absent (as it is on most requests).
 fn split_list(raw: Option<String>) -> impl Iterator<Item = String> {
@@ -333,7 +366,13 @@ async fn get_ad(req: &HttpRequest, slot: &str, query: AdQuery) -> Result<HttpRes
     }
     let snapshot = current_snapshot(state)?;
     let compiled = parse_slot(slot, &snapshot)?;
-    let reader = Reader::parse(state, req, query.uid, query.consent.as_deref(), None)?;
+    let reader = Reader::parse(
+        state,
+        req,
+        (query.uid, query.fs),
+        query.consent.as_deref(),
+        None,
+    )?;
     let width = page_inputs::width(query.w.as_deref())?;
     let inputs = parse_inputs(
         &snapshot,
@@ -361,7 +400,15 @@ async fn get_ad(req: &HttpRequest, slot: &str, query: AdQuery) -> Result<HttpRes
         .pop()
         .flatten();
     let prepared = state.renderer.prepared(snapshot.arc());
-    let decided = answer(state, &snapshot, &prepared, compiled, choice, &page);
+    let mut decided = answer(state, &snapshot, &prepared, compiled, choice, &page);
+    if let (Some(decision), Some(kept)) = (&mut decided, sealed_state(state, &page)) {
+        // The decision is a JSON object: the state is its last field.
+        debug_assert_eq!(decision.last(), Some(&b'}'));
+        decision.pop();
+        decision.extend_from_slice(b",\"frequency_state\":\"");
+        decision.extend_from_slice(kept.as_bytes());
+        decision.extend_from_slice(b"\"}");
+    }
     timer.observe_duration();
     Ok(match decided {
         Some(decision) => HttpResponse::Ok()
@@ -407,7 +454,13 @@ async fn post_decisions(
         })
         .collect::<Result<Vec<_>, _>>()?;
     let widths = page_inputs::widths(body.widths, names.len())?;
-    let reader = Reader::parse(state, &req, body.uid, None, body.consent)?;
+    let reader = Reader::parse(
+        state,
+        &req,
+        (body.uid, body.frequency_state),
+        None,
+        body.consent,
+    )?;
     let inputs = parse_inputs(
         &snapshot,
         reader,
@@ -452,7 +505,13 @@ async fn post_decisions(
             }
         }
     }
-    out.extend_from_slice(b"]}");
+    out.push(b']');
+    if let Some(kept) = sealed_state(state, &page) {
+        out.extend_from_slice(b",\"frequency_state\":\"");
+        out.extend_from_slice(kept.as_bytes());
+        out.push(b'"');
+    }
+    out.push(b'}');
     timer.observe_duration();
     Ok(HttpResponse::Ok()
         .insert_header(super::no_store())

@@ -23,7 +23,7 @@ use ulid::Ulid;
 use super::budget::RequestDelivery;
 use super::eligibility::in_flight;
 use super::{commit, draw_order, Choice, Choices, Context, Drawn, Excluded, PageRequest, Serving};
-use crate::snapshot::{CampaignIndex, CompiledSlot, Snapshot};
+use crate::snapshot::{CampaignIndex, CompiledCampaign, CompiledSlot, Snapshot};
 use crate::store::{
     first_allowed, Backend, FrequencyCap, FrequencyItem, FrequencyRelease, StoreError,
 };
@@ -46,10 +46,9 @@ fn log_unavailable(e: &StoreError) {
     }
 }
 
-/// A campaign's frequency cap, as the store checks it.
-fn cap_of(snapshot: &Snapshot, index: CampaignIndex) -> Option<FrequencyCap> {
-    snapshot
-        .campaign_at(index)
+/// A campaign's frequency cap, as the store and the client's state check it.
+pub(super) fn cap_of(compiled: &CompiledCampaign) -> Option<FrequencyCap> {
+    compiled
         .campaign
         .frequency
         .as_ref()
@@ -57,6 +56,11 @@ fn cap_of(snapshot: &Snapshot, index: CampaignIndex) -> Option<FrequencyCap> {
             max: frequency.max,
             window_ms: (frequency.per_seconds as i64).saturating_mul(1_000),
         })
+}
+
+/// [`cap_of`] the campaign at `index`.
+fn cap_at(snapshot: &Snapshot, index: CampaignIndex) -> Option<FrequencyCap> {
+    cap_of(snapshot.campaign_at(index))
 }
 
 /// The viewer of a request as the store knows it, with the request's reservation.
@@ -134,7 +138,7 @@ pub(super) async fn decide_for_viewer<R: Rng + ?Sized>(
             // The slots were drawn together, each unaware of the campaigns the earlier ones
             // would get: one that must be kept apart from them is drawn again, as one whose
             // budget ran out is. Drawing again among what is left keeps the weights.
-            if shown.admits(campaign) && delivery.take(&campaign.campaign) {
+            if shown.admits(campaign) && delivery.take(campaign) {
                 shown.show(campaign);
                 chosen.push(Some(p.choice));
                 break;
@@ -180,7 +184,7 @@ impl Walk<'_> {
             delivery: Some(self.delivery),
             house_only: false,
         };
-        let capped = |index: CampaignIndex| cap_of(snapshot, index).is_some();
+        let capped = |index: CampaignIndex| cap_at(snapshot, index).is_some();
         let orders: SmallVec<[Drawn; 1]> = slots
             .iter()
             .enumerate()
@@ -208,7 +212,7 @@ impl Walk<'_> {
                             .iter()
                             .map(|c| FrequencyItem {
                                 campaign: snapshot.campaign_at(c.campaign).campaign.id.clone(),
-                                cap: cap_of(snapshot, c.campaign),
+                                cap: cap_at(snapshot, c.campaign),
                             })
                             .collect()
                     })
@@ -265,7 +269,7 @@ pub(super) async fn allowed(
         .chain(slot.fallback.iter());
     for member in members {
         let index = member.campaign;
-        if cap_of(snapshot, index).is_some()
+        if cap_at(snapshot, index).is_some()
             && !candidates.contains(&index)
             && in_flight(snapshot, index, now)
         {
@@ -282,7 +286,7 @@ pub(super) async fn allowed(
         .iter()
         .map(|&index| FrequencyItem {
             campaign: snapshot.campaign_at(index).campaign.id.clone(),
-            cap: cap_of(snapshot, index),
+            cap: cap_at(snapshot, index),
         })
         .collect();
     let checked = serving

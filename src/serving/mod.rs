@@ -13,8 +13,10 @@
 //! 2. Order (`order.rs`, [`draw_order`]): the highest tier with an eligible campaign is drawn
 //!    by the slot's rotation (weighted random, smooth or optimize); the slot's fallback comes
 //!    only when no tier has one.
-//! 3. Frequency (`frequency.rs`): with a viewer id, frequency caps are checked in the store
-//!    as the candidates are served, in one round trip for the whole page (more when the viewer
+//! 3. Frequency: with a state the client keeps (`frequency_state.rs`), frequency caps are
+//!    checked in it with the rest of eligibility and each view served is counted in it, with
+//!    no round trip; with a viewer id only (`frequency.rs`), they are checked in the store as
+//!    the candidates are served, in one round trip for the whole page (more when the viewer
 //!    is at a cap), only when the draw reaches a frequency-capped campaign.
 //! 4. Budget: the chosen campaign takes one unit of its leased budget; when another request
 //!    took the last one meanwhile, the slot is chosen again without it.
@@ -27,18 +29,22 @@ mod budget;
 mod eligibility;
 mod explain;
 mod frequency;
+mod frequency_state;
 mod order;
 mod viewer;
 
 pub use self::eligibility::{eligibility, Context, DeliveryCheck, Ineligible};
+pub use self::frequency_state::{FrequencyState, MAX_STATE_CHARS};
 pub use self::order::{choose, commit, draw_order, Choice, Drawn};
 pub use self::viewer::ViewerKeys;
+
+use std::cell::RefCell;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use rand::Rng;
 use smallvec::SmallVec;
 
-use self::budget::RequestDelivery;
+use self::budget::{FrequencyRule, RequestDelivery};
 use crate::delivery::{Budgets, Releaser};
 use crate::snapshot::{CampaignIndex, CompiledSlot, Snapshot};
 use crate::store::Store;
@@ -51,6 +57,10 @@ pub struct Viewer {
     /// without it regie cannot tell viewers apart. Always `None` when the reader refused
     /// tracking: the id is then ignored entirely.
     pub uid: Option<String>,
+    /// The viewer's views as the client keeps them, when it sent its state: frequency caps
+    /// are then checked and counted there, not in the store, and the decision answers the
+    /// state with its views counted. `None` when the reader refused tracking.
+    pub kept: Option<RefCell<FrequencyState>>,
     /// The reader refused tracking (`consent=0`, `"consent": false` or `Sec-GPC: 1`).
     pub refused_tracking: bool,
     /// A known bot (contract section 8): served from the `house` tier only, and taking
@@ -119,9 +129,13 @@ impl Serving<'_> {
     /// aside and its slot chosen again without it. One entry per slot, `None` for no fill.
     pub async fn decide(&self, page: &PageRequest<'_>) -> Choices {
         let mut rng = rand::rng();
-        let delivery = RequestDelivery::new(self.budgets, page, None);
+        let delivery = RequestDelivery::new(self.budgets, page, FrequencyRule::Unchecked);
         if page.viewer.bot {
             return self.decide_for_bot(page, &delivery, &mut rng);
+        }
+        if let Some(kept) = &page.viewer.kept {
+            let delivery = RequestDelivery::new(self.budgets, page, FrequencyRule::Kept(kept));
+            return self.decide_without_viewer(page, &delivery, &mut rng);
         }
         match page.viewer.uid.as_deref() {
             // Boxed: its state (the store's round trips) is most of this future's size, which
@@ -136,8 +150,9 @@ impl Serving<'_> {
         }
     }
 
-    /// [`Serving::decide`] when no frequency cap applies: each slot in turn, without the
-    /// campaigns chosen before it, and never a round trip.
+    /// [`Serving::decide`] when no frequency cap applies, or the client keeps the viewer's
+    /// (`delivery` checks and counts them): each slot in turn, without the campaigns chosen
+    /// before it, and never a round trip.
     fn decide_without_viewer<R: Rng + ?Sized>(
         &self,
         page: &PageRequest<'_>,
@@ -160,7 +175,7 @@ impl Serving<'_> {
             // Set aside for the later slots, and for this one if its budget is spent.
             excluded.push(choice.campaign);
             let campaign = snapshot.campaign_at(choice.campaign);
-            if delivery.take(&campaign.campaign) {
+            if delivery.take(campaign) {
                 shown.show(campaign);
                 return Some(choice);
             }
@@ -207,12 +222,21 @@ impl Serving<'_> {
 
     /// `explain=1` for each slot of the page: why each campaign was or was not eligible, and
     /// how the draw would go. A dry run: nothing is counted, no budget is taken, no frequency
-    /// reservation is made; the viewer's frequency caps are read from the store.
+    /// reservation is made; the viewer's frequency caps are read from the state the client
+    /// sent, or else from the store.
     pub async fn explain(&self, page: &PageRequest<'_>) -> Vec<serde_json::Value> {
         let mut explained = Vec::with_capacity(page.slots.len());
         for (slot, size) in page.slots.iter().zip(&page.sizes) {
-            let allowed = frequency::allowed(self, slot, page).await;
-            let delivery = RequestDelivery::new(self.budgets, page, allowed.as_deref());
+            let allowed = match page.viewer.kept {
+                Some(_) => None,
+                None => frequency::allowed(self, slot, page).await,
+            };
+            let rule = match (&page.viewer.kept, &allowed) {
+                (Some(kept), _) => FrequencyRule::Kept(kept),
+                (None, Some(allowed)) => FrequencyRule::Allowed(allowed),
+                (None, None) => FrequencyRule::Unchecked,
+            };
+            let delivery = RequestDelivery::new(self.budgets, page, rule);
             explained.push(explain::explain(
                 self.snapshot,
                 slot,

@@ -123,6 +123,14 @@ impl KeysError {
 /// used for another purpose than signing tokens must not be the signing key itself.
 const DERIVED_KEY_LABEL: &[u8] = b"regie derived key: viewer ids";
 
+/// The label of the key derived from a signing secret for [`Signer::seal`]: what a client
+/// keeps for regie is signed with a key of its own, so that no sealed value is ever a valid
+/// token or the reverse.
+const SEALING_KEY_LABEL: &[u8] = b"regie derived key: sealed client state";
+
+/// The format byte of a sealed value, distinct from [`FORMAT_VERSION`].
+const SEALED_FORMAT: u8 = 0x53;
+
 #[derive(Clone)]
 struct Key {
     id: String,
@@ -131,19 +139,24 @@ struct Key {
     mac: Hmac<Sha256>,
     /// An HMAC keyed with a key derived from the secret, keyed once as `mac` is.
     derived: Hmac<Sha256>,
+    /// The same, for [`Signer::seal`].
+    sealing: Hmac<Sha256>,
 }
 
 impl Key {
     fn new(id: &str, secret: &[u8]) -> Self {
         let mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length");
-        let mut derivation = mac.clone();
-        derivation.update(DERIVED_KEY_LABEL);
-        let derived = Hmac::<Sha256>::new_from_slice(&derivation.finalize().into_bytes())
-            .expect("HMAC takes keys of any length");
+        let derive = |label: &[u8]| {
+            let mut derivation = mac.clone();
+            derivation.update(label);
+            Hmac::<Sha256>::new_from_slice(&derivation.finalize().into_bytes())
+                .expect("HMAC takes keys of any length")
+        };
         Self {
             id: id.to_owned(),
+            derived: derive(DERIVED_KEY_LABEL),
+            sealing: derive(SEALING_KEY_LABEL),
             mac,
-            derived,
         }
     }
 }
@@ -238,6 +251,43 @@ impl Signer {
     /// signing key does ([`Self::adopt_shared`], a rotation of `REGIE_TRACKING_KEYS`).
     pub fn derived_mac(&self) -> Hmac<Sha256> {
         self.keys.load()[0].derived.clone()
+    }
+
+    /// `payload` signed for a client to keep and send back (base64url): `0x53 | kid_len | kid
+    /// | payload | mac (16)`, the MAC an HMAC-SHA256 under a key derived from the signing
+    /// secret. The client can read it but not change it.
+    pub fn seal(&self, payload: &[u8]) -> String {
+        let keys = self.keys.load();
+        let key = &keys[0];
+        let mut bytes = Vec::with_capacity(2 + key.id.len() + payload.len() + MAC_BYTES);
+        bytes.push(SEALED_FORMAT);
+        push_field(&mut bytes, key.id.as_bytes());
+        bytes.extend_from_slice(payload);
+        let mut mac = key.sealing.clone();
+        mac.update(&bytes);
+        bytes.extend_from_slice(&mac.finalize().into_bytes()[..MAC_BYTES]);
+        URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    /// The payload of a value [`Self::seal`] made with any of the keys; `None` when it is not
+    /// one (malformed, altered, or sealed with a key this instance does not have).
+    pub fn open(&self, sealed: &str) -> Option<Vec<u8>> {
+        let mut bytes = URL_SAFE_NO_PAD.decode(sealed).ok()?;
+        if bytes.len() < 2 + MAC_BYTES || bytes[0] != SEALED_FORMAT {
+            return None;
+        }
+        let (signed, tag) = bytes.split_at(bytes.len() - MAC_BYTES);
+        let mut reader = Reader(&signed[1..]);
+        let key_id = reader.field().ok()?;
+        let keys = self.keys.load();
+        let key = keys.iter().find(|k| k.id.as_bytes() == key_id)?;
+        let mut verifier = key.sealing.clone();
+        verifier.update(signed);
+        verifier.verify_truncated_left(tag).ok()?;
+        let start = signed.len() - reader.0.len();
+        bytes.truncate(signed.len());
+        bytes.drain(..start);
+        Some(bytes)
     }
 
     /// Whether tokens are signed with the store's shared key.
@@ -483,6 +533,45 @@ mod tests {
             URL_SAFE_NO_PAD.encode(raw)
         });
         assert_eq!(again, outer);
+    }
+
+    #[test]
+    fn a_sealed_value_opens_with_any_key_of_the_signer_and_only_unaltered() {
+        let old = signer("k1:0123456789abcdef0123456789abcdef");
+        let rotated =
+            signer("k2:fedcba9876543210fedcba9876543210,k1:0123456789abcdef0123456789abcdef");
+        let sealed = old.seal(b"what the client keeps");
+        assert_eq!(
+            old.open(&sealed).as_deref(),
+            Some(&b"what the client keeps"[..])
+        );
+        assert_eq!(
+            rotated.open(&sealed).as_deref(),
+            Some(&b"what the client keeps"[..])
+        );
+        assert_eq!(rotated.open(&rotated.seal(b"")).as_deref(), Some(&b""[..]));
+        assert_eq!(
+            signer("k1:another-secret-of-thirty-two-bytes!!").open(&sealed),
+            None
+        );
+        let mut bytes = URL_SAFE_NO_PAD.decode(&sealed).unwrap();
+        for i in 0..bytes.len() {
+            bytes[i] ^= 0x01;
+            assert_eq!(old.open(&URL_SAFE_NO_PAD.encode(&bytes)), None, "byte {i}");
+            bytes[i] ^= 0x01;
+        }
+        assert_eq!(old.open(""), None);
+        assert_eq!(old.open("not base64!"), None);
+    }
+
+    #[test]
+    fn a_sealed_value_is_not_a_token_nor_a_token_a_sealed_value() {
+        let s = signer("k1:0123456789abcdef0123456789abcdef");
+        let token = s.sign(&payload());
+        assert_eq!(s.open(&token), None);
+        assert!(s
+            .verify(&s.seal(b"0123456789abcdef0123456789abcdef0123456789"))
+            .is_err());
     }
 
     #[test]

@@ -18,6 +18,9 @@ on_both_stores!(
     even_pacing_holds_a_campaign_to_its_delivery_line,
     a_frequency_cap_limits_what_one_viewer_sees,
     a_page_shows_each_frequency_capped_campaign_within_its_cap,
+    a_frequency_state_kept_by_the_browser_holds_its_cap_on_every_instance,
+    a_page_with_a_kept_frequency_state_shows_each_campaign_within_its_cap,
+    a_kept_frequency_state_that_does_not_verify_is_a_new_viewer_and_a_long_one_an_error,
     keywords_select_and_exclude_campaigns,
     explain_gives_each_reason_and_needs_the_admin_token,
 );
@@ -41,6 +44,16 @@ fn inventory_with(campaign: Value) -> Value {
         "advertisers": [{ "id": "adv", "name": "Advertiser" }],
         "campaigns": [campaign, text_campaign("filler", &["Publicité 2"], "standard", json!({}))],
     })
+}
+
+/// [`inventory_with`] a sponsorship "freq" with a frequency cap of `max` per `per_seconds`.
+fn frequency_capped(max: u32, per_seconds: u64) -> Value {
+    inventory_with(text_campaign(
+        "freq",
+        &["Publicité 2"],
+        "sponsorship",
+        json!({ "frequency": { "max": max, "per_seconds": per_seconds } }),
+    ))
 }
 
 /// [`inventory_with`] a sponsorship "capped" at 100 000 decisions, never reached in a test.
@@ -290,12 +303,7 @@ async fn even_pacing_holds_a_campaign_to_its_delivery_line(kind: StoreKind) {
 
 async fn a_frequency_cap_limits_what_one_viewer_sees(kind: StoreKind) {
     let redis = redis_for(kind);
-    let doc = inventory_with(text_campaign(
-        "freq",
-        &["Publicité 2"],
-        "sponsorship",
-        json!({ "frequency": { "max": 3, "per_seconds": 86400 } }),
-    ));
+    let doc = frequency_capped(3, 86400);
     let (a, _f1) = app_with(kind, redis.as_ref(), &doc, |_| {}).await;
     // On Redis a second instance shares the viewer's history; on the embedded store, one.
     let (b, _f2) = match kind {
@@ -345,12 +353,13 @@ async fn a_frequency_cap_limits_what_one_viewer_sees(kind: StoreKind) {
     );
 }
 
-async fn a_page_shows_each_frequency_capped_campaign_within_its_cap(kind: StoreKind) {
-    let redis = redis_for(kind);
+/// Four slots and three campaigns for all of them: "once" (at most once an hour), "twice"
+/// (twice an hour) and "filler", each of its own advertiser, since a page never shows two
+/// campaigns of one advertiser.
+fn page_of_capped_campaigns() -> ([&'static str; 4], Value) {
     let slots = ["banner", "Publicité 2", "Publicité 3", "Publicité 4"];
     let doc = json!({
         "slots": slots.iter().map(|s| json!({ "name": s })).collect::<Vec<_>>(),
-        // One advertiser each: a page never shows two campaigns of one advertiser.
         "advertisers": [{ "id": "adv", "name": "Advertiser" }, { "id": "adv-2", "name": "Advertiser 2" },
                         { "id": "adv-3", "name": "Advertiser 3" }],
         "campaigns": [
@@ -359,6 +368,24 @@ async fn a_page_shows_each_frequency_capped_campaign_within_its_cap(kind: StoreK
             text_campaign("filler", &slots, "standard", json!({ "advertiser_id": "adv-3" })),
         ],
     });
+    (slots, doc)
+}
+
+/// The campaigns of a batch answer, sorted.
+fn shown_on(body: &Value) -> Vec<String> {
+    let mut shown: Vec<String> = body["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|d| d["campaign_id"].as_str().map(str::to_owned))
+        .collect();
+    shown.sort();
+    shown
+}
+
+async fn a_page_shows_each_frequency_capped_campaign_within_its_cap(kind: StoreKind) {
+    let redis = redis_for(kind);
+    let (slots, doc) = page_of_capped_campaigns();
     let (app, _file) = app_with(kind, redis.as_ref(), &doc, |_| {}).await;
     let page = |uid: &str| json!({ "slots": slots, "uid": uid });
 
@@ -367,14 +394,7 @@ async fn a_page_shows_each_frequency_capped_campaign_within_its_cap(kind: StoreK
         let response = app.batch(page("viewer-1")).await;
         assert_eq!(response.status(), 200);
         let body: Value = response.json().await.unwrap();
-        let mut shown: Vec<String> = body["decisions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|d| d["campaign_id"].as_str().map(str::to_owned))
-            .collect();
-        shown.sort();
-        pages.push(shown);
+        pages.push(shown_on(&body));
     }
 
     // Three campaigns for four slots, never one twice on a page; then the capped ones drop out
@@ -391,6 +411,153 @@ async fn a_page_shows_each_frequency_capped_campaign_within_its_cap(kind: StoreK
     let response = app.batch(page("viewer-2")).await;
     let body: Value = response.json().await.unwrap();
     assert_eq!(filled(&body), 3, "another viewer starts afresh: {body}");
+}
+
+/// The campaign of one decision of `path` with the frequency state `kept`, and the state the
+/// answer carries.
+async fn decision_keeping(app: &TestApp, path: &str, kept: &str) -> (String, String) {
+    let decision = app
+        .decision_at(&format!("{path}&fs={}", crate::helpers::urlencode(kept)))
+        .await;
+    (
+        decision["campaign_id"].as_str().unwrap().to_owned(),
+        decision["frequency_state"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// The frequency round trips an instance made to its store.
+fn frequency_round_trips(metrics: &str) -> u64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("regie_store_roundtrips_total{op=\"frequency"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum()
+}
+
+async fn a_frequency_state_kept_by_the_browser_holds_its_cap_on_every_instance(kind: StoreKind) {
+    let redis = redis_for(kind);
+    let doc = frequency_capped(3, 86400);
+    // Two instances, on one Redis or each on its own embedded store: the state is the
+    // browser's, so either answers alike.
+    let (a, _f1) = app_with(kind, redis.as_ref(), &doc, |_| {}).await;
+    let (b, _f2) = app_with(kind, redis.as_ref(), &doc, |o| o.clock = a.clock.clone()).await;
+    let path = format!("{}?uid=viewer-42", ad_path("Publicité 2"));
+
+    let mut kept = String::new();
+    let mut seen = Vec::new();
+    for i in 0..6 {
+        let app = [&a, &b][i % 2];
+        let (campaign, next) = decision_keeping(app, &path, &kept).await;
+        seen.push(campaign);
+        kept = next;
+    }
+
+    assert_eq!(seen, ["freq", "freq", "freq", "filler", "filler", "filler"]);
+    for app in [&a, &b] {
+        assert_eq!(
+            frequency_round_trips(&app.metrics().await),
+            0,
+            "nothing of the viewer is read or stored"
+        );
+    }
+    assert_eq!(
+        a.decision_at(&path).await["campaign_id"],
+        "freq",
+        "the same uid without the state is checked in the store, apart"
+    );
+    let (fresh, _) = decision_keeping(&b, &path, "").await;
+    assert_eq!(fresh, "freq", "an empty state is a new viewer");
+    a.clock.advance(chrono::Duration::days(1));
+    let (after, _) = decision_keeping(&b, &path, &kept).await;
+    assert_eq!(after, "freq", "the window has passed");
+
+    // Without consent the state is neither read nor answered.
+    let refused = a
+        .decision_at(&format!(
+            "{path}&consent=0&fs={}",
+            crate::helpers::urlencode(&kept)
+        ))
+        .await;
+    assert!(refused.get("frequency_state").is_none(), "{refused}");
+}
+
+async fn a_page_with_a_kept_frequency_state_shows_each_campaign_within_its_cap(kind: StoreKind) {
+    let redis = redis_for(kind);
+    let (slots, doc) = page_of_capped_campaigns();
+    let (app, _file) = app_with(kind, redis.as_ref(), &doc, |_| {}).await;
+
+    let mut kept = String::new();
+    let mut pages = Vec::new();
+    for _ in 0..4 {
+        let response = app
+            .batch(json!({ "slots": slots, "frequency_state": kept }))
+            .await;
+        assert_eq!(response.status(), 200);
+        let body: Value = response.json().await.unwrap();
+        pages.push(shown_on(&body));
+        kept = body["frequency_state"].as_str().unwrap().to_owned();
+    }
+
+    assert_eq!(
+        pages,
+        [
+            vec!["filler", "once", "twice"],
+            vec!["filler", "twice"],
+            vec!["filler"],
+            vec!["filler"],
+        ]
+    );
+    app.clock.advance(chrono::Duration::minutes(61));
+    let body: Value = app
+        .batch(json!({ "slots": slots, "frequency_state": kept }))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(filled(&body), 3, "an hour later the caps are free: {body}");
+    let without: Value = app
+        .batch(json!({ "slots": slots }))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        without.get("frequency_state").is_none(),
+        "no state asked, none answered: {without}"
+    );
+}
+
+async fn a_kept_frequency_state_that_does_not_verify_is_a_new_viewer_and_a_long_one_an_error(
+    kind: StoreKind,
+) {
+    let redis = redis_for(kind);
+    let doc = frequency_capped(1, 86400);
+    let (app, _file) = app_with(kind, redis.as_ref(), &doc, |_| {}).await;
+    let path = format!("{}?uid=viewer-42", ad_path("Publicité 2"));
+    let (first, kept) = decision_keeping(&app, &path, "").await;
+    assert_eq!(first, "freq");
+    assert_eq!(decision_keeping(&app, &path, &kept).await.0, "filler");
+
+    // Altered (one character changed) or not a state at all: a viewer seen nowhere yet, as
+    // a browser that lost its state is.
+    let mut altered = kept.clone().into_bytes();
+    let last = altered.len() - 3;
+    altered[last] = if altered[last] == b'A' { b'B' } else { b'A' };
+    let altered = String::from_utf8(altered).unwrap();
+    assert_eq!(decision_keeping(&app, &path, &altered).await.0, "freq");
+    assert_eq!(decision_keeping(&app, &path, "not-a-state").await.0, "freq");
+
+    let long = "A".repeat(2_049);
+    let response = app.get(&format!("{path}&fs={long}")).await;
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "invalid_frequency_state", "{body}");
+    let response = app
+        .batch(json!({ "slots": ["Publicité 2"], "frequency_state": long }))
+        .await;
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "invalid_frequency_state", "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -171,8 +171,8 @@ async fn publisher_iframe(data: SiteData) -> HttpResponse {
 /// A publisher's page for the privacy and lazy-loading tests, which records the body of every
 /// decision request the tag makes (`window.decisionRequests`). `kind`: `consent` (the tag's
 /// `data-regie-consent="0"`), `gpc` (the browser's Global Privacy Control), `nocookie` (a
-/// browser that keeps no cookie: writes to `document.cookie` are dropped without an error)
-/// or `lazy` (a slot in view and two far below the fold, lazy).
+/// browser that keeps no cookie: writes to `document.cookie` are dropped without an error),
+/// `plain` (the banner and the pavé, nothing else) or `lazy` (a slot in view and two far below the fold, lazy).
 async fn publisher_page(kind: web::Path<String>, data: SiteData) -> HttpResponse {
     let regie = data
         .1
@@ -192,6 +192,7 @@ window.fetch = (url, options) => { if (String(url).includes('/v1/decisions')) wi
             BANNER_AND_PAVE,
             format!(r#"<script async src="{regie}/tag.js"></script>"#),
         ),
+        "plain" => ("", BANNER_AND_PAVE, format!(r#"<script async src="{regie}/tag.js"></script>"#)),
         _ => (
             "",
             r#"<div data-regie-slot="banner" id="banner"></div>
@@ -374,6 +375,31 @@ impl TestApp {
     /// before clicking an ad: a click sooner after its decision is too fast to be counted.
     pub fn reader_looks_at_the_page(&self) {
         self._app.clock.advance(chrono::Duration::seconds(2));
+    }
+
+    /// Gives a campaign a frequency cap, through the admin API.
+    pub async fn cap_frequency(&self, campaign: &str, max: u32, per_seconds: u64) {
+        let url = format!("{}/v1/admin/campaigns/{campaign}", self.url);
+        let mut doc: Value = self
+            .http
+            .get(&url)
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        doc["frequency"] = json!({ "max": max, "per_seconds": per_seconds });
+        let put = self
+            .http
+            .put(&url)
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&doc)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(put.status(), 200, "{}", put.text().await.unwrap());
     }
 
     /// A campaign's stats, read with the admin token.

@@ -1,6 +1,6 @@
 //! What the tag does for readers who refuse tracking or whose browser keeps no cookie, for
-//! narrow screens and for slots far below the fold: no cookie and no viewer id, the width of
-//! each slot, and lazy loading.
+//! frequency caps, for narrow screens and for slots far below the fold: no cookie and no
+//! viewer id, the frequency state it keeps, the width of each slot, and lazy loading.
 
 use std::time::Duration;
 
@@ -42,8 +42,11 @@ async fn a_refusal_means_no_cookie_and_no_viewer_id(page: &str) {
     assert_eq!(requests.len(), 1, "{requests:?}");
     for body in &requests {
         assert!(body.get("uid").is_none(), "{body}");
+        assert!(body.get("frequency_state").is_none(), "{body}");
         assert_eq!(body["consent"], false, "{body}");
     }
+    let kept = browser.js("return localStorage.getItem('regie_fs')").await;
+    assert_eq!(kept, Value::Null, "no frequency state kept");
     // The ads are still counted when shown.
     app.expect_total(campaign_of("banner"), "impressions", 1)
         .await;
@@ -162,5 +165,52 @@ async fn a_lazy_slot_far_below_the_fold_is_asked_for_only_when_scrolled_to() {
     assert_eq!(requests[1]["exclude_advertisers"], json!([ADVERTISER]));
     app.expect_total(campaign_of("Publicité 2"), "served", 1)
         .await;
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn the_tag_keeps_the_frequency_state_of_each_answer_and_a_capped_ad_is_not_shown_again() {
+    let _one = exclusive().await;
+    let app = TestApp::start().await;
+    app.cap_frequency(campaign_of("banner"), 1, 3_600).await;
+    let browser = Browser::start().await;
+    let state_of = |fill: &Value, slot: &str| {
+        fill.as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["slot"] == slot)
+            .map(|s| s["state"].clone())
+            .unwrap()
+    };
+
+    let first = browser
+        .open_and_fill(&format!("{}/publisher/page/plain", app.site.url))
+        .await;
+    let kept = browser.js("return localStorage.getItem('regie_fs')").await;
+    let second = browser.js_async("window.regie.refresh().then(done);").await;
+
+    assert_eq!(state_of(&Value::from(first), "banner"), "filled");
+    assert_eq!(state_of(&second, "banner"), "empty", "one view an hour");
+    assert_eq!(state_of(&second, "Publicité 2"), "filled");
+    let requests = decision_requests(&browser).await;
+    assert_eq!(requests.len(), 2, "{requests:?}");
+    assert_eq!(
+        requests[0]["frequency_state"], "",
+        "a new viewer's state is empty"
+    );
+    assert!(kept.as_str().is_some_and(|k| !k.is_empty()), "{kept}");
+    assert_eq!(
+        requests[1]["frequency_state"], kept,
+        "the first answer's state"
+    );
+    assert!(requests[1]["uid"].is_string(), "{:?}", requests[1]);
+
+    // The cap was kept in the browser's state, not under its id: without the state, the same
+    // id is a viewer regie has not seen.
+    browser
+        .js("localStorage.removeItem('regie_fs'); return true")
+        .await;
+    let third = browser.js_async("window.regie.refresh().then(done);").await;
+    assert_eq!(state_of(&third, "banner"), "filled");
     browser.close().await;
 }
