@@ -236,6 +236,9 @@
         credentials: 'omit',
         headers: { 'Content-Type': 'application/json' },
         body: JSON.stringify(body),
+        // A request that hangs must not hold the frequency lock, and every later ad of
+        // this browser behind it, for as long as the browser's own timeout.
+        signal: window.AbortSignal && AbortSignal.timeout ? AbortSignal.timeout(10000) : undefined,
       });
       if (!res.ok) throw new Error('regie: decisions answered ' + res.status);
       return res.json();
