@@ -22,7 +22,7 @@ use serde::Serialize;
 use ulid::Ulid;
 
 use crate::inventory::{Creative, Format};
-use crate::metrics::Metrics;
+use crate::metrics::{shard, Metrics, SHARDS};
 use crate::snapshot::{CampaignIndex, Snapshot};
 
 /// The creative as the page renders it (no landing URL: clicks go through the click URL).
@@ -70,14 +70,15 @@ pub struct Prepared {
     /// Per campaign, per creative: `"campaign_id":…,"advertiser_id":…,"creative":{…}`,
     /// written when first served.
     fixed: Vec<Vec<OnceLock<Box<str>>>>,
-    /// Per slot, by [`crate::snapshot::CompiledSlot::position`].
-    counters: Vec<SlotCounters>,
+    /// Per slot, by [`crate::snapshot::CompiledSlot::position`], the counters of each shard
+    /// of [`crate::metrics::Metrics::decisions`].
+    counters: Vec<[SlotCounters; SHARDS]>,
 }
 
 impl Prepared {
-    /// The decision counters of the slot at `position` in the inventory.
+    /// The decision counters of the slot at `position` in the inventory, for this thread.
     pub fn counters(&self, position: usize) -> &SlotCounters {
-        &self.counters[position]
+        &self.counters[position][shard()]
     }
 }
 
@@ -171,12 +172,15 @@ impl Renderer {
             .iter()
             .map(|slot| {
                 let name = slot.name.as_str();
-                let counter = |outcome| self.metrics.decisions.with_label_values(&[name, outcome]);
-                SlotCounters {
-                    filled: counter("filled"),
-                    fallback: counter("fallback"),
-                    no_fill: counter("no_fill"),
-                }
+                std::array::from_fn(|at| {
+                    let decisions = &self.metrics.decisions.shards()[at];
+                    let counter = |outcome| decisions.with_label_values(&[name, outcome]);
+                    SlotCounters {
+                        filled: counter("filled"),
+                        fallback: counter("fallback"),
+                        no_fill: counter("no_fill"),
+                    }
+                })
             })
             .collect();
         Prepared {

@@ -392,7 +392,7 @@ async fn get_ad(req: &HttpRequest, slot: &str, query: AdQuery) -> Result<HttpRes
             .insert_header(super::no_store())
             .json(body));
     }
-    let timer = state.metrics.decision_duration.start_timer();
+    let timer = state.metrics.decision_duration.local().start_timer();
     let page = inputs.page(req, state, &slots, &[width]);
     let choice = serving(state, &snapshot)
         .decide(&page)
@@ -468,7 +468,7 @@ async fn post_decisions(
         body.exclude.into_iter(),
         body.exclude_advertisers.into_iter(),
     )?;
-    let timer = state.metrics.decision_duration.start_timer();
+    let timer = state.metrics.decision_duration.local().start_timer();
     let (known, known_widths): (Vec<&CompiledSlot>, Vec<Option<u32>>) = names
         .iter()
         .zip(widths)

@@ -9,6 +9,10 @@
 //! [`EventLabels::SlotAndCampaign`] for deployments with few campaigns: one series per campaign
 //! and slot that counted an event, per event kind, for the life of the process.
 
+mod sharded;
+
+pub use self::sharded::{shard, Sharded, SHARDS};
+
 use crate::tracking::EventKind;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
@@ -49,8 +53,9 @@ impl EventLabels {
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
-    /// Decisions by slot and outcome (`filled`, `fallback`, `no_fill`).
-    pub decisions: IntCounterVec,
+    /// Decisions by slot and outcome (`filled`, `fallback`, `no_fill`), in a shard per
+    /// thread.
+    pub decisions: Sharded<IntCounterVec>,
     /// The labels of the three counted-event families below.
     event_labels: EventLabels,
     /// Impressions counted (after de-duplication), see [`Metrics::count_event`].
@@ -79,11 +84,11 @@ pub struct Metrics {
     pub inventory_version: IntGauge,
     /// Seconds since the served inventory was loaded.
     pub inventory_age_seconds: IntGauge,
-    /// HTTP request latency by route pattern, method and status.
-    pub http_duration: HistogramVec,
+    /// HTTP request latency by route pattern, method and status, in a shard per thread.
+    pub http_duration: Sharded<HistogramVec>,
     /// Time to decide one request's slots, from parsed request to answer, with the frequency
-    /// caps' store round trip when there is one.
-    pub decision_duration: Histogram,
+    /// caps' store round trip when there is one; in a shard per thread.
+    pub decision_duration: Sharded<Histogram>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -123,11 +128,16 @@ impl Metrics {
                 .expect("unique metric");
             g
         };
-        let decisions = counter_vec(
-            "regie_decisions_total",
-            "Ad decisions by slot and outcome.",
-            &["slot", "outcome"],
-        );
+        let decisions = Sharded::new(|| {
+            IntCounterVec::new(
+                Opts::new("regie_decisions_total", "Ad decisions by slot and outcome."),
+                &["slot", "outcome"],
+            )
+            .expect("valid metric")
+        });
+        registry
+            .register(Box::new(decisions.clone()))
+            .expect("unique metric");
         let labels = event_labels.names();
         let by = format!("by {}", labels.join(" and "));
         let impressions = counter_vec(
@@ -199,29 +209,33 @@ impl Metrics {
         let latency_buckets = vec![
             0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
         ];
-        let http_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "regie_http_request_duration_seconds",
-                "HTTP request latency by route pattern, method and status.",
+        let http_duration = Sharded::new(|| {
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "regie_http_request_duration_seconds",
+                    "HTTP request latency by route pattern, method and status.",
+                )
+                .buckets(latency_buckets.clone()),
+                &["route", "method", "status"],
             )
-            .buckets(latency_buckets.clone()),
-            &["route", "method", "status"],
-        )
-        .expect("valid metric");
+            .expect("valid metric")
+        });
         registry
             .register(Box::new(http_duration.clone()))
             .expect("unique metric");
         // Decisions are in-memory work and at most one store round trip: 10 µs to 10 ms.
-        let decision_duration = Histogram::with_opts(
-            HistogramOpts::new(
-                "regie_decision_duration_seconds",
-                "Time to decide the slots of one request.",
+        let decision_duration = Sharded::new(|| {
+            Histogram::with_opts(
+                HistogramOpts::new(
+                    "regie_decision_duration_seconds",
+                    "Time to decide the slots of one request.",
+                )
+                .buckets(vec![
+                    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.01,
+                ]),
             )
-            .buckets(vec![
-                0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.01,
-            ]),
-        )
-        .expect("valid metric");
+            .expect("valid metric")
+        });
         registry
             .register(Box::new(decision_duration.clone()))
             .expect("unique metric");
