@@ -74,10 +74,11 @@ pub struct Metrics {
     pub dropped_events: IntCounter,
     /// Viewer histories the embedded store forgot to stay under `REGIE_MAX_VIEWER_HISTORIES`.
     pub viewer_histories_evicted: IntCounter,
-    /// Round trips to the store, by operation.
-    pub store_roundtrips: IntCounterVec,
-    /// Failed store operations, by operation.
-    pub store_errors: IntCounterVec,
+    /// Round trips to the store, by operation, in a shard per thread (a frequency-capped
+    /// decision makes one).
+    pub store_roundtrips: Sharded<IntCounterVec>,
+    /// Failed store operations, by operation, in a shard per thread.
+    pub store_errors: Sharded<IntCounterVec>,
     /// 1 when the last store operation succeeded.
     pub store_up: IntGauge,
     /// The inventory version being served.
@@ -182,12 +183,21 @@ impl Metrics {
             "Viewer histories the embedded store forgot, least recently seen first, to stay \
              under REGIE_MAX_VIEWER_HISTORIES.",
         );
-        let store_roundtrips = counter_vec(
+        let sharded_counter_vec = |name: &str, help: &str, labels: &[&str]| {
+            let c = Sharded::new(|| {
+                IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric")
+            });
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
+            c
+        };
+        let store_roundtrips = sharded_counter_vec(
             "regie_store_roundtrips_total",
             "Round trips to the store, by operation.",
             &["op"],
         );
-        let store_errors = counter_vec(
+        let store_errors = sharded_counter_vec(
             "regie_store_errors_total",
             "Failed store operations, by operation.",
             &["op"],
@@ -300,12 +310,15 @@ impl Metrics {
 
     /// Records one store round trip's outcome.
     pub fn store_call(&self, op: &'static str, ok: bool) {
-        self.store_roundtrips.with_label_values(&[op]).inc();
-        if ok {
-            self.store_up.set(1);
-        } else {
-            self.store_errors.with_label_values(&[op]).inc();
-            self.store_up.set(0);
+        self.store_roundtrips.local().with_label_values(&[op]).inc();
+        if !ok {
+            self.store_errors.local().with_label_values(&[op]).inc();
+        }
+        // Written only when it changes: a write on every call would move its cache line
+        // between the workers' cores, as the shared counters did.
+        let up = i64::from(ok);
+        if self.store_up.get() != up {
+            self.store_up.set(up);
         }
     }
 }
