@@ -129,16 +129,20 @@ impl Metrics {
                 .expect("unique metric");
             g
         };
-        let decisions = Sharded::new(|| {
-            IntCounterVec::new(
-                Opts::new("regie_decisions_total", "Ad decisions by slot and outcome."),
-                &["slot", "outcome"],
-            )
-            .expect("valid metric")
-        });
-        registry
-            .register(Box::new(decisions.clone()))
-            .expect("unique metric");
+        let sharded_counter_vec = |name: &str, help: &str, labels: &[&str]| {
+            let c = Sharded::new(|| {
+                IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric")
+            });
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
+            c
+        };
+        let decisions = sharded_counter_vec(
+            "regie_decisions_total",
+            "Ad decisions by slot and outcome.",
+            &["slot", "outcome"],
+        );
         let labels = event_labels.names();
         let by = format!("by {}", labels.join(" and "));
         let impressions = counter_vec(
@@ -183,15 +187,6 @@ impl Metrics {
             "Viewer histories the embedded store forgot, least recently seen first, to stay \
              under REGIE_MAX_VIEWER_HISTORIES.",
         );
-        let sharded_counter_vec = |name: &str, help: &str, labels: &[&str]| {
-            let c = Sharded::new(|| {
-                IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric")
-            });
-            registry
-                .register(Box::new(c.clone()))
-                .expect("unique metric");
-            c
-        };
         let store_roundtrips = sharded_counter_vec(
             "regie_store_roundtrips_total",
             "Round trips to the store, by operation.",
