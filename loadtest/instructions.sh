@@ -8,6 +8,8 @@
 #
 # INSTRUCTIONS_INVENTORY puts that inventory through the admin API before the warm-up (under
 # valgrind a 100 000-campaign document takes a minute or two to parse and compile).
+# INSTRUCTIONS_VALGRIND_ARGS adds options to both valgrind runs: `--cache-sim=yes` counts
+# cache misses too (read them with `callgrind_annotate --show=Ir,DLmr,DLmw`).
 # INSTRUCTIONS_UID=1 gives each request a random `uid` (loadtest/random_uid.lua): a new viewer
 # per request, so every frequency-capped decision makes its round trip to Redis.
 #
@@ -31,6 +33,8 @@ PATH_=${1:-/v1/slots/Publicit%C3%A9%202/ad}
 readonly REGIE_BIN=${INSTRUCTIONS_REGIE_BIN:-$ROOT/target/release/regie}
 readonly BARE_BIN=${INSTRUCTIONS_BARE_BIN:-$ROOT/target/release/examples/bare}
 readonly INVENTORY=${INSTRUCTIONS_INVENTORY:-}
+read -ra VALGRIND_ARGS <<<"${INSTRUCTIONS_VALGRIND_ARGS:-}"
+readonly VALGRIND_ARGS
 if [[ ${INSTRUCTIONS_UID:-0} == 1 ]]; then
     readonly WRK_REQUEST=(-s "$ROOT/loadtest/random_uid.lua")
     readonly WRK_ARGS=(-- "$PATH_" uid)
@@ -65,7 +69,7 @@ regie_port=$(free_port)
 (
     cd "$ROOT"
     regie_env "$regie_port" 1 "$ADMIN_TOKEN"
-    exec valgrind --tool=callgrind --callgrind-out-file="$OUT/regie.cg" "$REGIE_BIN"
+    exec valgrind --tool=callgrind "${VALGRIND_ARGS[@]}" --callgrind-out-file="$OUT/regie.cg" "$REGIE_BIN"
 ) >"$OUT/regie.log" 2>&1 &
 PIDS+=($!)
 wait_up "http://127.0.0.1:$regie_port/readyz"
@@ -86,7 +90,7 @@ body_bytes=$(curl --silent -A "$UA" "http://127.0.0.1:$regie_port$PATH_" | wc -c
 profile regie "$regie_port"
 
 bare_port=$(free_port)
-valgrind --tool=callgrind --callgrind-out-file="$OUT/bare.cg" "$BARE_BIN" \
+valgrind --tool=callgrind "${VALGRIND_ARGS[@]}" --callgrind-out-file="$OUT/bare.cg" "$BARE_BIN" \
     --listen "127.0.0.1:$bare_port" --body-bytes "$body_bytes" --content-type "$content_type" --workers 1 \
     >"$OUT/bare.log" 2>&1 &
 PIDS+=($!)
