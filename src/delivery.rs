@@ -31,7 +31,7 @@ use crate::catalog::Catalog;
 use crate::clock::{ReportingZone, SharedClock};
 use crate::inventory::{Campaign, CampaignId, Pacing};
 use crate::snapshot::{CompiledCampaign, Snapshot};
-use crate::store::{Backend, FrequencyRelease, LeaseRequest, Store};
+use crate::store::{Backend, FrequencyRelease, LeaseRequest, Store, StoreError};
 
 /// How often every budget is walked: past days' units given back, low budgets topped up,
 /// spent ones asked about again. Decisions ask for the budgets they need at once, so this is
@@ -414,21 +414,49 @@ impl Budgets {
 
     /// Gives back a budget's unserved units of `day`.
     async fn give_back(&self, budget: &Budget, id: &CampaignId, day: NaiveDate) {
-        let units = budget.tokens.swap(0, Ordering::AcqRel).max(0) as u64;
-        if units == 0 {
-            return;
-        }
-        if let Err(e) = self.store.release(id, day, units).await {
+        if let Err((units, e)) = self.try_give_back(budget, id, day).await {
             tracing::warn!(campaign = %id, units, error = %e, "cannot give back leased units");
         }
     }
 
-    /// Gives back every unserved unit (shutdown).
+    /// Gives back a budget's unserved units of `day`; on failure, the units that stay leased
+    /// and the store's error.
+    async fn try_give_back(
+        &self,
+        budget: &Budget,
+        id: &CampaignId,
+        day: NaiveDate,
+    ) -> Result<(), (u64, StoreError)> {
+        let units = budget.tokens.swap(0, Ordering::AcqRel).max(0) as u64;
+        if units == 0 {
+            return Ok(());
+        }
+        self.store
+            .release(id, day, units)
+            .await
+            .map_err(|e| (units, e))
+    }
+
+    /// Gives back every unserved unit (shutdown). Stops at the first failure: with the store
+    /// away, trying each of tens of thousands of budgets would spend the shutdown deadline on
+    /// failed round trips and log a line for each. What stays leased is logged in one line.
     pub async fn release_all(&self) {
         let budgets = self.by_campaign.load_full();
-        for (id, budget) in budgets.iter() {
-            if let Some(day) = budget.day() {
-                self.give_back(budget, id, day).await;
+        let mut held = budgets.iter().filter(|(_, budget)| budget.day().is_some());
+        while let Some((id, budget)) = held.next() {
+            let day = budget.day().expect("filtered on its day");
+            if let Err((units, e)) = self.try_give_back(budget, id, day).await {
+                let (campaigns, rest) = held.fold((1, units), |(campaigns, units), (_, b)| {
+                    let left = b.tokens.load(Ordering::Acquire).max(0) as u64;
+                    (campaigns + usize::from(left > 0), units + left)
+                });
+                tracing::warn!(
+                    campaigns,
+                    units = rest,
+                    error = %e,
+                    "cannot give back leased units; they stay leased, and these campaigns may under-deliver by as much"
+                );
+                return;
             }
         }
     }
