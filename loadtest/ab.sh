@@ -13,13 +13,19 @@
 #   decision    GET /v1/slots/Publicit%C3%A9%202/ad, the default inventory
 #   capped      GET /v1/slots/banner/ad?uid=<random>, loadtest/inventory-capped.json
 #   impression  the impression beacon of one decision (one token, de-duplicated)
+#   scale       GET /v1/slots/une-2/ad, the 100 000-campaign inventory of
+#               scripts/gen-inventory.py (realistic profile), loaded at start
+#
+# Each round also prints Redis's CPU per request: one build is loaded at a time, so what Redis
+# does meanwhile (leases, flushes) is that build's. The same binary under two settings is
+# compared through a wrapper script that exports the setting and execs the binary.
 #
 # AB_ROUNDS (5), AB_DURATION (10s), AB_CONNECTIONS (32).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 readonly ROOT
-(($# >= 2)) || { sed -n '2,17p' "$0" >&2; exit 2; }
+(($# >= 2)) || { sed -n '2,23p' "$0" >&2; exit 2; }
 readonly OLD=$1 NEW=$2
 shift 2
 MEASURES=("$@")
@@ -30,6 +36,7 @@ source "$ROOT/loadtest/common.sh"
 
 install_missing wrk redis-server
 start_redis
+REDIS_PID=${PIDS[-1]}
 
 # start NAME BIN PREFIX [VAR=VALUE ...]: sets STARTED_PID and STARTED_PORT.
 start() {
@@ -50,19 +57,19 @@ start() {
 
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 
-# wrk_round NAME PID URL [script args ...]: prints requests/s and µs of CPU per request.
-# WRK_SCRIPT holds wrk's -s option, if any.
+# wrk_round NAME PID URL [script args ...]: prints requests/s, then µs of CPU per request of
+# regie and of Redis. WRK_SCRIPT holds wrk's -s option, if any.
 wrk_round() {
-    local name=$1 pid=$2 url=$3 ticks requests
+    local name=$1 pid=$2 url=$3 ticks redis_ticks requests
     shift 3
-    ticks=$(cpu_ticks "$pid")
+    ticks=$(cpu_ticks "$pid") redis_ticks=$(cpu_ticks "$REDIS_PID")
     wrk -t2 -c"$CONNECTIONS" -d"$DURATION" -H "User-Agent: $UA" "${WRK_SCRIPT[@]}" "$url" "$@" \
         >"$OUT/$name.wrk"
-    ticks=$(($(cpu_ticks "$pid") - ticks))
+    ticks=$(($(cpu_ticks "$pid") - ticks)) redis_ticks=$(($(cpu_ticks "$REDIS_PID") - redis_ticks))
     requests=$(awk '/requests in/ { print $1 }' "$OUT/$name.wrk")
     awk -v r="$(awk '/^Requests\/sec:/ { print $2 }' "$OUT/$name.wrk")" -v t="$ticks" \
-        -v n="$requests" -v hz="$(getconf CLK_TCK)" \
-        'BEGIN { printf "%.0f %.1f\n", r, t / hz * 1e6 / n }'
+        -v rt="$redis_ticks" -v n="$requests" -v hz="$(getconf CLK_TCK)" \
+        'BEGIN { printf "%.0f %.1f %.1f\n", r, t / hz * 1e6 / n, rt / hz * 1e6 / n }'
 }
 
 median() { sort -n | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
@@ -74,6 +81,14 @@ for measure in "${MEASURES[@]}"; do
         capped)
             extra=(REGIE_INVENTORY=loadtest/inventory-capped.json)
             path=/v1/slots/banner/ad
+            ;;
+        scale)
+            if [[ ! -f $OUT/inventory-scale.json ]]; then
+                python3 "$ROOT/scripts/gen-inventory.py" --profile realistic \
+                    "$OUT/inventory-scale.json" >/dev/null
+            fi
+            extra=(REGIE_INVENTORY="$OUT/inventory-scale.json")
+            path=/v1/slots/une-2/ad
             ;;
         *) echo "unknown measure: $measure" >&2; exit 2 ;;
     esac
@@ -90,16 +105,22 @@ for measure in "${MEASURES[@]}"; do
     else
         WRK_SCRIPT=() script_args=()
     fi
+    if [[ $measure == scale ]]; then
+        # Unmeasured: each instance's first walk leases a block of every capped budget.
+        for port in "$old_port" "$new_port"; do
+            wrk -t2 -c"$CONNECTIONS" -d5s -H "User-Agent: $UA" "http://127.0.0.1:$port$path" >/dev/null
+        done
+    fi
     ratios=()
     for round in $(seq "$ROUNDS"); do
-        read -r old_rps old_cpu < <(wrk_round "old-$measure-$round" "$old_pid" \
+        read -r old_rps old_cpu old_redis < <(wrk_round "old-$measure-$round" "$old_pid" \
             "http://127.0.0.1:$old_port$old_path" "${script_args[@]}")
-        read -r new_rps new_cpu < <(wrk_round "new-$measure-$round" "$new_pid" \
+        read -r new_rps new_cpu new_redis < <(wrk_round "new-$measure-$round" "$new_pid" \
             "http://127.0.0.1:$new_port$new_path" "${script_args[@]}")
         ratio=$(awk -v n="$new_rps" -v o="$old_rps" 'BEGIN { printf "%.3f", n / o }')
         ratios+=("$ratio")
-        printf '%-10s round %d: old %6d req/s %5.1f us CPU; new %6d req/s %5.1f us CPU; new/old %s\n' \
-            "$measure" "$round" "$old_rps" "$old_cpu" "$new_rps" "$new_cpu" "$ratio"
+        printf '%-10s round %d: old %6d req/s %5.1f us CPU (Redis %4.1f); new %6d req/s %5.1f us CPU (Redis %4.1f); new/old %s\n' \
+            "$measure" "$round" "$old_rps" "$old_cpu" "$old_redis" "$new_rps" "$new_cpu" "$new_redis" "$ratio"
     done
     printf '%-10s median new/old: %s\n' "$measure" "$(printf '%s\n' "${ratios[@]}" | median)"
     kill "$old_pid" "$new_pid"
