@@ -442,11 +442,12 @@ impl Budgets {
     /// failed round trips and log a line for each. What stays leased is logged in one line.
     pub async fn release_all(&self) {
         let budgets = self.by_campaign.load_full();
-        let mut held = budgets.iter().filter(|(_, budget)| budget.day().is_some());
-        while let Some((id, budget)) = held.next() {
-            let day = budget.day().expect("filtered on its day");
+        let mut held = budgets
+            .iter()
+            .filter_map(|(id, budget)| Some((id, budget, budget.day()?)));
+        while let Some((id, budget, day)) = held.next() {
             if let Err((units, e)) = self.try_give_back(budget, id, day).await {
-                let (campaigns, rest) = held.fold((1, units), |(campaigns, units), (_, b)| {
+                let (campaigns, rest) = held.fold((1, units), |(campaigns, units), (_, b, _)| {
                     let left = b.tokens.load(Ordering::Acquire).max(0) as u64;
                     (campaigns + usize::from(left > 0), units + left)
                 });
