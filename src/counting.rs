@@ -8,8 +8,9 @@
 //! one valid token fired over and over cannot fill the bound and crowd real events out. On
 //! shutdown the flusher writes what is left before the process exits.
 
+use std::cell::Cell;
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -60,7 +61,12 @@ static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
 thread_local! {
     /// The shard this thread appends to.
     static SHARD: usize = NEXT_SHARD.fetch_add(1, Ordering::Relaxed) % SHARDS;
+    /// The last event this thread found waiting: its recorder's id, that recorder's
+    /// [`Recorder::written_epoch`] then, and the event's kind and decision.
+    static LAST_WAITING: Cell<Option<(u64, u64, EventKind, Ulid)>> = const { Cell::new(None) };
 }
+
+static NEXT_RECORDER: AtomicU64 = AtomicU64::new(0);
 
 /// One shard, alone on its cache lines so that two workers' shards do not share one.
 #[derive(Default)]
@@ -83,6 +89,14 @@ pub struct Recorder {
     queued: AtomicUsize,
     max_pending: usize,
     metrics: Metrics,
+    /// Told apart from other recorders of the process (tests make several) in
+    /// [`LAST_WAITING`].
+    id: u64,
+    /// Moves on each time written events leave `waiting`. While it has not moved, an event a
+    /// thread found waiting still waits, and a repeat of it is refused without taking the
+    /// lock of its shard of `waiting`: a token replayed from every worker would otherwise
+    /// move that lock's cache line from core to core on each request.
+    written_epoch: AtomicU64,
 }
 
 impl std::fmt::Debug for Recorder {
@@ -103,6 +117,8 @@ impl Recorder {
             queued: AtomicUsize::new(0),
             max_pending,
             metrics,
+            id: NEXT_RECORDER.fetch_add(1, Ordering::Relaxed),
+            written_epoch: AtomicU64::new(0),
         }
     }
 
@@ -162,18 +178,36 @@ impl Recorder {
     /// de-duplicated by the store.
     pub fn event(&self, event: Event) {
         let key = (event.kind, event.decision_id);
+        let seen = Some((
+            self.id,
+            self.written_epoch.load(Ordering::Acquire),
+            key.0,
+            key.1,
+        ));
+        // Found waiting by this thread, and nothing written has left since: it still waits.
+        // Should a write begin meanwhile, refusing the repeat is what the store would do.
+        if LAST_WAITING.get() == seen {
+            return;
+        }
         let mut waiting = self.waiting_of(event.decision_id).lock();
-        if waiting.contains(&key) || !self.reserve_room() {
+        if waiting.contains(&key) {
+            LAST_WAITING.set(seen);
+            return;
+        }
+        if !self.reserve_room() {
             return;
         }
         waiting.insert(key);
         drop(waiting);
+        LAST_WAITING.set(seen);
         self.shard().lock().events.push(event);
     }
 
     /// Forgets the events of a written batch: a repeat of one is admitted again, for the
     /// store to recognise.
     fn written(&self, events: &[Event]) {
+        // Before any leaves `waiting`: no thread may take one as waiting from here on.
+        self.written_epoch.fetch_add(1, Ordering::AcqRel);
         for event in events {
             self.waiting_of(event.decision_id)
                 .lock()
@@ -475,6 +509,34 @@ mod tests {
             recorder.take_batches(MarkLifetimes::uniform(60), 0).len(),
             1
         );
+    }
+
+    #[test]
+    fn an_event_waiting_in_one_recorder_is_admitted_by_another() {
+        let (campaign, slot, day) = names();
+        let event = Event {
+            kind: EventKind::Click,
+            decision_id: Ulid::new(),
+            campaign,
+            slot,
+            day,
+            invalid: None,
+        };
+        let first = Recorder::new(10, Metrics::new());
+        first.event(event.clone());
+        first.event(event.clone());
+        let second = Recorder::new(10, Metrics::new());
+        second.event(event);
+
+        let events = |recorder: &Recorder| -> usize {
+            recorder
+                .take_batches(MarkLifetimes::uniform(60), 0)
+                .iter()
+                .map(|b| b.events.len())
+                .sum()
+        };
+        assert_eq!(events(&first), 1);
+        assert_eq!(events(&second), 1);
     }
 
     #[test]
