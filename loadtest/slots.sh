@@ -31,33 +31,32 @@ install_missing wrk redis-server
     { echo "build first: cargo build --release --bin regie --example bare" >&2; exit 1; }
 start_redis
 
-# start_regie PREFIX [VAR=VALUE ...]: prints the port of a new regie once it is ready.
+# start_regie PREFIX [VAR=VALUE ...]: sets PORT to the port of a new regie once it is ready.
+# Not run in a command substitution, whose subshell would keep PIDS to itself.
 start_regie() {
-    local prefix=$1 port
+    local prefix=$1
     shift
-    port=$(free_port)
+    PORT=$(free_port)
     (
         cd "$ROOT"
-        regie_env "$port" 2 slots-admin-token-0123456789abcdefghij
+        regie_env "$PORT" 2 slots-admin-token-0123456789abcdefghij
         export REGIE_KEY_PREFIX=$prefix
         [[ $STORE == redis ]] || unset REGIE_REDIS_URL
         if (($#)); then export "$@"; fi
         exec "$REGIE_BIN"
     ) >"$OUT/regie-$prefix.log" 2>&1 &
     PIDS+=($!)
-    wait_up "http://127.0.0.1:$port/readyz" >&2
-    echo "$port"
+    wait_up "http://127.0.0.1:$PORT/readyz"
 }
 
-# start_bare URL: prints the port of a bare handler answering as many bytes as URL does.
+# start_bare URL: sets PORT to the port of a bare handler answering as many bytes as URL does.
 start_bare() {
-    local port bytes
-    port=$(free_port)
+    local bytes
+    PORT=$(free_port)
     bytes=$(curl --silent -A "$UA" "$1" | wc -c)
-    "$BARE_BIN" --listen "127.0.0.1:$port" --body-bytes "$bytes" >/dev/null 2>&1 &
+    "$BARE_BIN" --listen "127.0.0.1:$PORT" --body-bytes "$bytes" >/dev/null 2>&1 &
     PIDS+=($!)
-    wait_up "http://127.0.0.1:$port/" >&2
-    echo "$port"
+    wait_up "http://127.0.0.1:$PORT/"
 }
 
 rps() {
@@ -66,10 +65,14 @@ rps() {
 }
 
 python3 "$ROOT/scripts/gen-inventory.py" --profile realistic "$OUT/inventory-scale.json" >/dev/null
-scale=$(start_regie slotsscale REGIE_INVENTORY="$OUT/inventory-scale.json")
-default=$(start_regie slotsdefault)
-scale_bare=$(start_bare "http://127.0.0.1:$scale$SCALE_PATH")
-default_bare=$(start_bare "http://127.0.0.1:$default$DEFAULT_PATH")
+start_regie slotsscale REGIE_INVENTORY="$OUT/inventory-scale.json"
+scale=$PORT
+start_regie slotsdefault
+default=$PORT
+start_bare "http://127.0.0.1:$scale$SCALE_PATH"
+scale_bare=$PORT
+start_bare "http://127.0.0.1:$default$DEFAULT_PATH"
+default_bare=$PORT
 # Unmeasured: the large inventory's first walk leases a block of every capped budget.
 wrk -t2 -c"$CONNECTIONS" -d5s -H "User-Agent: $UA" "http://127.0.0.1:$scale$SCALE_PATH" >/dev/null
 
