@@ -22,6 +22,7 @@ use ulid::Ulid;
 use crate::clock::SharedClock;
 use crate::inventory::{CampaignId, SlotName};
 use crate::ivt::Reason;
+use crate::metrics::thread_index;
 use crate::metrics::Metrics;
 use crate::store::{Backend, Batch, Counted, Event, MarkLifetimes, ServedCount, Store};
 use crate::tracking::EventKind;
@@ -56,11 +57,7 @@ type Waiting = Mutex<HashSet<(EventKind, Ulid)>>;
 /// How many shards the pending counts are split into.
 const SHARDS: usize = 16;
 
-static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
-
 thread_local! {
-    /// The shard this thread appends to.
-    static SHARD: usize = NEXT_SHARD.fetch_add(1, Ordering::Relaxed) % SHARDS;
     /// The last event this thread found waiting: its recorder's id, that recorder's
     /// [`Recorder::written_epoch`] then, and the event's kind and decision.
     static LAST_WAITING: Cell<Option<(u64, u64, EventKind, Ulid)>> = const { Cell::new(None) };
@@ -123,7 +120,7 @@ impl Recorder {
     }
 
     fn shard(&self) -> &Mutex<Pending> {
-        &self.shards[SHARD.with(|shard| *shard)].0
+        &self.shards[thread_index() % SHARDS].0
     }
 
     /// Makes room for one more entry, if the bound allows it.

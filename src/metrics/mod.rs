@@ -11,7 +11,7 @@
 
 mod sharded;
 
-pub use self::sharded::{shard, Sharded, SHARDS};
+pub use self::sharded::{shard, thread_index, Sharded, SHARDS};
 
 use crate::tracking::EventKind;
 use prometheus::{

@@ -16,16 +16,22 @@ use prometheus::proto::{LabelPair, Metric, MetricFamily};
 /// Shards of each metric: threads beyond as many share them, two to a shard and so on.
 pub const SHARDS: usize = 8;
 
-static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
+static NEXT_THREAD: AtomicUsize = AtomicUsize::new(0);
 
 thread_local! {
-    /// The shard this thread updates.
-    static SHARD: usize = NEXT_SHARD.fetch_add(1, Ordering::Relaxed) % SHARDS;
+    /// The calling thread's number, in the order threads first asked.
+    static THREAD: usize = NEXT_THREAD.fetch_add(1, Ordering::Relaxed);
+}
+
+/// The calling thread's number, the same on every call: state split per thread (these
+/// metrics, the counters' pending counts) takes it modulo its number of shards.
+pub fn thread_index() -> usize {
+    THREAD.with(|thread| *thread)
 }
 
 /// The shard of the calling thread, in `0..SHARDS`.
 pub fn shard() -> usize {
-    SHARD.with(|shard| *shard)
+    thread_index() % SHARDS
 }
 
 /// One metric (a counter, a histogram, or a vector of either) in [`SHARDS`] shards, registered
