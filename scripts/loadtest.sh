@@ -223,6 +223,9 @@ run_wrk() {
 # CPU time (user and system) PID has used so far, in clock ticks.
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 
+# The system (kernel) part of cpu_ticks.
+system_ticks() { awk '{ print $15 }' "/proc/$1/stat"; }
+
 # Microseconds of CPU per request: TICKS of CPU over REQUESTS.
 cpu_us_per_request() {
     awk -v t="$1" -v r="$2" -v hz="$(getconf CLK_TCK)" \
@@ -347,25 +350,29 @@ median() {
 # taking the median of each round's ratio compares them under the same conditions. Sets
 # CMP_REGIE and CMP_BARE (median req/s), CMP_RATIO (median of the rounds' ratios), CMP_NOTE
 # (every round's ratio), CMP_REGIE_CPU and CMP_BARE_CPU (CPU µs per request over all rounds,
-# user + system, from /proc); CMP_NOTE also names what wrk saw go wrong in regie's rounds.
+# user + system, from /proc), CMP_REGIE_SYS and CMP_BARE_SYS (their system part); CMP_NOTE
+# also names what wrk saw go wrong in regie's rounds.
 # CMP_BASELINE_ARGS, when set, are the reference's SCRIPT and ARGS instead.
 CMP_REGIE="" CMP_BARE="" CMP_RATIO="" CMP_NOTE="" CMP_REGIE_CPU="" CMP_BARE_CPU=""
-CMP_BASELINE_ARGS=()
+CMP_REGIE_SYS="" CMP_BARE_SYS="" CMP_BASELINE_ARGS=()
 compare_rounds() {
     local name=$1 regie_url=$2 regie_pid=$3 bare_url=$4 bare_pid=$5 round
     local regie_rates=() bare_rates=() ratios=() regie_ticks=0 bare_ticks=0
+    local regie_sys=0 bare_sys=0 sys
     local regie_requests=0 bare_requests=0 ticks rps anomalies="" seen script=("${@:6}")
     local baseline=("${@:6}")
     ((${#CMP_BASELINE_ARGS[@]})) && baseline=("${CMP_BASELINE_ARGS[@]}")
     for ((round = 1; round <= ROUNDS; round++)); do
-        ticks=$(cpu_ticks "$regie_pid")
+        ticks=$(cpu_ticks "$regie_pid") sys=$(system_ticks "$regie_pid")
         rps=$(run_wrk "regie-$name-$round" "$regie_url" "${script[@]}")
         regie_ticks=$((regie_ticks + $(cpu_ticks "$regie_pid") - ticks))
+        regie_sys=$((regie_sys + $(system_ticks "$regie_pid") - sys))
         regie_requests=$((regie_requests + $(wrk_requests "regie-$name-$round")))
         regie_rates+=("$rps")
-        ticks=$(cpu_ticks "$bare_pid")
+        ticks=$(cpu_ticks "$bare_pid") sys=$(system_ticks "$bare_pid")
         rps=$(run_wrk "bare-$name-$round" "$bare_url" "${baseline[@]}")
         bare_ticks=$((bare_ticks + $(cpu_ticks "$bare_pid") - ticks))
+        bare_sys=$((bare_sys + $(system_ticks "$bare_pid") - sys))
         bare_requests=$((bare_requests + $(wrk_requests "bare-$name-$round")))
         bare_rates+=("$rps")
         ratios+=("$(ratio "${regie_rates[-1]}" "$rps")")
@@ -378,6 +385,8 @@ compare_rounds() {
     CMP_NOTE="median of $ROUNDS alternating rounds, ratios ${ratios[*]}$anomalies"
     CMP_REGIE_CPU=$(cpu_us_per_request "$regie_ticks" "$regie_requests")
     CMP_BARE_CPU=$(cpu_us_per_request "$bare_ticks" "$bare_requests")
+    CMP_REGIE_SYS=$(cpu_us_per_request "$regie_sys" "$regie_requests")
+    CMP_BARE_SYS=$(cpu_us_per_request "$bare_sys" "$bare_requests")
 }
 
 # Runs oha against URL at a fixed RATE (req/s) for $DURATION, keeping its JSON report as
@@ -668,7 +677,7 @@ measure_decision() {
     add_row "GET /v1/slots/{slot}/ad (req/s)" "$CMP_REGIE" "$CMP_BARE" "$CMP_RATIO" "$note"
     add_row "  CPU per request (us), user + system" "$CMP_REGIE_CPU" "$CMP_BARE_CPU" \
         "$(ratio "$CMP_BARE_CPU" "$CMP_REGIE_CPU")" \
-        "ratio = bare / regie CPU: the throughput ratio where the server alone is the bottleneck"
+        "ratio = bare / regie CPU: the throughput ratio where the server alone is the bottleneck; system (kernel) part: regie $CMP_REGIE_SYS, bare $CMP_BARE_SYS us"
 }
 
 # The path of FIRST_DECISION's impression beacon. The URL is built from REGIE_PUBLIC_URL;
