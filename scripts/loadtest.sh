@@ -34,7 +34,7 @@
 #        - fixed_rate: decisions, then one-token beacons, at a fixed rate of half the bare
 #          handler's saturating req/s (the median of its rounds in the comparison above, or one
 #          wrk run when that comparison was skipped), driven by `oha -q` with latency
-#          correction, regie and the bare handler alternating $LOADTEST_ROUNDS times:
+#          correction, regie and the bare handler alternating $LOADTEST_LATENCY_ROUNDS times:
 #          p50/p99/p99.9 of each (medians of the rounds) and the ratio of the p99s;
 #        - inventory_scale: a third regie, under its own key prefix, gets a 100 000-campaign
 #          inventory from scripts/gen-inventory.py through `PUT /v1/admin/inventory`. The
@@ -57,7 +57,9 @@
 #
 # Environment: LOADTEST_DURATION (10s), LOADTEST_THREADS (2), LOADTEST_CONNECTIONS (32),
 # LOADTEST_WORKERS (2: actix workers of both servers), LOADTEST_ROUNDS (3: alternating rounds
-# of the comparisons with the bare handler), LOADTEST_SKIP_BUILD=1 (reuse the
+# of the comparisons with the bare handler), LOADTEST_LATENCY_ROUNDS (5: alternating rounds
+# of the fixed-rate comparisons, whose p99 one stall of the shared machine moves more than it
+# moves a throughput), LOADTEST_SKIP_BUILD=1 (reuse the
 # binaries in target/release), LOADTEST_REGIE_BIN and LOADTEST_BARE_BIN (binaries built
 # elsewhere, e.g. another commit's for an A/B; with LOADTEST_SKIP_BUILD=1), LOADTEST_CLUSTER=1 (a local Redis Cluster instead of one
 # redis-server), LOADTEST_BEACONS (distinct impression URLs to collect; by
@@ -78,6 +80,7 @@ readonly THREADS=${LOADTEST_THREADS:-2}
 readonly CONNECTIONS=${LOADTEST_CONNECTIONS:-32}
 readonly WORKERS=${LOADTEST_WORKERS:-2}
 readonly ROUNDS=${LOADTEST_ROUNDS:-3}
+readonly LATENCY_ROUNDS=${LOADTEST_LATENCY_ROUNDS:-5}
 readonly SLOT_PATH='/v1/slots/Publicit%C3%A9%202/ad'
 readonly ADMIN_TOKEN="loadtest-$RANDOM$RANDOM-0123456789abcdefghij"
 readonly REGIE_BIN=${LOADTEST_REGIE_BIN:-$ROOT/target/release/regie}
@@ -418,14 +421,14 @@ PY
 }
 
 # compare_latency NAME REGIE_URL BARE_URL RATE: both servers at RATE req/s with oha, in turn,
-# $ROUNDS times each (see compare_rounds for why). Sets LAT_REGIE and LAT_BARE
+# $LATENCY_ROUNDS times each (see compare_rounds for why). Sets LAT_REGIE and LAT_BARE
 # ("p50/p99/p99.9", medians of the rounds, ms), LAT_RATIO (median of the rounds' p99 ratios)
 # and LAT_NOTE (the rates reached, every round's ratio, and anomalies seen).
 LAT_REGIE="" LAT_BARE="" LAT_RATIO="" LAT_NOTE=""
 compare_latency() {
     local name=$1 regie_url=$2 bare_url=$3 rate=$4 round
     local regie_runs=() bare_runs=() ratios=() anomalies="" run p50 p99 p999 reached odd
-    for ((round = 1; round <= ROUNDS; round++)); do
+    for ((round = 1; round <= LATENCY_ROUNDS; round++)); do
         run=$(run_oha "regie-$name-$round" "$regie_url" "$rate")
         read -r p50 p99 p999 reached odd <<<"$run"
         regie_runs+=("$p50 $p99 $p999 $reached")
@@ -446,7 +449,7 @@ compare_latency() {
         'BEGIN { exit !(a < 0.95 * r || b < 0.95 * r) }'; then
         LAT_NOTE+=" UNDER THE RATE: the machine saturated, the percentiles are queueing;"
     fi
-    LAT_NOTE+=" median of $ROUNDS alternating rounds, p99 ratios ${ratios[*]}$anomalies"
+    LAT_NOTE+=" median of $LATENCY_ROUNDS alternating rounds, p99 ratios ${ratios[*]}$anomalies"
     LAT_REGIE=${LAT_REGIE% *}
     LAT_BARE=${LAT_BARE% *}
 }
