@@ -83,7 +83,8 @@ fn capped_campaigns(n: usize) -> Value {
     })
 }
 
-const CAPPED: usize = 30;
+/// More than two of a walk's batches of leases (and of a shutdown's give-backs).
+const CAPPED: usize = 70;
 const BLOCK: u64 = 10;
 
 /// What every instance has leased of the campaign's budget, as the store keeps it.
