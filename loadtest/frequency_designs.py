@@ -14,7 +14,11 @@ parsing and replies count too) and its memory per viewer (used_memory), twice ea
 - script: the same sorted set, checked and written by a Lua walk in one EVALSHA per viewer;
 - script, 8 viewers a call: that walk for eight viewers per EVALSHA (concurrent requests'
   calls gathered; one node only, since a script's keys must share a slot);
-- script, a string per viewer: one key per viewer for every campaign (GET, then SET PX).
+- script, a string per viewer: one key per viewer for every campaign (GET, then SET PX);
+- list: a list per viewer and campaign, LPUSH (whose reply counts the views, expired ones
+  too until the key expires: a returning viewer would need a trim as well) and PEXPIRE;
+- a key per view: one key per view a cap allows, SET NX PX on the first (a new viewer's
+  whole cost; a returning viewer tries the next ones): the least one command can cost.
 
 Standard library only; needs redis-server on the PATH.
 """
@@ -149,11 +153,32 @@ def string_design(viewers, scripts):
     return out, 1
 
 
+def list_design(viewers, _scripts):
+    out = []
+    for n in viewers:
+        key = viewer_key(n) + "3vision-visitez"
+        out.append(
+            command("LPUSH", key, f"{NOW}:{RESERVATION}")
+            + command("PEXPIRE", key, WINDOW_MS)
+        )
+    return out, 2
+
+
+def key_per_view_design(viewers, _scripts):
+    out = []
+    for n in viewers:
+        key = viewer_key(n) + "3vision-visitez:0"
+        out.append(command("SET", key, RESERVATION, "NX", "PX", WINDOW_MS))
+    return out, 1
+
+
 DESIGNS = [
     ("commands", commands_design),
     ("script", script_design(1)),
     ("script, 8 viewers a call", script_design(8)),
     ("script, a string per viewer", string_design),
+    ("list", list_design),
+    ("a key per view", key_per_view_design),
 ]
 
 
